@@ -1,0 +1,1 @@
+"""HTTP edge and composition root: app factory, routing, handlers, the CLI."""

@@ -1,0 +1,125 @@
+"""The `podium` command: `serve` a node, or print the cluster's `status`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from storage.embedded import socket_url
+
+from .settings import DEFAULT_BIND, DEFAULT_LEASE_MS, DEFAULT_MAX_BODY, ConfigError, Settings, parse_bind
+
+# option -> environment variable; the README's config table lists the same pairs.
+ENV = {
+    "redis": "PODIUM_REDIS_URL",
+    "data_dir": "PODIUM_DATA_DIR",
+    "bind": "PODIUM_BIND",
+    "advertise": "PODIUM_ADVERTISE",
+    "cluster": "PODIUM_CLUSTER",
+    "secret_key": "PODIUM_SECRET_KEY",
+    "lease_ms": "PODIUM_LEASE_MS",
+    "log_format": "PODIUM_LOG_FORMAT",
+    "log_level": "PODIUM_LOG_LEVEL",
+    "access_log": "PODIUM_ACCESS_LOG",
+    "max_body_bytes": "PODIUM_MAX_BODY_BYTES",
+}
+_TRUE = ("1", "true", "yes", "on")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="podium", description="Podium conductor node")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node (primary or satellite)")
+    serve.add_argument("--redis", metavar="URL", help="external Redis/Valkey URL (default: embedded server)")
+    serve.add_argument("--data-dir", metavar="DIR", help="node id, embedded store and spool (default ./data)")
+    serve.add_argument("--bind", metavar="HOST:PORT", help=f"HTTP listen address (default {DEFAULT_BIND})")
+    serve.add_argument("--advertise", metavar="URL", help="base URL other nodes and clients use for this node")
+    serve.add_argument("--cluster", metavar="NAME", help="cluster name = Redis key prefix (default podium)")
+    serve.add_argument("--secret-key", metavar="KEY", help="cluster secret (default: generated once, in Redis)")
+    serve.add_argument("--lease-ms", metavar="MS", help=f"primary lease (default {DEFAULT_LEASE_MS})")
+    serve.add_argument("--log-format", choices=["json", "console", "auto"], help="log format (default auto)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument("--access-log", choices=["on", "off"], help="log every request (default on)")
+    serve.add_argument("--max-body-bytes", metavar="N", help=f"request body limit (default {DEFAULT_MAX_BODY})")
+
+    status = sub.add_parser("status", help="print the cluster's nodes, roles, primary and epoch")
+    status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
+    status.add_argument("--data-dir", metavar="DIR", help="data dir of a node with the embedded store")
+    status.add_argument("--cluster", metavar="NAME", help="cluster name (default podium)")
+    return parser
+
+
+def _pick(args: argparse.Namespace, env: Mapping[str, str], name: str, default: str) -> str:
+    value = getattr(args, name, None)
+    if value is None:
+        value = env.get(ENV[name])
+    return default if value is None or value == "" else str(value)
+
+
+def _int(value: str, option: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: must be an integer") from None
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    host, port = parse_bind(_pick(args, env, "bind", DEFAULT_BIND))
+    redis_url = _pick(args, env, "redis", "") or None
+    return Settings(
+        redis_url=redis_url,
+        data_dir=Path(_pick(args, env, "data_dir", "data")),
+        host=host,
+        port=port,
+        advertise=_pick(args, env, "advertise", ""),
+        cluster=_pick(args, env, "cluster", "podium"),
+        secret_key=_pick(args, env, "secret_key", "") or None,
+        lease_ms=_int(_pick(args, env, "lease_ms", str(DEFAULT_LEASE_MS)), "--lease-ms"),
+        log_format=_pick(args, env, "log_format", "auto"),
+        log_level=_pick(args, env, "log_level", "info"),
+        access_log=_pick(args, env, "access_log", "on").lower() in (*_TRUE, "on"),
+        max_body_bytes=_int(_pick(args, env, "max_body_bytes", str(DEFAULT_MAX_BODY)), "--max-body-bytes"),
+        test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
+    ).validate()
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(settings_from(args, environ))
+        return _status(args, environ)
+    except ConfigError as exc:
+        print(f"podium: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(settings: Settings) -> int:
+    from . import logs
+    from .server import serve
+
+    logs.configure(settings.log_format, settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .status import cluster_status
+
+    data_dir = Path(_pick(args, env, "data_dir", "data"))
+    url = _pick(args, env, "redis", "") or socket_url(data_dir)
+    cluster = _pick(args, env, "cluster", "podium")
+    print(asyncio.run(cluster_status(url, cluster)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""One module per API area; importing this package registers every handler."""
+
+from . import misc, testhooks
+
+__all__ = ["misc", "testhooks"]

@@ -1,0 +1,28 @@
+"""GET /health: 200 on the primary, 503 elsewhere, with enough to find the primary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .transport import json_reply
+from .typedefs import NODE
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    primary = node.is_primary
+    body: dict[str, Any] = {
+        "code": 0 if primary else "master",
+        "master": primary,
+        "role": node.role,
+        "node": node.node_id,
+        "epoch": node.epoch,
+        "redis": node.redis_ok,
+        "primary_id": node.election.primary_id,
+        "primary": node.primary_url,
+    }
+    if not primary:
+        body["description"] = "This node is not the primary." if body["primary"] else "No primary is elected."
+    return json_reply(body, 200 if primary else 503)

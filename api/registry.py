@@ -1,0 +1,88 @@
+"""The one handler registry: name, read or write, parameter style and the privilege each call needs."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .call import Call
+
+Reply = dict[str, Any]
+HandlerFunc = Callable[["Call"], Awaitable["Reply | web.StreamResponse"]]
+
+# Privilege markers besides real privilege names (digest section 2).
+NONE = None  # no auth at all
+AUTH = "auth"  # any valid session or API key
+ADMIN = "admin"
+
+
+class Params(enum.Enum):
+    """How GET query and POST body combine (digest 1.2)."""
+
+    READ = "read"  # merge(body, query): query wins
+    WRITE = "write"  # body only
+    RUN = "run"  # query, then body on top
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    ns: str
+    name: str
+    func: HandlerFunc
+    write: bool
+    privilege: str | None
+    params: Params
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[tuple[str, str], Handler] = {}
+
+    def add(
+        self,
+        name: str,
+        *,
+        write: bool,
+        privilege: str | None,
+        ns: str = "app",
+        params: Params | None = None,
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Decorator: declare a handler. Write handlers read the body only unless told otherwise."""
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            key = (ns, name)
+            if key in self._handlers:
+                raise ValueError(f"handler {ns}/{name} declared twice")
+            style = params or (Params.WRITE if write else Params.READ)
+            self._handlers[key] = Handler(ns, name, func, write, privilege, style)
+            return func
+
+        return register
+
+    def get(self, ns: str, name: str) -> Handler | None:
+        return self._handlers.get((ns, name))
+
+    def merged(self, *others: Registry) -> Registry:
+        out = Registry()
+        for reg in (self, *others):
+            for key, handler in reg._handlers.items():
+                if key in out._handlers:
+                    raise ValueError(f"handler {key[0]}/{key[1]} declared twice")
+                out._handlers[key] = handler
+        return out
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(sorted(self._handlers.values(), key=lambda h: (h.ns, h.name)))
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+
+# Every production handler registers here; test-only hooks live in their own registry.
+HANDLERS = Registry()
+TEST_HANDLERS = Registry()

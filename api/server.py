@@ -1,0 +1,101 @@
+"""`podium serve`: bring up the store, the node runtime and the HTTP site, and take them down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+
+import structlog
+from aiohttp import web
+
+from cluster import __version__
+from cluster.node import NodeRuntime, load_node_id
+from storage.connection import Database, connect, redacted, wait_reachable
+from storage.embedded import EmbeddedServer
+from storage.errors import StorageError
+from storage.keyspace import Keyspace
+from storage.secretkey import ensure_secret_key
+
+from .app import create_app
+from .logs import AccessLogger
+from .settings import ConfigError, Settings
+
+log = structlog.get_logger("podium.server")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early, before anything is started, if the HTTP port is taken."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"--bind {host}:{port}: address already in use") from None
+            raise ConfigError(f"--bind {host}:{port}: {exc.strerror}") from None
+
+
+async def serve(settings: Settings) -> None:
+    check_port_free(settings.host, settings.port)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with contextlib.AsyncExitStack() as stack:
+        url = settings.redis_url
+        if url is None:
+            embedded = EmbeddedServer(settings.data_dir)
+            try:
+                url = await embedded.start()
+            except StorageError as exc:
+                raise ConfigError(str(exc)) from None
+            stack.callback(embedded.stop)
+            log.info("embedded_store_started", socket=url, binary=embedded.binary)
+        client = connect(url)
+        db = Database(client, Keyspace(settings.cluster))
+        stack.push_async_callback(db.aclose)
+        try:
+            await wait_reachable(client)
+        except StorageError:
+            raise ConfigError(f"Redis at {redacted(url)} is unreachable") from None
+        await ensure_secret_key(db, settings.secret_key)
+
+        node_id = load_node_id(settings.data_dir)
+        node = NodeRuntime(db, node_id, settings.advertise_url, lease_ms=settings.lease_ms)
+        app = create_app(settings, node)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        )
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=2.0)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"--bind {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+
+        await node.start()
+        stack.push_async_callback(node.stop)
+        log.info(
+            "node_started",
+            node=node_id,
+            version=__version__,
+            bind=f"{settings.host}:{settings.port}",
+            url=node.url,
+            redis=redacted(url),
+            cluster=settings.cluster,
+        )
+        await stop.wait()
+        log.info("node_stopping", node=node_id)

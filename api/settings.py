@@ -1,0 +1,83 @@
+"""Node configuration: one frozen dataclass, read from CLI options and PODIUM_* variables in the CLI only."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from storage.connection import check_url
+from storage.errors import BadRedisURL
+from storage.keyspace import valid_cluster_name
+
+DEFAULT_PORT = 5522
+DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_LEASE_MS = 3000
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line and a non-zero exit."""
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        host, port_text = value, str(DEFAULT_PORT)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"--bind {value!r}: port must be a number") from None
+    if not 0 <= port < 65536:
+        raise ConfigError(f"--bind {value!r}: port out of range")
+    return host, port
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str | None = None  # None: the embedded server in data_dir
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    advertise: str = ""
+    cluster: str = "podium"
+    secret_key: str | None = field(default=None, repr=False)
+    lease_ms: int = DEFAULT_LEASE_MS
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+    access_log: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    test_hooks: bool = False
+
+    @property
+    def advertise_url(self) -> str:
+        if self.advertise:
+            return self.advertise.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def validate(self) -> Settings:
+        if self.redis_url is not None:
+            try:
+                check_url(self.redis_url)
+            except BadRedisURL as exc:
+                raise ConfigError(str(exc)) from None
+        if not valid_cluster_name(self.cluster):
+            raise ConfigError(f"--cluster {self.cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
+        if not 500 <= self.lease_ms <= 600_000:
+            raise ConfigError(f"--lease-ms {self.lease_ms}: must be between 500 and 600000")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError(f"--log-format {self.log_format!r}: use json or console")
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"--max-body-bytes {self.max_body_bytes}: must be at least 1024")
+        if self.advertise:
+            parts = urlsplit(self.advertise)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"--advertise {self.advertise!r}: must be an http(s):// URL")
+        return self

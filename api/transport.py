@@ -1,0 +1,205 @@
+"""The /api/<ns>/<name> transport: parameter assembly, dispatch, and JSON replies with the seed's statuses.
+
+Deliberate differences from xyOps (digest 1.5, 1.6): HTTP statuses follow the seed on every path, not
+only on `/vN` paths; an unknown API name is an `api` error (400) rather than code 1 with HTTP 200; and
+transport-level refusals keep code `api` with the precise HTTP status (405, 413, 415).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from structlog.contextvars import bind_contextvars
+
+from cluster.node import NotPrimary
+from storage.connection import STORE_DOWN_ERRORS
+from storage.errors import FencedError
+
+from .call import Call, Upload
+from .errors import ApiError, master_error
+from .registry import Params
+from .typedefs import NODE, REGISTRY, SETTINGS
+
+log = structlog.get_logger("podium.api")
+
+# Keys that carry credentials or transport flags; they never reach a handler's params (digest 1.2 quirk).
+RESERVED = frozenset({"api_key", "session_id", "csrf_token", "cachebust", "pretty"})
+_JSON_TYPES = re.compile(r"text|javascript|js|json")
+_FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+_METHODS = frozenset({"GET", "HEAD", "POST"})
+
+_ids = itertools.count(1)
+_id_prefix = secrets.token_hex(3)
+
+
+def next_request_id() -> str:
+    return f"{_id_prefix}-{next(_ids):x}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def json_reply(body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "") -> web.Response:
+    text = json.dumps(body, indent=2 if pretty else None, separators=None if pretty else (",", ":"),
+                      default=_json_default)  # fmt: skip
+    headers = {"X-Request-ID": rid} if rid else None
+    return web.Response(body=text.encode(), status=status, content_type="application/json", headers=headers)
+
+
+def split_reserved(source: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    params: dict[str, Any] = {}
+    reserved: dict[str, Any] = {}
+    for key, value in source:
+        (reserved if key in RESERVED else params)[key] = value
+    return params, reserved
+
+
+async def read_body(request: web.Request, spool_dir: Path) -> tuple[dict[str, Any], dict[str, Upload]]:
+    """The body as params (+ uploads). Raises ApiError for bad JSON or an unsupported type."""
+    if not request.body_exists:
+        return {}, {}
+    ctype = request.content_type
+    if ctype in _FORM_TYPES:
+        return await _read_form(request, spool_dir)
+    if _JSON_TYPES.search(ctype):
+        raw = await request.read()
+        if not raw.strip():
+            return {}, {}
+        try:
+            data = json.loads(raw)
+        except UnicodeDecodeError:
+            raise ApiError("api", "Malformed JSON in request body: not UTF-8.") from None
+        except json.JSONDecodeError as exc:
+            raise ApiError("api", f"Malformed JSON in request body: {exc.msg} at position {exc.pos}.") from None
+        if not isinstance(data, dict):
+            raise ApiError("api", "Request body must be a JSON object.")
+        return data, {}
+    raise ApiError(
+        "api", f"Unsupported Content-Type '{ctype}': send application/json or multipart/form-data.", status=415
+    )
+
+
+async def _read_form(request: web.Request, spool_dir: Path) -> tuple[dict[str, Any], dict[str, Upload]]:
+    form = await request.post()  # enforces client_max_size across the whole body
+    fields: dict[str, Any] = {}
+    files: dict[str, Upload] = {}
+    for key, value in form.items():
+        if isinstance(value, web.FileField):
+            files[key] = _spool(value, spool_dir)
+        else:
+            fields[key] = value
+    # A `json` field may carry the whole payload (xyOps accepts this for uploads and launches).
+    if isinstance(fields.get("json"), str):
+        try:
+            payload = json.loads(fields.pop("json"))
+        except json.JSONDecodeError as exc:
+            raise ApiError("api", f"Malformed JSON in form field 'json': {exc.msg}.") from None
+        if not isinstance(payload, dict):
+            raise ApiError("api", "Form field 'json' must hold a JSON object.")
+        fields.update(payload)
+    return fields, files
+
+
+def _spool(field: web.FileField, spool_dir: Path) -> Upload:
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="upload-", dir=spool_dir)
+    size = 0
+    with os.fdopen(fd, "wb") as out:
+        while chunk := field.file.read(1 << 16):
+            out.write(chunk)
+            size += len(chunk)
+    return Upload(path=path, type=field.content_type, name=field.filename, size=size)
+
+
+def assemble(style: Params, body: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
+    if style is Params.WRITE:
+        return body
+    if style is Params.RUN:
+        return {**query, **body}
+    return {**body, **query}
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    rid = next_request_id()
+    bind_contextvars(request_id=rid)
+    app = request.app
+    info = request.match_info
+    ns, name = info["ns"], info["name"]
+    pretty = request.query.get("pretty") in ("1", "true")
+    files: dict[str, Upload] = {}
+    try:
+        handler = app[REGISTRY].get(ns, name)
+        if handler is None:
+            raise ApiError("api", f"Unsupported API: {ns}/{name}")
+        if request.method not in _METHODS:
+            raise ApiError("api", f"Method {request.method} is not allowed; use GET or POST.", status=405)
+        node = app[NODE]
+        if handler.write and not node.is_primary:
+            raise master_error(node.primary_host, node.primary_url)
+        settings = app[SETTINGS]
+        body_raw, files = await read_body(request, settings.data_dir / "tmp")
+        body, reserved = split_reserved(body_raw.items())
+        query, q_reserved = split_reserved(request.query.items())
+        call = Call(
+            request=request,
+            node=node,
+            settings=settings,
+            request_id=rid,
+            params=assemble(handler.params, body, query),
+            query=query,
+            tail=info.get("tail", ""),
+            files=files,
+            body_reserved=reserved,
+            query_reserved=q_reserved,
+        )
+        reply = await handler.func(call)
+        if isinstance(reply, web.StreamResponse):
+            return reply
+        return json_reply({"code": 0, **reply}, pretty=pretty, rid=rid)
+    except ApiError as exc:
+        return json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return json_reply({"code": "api", "description": f"Request body too large: {exc.text}"}, 413, rid=rid)
+    except (NotPrimary, FencedError):
+        node = app[NODE]
+        err = master_error(node.primary_host, node.primary_url)
+        return json_reply(err.body(), err.status, pretty=pretty, rid=rid)
+    except STORE_DOWN_ERRORS as exc:
+        log.warning("store_unavailable", api=f"{ns}/{name}", error=repr(exc))
+        body = {"code": "db", "description": "The data store is unavailable; try again shortly."}
+        return json_reply(body, 500, rid=rid)
+    except Exception:
+        log.exception("handler_failed", api=f"{ns}/{name}")
+        body = {"code": "internal", "description": f"Internal error (request {rid}); see the server log."}
+        return json_reply(body, 500, rid=rid)
+    finally:
+        for upload in files.values():
+            _unlink(upload.path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    return json_reply({"code": "notfound", "description": f"No such resource: {request.path}"}, 404)

@@ -1,0 +1,135 @@
+"""Primary election on a Redis lease with a fencing epoch.
+
+A node is primary while it holds the lease *and* its last successful renew (timed from when the
+request was sent, so network delay only shortens our belief) is younger than 0.7 x lease. The role is
+computed from the clock on every read, so a process resumed after SIGSTOP knows it is no longer
+primary before it runs a single handler; the lease itself lasts the full 1.0 x lease, which leaves a
+0.3 x lease gap in which nobody is primary rather than two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from storage.connection import UNAVAILABLE_ERRORS
+from storage.lease import LeaseStore
+
+log = structlog.get_logger("podium.election")
+
+Clock = Callable[[], float]
+STEP_DOWN_FRACTION = 0.7
+
+
+class Election:
+    def __init__(
+        self,
+        leases: LeaseStore,
+        node_id: str,
+        *,
+        lease_ms: int = 3000,
+        renew_ms: int | None = None,
+        poll_ms: int = 250,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.leases = leases
+        self.node_id = node_id
+        self.lease_ms = lease_ms
+        self.renew_s = (renew_ms if renew_ms is not None else lease_ms // 3) / 1000
+        self.poll_s = min(poll_ms, lease_ms // 4) / 1000
+        self.clock = clock
+        self.epoch = 0  # our epoch while primary; otherwise the last epoch seen
+        self.leader_id = ""  # who holds the lease, as last seen ("" = nobody / unknown)
+        self.redis_ok = True
+        self._renewed_at: float | None = None
+        self.on_change: Callable[[bool], None] = lambda primary: None
+
+    @property
+    def hold_s(self) -> float:
+        return self.lease_ms * STEP_DOWN_FRACTION / 1000
+
+    @property
+    def is_primary(self) -> bool:
+        return self._renewed_at is not None and self.clock() - self._renewed_at < self.hold_s
+
+    @property
+    def primary_id(self) -> str:
+        """The node believed to be primary: ourselves, or the lease holder last seen."""
+        if self.is_primary:
+            return self.node_id
+        return "" if self.leader_id == self.node_id else self.leader_id
+
+    async def step(self) -> float:
+        """One round: renew if primary, else try to take the lease. Returns seconds to the next round."""
+        if self._renewed_at is not None:
+            if not self.is_primary:
+                self._step_down("renew_overdue")
+            else:
+                return await self._renew()
+        return await self._acquire()
+
+    async def _renew(self) -> float:
+        assert self._renewed_at is not None
+        sent = self.clock()
+        remaining = self._renewed_at + self.hold_s - sent
+        try:
+            ok = await asyncio.wait_for(self.leases.renew(self.node_id, self.epoch, self.lease_ms), remaining)
+        except UNAVAILABLE_ERRORS as exc:
+            self._unavailable(exc)
+            if not self.is_primary:
+                self._step_down("redis_unreachable")
+                return self.poll_s
+            return min(self.poll_s, max(0.0, self._renewed_at + self.hold_s - self.clock()))
+        self.redis_ok = True
+        if not ok:
+            self._step_down("lease_lost")
+            return 0.0
+        self._renewed_at = sent
+        return self.renew_s
+
+    async def _acquire(self) -> float:
+        sent = self.clock()
+        try:
+            state = await asyncio.wait_for(self.leases.acquire(self.node_id, self.lease_ms), self.lease_ms / 2000)
+        except UNAVAILABLE_ERRORS as exc:
+            self._unavailable(exc)
+            return self.poll_s
+        self.redis_ok = True
+        self.epoch = state.epoch
+        self.leader_id = state.holder
+        if state.acquired:
+            self._renewed_at = sent
+            log.info("elected_primary", node=self.node_id, epoch=self.epoch)
+            self.on_change(True)
+            return self.renew_s
+        # Sleep until the holder's lease would run out, but never longer than the poll interval.
+        wait = state.ttl_ms / 1000 if state.ttl_ms > 0 else self.poll_s
+        return max(0.01, min(self.poll_s, wait))
+
+    async def release(self) -> bool:
+        """Clean shutdown: give the lease back at once so a satellite takes over without waiting."""
+        if not self.is_primary:
+            return False
+        epoch = self.epoch
+        self._step_down("shutdown")
+        try:
+            return await asyncio.wait_for(self.leases.release(self.node_id, epoch), self.lease_ms / 1000)
+        except UNAVAILABLE_ERRORS:
+            return False
+
+    def _unavailable(self, exc: BaseException) -> None:
+        if self.redis_ok:
+            log.warning("redis_unreachable", node=self.node_id, error=repr(exc))
+        self.redis_ok = False
+
+    def _step_down(self, reason: str) -> None:
+        was = self._renewed_at is not None
+        self._renewed_at = None
+        if self.leader_id == self.node_id:
+            self.leader_id = ""
+        if was:
+            log.warning("stepped_down", node=self.node_id, epoch=self.epoch, reason=reason)
+            self.on_change(False)

@@ -1,0 +1,157 @@
+"""The node runtime: election, registry heartbeats, and the primary-only services they gate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import structlog
+
+from storage.connection import UNAVAILABLE_ERRORS, Database
+from storage.fence import Fence
+from storage.lease import LeaseStore
+from storage.models import NodeRecord
+from storage.nodes import NodeStore
+
+from .election import Election
+from .loops import cancel_and_wait, run_periodic
+from .registry import Registry, make_record
+
+log = structlog.get_logger("podium.node")
+
+# A primary-only service: a coroutine run while this node is primary, cancelled when it is not.
+PrimaryService = Callable[["NodeRuntime", asyncio.Event], Awaitable[None]]
+
+
+class NotPrimary(Exception):
+    """A primary-only action was attempted on a node that is not (or no longer) primary."""
+
+
+def load_node_id(data_dir: Path) -> str:
+    """A stable id kept in the data dir, never the hostname."""
+    path = data_dir / "node_id"
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = "n" + secrets.token_hex(6)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(value + "\n")
+    tmp.replace(path)
+    return value
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        db: Database,
+        node_id: str,
+        advertise_url: str,
+        *,
+        lease_ms: int = 3000,
+        services: list[PrimaryService] | None = None,
+    ) -> None:
+        self.db = db
+        self.node_id = node_id
+        self.url = advertise_url.rstrip("/")
+        self.started = time.time()
+        self.election = Election(LeaseStore(db), node_id, lease_ms=lease_ms)
+        self.election.on_change = self._role_changed
+        self.registry = Registry(NodeStore(db), self._record)
+        self.services = list(services or [])
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._primary_stop: asyncio.Event | None = None
+        self._primary_tasks: list[asyncio.Task[None]] = []
+
+    # -- state ------------------------------------------------------------------
+    @property
+    def is_primary(self) -> bool:
+        return self.election.is_primary
+
+    @property
+    def role(self) -> str:
+        return "primary" if self.is_primary else "satellite"
+
+    @property
+    def epoch(self) -> int:
+        return self.election.epoch
+
+    @property
+    def redis_ok(self) -> bool:
+        return self.election.redis_ok and self.registry.ok
+
+    def primary_record(self) -> NodeRecord | None:
+        pid = self.election.primary_id
+        if not pid:
+            return None
+        if pid == self.node_id:
+            return self._record()
+        return self.registry.find(pid)
+
+    @property
+    def primary_url(self) -> str:
+        rec = self.primary_record()
+        return rec.url if rec else ""
+
+    @property
+    def primary_host(self) -> str:
+        """host[:port] of the primary, as the `master` error reports it."""
+        url = self.primary_url
+        return urlsplit(url).netloc if url else ""
+
+    def fence(self) -> Fence:
+        """The credential for a fenced write; NotPrimary if this node is not primary right now."""
+        if not self.is_primary:
+            raise NotPrimary(self.primary_host)
+        return Fence(self.db, self.node_id, self.election.epoch)
+
+    def _record(self) -> NodeRecord:
+        return make_record(self.node_id, self.url, self.started, self.role, self.epoch, self.redis_ok)
+
+    # -- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        # Register before electing so a fresh primary is visible in the registry at once.
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await self.registry.step()
+        self._tasks = [
+            asyncio.create_task(run_periodic("election", self.election.step, self._stop)),
+            asyncio.create_task(run_periodic("heartbeat", self.registry.step, self._stop)),
+        ]
+
+    async def stop(self) -> None:
+        """Stop loops, hand the lease over at once and leave the registry."""
+        self._stop.set()
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        released = await self.election.release()
+        await self._stop_primary_services()
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await asyncio.wait_for(self.registry.nodes.remove(self.node_id), 2.0)
+        log.info("node_stopped", node=self.node_id, released_lease=released)
+
+    # -- primary-only services --------------------------------------------------
+    def _role_changed(self, primary: bool) -> None:
+        if primary:
+            self._start_primary_services()
+        else:
+            # Stop the services at once (synchronously signal, cancel in the background).
+            task = asyncio.get_running_loop().create_task(self._stop_primary_services())
+            self._tasks.append(task)
+
+    def _start_primary_services(self) -> None:
+        stop = self._primary_stop = asyncio.Event()
+        self._primary_tasks = [asyncio.create_task(svc(self, stop)) for svc in self.services]
+
+    async def _stop_primary_services(self) -> None:
+        if self._primary_stop is not None:
+            self._primary_stop.set()
+        tasks, self._primary_tasks = self._primary_tasks, []
+        for task in tasks:
+            await cancel_and_wait(task)

@@ -1,0 +1,23 @@
+"""Errors raised by the storage layer; the HTTP edge translates them once."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of storage errors."""
+
+
+class StoreUnavailable(StorageError):
+    """Redis could not be reached (or timed out)."""
+
+
+class FencedError(StorageError):
+    """A primary-only write was refused: the caller no longer holds the lease at its epoch."""
+
+
+class EmbeddedServerError(StorageError):
+    """The embedded Redis-compatible server could not be found or started."""
+
+
+class BadRedisURL(StorageError):
+    """The Redis URL cannot be used."""

@@ -1,0 +1,66 @@
+"""The fenced-write primitive: primary-only mutations that a deposed primary cannot make."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from . import codec
+from .connection import Database
+from .errors import FencedError
+from .scripts import FENCE_ERROR, FENCED_EXEC
+
+Arg = str | bytes | int | float
+
+
+@dataclass(slots=True)
+class FencedBatch:
+    """Commands collected for one atomic fenced call. Keys go through KEYS, never inline."""
+
+    keys: list[str] = field(default_factory=list)
+    ops: list[list[Any]] = field(default_factory=list)
+
+    def add(self, command: str, keys: Sequence[str], *args: Arg) -> FencedBatch:
+        positions = []
+        for key in keys:
+            try:
+                positions.append(self.keys.index(key) + 1)
+            except ValueError:
+                self.keys.append(key)
+                positions.append(len(self.keys))
+        self.ops.append([command, positions, list(args)])
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The caller's claim to be primary: node id + epoch. Every fenced write presents it."""
+
+    db: Database
+    node_id: str
+    epoch: int
+
+    def fence_keys(self) -> list[str]:
+        return [self.db.keys.leader, self.db.keys.epoch]
+
+    def fence_args(self) -> list[Arg]:
+        return [self.node_id, self.epoch]
+
+    async def run(self, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run a script built with `scripts.fenced()`; FencedError if the fence refuses."""
+        try:
+            return await self.db.script(source)(
+                keys=[*self.fence_keys(), *keys], args=[*self.fence_args(), *args]
+            )
+        except ResponseError as exc:
+            if str(exc).startswith(FENCE_ERROR):
+                raise FencedError(str(exc)) from None
+            raise
+
+    async def execute(self, batch: FencedBatch) -> list[Any]:
+        """Apply a batch atomically; FencedError (and nothing written) if the fence refuses."""
+        result = await self.run(FENCED_EXEC, batch.keys, [codec.pack(batch.ops)])
+        return list(result)
