@@ -7,6 +7,7 @@ transport-level refusals keep code `api` with the precise HTTP status (405, 413,
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -16,12 +17,13 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
 from structlog.contextvars import bind_contextvars
 
-from cluster.node import NotPrimary
+from cluster.node import NodeRuntime, NotPrimary
 from storage.connection import STORE_DOWN_ERRORS
 from storage.errors import FencedError
 
@@ -99,10 +101,10 @@ async def read_body(request: web.Request, spool_dir: Path) -> tuple[dict[str, An
 async def _read_form(request: web.Request, spool_dir: Path) -> tuple[dict[str, Any], dict[str, Upload]]:
     form = await request.post()  # enforces client_max_size across the whole body
     fields: dict[str, Any] = {}
-    files: dict[str, Upload] = {}
+    uploads: dict[str, web.FileField] = {}
     for key, value in form.items():
         if isinstance(value, web.FileField):
-            files[key] = _spool(value, spool_dir)
+            uploads[key] = value
         else:
             fields[key] = value
     # A `json` field may carry the whole payload (xyOps accepts this for uploads and launches).
@@ -114,6 +116,15 @@ async def _read_form(request: web.Request, spool_dir: Path) -> tuple[dict[str, A
         if not isinstance(payload, dict):
             raise ApiError("api", "Form field 'json' must hold a JSON object.")
         fields.update(payload)
+    # Spool only once the fields are known good, and leave nothing behind if spooling fails midway.
+    files: dict[str, Upload] = {}
+    try:
+        for key, field in uploads.items():
+            files[key] = _spool(field, spool_dir)
+    except BaseException:
+        for upload in files.values():
+            _unlink(upload.path)
+        raise
     return fields, files
 
 
@@ -136,6 +147,14 @@ def assemble(style: Params, body: dict[str, Any], query: dict[str, Any]) -> dict
     return {**body, **query}
 
 
+async def redirect(node: NodeRuntime) -> ApiError:
+    """The `master` error naming the primary (host[:port] and base URL), or empty when none is known."""
+    rec = await node.locate_primary()
+    if rec is None:
+        return master_error("", "")
+    return master_error(urlsplit(rec.url).netloc, rec.url)
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     rid = next_request_id()
     bind_contextvars(request_id=rid)
@@ -152,7 +171,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             raise ApiError("api", f"Method {request.method} is not allowed; use GET or POST.", status=405)
         node = app[NODE]
         if handler.write and not node.is_primary:
-            raise master_error(node.primary_host, node.primary_url)
+            raise await redirect(node)
         settings = app[SETTINGS]
         body_raw, files = await read_body(request, settings.data_dir / "tmp")
         body, reserved = split_reserved(body_raw.items())
@@ -178,8 +197,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except web.HTTPRequestEntityTooLarge as exc:
         return json_reply({"code": "api", "description": f"Request body too large: {exc.text}"}, 413, rid=rid)
     except (NotPrimary, FencedError):
-        node = app[NODE]
-        err = master_error(node.primary_host, node.primary_url)
+        err = await redirect(app[NODE])
         return json_reply(err.body(), err.status, pretty=pretty, rid=rid)
     except STORE_DOWN_ERRORS as exc:
         log.warning("store_unavailable", api=f"{ns}/{name}", error=repr(exc))
@@ -195,10 +213,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:

@@ -22,7 +22,7 @@ async def run_periodic(name: str, step: Step, stop: asyncio.Event, *, error_dela
             failures = 0
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a loop must outlive any single failure
+        except Exception as exc:
             failures += 1
             # Log the first failure and then every 20th, so an outage does not flood the log.
             if failures == 1 or failures % 20 == 0:

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import structlog
 
@@ -25,7 +25,7 @@ from .registry import Registry, make_record
 log = structlog.get_logger("podium.node")
 
 # A primary-only service: a coroutine run while this node is primary, cancelled when it is not.
-PrimaryService = Callable[["NodeRuntime", asyncio.Event], Awaitable[None]]
+PrimaryService = Callable[["NodeRuntime", asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class NotPrimary(Exception):
@@ -100,16 +100,26 @@ class NodeRuntime:
         rec = self.primary_record()
         return rec.url if rec else ""
 
-    @property
-    def primary_host(self) -> str:
-        """host[:port] of the primary, as the `master` error reports it."""
-        url = self.primary_url
-        return urlsplit(url).netloc if url else ""
+    async def locate_primary(self) -> NodeRecord | None:
+        """The primary's record. On a miss (this node just resumed from a pause, or has not heard of
+        the primary yet) ask Redis for the lease holder and a fresh registry view, so a redirect can
+        still name it. Only the redirect path pays for this."""
+        rec = self.primary_record()
+        if rec is None and not self.is_primary:
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                holder, _ = await asyncio.wait_for(self.election.leases.holder(), 1.0)
+                if holder and holder != self.node_id:
+                    self.election.leader_id = holder
+                    rec = self.registry.find(holder)
+                    if rec is None:
+                        self.registry.view = await asyncio.wait_for(self.registry.nodes.live(), 1.0)
+                        rec = self.registry.find(holder)
+        return rec
 
     def fence(self) -> Fence:
         """The credential for a fenced write; NotPrimary if this node is not primary right now."""
         if not self.is_primary:
-            raise NotPrimary(self.primary_host)
+            raise NotPrimary(self.node_id)
         return Fence(self.db, self.node_id, self.election.epoch)
 
     def _record(self) -> NodeRecord:
@@ -132,6 +142,8 @@ class NodeRuntime:
             await cancel_and_wait(task)
         released = await self.election.release()
         await self._stop_primary_services()
+        for task in self._tasks:  # role-change tasks started by the release above
+            await cancel_and_wait(task)
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await asyncio.wait_for(self.registry.nodes.remove(self.node_id), 2.0)
         log.info("node_stopped", node=self.node_id, released_lease=released)

@@ -81,7 +81,7 @@ async def wait_reachable(client: Redis, *, attempts: int = 10, delay: float = 0.
         try:
             await client.ping()
             return
-        except (RedisError, *UNAVAILABLE_ERRORS) as exc:
+        except (RedisError, *UNAVAILABLE_ERRORS) as exc:  # type: ignore[misc]  # tuple of exception types
             last = exc
             await asyncio.sleep(delay)
     raise StoreUnavailable(f"Redis is unreachable: {last}")

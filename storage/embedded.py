@@ -26,7 +26,7 @@ def find_binary() -> str:
         path = str(get_binary_path())
         if os.access(path, os.X_OK):
             return path
-    except Exception:  # noqa: BLE001 - any failure here means "not usable", fall through to PATH
+    except Exception:
         pass
     for name in ("valkey-server", "redis-server"):
         found = shutil.which(name)
@@ -96,7 +96,7 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet at start-up
+            preexec_fn=_die_with_parent,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -130,7 +130,7 @@ async def _answers(url: str) -> bool:
     client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
     try:
         return bool(await client.ping())
-    except Exception:  # noqa: BLE001 - any failure means "not answering"
+    except Exception:
         return False
     finally:
         await client.aclose()

@@ -16,6 +16,11 @@ from .scripts import FENCE_ERROR, FENCED_EXEC
 Arg = str | bytes | int | float
 
 
+def _encoded(arg: Arg) -> str | bytes:
+    """Numbers spelled as redis-py sends them; as Lua numbers (doubles) big ints would lose digits."""
+    return arg if isinstance(arg, str | bytes) else repr(arg)
+
+
 @dataclass(slots=True)
 class FencedBatch:
     """Commands collected for one atomic fenced call. Keys go through KEYS, never inline."""
@@ -31,7 +36,7 @@ class FencedBatch:
             except ValueError:
                 self.keys.append(key)
                 positions.append(len(self.keys))
-        self.ops.append([command, positions, list(args)])
+        self.ops.append([command, positions, [_encoded(a) for a in args]])
         return self
 
 
@@ -62,5 +67,5 @@ class Fence:
 
     async def execute(self, batch: FencedBatch) -> list[Any]:
         """Apply a batch atomically; FencedError (and nothing written) if the fence refuses."""
-        result = await self.run(FENCED_EXEC, batch.keys, [codec.pack(batch.ops)])
+        result = await self.run(FENCED_EXEC, batch.keys, [codec.pack_for_lua(batch.ops)])
         return list(result)

@@ -12,7 +12,7 @@ _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def valid_cluster_name(name: str) -> bool:
-    return bool(_CLUSTER_NAME.match(name))
+    return bool(_CLUSTER_NAME.fullmatch(name))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,8 @@ class NodeStore:
     async def remove(self, node_id: str) -> None:
         k = self.db.keys
         async with self.db.client.pipeline(transaction=True) as pipe:
-            pipe.zrem(k.nodes, node_id)
-            pipe.delete(k.node(node_id))
+            pipe.zrem(k.nodes, node_id)  # type: ignore[unused-awaitable]  # queued, not awaited
+            pipe.delete(k.node(node_id))  # type: ignore[unused-awaitable]
             await pipe.execute()
 
     async def live(self) -> list[LiveNode]:
@@ -43,6 +43,6 @@ class NodeStore:
         for expiry, raw in zip(expiries, records, strict=True):
             if raw is None:
                 continue
-            rec = NodeRecord.from_dict(codec.unpack(raw))
+            rec = NodeRecord.from_dict(codec.unpack(raw if isinstance(raw, bytes) else raw.encode()))
             out.append(LiveNode(record=rec, expires_ms=expiry, now_ms=now, ttl_ms=self.ttl_ms))
         return sorted(out, key=lambda n: n.record.id)

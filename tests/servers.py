@@ -1,0 +1,224 @@
+"""Real processes for tests: a Redis-compatible server and `podium serve` nodes, on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from storage.embedded import find_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class RedisServer:
+    """A valkey-server on a TCP loopback port with AOF in `directory`; restartable on the same port."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            find_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
+            "--logfile", str(self.directory / "server.log"),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Node:
+    """One `podium serve` process."""
+
+    def __init__(self, index: int, directory: Path, redis_url: str | None, extra: Sequence[str] = ()) -> None:
+        self.index = index
+        self.directory = directory
+        self.redis_url = redis_url
+        self.extra = list(extra)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / "node.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def node_id(self) -> str:
+        return (self.directory / "data" / "node_id").read_text().strip()
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "api.cli", "serve", "--data-dir", str(self.directory / "data"),
+               "--bind", f"127.0.0.1:{self.port}", "--log-format", "json", *self.extra]  # fmt: skip
+        if self.redis_url:
+            cmd += ["--redis", self.redis_url]
+        return cmd
+
+    def start(self, env: dict[str, str] | None = None) -> Node:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        environ = {**os.environ, "PODIUM_TEST_HOOKS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT)
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            os.kill(self.pid, sig)
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def terminate(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        self.resume()
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Cluster:
+    """A Redis server plus N nodes; every process it starts it also stops."""
+
+    def __init__(self, root: Path, size: int = 3, extra: Sequence[str] = ()) -> None:
+        self.root = root
+        self.redis = RedisServer(root / "redis")
+        self.nodes = [Node(i, root / f"node{i}", self.redis.url, extra) for i in range(size)]
+        self.http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Cluster:
+        self.redis.start()
+        for node in self.nodes:
+            node.start()
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for node in self.nodes:
+            node.terminate()
+        self.redis.stop()
+        if self.http is not None:
+            await self.http.close()
+
+    async def health(self, node: Node) -> tuple[int, dict[str, Any]] | None:
+        assert self.http is not None
+        try:
+            async with self.http.get(node.url + "/health", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                return resp.status, await resp.json()
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+
+    async def call(
+        self, node: Node, api: str, /, method: str = "GET", **params: Any
+    ) -> tuple[int, dict[str, Any]]:
+        assert self.http is not None
+        url = f"{node.url}/api/app/{api}/v1"
+        if method == "GET":
+            async with self.http.get(url, params={k: str(v) for k, v in params.items()}) as resp:
+                return resp.status, await resp.json()
+        async with self.http.post(url, json=params) as resp:
+            return resp.status, await resp.json()
+
+    async def primaries(self, nodes: Sequence[Node] | None = None) -> list[Node]:
+        found = []
+        for node in nodes or self.nodes:
+            if node.running:
+                h = await self.health(node)
+                if h is not None and h[0] == 200:
+                    found.append(node)
+        return found
+
+    async def wait_for(self, predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
+        """Poll an async predicate until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met within {timeout} s")
+            await asyncio.sleep(interval)
+
+    async def wait_single_primary(self, timeout: float = 30.0, nodes: Sequence[Node] | None = None) -> Node:
+        async def one() -> Node | None:
+            found = await self.primaries(nodes)
+            return found[0] if len(found) == 1 else None
+
+        node: Node = await self.wait_for(one, timeout)
+        return node
+
+    async def wait_all_up(self, timeout: float = 30.0) -> None:
+        async def up() -> bool:
+            return all([await self.health(n) is not None for n in self.nodes if n.running])
+
+        await self.wait_for(up, timeout)
