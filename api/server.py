@@ -44,7 +44,10 @@ def check_port_free(host: str, port: int) -> None:
 
 async def serve(settings: Settings) -> None:
     check_port_free(settings.host, settings.port)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--data-dir {str(settings.data_dir)!r}: {exc.strerror or exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,8 +56,8 @@ async def serve(settings: Settings) -> None:
     async with contextlib.AsyncExitStack() as stack:
         url = settings.redis_url
         if url is None:
-            embedded = EmbeddedServer(settings.data_dir)
             try:
+                embedded = EmbeddedServer(settings.data_dir)  # finding the binary may fail too
                 url = await embedded.start()
             except StorageError as exc:
                 raise ConfigError(str(exc)) from None

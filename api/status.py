@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from storage.connection import Database, connect, redacted, wait_reachable
-from storage.errors import StorageError
-from storage.keyspace import Keyspace
+from storage.errors import BadRedisURL, StorageError
+from storage.keyspace import Keyspace, valid_cluster_name
 from storage.lease import LeaseStore
 from storage.nodes import NodeStore
 
@@ -14,7 +14,13 @@ from .settings import ConfigError
 
 
 async def cluster_status(url: str, cluster: str) -> str:
-    db = Database(connect(url), Keyspace(cluster))
+    if not valid_cluster_name(cluster):
+        raise ConfigError(f"--cluster {cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
+    try:
+        client = connect(url)
+    except BadRedisURL as exc:
+        raise ConfigError(str(exc)) from None
+    db = Database(client, Keyspace(cluster))
     try:
         try:
             await wait_reachable(db.client, attempts=3, delay=0.2)

@@ -17,6 +17,7 @@ from storage.fence import Fence
 from storage.lease import LeaseStore
 from storage.models import NodeRecord
 from storage.nodes import NodeStore
+from storage.stores import Stores
 
 from .election import Election
 from .loops import cancel_and_wait, run_periodic
@@ -56,8 +57,10 @@ class NodeRuntime:
         *,
         lease_ms: int = 3000,
         services: list[PrimaryService] | None = None,
+        stores: Stores | None = None,
     ) -> None:
         self.db = db
+        self.stores = stores or Stores.open(db)
         self.node_id = node_id
         self.url = advertise_url.rstrip("/")
         self.started = time.time()
@@ -133,6 +136,7 @@ class NodeRuntime:
         self._tasks = [
             asyncio.create_task(run_periodic("election", self.election.step, self._stop)),
             asyncio.create_task(run_periodic("heartbeat", self.registry.step, self._stop)),
+            asyncio.create_task(self.stores.bus.run(self._stop)),
         ]
 
     async def stop(self) -> None:

@@ -105,9 +105,10 @@ class EmbeddedServer:
                 err = (self.process.stderr.read() if self.process.stderr else b"").decode(errors="replace")
                 log = self.data_dir / "redis.log"
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-                raise EmbeddedServerError(
-                    f"embedded server exited with {self.process.returncode}: {(err.strip() or ' '.join(tail))}"
-                )
+                code = self.process.returncode
+                self.stop()
+                detail = err.strip() or " ".join(tail)
+                raise EmbeddedServerError(f"embedded server exited with {code}: {detail}")
             if sock.exists() and await _answers(self.url):
                 return self.url
             await asyncio.sleep(0.05)
@@ -116,14 +117,19 @@ class EmbeddedServer:
 
     def stop(self, *, timeout: float = 10.0) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)  # valkey flushes the AOF and exits
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # valkey flushes the AOF and exits
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        finally:
+            if proc.stderr is not None:
+                proc.stderr.close()  # the start-up error pipe; left open it leaks a file descriptor
 
 
 async def _answers(url: str) -> bool:

@@ -21,3 +21,11 @@ class EmbeddedServerError(StorageError):
 
 class BadRedisURL(StorageError):
     """The Redis URL cannot be used."""
+
+
+class Conflict(StorageError):
+    """A write lost a check: `reason` is "exists", "notfound" or "revision"."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason

@@ -55,6 +55,80 @@ class Keyspace:
         """STRING cluster secret key, generated once (SET NX)."""
         return self.key("config", "secret_key")
 
+    @property
+    def setup_done(self) -> str:
+        """STRING set once (fenced SET NX) when the first-start objects have been created."""
+        return self.key("config", "setup")
+
+    # -- cache invalidation ---------------------------------------------------
+    @property
+    def invalidate_channel(self) -> str:
+        """Pub/sub channel: '<kind>|<name>|<version>' after every cached object changes."""
+        return self.key("chan", "invalidate")
+
+    @property
+    def versions(self) -> str:
+        """HASH '<kind>' or '<kind>|<name>' -> version counter, bumped with every publish."""
+        return self.key("versions")
+
+    # -- definitions (generic store) ------------------------------------------
+    def definition(self, family: str, obj_id: str) -> str:
+        """STRING msgpack record of one definition object."""
+        return self.key("def", family, obj_id)
+
+    def definitions(self, family: str) -> str:
+        """ZSET id -> list position of a family (the xyOps list order)."""
+        return self.key("defs", family)
+
+    # -- users and sessions ---------------------------------------------------
+    def user(self, norm: str) -> str:
+        """STRING msgpack user record (username lower-cased, non-word characters removed)."""
+        return self.key("user", norm)
+
+    @property
+    def users(self) -> str:
+        """ZSET normalised username -> created (ms)."""
+        return self.key("users")
+
+    def session(self, digest: str) -> str:
+        """STRING msgpack session, PX to expiry; keyed by sha256 of the session id, never the id."""
+        return self.key("session", digest)
+
+    def user_sessions(self, norm: str) -> str:
+        """SET of session digests belonging to one user (logout_all, user delete)."""
+        return self.key("user_sessions", norm)
+
+    def security_log(self, norm: str) -> str:
+        """LIST msgpack security entries of one user, newest first, capped."""
+        return self.key("security", norm)
+
+    def login_failures(self, norm: str) -> str:
+        """STRING failed-login counter of one user, expires an hour after the first failure."""
+        return self.key("login_fail", "user", norm)
+
+    def ip_login_failures(self, ip: str) -> str:
+        """STRING failed-login counter of one client address, per window."""
+        return self.key("login_fail", "ip", ip)
+
+    def rate(self, key_id: str) -> str:
+        """HASH {sec, count}: the current Redis-clock second's request count of one API key (TTL 2 s)."""
+        return self.key("rate", key_id)
+
+    # -- global state and activity -------------------------------------------
+    @property
+    def state(self) -> str:
+        """STRING msgpack global state ({scheduler: {enabled}}, ...)."""
+        return self.key("state")
+
+    def activity(self, record_id: str) -> str:
+        """STRING msgpack activity record."""
+        return self.key("activity", record_id)
+
+    # -- search indexes (storage/search) ------------------------------------------
+    def index(self, index: str, *parts: str) -> str:
+        """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""
+        return self.key("idx", index, *parts)
+
     def probe(self, name: str) -> str:
         """STRING scratch keys written by fenced-write self tests."""
         return self.key("probe", name)

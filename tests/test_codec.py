@@ -99,7 +99,8 @@ def test_unpack_none_is_none() -> None:
 
 
 def test_none_and_empty_values_are_distinct() -> None:
-    packed = {codec.pack(v) for v in (None, "", b"", [], {}, 0, False)}
+    values: list[Any] = [None, "", b"", [], {}, 0, False]
+    packed = {codec.pack(v) for v in values}
     assert len(packed) == 7
 
 

@@ -3,51 +3,65 @@
 from __future__ import annotations
 
 import inspect
-from itertools import combinations
+from dataclasses import dataclass
+from itertools import combinations, product
 
 import pytest
 
 from storage.keyspace import Keyspace, valid_cluster_name
 
-SAMPLE_IDS = ("n1", "n2", "leader", "epoch", "a:b")
+# Ids as callers pass them; none holds ":" (a key built from "a:b" reads like one built from "a", "b").
+SAMPLE_IDS = ("n1", "n2", "leader", "epoch")
 KNOWN_KEYS = {"leader", "epoch", "nodes", "node", "secret_key", "probe"}
 
 
-def builders() -> tuple[list[str], list[str]]:
-    """Names of every key property and every one-argument key builder on Keyspace."""
+@dataclass(frozen=True)
+class Builder:
+    name: str
+    required: int  # positional arguments besides self
+    variadic: bool  # takes extra *parts
+
+
+def builders() -> tuple[list[str], list[Builder]]:
+    """Every key property and every key-building method on Keyspace, found by introspection."""
     props: list[str] = []
-    funcs: list[str] = []
+    funcs: list[Builder] = []
     for name, member in inspect.getmembers(Keyspace):
         if name.startswith("_") or name == "key":
             continue
         if isinstance(member, property):
             props.append(name)
         elif inspect.isfunction(member):
-            params = list(inspect.signature(member).parameters)
-            assert len(params) == 2, f"Keyspace.{name} takes {params}; teach this test about it"
-            funcs.append(name)
+            params = list(inspect.signature(member).parameters.values())[1:]
+            required = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+            variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
+            assert 1 <= len(required) <= 3, f"Keyspace.{name} takes {params}; teach this test about it"
+            funcs.append(Builder(name, len(required), variadic))
     return props, funcs
 
 
-def all_keys(ks: Keyspace, ids: tuple[str, ...] = SAMPLE_IDS) -> dict[str, str]:
-    """Every key `ks` can build, by a readable label; builders are called with each sample id."""
+def all_keys(ks: Keyspace) -> dict[str, str]:
+    """Every key `ks` can build, by a readable label: builders are called with every combination of
+    sample ids (and, when they take extra parts, with one and two more parts)."""
     props, funcs = builders()
     out: dict[str, str] = {}
     for name in props:
         value = getattr(ks, name)
         assert isinstance(value, str)
         out[name] = value
-    for name in funcs:
-        for ident in ids:
-            value = getattr(ks, name)(ident)
-            assert isinstance(value, str)
-            out[f"{name}({ident})"] = value
+    for builder in funcs:
+        for ids in product(SAMPLE_IDS, repeat=builder.required):
+            calls = [ids, (*ids, "p1"), (*ids, "p1", "p2")] if builder.variadic else [ids]
+            for args in calls:
+                value = getattr(ks, builder.name)(*args)
+                assert isinstance(value, str)
+                out[f"{builder.name}{args}"] = value
     return out
 
 
 def test_discovery_finds_every_known_key() -> None:
     props, funcs = builders()
-    assert KNOWN_KEYS <= set(props) | set(funcs)
+    assert set(props) | {b.name for b in funcs} >= KNOWN_KEYS
 
 
 def test_default_prefix_is_podium() -> None:

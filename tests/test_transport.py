@@ -18,6 +18,7 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.typing import Processor
 
 from api.app import create_app
 from api.errors import MASTER_DESCRIPTION, NO_PRIMARY_DESCRIPTION
@@ -45,6 +46,10 @@ class Edge:
     def spool(self) -> Path:
         return self.settings.data_dir / "tmp"
 
+    def spooled(self) -> list[Path]:
+        """Upload files left in the spool directory."""
+        return sorted(self.spool.iterdir()) if self.spool.exists() else []
+
 
 class MakeEdge(Protocol):
     def __call__(
@@ -65,9 +70,7 @@ async def make_edge(db: Database, tmp_path: Path) -> AsyncIterator[MakeEdge]:
     """Factory: an app + started NodeRuntime + TestClient; every one it makes is stopped at teardown."""
     made: list[Edge] = []
 
-    async def make(
-        *, primary: bool = True, max_body_bytes: int = DEFAULT_MAX_BODY, test_hooks: bool = True
-    ) -> Edge:
+    async def make(*, primary: bool = True, max_body_bytes: int = DEFAULT_MAX_BODY, test_hooks: bool = True) -> Edge:
         settings = Settings(data_dir=tmp_path / "data", test_hooks=test_hooks, max_body_bytes=max_body_bytes)
         node = NodeRuntime(db, "n1", NODE_URL, lease_ms=LEASE_MS)
         edge = Edge(TestClient(TestServer(create_app(settings, node))), node, settings)
@@ -270,10 +273,8 @@ async def test_multipart_text_field_and_file(edge: Edge) -> None:
     assert upload["name"] == "notes.txt"
     assert upload["size"] == len(payload)
     assert upload["type"] == "text/plain"
-    spooled = Path(upload["path"])
-    assert spooled.parent == edge.spool
-    assert not spooled.exists()
-    assert list(edge.spool.iterdir()) == []
+    assert Path(upload["path"]).parent == edge.spool
+    assert edge.spooled() == []
 
 
 async def test_multipart_text_field_only(edge: Edge) -> None:
@@ -317,7 +318,7 @@ async def test_bad_json_form_field(edge: Edge, value: str, expect: str) -> None:
     assert status == 400
     assert body["code"] == "api" and expect in body["description"]
     # A refused request leaves no spooled upload behind.
-    assert not edge.spool.exists() or list(edge.spool.iterdir()) == []
+    assert edge.spooled() == []
 
 
 async def test_malformed_json_body(edge: Edge) -> None:
@@ -387,14 +388,14 @@ async def test_oversized_multipart_body(make_edge: MakeEdge) -> None:
     status, body = await post_json(edge.client, "/api/app/echo/v1", data=form)
     assert status == 413
     assert body["code"] == "api"
-    assert not edge.spool.exists() or list(edge.spool.iterdir()) == []
+    assert edge.spooled() == []
 
 
 # -- crashes -----------------------------------------------------------------------------------------
 
 
 async def test_crash_is_internal_error_with_request_id(edge: Edge) -> None:
-    processors = [structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info]
+    processors: list[Processor] = [structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info]
     with structlog.testing.capture_logs(processors=processors) as logs:
         async with edge.client.get("/api/app/test_crash/v1") as resp:
             status = resp.status

@@ -90,7 +90,7 @@ class Run:
                 async with session.get(self.url) as resp:
                     await resp.read()
                     ok = resp.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             done = time.perf_counter()
             if self.window_start <= start and done <= self.window_end:

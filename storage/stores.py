@@ -1,0 +1,34 @@
+"""Every store of one node, built once from a Database and shared by all layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .bus import InvalidationBus
+from .connection import Database
+from .definitions import DefinitionStore
+from .ratelimit import RateLimiter
+from .state import StateStore
+from .users import UserStore
+
+
+@dataclass(slots=True)
+class Stores:
+    db: Database
+    bus: InvalidationBus
+    defs: DefinitionStore
+    users: UserStore
+    state: StateStore
+    rates: RateLimiter
+
+    @classmethod
+    def open(cls, db: Database) -> Stores:
+        bus = InvalidationBus(db)
+        return cls(
+            db=db,
+            bus=bus,
+            defs=DefinitionStore(db, bus),
+            users=UserStore(db, bus),
+            state=StateStore(db, bus),
+            rates=RateLimiter(db),
+        )
