@@ -7,11 +7,12 @@ from aiohttp import web
 from cluster.node import NodeRuntime
 
 from . import handlers  # noqa: F401 - importing registers every handler
+from .auth import Authenticator
 from .health import health
 from .registry import HANDLERS, TEST_HANDLERS
 from .settings import Settings
 from .transport import dispatch, not_found
-from .typedefs import NODE, REGISTRY, SETTINGS
+from .typedefs import AUTH, NODE, REGISTRY, SETTINGS
 
 # `/api/app/NAME`, `/api/app/NAME/v1` and `/api/app/NAME/v1/<tail>` all reach NAME (digest 1.1).
 API_PATH = r"/api/{ns:app|user}/{name:\w+}{tail:(/.*)?}"
@@ -21,6 +22,7 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[NODE] = node
+    app[AUTH] = Authenticator(node.stores, use_csrf=settings.use_csrf)
     app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
     app.router.add_route("*", API_PATH, dispatch)
     app.router.add_get("/health", health)

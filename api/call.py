@@ -8,7 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from cluster.node import NodeRuntime
+from storage.stores import Stores
 
+from .principal import Principal
 from .settings import Settings
 
 
@@ -35,3 +37,18 @@ class Call:
     # Credentials and transport flags stripped from params (api_key, session_id, csrf_token, ...).
     body_reserved: dict[str, Any] = field(default_factory=dict)
     query_reserved: dict[str, Any] = field(default_factory=dict)
+    user: Principal | None = None  # set by the transport for every handler that needs auth
+
+    @property
+    def who(self) -> Principal:
+        """The authenticated caller (handlers that declare a privilege always have one)."""
+        assert self.user is not None, "handler declared no privilege but asked who is calling"
+        return self.user
+
+    @property
+    def stores(self) -> Stores:
+        return self.node.stores
+
+    @property
+    def ip(self) -> str:
+        return self.request.remote or ""

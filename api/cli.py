@@ -26,6 +26,10 @@ ENV = {
     "log_level": "PODIUM_LOG_LEVEL",
     "access_log": "PODIUM_ACCESS_LOG",
     "max_body_bytes": "PODIUM_MAX_BODY_BYTES",
+    "csrf": "PODIUM_CSRF",
+    "free_accounts": "PODIUM_FREE_ACCOUNTS",
+    "session_days": "PODIUM_SESSION_DAYS",
+    "login_ip_limit": "PODIUM_LOGIN_IP_LIMIT",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -46,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--access-log", choices=["on", "off"], help="log every request (default on)")
     serve.add_argument("--max-body-bytes", metavar="N", help=f"request body limit (default {DEFAULT_MAX_BODY})")
+    serve.add_argument("--csrf", choices=["on", "off"], help="CSRF check for cookie sessions on POST (default on)")
+    serve.add_argument("--free-accounts", choices=["on", "off"], help="allow self sign-up (default off)")
+    serve.add_argument("--session-days", metavar="N", help="session lifetime in days (default 365)")
+    serve.add_argument("--login-ip-limit", metavar="N", help="failed logins per address per 10 min (default 20)")
 
     status = sub.add_parser("status", help="print the cluster's nodes, roles, primary and epoch")
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
@@ -68,6 +76,10 @@ def _int(value: str, option: str) -> int:
         raise ConfigError(f"{option} {value!r}: must be an integer") from None
 
 
+def _flag(value: str) -> bool:
+    return value.lower() in (*_TRUE, "on")
+
+
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     host, port = parse_bind(_pick(args, env, "bind", DEFAULT_BIND))
     redis_url = _pick(args, env, "redis", "") or None
@@ -82,8 +94,12 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         lease_ms=_int(_pick(args, env, "lease_ms", str(DEFAULT_LEASE_MS)), "--lease-ms"),
         log_format=_pick(args, env, "log_format", "auto"),
         log_level=_pick(args, env, "log_level", "info"),
-        access_log=_pick(args, env, "access_log", "on").lower() in (*_TRUE, "on"),
+        access_log=_flag(_pick(args, env, "access_log", "on")),
         max_body_bytes=_int(_pick(args, env, "max_body_bytes", str(DEFAULT_MAX_BODY)), "--max-body-bytes"),
+        use_csrf=_flag(_pick(args, env, "csrf", "on")),
+        free_accounts=_flag(_pick(args, env, "free_accounts", "off")),
+        session_days=_int(_pick(args, env, "session_days", "365"), "--session-days"),
+        login_ip_limit=_int(_pick(args, env, "login_ip_limit", "20"), "--login-ip-limit"),
         test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
     ).validate()
 

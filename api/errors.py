@@ -12,6 +12,7 @@ STATUS: dict[str, int] = {
     "notfound": 404,
     "rate": 429,
     "master": 500,
+    "login": 401,  # a failed login is the caller's mistake, not a server error (xyOps answers 200)
 }
 
 MASTER_DESCRIPTION = "This API call can only be invoked on the primary conductor server."

@@ -18,6 +18,7 @@ HandlerFunc = Callable[["Call"], Awaitable["Reply | web.StreamResponse"]]
 # Privilege markers besides real privilege names (digest section 2).
 NONE = None  # no auth at all
 AUTH = "auth"  # any valid session or API key
+SESSION = "session"  # a valid user session; API keys refused (the /api/user calls and own-account calls)
 ADMIN = "admin"
 
 

@@ -18,9 +18,10 @@ from storage.connection import Database, connect, redacted, wait_reachable
 from storage.embedded import EmbeddedServer
 from storage.errors import StorageError
 from storage.keyspace import Keyspace
-from storage.secretkey import ensure_secret_key
+from storage.secretkey import SecretKeyMismatch, ensure_secret_key
 
 from .app import create_app
+from .bootstrap import first_start
 from .logs import AccessLogger
 from .settings import ConfigError, Settings
 
@@ -70,10 +71,13 @@ async def serve(settings: Settings) -> None:
             await wait_reachable(client)
         except StorageError:
             raise ConfigError(f"Redis at {redacted(url)} is unreachable") from None
-        await ensure_secret_key(db, settings.secret_key)
+        try:
+            await ensure_secret_key(db, settings.secret_key)
+        except SecretKeyMismatch as exc:
+            raise ConfigError(f"--secret-key: {exc}") from None
 
         node_id = load_node_id(settings.data_dir)
-        node = NodeRuntime(db, node_id, settings.advertise_url, lease_ms=settings.lease_ms)
+        node = NodeRuntime(db, node_id, settings.advertise_url, lease_ms=settings.lease_ms, services=[first_start])
         app = create_app(settings, node)
         runner = web.AppRunner(
             app,

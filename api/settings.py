@@ -49,10 +49,18 @@ class Settings:
     log_level: str = "info"
     access_log: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY
+    use_csrf: bool = True  # cookie sessions must echo their CSRF token on POST
+    free_accounts: bool = False  # self sign-up through /api/user/create
+    session_days: int = 365
+    login_ip_limit: int = 20  # failed logins per client address per 10 minutes; 0 = no limit
     test_hooks: bool = False
 
     @property
     def advertise_url(self) -> str:
+        if not 1 <= self.session_days <= 3650:
+            raise ConfigError(f"--session-days {self.session_days}: must be between 1 and 3650")
+        if self.login_ip_limit < 0:
+            raise ConfigError(f"--login-ip-limit {self.login_ip_limit}: must be 0 or more")
         if self.advertise:
             return self.advertise.rstrip("/")
         host = self.host
@@ -76,6 +84,10 @@ class Settings:
             raise ConfigError(f"--log-format {self.log_format!r}: use json or console")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"--max-body-bytes {self.max_body_bytes}: must be at least 1024")
+        if not 1 <= self.session_days <= 3650:
+            raise ConfigError(f"--session-days {self.session_days}: must be between 1 and 3650")
+        if self.login_ip_limit < 0:
+            raise ConfigError(f"--login-ip-limit {self.login_ip_limit}: must be 0 or more")
         if self.advertise:
             parts = urlsplit(self.advertise)
             if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -29,8 +29,11 @@ from storage.errors import FencedError
 
 from .call import Call, Upload
 from .errors import ApiError, master_error
-from .registry import Params
-from .typedefs import NODE, REGISTRY, SETTINGS
+from .principal import require_privilege
+from .registry import AUTH as AUTH_ANY
+from .registry import SESSION, Params
+from .settings import Settings
+from .typedefs import AUTH, NODE, REGISTRY, SETTINGS
 
 log = structlog.get_logger("podium.api")
 
@@ -58,9 +61,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# Built once: json.dumps with non-default options would construct a new encoder on every reply.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+_PRETTY = json.JSONEncoder(indent=2, default=_json_default)
+
+
 def json_reply(body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "") -> web.Response:
-    text = json.dumps(body, indent=2 if pretty else None, separators=None if pretty else (",", ":"),
-                      default=_json_default)  # fmt: skip
+    text = (_PRETTY if pretty else _COMPACT).encode(body)
     headers = {"X-Request-ID": rid} if rid else None
     return web.Response(body=text.encode(), status=status, content_type="application/json", headers=headers)
 
@@ -139,6 +146,13 @@ def _spool(field: web.FileField, spool_dir: Path) -> Upload:
     return Upload(path=path, type=field.content_type, name=field.filename, size=size)
 
 
+async def _body_if_any(request: web.Request, settings: Settings) -> tuple[dict[str, Any], dict[str, Upload]]:
+    """read_body, without building the spool path for the many requests that carry no body."""
+    if not request.body_exists:
+        return {}, {}
+    return await read_body(request, settings.data_dir / "tmp")
+
+
 def assemble(style: Params, body: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
     if style is Params.WRITE:
         return body
@@ -173,7 +187,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if handler.write and not node.is_primary:
             raise await redirect(node)
         settings = app[SETTINGS]
-        body_raw, files = await read_body(request, settings.data_dir / "tmp")
+        body_raw, files = await _body_if_any(request, settings)
         body, reserved = split_reserved(body_raw.items())
         query, q_reserved = split_reserved(request.query.items())
         call = Call(
@@ -188,6 +202,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             body_reserved=reserved,
             query_reserved=q_reserved,
         )
+        if handler.privilege is not None:
+            who = await app[AUTH].authenticate(call, handler.privilege)
+            if handler.privilege not in (AUTH_ANY, SESSION):
+                require_privilege(who, handler.privilege)
+            call.user = who
         reply = await handler.func(call)
         if isinstance(reply, web.StreamResponse):
             return reply

@@ -6,9 +6,11 @@ from aiohttp import web
 
 from cluster.node import NodeRuntime
 
+from .auth import Authenticator
 from .registry import Registry
 from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE = web.AppKey("node", NodeRuntime)
 REGISTRY = web.AppKey("registry", Registry)
+AUTH = web.AppKey("auth", Authenticator)

@@ -62,7 +62,7 @@ class InvalidationBus:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure means: drop caches, reconnect
+            except Exception as exc:
                 failures += 1
                 if failures == 1:
                     log.warning("invalidation_bus_down", error=repr(exc))

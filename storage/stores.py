@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .activity import ActivityStore
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
@@ -20,6 +21,7 @@ class Stores:
     users: UserStore
     state: StateStore
     rates: RateLimiter
+    activity: ActivityStore
 
     @classmethod
     def open(cls, db: Database) -> Stores:
@@ -31,4 +33,5 @@ class Stores:
             users=UserStore(db, bus),
             state=StateStore(db, bus),
             rates=RateLimiter(db),
+            activity=ActivityStore(db),
         )

@@ -143,7 +143,7 @@ def test_test_hooks_declarations() -> None:
     write = TEST_HANDLERS.get("app", "test_fenced_write")
     crash = TEST_HANDLERS.get("app", "test_crash")
     assert write is not None and crash is not None
-    assert write.write is True and write.params is Params.WRITE and write.privilege == ADMIN
+    assert write.write is True and write.params is Params.WRITE and write.privilege is None
     assert crash.write is False and crash.params is Params.READ
 
 

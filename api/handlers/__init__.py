@@ -1,5 +1,5 @@
 """One module per API area; importing this package registers every handler."""
 
-from . import misc, testhooks
+from . import account, activity, apikeys, misc, roles, state, testhooks, users
 
-__all__ = ["misc", "testhooks"]
+__all__ = ["account", "activity", "apikeys", "misc", "roles", "state", "testhooks", "users"]

@@ -1,0 +1,123 @@
+"""Authentication in the digest's order (1.3): session first, else API key; then validity and rate.
+
+Everything a request needs (session, user, roles, API keys) comes from per-node caches that the
+invalidation bus keeps fresh, so an authenticated read costs no Redis round trip, except the
+cluster-wide rate counter for keys that have a `max_per_sec`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
+
+from storage.families import API_KEYS, ROLES
+from storage.stores import Stores
+
+from .call import Call
+from .errors import ApiError
+from .principal import Principal, effective
+from .registry import SESSION
+
+NO_CREDENTIALS = "No Session ID or API Key could be found"
+INVALID_KEY = "Invalid API Key"
+INVALID_SESSION = "Session has expired or is invalid."
+
+
+def key_hash(plain: str, key_id: str) -> str:
+    """How xyOps stores an API key: sha256 hex of the plain key followed by the key's id."""
+    return hashlib.sha256((plain + key_id).encode()).hexdigest()
+
+
+def _is_active(value: Any) -> bool:
+    return value is True or value == 1 or value == "1" or value == "true"
+
+
+class Authenticator:
+    def __init__(self, stores: Stores, *, use_csrf: bool) -> None:
+        self.stores = stores
+        self.use_csrf = use_csrf
+        self._key_rows: list[dict[str, Any]] | None = None
+        self._key_memo: dict[str, dict[str, Any] | None] = {}
+
+    def session_id(self, call: Call) -> tuple[str, bool]:
+        """(session id, came from the cookie)."""
+        req = call.request
+        cookie = req.cookies.get("session_id")
+        if cookie:
+            return cookie, True
+        header = req.headers.get("X-Session-ID")
+        if header:
+            return header, False
+        body = call.body_reserved.get("session_id")
+        return (str(body), False) if body else ("", False)
+
+    def api_key(self, call: Call) -> str:
+        value = (
+            call.request.headers.get("X-API-Key")
+            or call.body_reserved.get("api_key")
+            or call.query_reserved.get("api_key")
+        )
+        return str(value) if value else ""
+
+    async def authenticate(self, call: Call, privilege: str | None, *, csrf: bool = True) -> Principal:
+        sid, from_cookie = self.session_id(call)
+        if sid:
+            return await self._session(call, sid, from_cookie and csrf)
+        if privilege == SESSION:
+            raise ApiError("session", "This call needs a user session (API keys are not accepted).")
+        plain = self.api_key(call)
+        if not plain:
+            raise ApiError("session", NO_CREDENTIALS)
+        return await self._key(plain)
+
+    async def roles(self) -> dict[str, dict[str, Any]]:
+        return {str(r["id"]): r for r in await self.stores.defs.all(ROLES)}
+
+    async def _session(self, call: Call, sid: str, check_csrf: bool) -> Principal:
+        session = await self.stores.users.session(sid)
+        if session is None:
+            raise ApiError("session", INVALID_SESSION)
+        # CSRF applies to cookie sessions only: a header or body session id cannot be sent by a foreign page.
+        if self.use_csrf and check_csrf and call.request.method not in ("GET", "HEAD") and session.get("csrf_token"):
+            sent = call.request.headers.get("X-CSRF-Token") or call.body_reserved.get("csrf_token") or ""
+            if not hmac.compare_digest(str(sent), str(session["csrf_token"])):
+                raise ApiError("session", "Invalid session (CSRF token missing or wrong).")
+        user = await self.stores.users.get(str(session["username"]))
+        if user is None:
+            raise ApiError("session", INVALID_SESSION)
+        if not _is_active(user.get("active", 1)):
+            raise ApiError("session", "User account is disabled.")
+        if user.get("locked"):
+            raise ApiError("session", "User account is locked.")
+        return effective("user", str(user["username"]), user, await self.roles(), session_id=sid)
+
+    async def lookup_key(self, plain: str) -> dict[str, Any] | None:
+        rows = await self.stores.defs.all(API_KEYS)
+        if rows is not self._key_rows:  # the family changed: forget every memoised lookup
+            self._key_rows, self._key_memo = rows, {}
+        memo_key = hashlib.sha256(plain.encode()).hexdigest()
+        if memo_key in self._key_memo:
+            return self._key_memo[memo_key]
+        found = None
+        for row in rows:
+            if hmac.compare_digest(key_hash(plain, str(row.get("id", ""))), str(row.get("key", ""))):
+                found = row
+                break
+        if len(self._key_memo) > 10_000:
+            self._key_memo.clear()
+        self._key_memo[memo_key] = found
+        return found
+
+    async def _key(self, plain: str) -> Principal:
+        key = await self.lookup_key(plain)
+        if key is None or not _is_active(key.get("active", 1)):
+            raise ApiError("session", INVALID_KEY)
+        expires = key.get("expires") or 0
+        if expires and float(expires) <= time.time():
+            raise ApiError("session", INVALID_KEY)
+        limit = int(key.get("max_per_sec") or 0)
+        if limit > 0 and await self.stores.rates.hit(str(key["id"])) > limit:
+            raise ApiError("rate", f"API Key has exceeded rate limit ({limit}/sec)")
+        return effective("key", str(key["id"]), key, await self.roles())

@@ -1,0 +1,223 @@
+"""Generic CRUD for definition families: declare a family once and get its five handlers.
+
+A `FamilySpec` names the family (storage family, singular/plural API names, id prefix), the
+privileges of each verb, the fields with their types, and optional hooks for what is special
+(API keys generate a secret on create; later families add group assignment, encryption, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.definitions import Family
+from storage.errors import Conflict
+from storage.ids import CLIENT_ID, generate_id
+
+from .activity import log_activity
+from .call import Call
+from .errors import ApiError, bad_param
+from .principal import PRIVILEGES
+from .registry import AUTH, HANDLERS, Registry, Reply
+from .validate import RESERVED_WORDS, boolean, integer, no_reserved_keys, privilege_map, string_list, text, title
+
+Record = dict[str, Any]
+# A hook may change the record before it is stored and return extra reply keys.
+Hook = Callable[[Call, Record, Record | None], Awaitable[Reply | None]]
+# Fields the store owns; a client can never set them.
+SYSTEM_FIELDS = frozenset({"id", "created", "modified", "revision", "username"})
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: str  # text | title | bool | flag01 | int | number | strings | privileges | object | icon | any
+    required: bool = False
+    default: Any = None
+    pattern: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FamilySpec:
+    family: Family
+    singular: str  # "role": get_role, create_role, reply key
+    plural: str  # "roles": get_roles
+    prefix: str  # generated id prefix
+    fields: tuple[Field, ...]
+    read: str | None = AUTH
+    create: str = "admin"
+    edit: str = "admin"
+    delete: str = "admin"
+    activity: str = ""  # activity action prefix (xyOps: "apikey" for API keys); default = singular
+    client_ids: bool = True  # may a client choose the id?
+    hidden: frozenset[str] = frozenset()  # stored but never returned
+    before_create: Hook | None = None
+    before_update: Hook | None = None
+    before_delete: Hook | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def action(self) -> str:
+        return self.activity or self.singular
+
+
+def _number(f: Field, params: Record) -> Any:
+    value = params[f.name]
+    if isinstance(value, bool):
+        raise bad_param(f.name, "must be a number")
+    if isinstance(value, int | float):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise bad_param(f.name, "must be a number") from None
+
+
+def _object(f: Field, params: Record) -> Any:
+    if not isinstance(params[f.name], dict):
+        raise bad_param(f.name, "must be an object")
+    return params[f.name]
+
+
+# Field kind -> converter of the raw parameter (each raises ApiError naming the field).
+_CONVERTERS: dict[str, Callable[[Field, Record], Any]] = {
+    "text": lambda f, p: text(p, f.name, pattern=f.pattern, required=False),
+    "title": lambda f, p: title(p, f.name, required=False),
+    "icon": lambda f, p: text(p, f.name, pattern=r"[\w\-]+", required=False),
+    "bool": lambda f, p: boolean(p, f.name, bool(f.default)),
+    "flag01": lambda f, p: 1 if boolean(p, f.name, True) else 0,
+    "int": lambda f, p: integer(p, f.name, int(f.default or 0), minimum=0),
+    "number": _number,
+    "strings": lambda f, p: string_list(p, f.name),
+    "privileges": lambda f, p: privilege_map(p, f.name, PRIVILEGES),
+    "object": _object,
+    "any": lambda f, p: p[f.name],
+}
+
+
+def clean_fields(spec: FamilySpec, params: Record, *, creating: bool) -> Record:
+    """Validated field values from params: all of them (with defaults) on create, the given ones on update."""
+    no_reserved_keys(params)
+    out: Record = {}
+    for f in spec.fields:
+        present = f.name in params and params[f.name] is not None
+        if not present:
+            if creating and f.required:
+                raise ApiError("api", f"Missing parameter: {f.name}")
+            if creating and f.default is not None:
+                out[f.name] = copy.deepcopy(f.default)
+            continue
+        value = _CONVERTERS[f.kind](f, params)
+        if f.required and value in ("", None):
+            raise ApiError("api", f"Missing parameter: {f.name}")
+        out[f.name] = value
+    return out
+
+
+def shown(spec: FamilySpec, record: Record) -> Record:
+    return {k: v for k, v in record.items() if k not in spec.hidden} if spec.hidden else record
+
+
+class Definitions:
+    """The generic handlers for one family, bound to its spec."""
+
+    def __init__(self, spec: FamilySpec) -> None:
+        self.spec = spec
+
+    async def lookup(self, call: Call, obj_id: str) -> Record:
+        found = await call.stores.defs.get(self.spec.family, obj_id)
+        if found is None:
+            raise ApiError("notfound", f"{self.spec.singular.replace('_', ' ').title()} not found: {obj_id}")
+        return found
+
+    async def get_all(self, call: Call) -> Reply:
+        rows = await call.stores.defs.all(self.spec.family)
+        return {"rows": [shown(self.spec, r) for r in rows], "list": {"length": len(rows)}}
+
+    async def get_one(self, call: Call) -> Reply:
+        found = await self.lookup(call, text(call.params, "id"))
+        return {self.spec.singular: shown(self.spec, found)}
+
+    def _new_id(self, params: Record) -> str:
+        given = params.get("id")
+        if given in (None, ""):
+            return generate_id(self.spec.prefix)
+        if not self.spec.client_ids:
+            raise bad_param("id", "is assigned by the server")
+        if not isinstance(given, str) or not CLIENT_ID.match(given) or given in RESERVED_WORDS:
+            raise bad_param("id", "must contain only lower-case letters, digits and underscores")
+        return given
+
+    async def create(self, call: Call) -> Reply:
+        spec = self.spec
+        record = clean_fields(spec, call.params, creating=True)
+        now = int(time.time())
+        record.update(id=self._new_id(call.params), username=call.who.username, created=now, modified=now,
+                      revision=1)  # fmt: skip
+        extra = await spec.before_create(call, record, None) if spec.before_create is not None else None
+        try:
+            await call.stores.defs.create(call.node.fence(), spec.family, record)
+        except Conflict:
+            raise ApiError(spec.singular, f"{spec.singular.replace('_', ' ').title()} already exists: "
+                                          f"{record['id']}") from None  # fmt: skip
+        await log_activity(call, f"{spec.action}_create", f"Created {spec.singular}: {record.get('title', '')}",
+                           **{spec.singular: record})  # fmt: skip
+        return {spec.singular: shown(spec, record), **(extra or {})}
+
+    async def update(self, call: Call) -> Reply:
+        spec = self.spec
+        obj_id = text(call.params, "id")
+        changes = clean_fields(spec, call.params, creating=False)
+        wanted = call.params.get("revision")
+        for _ in range(5):
+            current = await call.stores.defs.get(spec.family, obj_id)
+            if current is None:
+                raise ApiError(spec.singular, f"{spec.singular.replace('_', ' ').title()} not found: {obj_id}")
+            if wanted not in (None, "") and str(wanted) != str(current.get("revision")):
+                raise ApiError("api", f"Revision mismatch: {spec.singular} {obj_id} is at revision "
+                                      f"{current.get('revision')}, not {wanted}.")  # fmt: skip
+            record = {**copy.deepcopy(current), **changes}
+            record["modified"] = int(time.time())
+            record["revision"] = int(current.get("revision") or 0) + 1
+            if spec.before_update is not None:
+                await spec.before_update(call, record, current)
+            try:
+                await call.stores.defs.replace(call.node.fence(), spec.family, record, current.get("revision"))
+            except Conflict as exc:
+                if exc.reason == "revision":
+                    continue  # somebody else wrote in between: merge again on top of theirs
+                raise ApiError(spec.singular, f"{spec.singular.title()} not found: {obj_id}") from None
+            await log_activity(call, f"{spec.action}_update", f"Updated {spec.singular}: {record.get('title', '')}",
+                               **{spec.singular: record})  # fmt: skip
+            return {}
+        raise ApiError(spec.singular, f"{spec.singular} {obj_id} is being changed concurrently; try again.")
+
+    async def delete(self, call: Call) -> Reply:
+        spec = self.spec
+        obj_id = text(call.params, "id")
+        current = await call.stores.defs.get(spec.family, obj_id)
+        if current is None:
+            raise ApiError(spec.singular, f"{spec.singular.replace('_', ' ').title()} not found: {obj_id}")
+        if spec.before_delete is not None:
+            await spec.before_delete(call, current, current)
+        try:
+            await call.stores.defs.delete(call.node.fence(), spec.family, obj_id)
+        except Conflict:
+            raise ApiError(spec.singular, f"{spec.singular.title()} not found: {obj_id}") from None
+        await log_activity(call, f"{spec.action}_delete", f"Deleted {spec.singular}: {current.get('title', '')}",
+                           **{spec.singular: current})  # fmt: skip
+        return {}
+
+
+def register_family(spec: FamilySpec, registry: Registry = HANDLERS) -> Definitions:
+    """Declare get_<plural>, get_<singular>, create_, update_ and delete_<singular>."""
+    defs = Definitions(spec)
+    registry.add(f"get_{spec.plural}", write=False, privilege=spec.read)(defs.get_all)
+    registry.add(f"get_{spec.singular}", write=False, privilege=spec.read)(defs.get_one)
+    registry.add(f"create_{spec.singular}", write=True, privilege=spec.create)(defs.create)
+    registry.add(f"update_{spec.singular}", write=True, privilege=spec.edit)(defs.update)
+    registry.add(f"delete_{spec.singular}", write=True, privilege=spec.delete)(defs.delete)
+    return defs

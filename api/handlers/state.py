@@ -1,0 +1,63 @@
+"""Global state and the cluster view (digest 3.16, get_servers' `masters`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..activity import log_activity
+from ..call import Call
+from ..errors import ApiError
+from ..registry import ADMIN, AUTH, HANDLERS, Reply
+from ..validate import RESERVED_WORDS
+
+_PATH_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+@HANDLERS.add("get_global_state", write=False, privilege=AUTH)
+async def get_global_state(call: Call) -> Reply:
+    return {"state": await call.stores.state.get()}
+
+
+def _check_path(path: str) -> None:
+    parts = path.split(".")
+    for part in parts:
+        if not part or not set(part) <= _PATH_PART:
+            raise ApiError("api", f"Invalid state path: {path}")
+        if part in RESERVED_WORDS:
+            raise ApiError("api", f"State path uses a reserved word: {path}")
+
+
+@HANDLERS.add("update_global_state", write=True, privilege=ADMIN)
+async def update_global_state(call: Call) -> Reply:
+    """Body of "dot.path": value pairs, applied together; one `state_update` activity per key."""
+    changes: dict[str, Any] = dict(call.params)
+    if not changes:
+        raise ApiError("api", "No state changes were given.")
+    for path in changes:
+        _check_path(path)
+    await call.stores.state.update(call.node.fence(), changes)
+    for path, value in changes.items():
+        await log_activity(call, "state_update", f"Global state updated: {path}", state={"path": path, "value": value})
+    return {}
+
+
+@HANDLERS.add("get_servers", write=False, privilege=AUTH)
+async def get_servers(call: Call) -> Reply:
+    """`masters`: every live conductor node from the registry. `servers` (agents) come with the agent issue."""
+    node = call.node
+    primary_id = node.election.primary_id
+    masters: dict[str, Any] = {}
+    for live in node.registry.view:
+        rec = live.record
+        masters[rec.id] = {
+            "id": rec.id,
+            "hostname": rec.hostname,
+            "url": rec.url,
+            "online": True,
+            "master": rec.id == primary_id,
+            "date": int(rec.started),
+            "version": rec.version,
+            "ping": live.heartbeat_age_ms,
+            "stats": {"load": rec.load, "pid": rec.pid, "epoch": rec.epoch, "role": rec.role},
+        }
+    return {"servers": {}, "masters": masters}

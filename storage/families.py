@@ -1,0 +1,8 @@
+"""The definition families as stored (name = cache kind; list order)."""
+
+from __future__ import annotations
+
+from .definitions import Family
+
+ROLES = Family("roles")
+API_KEYS = Family("api_keys", newest_first=True)  # xyOps unshifts new keys
