@@ -1,0 +1,399 @@
+"""Secondary indexes in Redis for the xyOps search syntax: one engine for every indexed record type.
+
+Every record gets a *slot*: a dense integer, allocated once per id and never reused. Slots are
+grouped in chunks of 65,536 (CHUNK), and every per-slot bitmap is one 8 KiB string per chunk, so a
+value seen only in recent records costs only recent chunks. Searches are bitmap algebra (BITOP,
+BITCOUNT) run in one Lua script; their cost follows the number of chunks and the query's shape,
+not the number of matches, and no record is ever read to answer an indexed query.
+
+Redis layout, all keys from `Keyspace.index(<index>, ...)`, shown as `<p>` = `<cluster>:idx:<index>`:
+
+  <p>:seq                        STRING  slots allocated so far (INCR); chunks in use = ceil(seq / CHUNK)
+  <p>:slots                      HASH    record id -> slot
+  <p>:all:<c>                    STRING  bitmap: slots of chunk c that hold a live record
+  <p>:rows:<c>                   STRING  fixed-width rows, 8 + id_width bytes per slot: the record's
+                                         order (big-endian double, floored) then its id, NUL-padded
+  <p>:order:<b>:<c>              STRING  bit plane b (0 = least significant) of the order, biased by 2^47
+  <p>:w:<column>:<value>:<c>     STRING  bitmap: slots whose word/text column holds <value>
+  <p>:s:<column>:<value>         SET     slots (integers) whose sparse column holds <value>
+  <p>:n:<column>:has:<c>         STRING  bitmap: slots with a value in number/date column <column>
+  <p>:n:<column>:<b>:<c>         STRING  bit plane b of floor(value * scale) + 2^(bits-1)
+  <p>:tmp:<i>:<c>                STRING  scratch of a running SEARCH script; never outlives it
+
+Text columns index each word and each adjacent word pair ("big cats"), which is how phrases match.
+Numbers and dates are bit-sliced: a range is about 2-3 BITOPs per bit plane, and sorting picks the
+requested page with a bit-sliced top-K over (sorter, order, id), so `total` is exact and paging is
+exact in every order. Writes are single commands (SETBIT, SADD, SREM, SETRANGE, HDEL) so a caller can
+run them in a FencedBatch together with the record itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import codec
+from ..connection import Database
+from .plan import Compiler, has, planes
+from .query import Query, QueryError, parse
+from .scripts import APPLY_OPS, SEARCH, SLOT_ALLOCATE, VACUUM_CHUNK
+from .spec import CHUNK, CHUNK_BITS, ORDER, Column, IndexSpec, number_value, text_tokens, word_values
+
+__all__ = ["Column", "IndexSpec", "Indexer", "Op", "SearchResult"]
+
+Arg = str | bytes | int | float
+Op = tuple[str, list[str], list[Arg]]
+Record = Mapping[str, Any]
+
+_MAX_BITFIELD = 4000  # arguments per BITFIELD: Lua's unpack() stops near 8000
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    ids: list[str]
+    total: int
+
+
+class Indexer:
+    """Indexes records of one IndexSpec and answers queries on them."""
+
+    def __init__(self, db: Database, spec: IndexSpec) -> None:
+        self.db = db
+        self.spec = spec
+        self.row_width = 8 + spec.id_width
+        self._keys: dict[tuple[str, ...], str] = {}
+        self._planes: dict[tuple[str, str], list[str]] = {}
+        self._chunks = 0  # chunk count the last search used; the script says when it grew
+
+    def key(self, *parts: str) -> str:
+        found = self._keys.get(parts)
+        if found is None:
+            if len(self._keys) > 200_000:
+                self._keys.clear()
+            found = self._keys[parts] = self.db.keys.index(self.spec.name, *parts)
+        return found
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def allocate(self, record_ids: Sequence[str]) -> list[tuple[int, bool]]:
+        """(slot, had_one) per id. A slot comes before the write; `index_ops` needs it."""
+        if not record_ids:
+            return []
+        reply = await self.db.script(SLOT_ALLOCATE)(keys=[self.key("slots"), self.key("seq")], args=list(record_ids))
+        return [(int(reply[i]), bool(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+    def index_ops(
+        self, record_id: str, record: Record, *, slot: int, order: float, old: Record | None = None
+    ) -> list[Op]:
+        """Commands that index `record` at `slot`; with `old` (as indexed before) only what changed.
+
+        `order` sorts `_id` (e.g. the id's creation time in ms, see `spec.order_from_id`); it is set
+        when the record is first added and kept on updates.
+        """
+        ops = _Ops()
+        self._emit(ops, record_id, slot, order, record, old)
+        return ops.ops
+
+    def remove_ops(self, record_id: str, record: Record, *, slot: int, order: float) -> list[Op]:
+        """Commands that take `record` (exactly as indexed) out of the index and free its id."""
+        ops = _Ops()
+        self._emit(ops, record_id, slot, order, None, record)
+        return ops.ops
+
+    async def apply(self, ops: Iterable[Op]) -> None:
+        """Run commands from index_ops / remove_ops atomically, in one script call."""
+        packed = _Packed()
+        for command, keys, args in ops:
+            if len(keys) != 1:
+                raise ValueError(f"{command}: index commands touch exactly one key")
+            if command == "SETBIT":
+                packed.setbits([keys[0]], str(args[0]), str(args[1]))
+            else:
+                packed.call(command, keys[0], *args)
+        await self._run(packed)
+
+    async def _run(self, packed: _Packed) -> None:
+        if packed.packed:
+            payload = codec.pack_for_lua(packed.packed)
+            await self.db.script(APPLY_OPS)(keys=list(packed.positions), args=[payload])
+
+    async def add(self, record_id: str, record: Record, old: Record | None = None, *, order: float) -> None:
+        """Index a new record, or update one: `old` is the record as it was indexed."""
+        ((slot, had),) = await self.allocate([record_id])
+        live = had and await self._live(slot)
+        if live and old is None:
+            raise ValueError(f"{record_id!r} is already in index {self.spec.name!r}: pass old= to update it")
+        await self.apply(self.index_ops(record_id, record, slot=slot, order=order, old=old if live else None))
+
+    async def add_many(self, items: Iterable[tuple[str, Record, float]], *, batch: int = 1000) -> int:
+        """Bulk-index new records, `batch` per atomic script call; building overlaps the writes."""
+        pending: asyncio.Task[None] | None = None
+        count = 0
+        chunk: list[tuple[str, Record, float]] = []
+        for item in [*items, None]:
+            if item is not None:
+                chunk.append(item)
+                if len(chunk) < batch:
+                    continue
+            if not chunk:
+                break
+            ids = [rid for rid, _, _ in chunk]
+            if len(set(ids)) != len(ids):
+                raise ValueError("add_many: an id appears twice in one batch")
+            slots = await self.allocate(ids)
+            for (rid, _, _), (slot, had) in zip(chunk, slots, strict=True):
+                if had and await self._live(slot):
+                    raise ValueError(f"{rid!r} is already in index {self.spec.name!r}")
+            fresh = [slot for slot, had in slots if not had]  # one allocation: consecutive, never used
+            packed = _Packed((fresh[0], fresh[-1] + 1) if fresh else (0, 0))
+            for (rid, rec, order), (slot, _) in zip(chunk, slots, strict=True):
+                self._emit(packed, rid, slot, order, rec, None)
+            packed.flush()
+            if pending is not None:
+                await pending
+            pending = asyncio.create_task(self._run(packed))
+            count += len(chunk)
+            chunk = []
+        if pending is not None:
+            await pending
+        return count
+
+    async def remove(self, record_id: str, record: Record) -> bool:
+        """Take a record out of the index; False if it was not in it."""
+        found = await self.db.client.hget(self.key("slots"), record_id)
+        if found is None:
+            return False
+        slot = int(found)
+        chunk, bit = str(slot >> CHUNK_BITS), slot & (CHUNK - 1)
+        if not await self._live(slot):
+            await self.db.client.hdel(self.key("slots"), record_id)
+            return False
+        start = bit * self.row_width
+        row = await self.db.client.getrange(self.key("rows", chunk), start, start + 7)
+        raw = row if isinstance(row, bytes) else row.encode()
+        (order,) = struct.unpack(">d", raw.ljust(8, b"\0"))
+        await self.apply(self.remove_ops(record_id, record, slot=slot, order=order))
+        return True
+
+    async def _live(self, slot: int) -> bool:
+        chunk = str(slot >> CHUNK_BITS)
+        return bool(await self.db.client.getbit(self.key("all", chunk), slot & (CHUNK - 1)))
+
+    def _row(self, record_id: str, order: float) -> bytes:
+        raw = record_id.encode()
+        if not raw or len(raw) > self.spec.id_width or b"\0" in raw:
+            raise ValueError(f"record id {record_id!r} must be 1..{self.spec.id_width} bytes without NUL")
+        return struct.pack(">d", float(ORDER.encode(order) - (1 << (ORDER.bits - 1)))) + raw.ljust(
+            self.spec.id_width, b"\0"
+        )
+
+    def _emit(
+        self, sink: _Sink, record_id: str, slot: int, order: float, new: Record | None, old: Record | None
+    ) -> None:
+        """Write `new` at `slot` where `old` was: old None adds the record, new None removes it."""
+        chunk, bit, member = str(slot >> CHUNK_BITS), str(slot & (CHUNK - 1)), str(slot)
+        sink.slot = slot
+        if old is None or new is None:
+            live = self.key("all", chunk), self.key("rows", chunk)
+            start = (slot & (CHUNK - 1)) * self.row_width
+            if old is None:
+                sink.setbits([live[0]], bit, "1")
+                sink.call("SETRANGE", live[1], str(start), self._row(record_id, order))
+                self._numbers(sink, ORDER, chunk, bit, None, ORDER.encode(order))
+            else:
+                sink.setbits([live[0]], bit, "0")
+                sink.call("SETRANGE", live[1], str(start), bytes(self.row_width))
+                sink.call("HDEL", self.key("slots"), record_id)
+                self._numbers(sink, ORDER, chunk, bit, ORDER.encode(order), None)
+        for col in self.spec.columns:
+            if col.numeric:
+                self._numbers(sink, col, chunk, bit, _encoded(col, old), _encoded(col, new))
+                continue
+            now, before = _tokens(col, new), _tokens(col, old)
+            changes = [(v, "1") for v in now] if not before else [(v, "0") for v in before - now]
+            changes += [(v, "1") for v in now - before] if before else []
+            for value, on in changes:
+                if col.sparse:
+                    sink.call("SADD" if on == "1" else "SREM", self.key("s", col.name, value), member)
+                else:
+                    sink.setbits([self.key("w", col.name, value, chunk)], bit, on)
+
+    def _numbers(self, sink: _Sink, col: Column, chunk: str, bit: str, old: int | None, new: int | None) -> None:
+        """Flip only the bit planes that differ between the old and the new encoded value."""
+        if old == new:
+            return
+        if col is not ORDER and (old is None) != (new is None):
+            sink.setbits([self.key(*has(col), chunk)], bit, "0" if new is None else "1")
+        names = self._planes.get((col.name if col is not ORDER else "", chunk))
+        if names is None:  # least significant first
+            names = [self.key(*parts, chunk) for parts in reversed(planes(col))]
+            self._planes[(col.name if col is not ORDER else "", chunk)] = names
+        was, now = old or 0, new or 0
+        sink.setbits([names[b] for b in _ones(now & ~was)], bit, "1")
+        sink.setbits([names[b] for b in _ones(was & ~now)], bit, "0")
+
+    # -- search ----------------------------------------------------------------------------------
+    async def search(
+        self, query: str | Query, *, offset: int = 0, limit: int = 1, sort_by: str = "_id", sort_dir: int = -1
+    ) -> SearchResult:
+        """Matching ids, the page [offset, offset + limit) in the requested order, and the exact total."""
+        parsed = parse(query, self.spec) if isinstance(query, str) else query
+        if offset < 0 or limit < 0:
+            raise QueryError("offset and limit must not be negative")
+        if sort_by != "_id" and sort_by not in self.spec.sorters:
+            raise QueryError(f"cannot sort index {self.spec.name!r} by {sort_by!r} (use _id or {self.spec.sorters})")
+        sorter = ORDER if sort_by == "_id" else self.spec.by_name[sort_by]
+        compiler = Compiler(self.spec)
+        program = compiler.compile(parsed.root)
+        sort_keys = [
+            [compiler.vector(*p) for p in planes(c)] for c in ([ORDER] if sorter is ORDER else [sorter, ORDER])
+        ]
+        plan: dict[str, Any] = {
+            "cw": CHUNK, "w": self.row_width, "ops": program.ops, "r": program.result,
+            "sp": program.loads, "sk": sort_keys, "sv": sort_keys[0] if sorter is not ORDER else [],
+            "rows": compiler.vector("rows"), "tk": [compiler.temp() for _ in range(6)],
+            "off": offset, "lim": limit, "desc": sort_dir < 0,
+        }  # fmt: skip
+        plan["t"], plan["nv"] = program.temps, len(program.vectors)
+        chunks = self._chunks or await self._chunks_used()
+        while chunks:
+            keys = [self.key("seq")]
+            keys += [self.key(*parts, str(c)) for parts in program.vectors for c in range(chunks)]
+            keys += [self.key(*parts) for parts in program.sets]
+            plan["c"] = chunks
+            reply = await self.db.script(SEARCH)(keys=keys, args=[codec.pack_for_lua(plan)])
+            if reply[0] != -1:
+                self._chunks = chunks
+                return SearchResult([bytes(i).decode() for i in reply[1:]], int(reply[0]))
+            chunks = int(reply[1])
+        return SearchResult([], 0)
+
+    async def _chunks_used(self) -> int:
+        seq = int(await self.db.client.get(self.key("seq")) or 0)
+        return -(-seq // CHUNK)
+
+    # -- upkeep ----------------------------------------------------------------------------------
+    async def vacuum(self) -> int:
+        """Delete the keys of chunks left without live records (e.g. after old jobs expired).
+
+        Maintenance, not a query: it lists the index's word bitmaps with one SCAN of their key
+        prefix, then checks and drops each full, empty chunk atomically. Returns chunks dropped.
+        """
+        full = await self._chunks_used() - 1  # the last chunk is still being filled
+        words: dict[str, list[str]] = {}
+        pattern = self.key("w", "*")
+        async for found in self.db.client.scan_iter(match=pattern, count=1000):
+            name = bytes(found).decode() if not isinstance(found, str) else found
+            words.setdefault(name.rsplit(":", 1)[1], []).append(name)
+        fixed = [("rows",), *planes(ORDER)]
+        for col in self.spec.columns:
+            fixed += [has(col), *planes(col)] if col.numeric else []
+        dropped = 0
+        for c in range(max(full, 0)):
+            keys = [self.key("all", str(c))] + [self.key(*p, str(c)) for p in fixed] + words.get(str(c), [])
+            dropped += int(await self.db.script(VACUUM_CHUNK)(keys=keys, args=[]) > 0)
+        return dropped
+
+
+def _encoded(col: Column, record: Record | None) -> int | None:
+    value = None if record is None else number_value(col.value(record))
+    return None if value is None else col.encode(value)
+
+
+def _tokens(col: Column, record: Record | None) -> set[str]:
+    if record is None:
+        return set()
+    value = col.value(record)
+    return set(text_tokens(value) if col.kind == "text" else word_values(value))
+
+
+# _BYTE_ONES[k][v]: positions of the 1 bits of byte value v at byte k of a number
+_BYTE_ONES = [[tuple(8 * k + b for b in range(8) if v >> b & 1) for v in range(256)] for k in range(7)]
+
+
+def _ones(value: int) -> list[int]:
+    """Positions of the 1 bits of a non-negative number below 2^56."""
+    out: list[int] = []
+    k = 0
+    while value:
+        out += _BYTE_ONES[k][value & 255]
+        value >>= 8
+        k += 1
+    return out
+
+
+class _Sink:
+    slot = -1  # the slot being written
+
+    def setbits(self, keys: list[str], bit: str, on: str) -> None:
+        raise NotImplementedError
+
+    def call(self, command: str, key: str, *args: Arg) -> None:
+        raise NotImplementedError
+
+
+class _Ops(_Sink):
+    """Plain one-key commands, for a FencedBatch or a MULTI pipeline."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    def setbits(self, keys: list[str], bit: str, on: str) -> None:
+        self.ops += [("SETBIT", [key], [bit, on]) for key in keys]
+
+    def call(self, command: str, key: str, *args: Arg) -> None:
+        self.ops.append((command, [key], list(args)))
+
+
+class _Packed(_Sink):
+    """The APPLY_OPS payload, built with far fewer Lua-to-Redis calls than one per command.
+
+    Only SETBIT ever touches a bitmap key, so a key's SETBITs fold into BITFIELD calls. For a bulk
+    load, `fresh` is the run of slots just allocated to this batch: every byte wholly inside it is
+    still zero and ours alone, so its bits are assembled here and written with one SETRANGE per key.
+    """
+
+    def __init__(self, fresh: tuple[int, int] = (0, 0)) -> None:
+        self.positions: dict[str, int] = {}
+        self.fields: dict[str, list[Arg]] = {}
+        self.packed: list[list[Arg]] = []
+        self.low, self.high = -(-fresh[0] // 8) * 8, fresh[1] // 8 * 8  # whole bytes of the run
+        self.bytes: dict[str, bytearray] = {}
+
+    def position(self, key: str) -> int:
+        found = self.positions.get(key)
+        if found is None:
+            found = self.positions[key] = len(self.positions) + 1
+        return found
+
+    def setbits(self, keys: list[str], bit: str, on: str) -> None:
+        slot = self.slot
+        if on == "1" and self.low <= slot < self.high:
+            index, mask = (slot - self.low) >> 3, 0x80 >> (slot & 7)
+            for key in keys:
+                run = self.bytes.get(key)
+                if run is None:
+                    run = self.bytes[key] = bytearray((self.high - self.low) >> 3)
+                run[index] |= mask
+            return
+        for key in keys:
+            group = self.fields.get(key)
+            if group is None or len(group) > _MAX_BITFIELD:
+                group = self.fields[key] = ["BITFIELD", self.position(key)]
+                self.packed.append(group)
+            group += ("SET", "u1", bit, on)
+
+    def call(self, command: str, key: str, *args: Arg) -> None:
+        self.packed.append([command, self.position(key), *args])
+
+    def flush(self) -> None:
+        """Write the assembled bytes; a key belongs to one chunk, so only that chunk's part is set."""
+        for key, run in self.bytes.items():
+            chunk = int(key.rsplit(":", 1)[1])
+            first = max(self.low, chunk * CHUNK)
+            last = min(self.high, (chunk + 1) * CHUNK)
+            part = run[(first - self.low) >> 3 : (last - self.low) >> 3]
+            self.call("SETRANGE", key, str((first - chunk * CHUNK) >> 3), bytes(part))
+        self.bytes.clear()
