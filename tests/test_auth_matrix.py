@@ -58,7 +58,7 @@ async def pair(db: Database, tmp_path: Path) -> AsyncIterator[Pair]:
         await sat.start_server()
         await node.start()
         try:
-            await wait_until(lambda: node.stores.bus.healthy and node.election.primary_id == "n1", "satellite")
+            await wait_until(lambda n=node: n.stores.bus.healthy and n.election.primary_id == "n1", "satellite")  # type: ignore[misc]
             yield Pair(site, sat, keys)
         finally:
             await node.stop()

@@ -33,6 +33,7 @@ import asyncio
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from .. import codec
@@ -128,37 +129,39 @@ class Indexer:
         await self.apply(self.index_ops(record_id, record, slot=slot, order=order, old=old if live else None))
 
     async def add_many(self, items: Iterable[tuple[str, Record, float]], *, batch: int = 1000) -> int:
-        """Bulk-index new records, `batch` per atomic script call; building overlaps the writes."""
+        """Bulk-index new records (id, record, order), `batch` per atomic script call.
+
+        Building a batch overlaps writing the previous one; `items` is consumed lazily.
+        """
         pending: asyncio.Task[None] | None = None
         count = 0
-        chunk: list[tuple[str, Record, float]] = []
-        for item in [*items, None]:
-            if item is not None:
-                chunk.append(item)
-                if len(chunk) < batch:
-                    continue
-            if not chunk:
-                break
-            ids = [rid for rid, _, _ in chunk]
-            if len(set(ids)) != len(ids):
-                raise ValueError("add_many: an id appears twice in one batch")
-            slots = await self.allocate(ids)
-            for (rid, _, _), (slot, had) in zip(chunk, slots, strict=True):
-                if had and await self._live(slot):
-                    raise ValueError(f"{rid!r} is already in index {self.spec.name!r}")
-            fresh = [slot for slot, had in slots if not had]  # one allocation: consecutive, never used
-            packed = _Packed((fresh[0], fresh[-1] + 1) if fresh else (0, 0))
-            for (rid, rec, order), (slot, _) in zip(chunk, slots, strict=True):
-                self._emit(packed, rid, slot, order, rec, None)
-            packed.flush()
+        source = iter(items)
+        try:
+            while part := list(islice(source, batch)):
+                packed = await self._bulk(part)
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._run(packed))
+                count += len(part)
+        finally:
             if pending is not None:
                 await pending
-            pending = asyncio.create_task(self._run(packed))
-            count += len(chunk)
-            chunk = []
-        if pending is not None:
-            await pending
         return count
+
+    async def _bulk(self, part: list[tuple[str, Record, float]]) -> _Packed:
+        ids = [rid for rid, _, _ in part]
+        if len(set(ids)) != len(ids):
+            raise ValueError("add_many: an id appears twice in one batch")
+        slots = await self.allocate(ids)
+        for rid, (slot, had) in zip(ids, slots, strict=True):
+            if had and await self._live(slot):
+                raise ValueError(f"{rid!r} is already in index {self.spec.name!r}")
+        fresh = [slot for slot, had in slots if not had]  # one allocation: consecutive, never used
+        packed = _Packed((fresh[0], fresh[-1] + 1) if fresh else (0, 0))
+        for (rid, record, order), (slot, _) in zip(part, slots, strict=True):
+            self._emit(packed, rid, slot, order, record, None)
+        packed.flush()
+        return packed
 
     async def remove(self, record_id: str, record: Record) -> bool:
         """Take a record out of the index; False if it was not in it."""

@@ -22,13 +22,14 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -58,15 +59,16 @@ def _child_setup() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+Proc = subprocess.Popen[bytes]
+
+
 class Processes:
     """Every process this script starts; `close` stops the ones still running, newest first, by pid."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(
-        self, cmd: Sequence[str], *, log: Path | None = None, pipe: bool = False
-    ) -> subprocess.Popen[bytes]:
+    def spawn(self, cmd: Sequence[str], *, log: Path | None = None, pipe: bool = False) -> Proc:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
         env["PYTHONPATH"] = str(ROOT)
         out: Any = subprocess.PIPE if pipe else subprocess.DEVNULL
@@ -167,6 +169,7 @@ class Sample:
     errors: int
     server_cpu_pct: float | None
     gen_cpu_pct: float | None
+    other_cpu_pct: float | None = None  # CPU used meanwhile by processes outside the benchmark
 
 
 @dataclass
@@ -175,6 +178,7 @@ class Options:
     warmup: float
     max_requests: int
     tool: str
+    rounds: int
 
 
 def run_python(procs: Processes, opts: Options, url: str, conc: int, server_pid: int) -> Sample:
@@ -189,10 +193,8 @@ def run_python(procs: Processes, opts: Options, url: str, conc: int, server_pid:
         procs.procs.remove(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode(errors='replace')}")
-    res = json.loads(out)
-    return Sample(
-        res["rps"], res["p50_ms"], res["p99_ms"], res["errors"], res["server_cpu_pct"], res["gen_cpu_pct"]
-    )
+    r = json.loads(out)
+    return Sample(r["rps"], r["p50_ms"], r["p99_ms"], r["errors"], r["server_cpu_pct"], r["gen_cpu_pct"])
 
 
 _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -238,6 +240,9 @@ def _wrk(procs: Processes, url: str, conc: int, seconds: int, latency: bool) -> 
     return out.decode(errors="replace")
 
 
+Runner = Callable[[Processes, Options, str, int, int], Sample]
+
+
 def run_wrk(procs: Processes, opts: Options, url: str, conc: int, server_pid: int) -> Sample:
     """wrk with one thread (2 cores in all); the run is bounded by its duration, not a request count."""
     if opts.warmup > 0:
@@ -272,24 +277,53 @@ class Cell:
         return ordered[(len(ordered) - 1) // 2]
 
 
-def run_grid(
-    procs: Processes, opts: Options, targets: list[Target], concs: list[int], rounds: int
-) -> list[Cell]:
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores, from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(runner: Runner, procs: Processes, opts: Options, url: str, conc: int, target: Target) -> Sample:
+    """One cell, plus the CPU that neither the server nor the generator used during it (others' load)."""
+    busy0, srv0, gen0, wall0 = (
+        busy_cpu_seconds(),
+        process_cpu_seconds(target.pid),
+        children_cpu_seconds(),
+        time.perf_counter(),
+    )
+    sample = runner(procs, opts, url, conc, target.pid)
+    busy1, srv1, gen1, wall1 = (
+        busy_cpu_seconds(),
+        process_cpu_seconds(target.pid),
+        children_cpu_seconds(),
+        time.perf_counter(),
+    )
+    if srv0 is not None and srv1 is not None:
+        other = (busy1 - busy0) - (srv1 - srv0) - (gen1 - gen0)
+        sample.other_cpu_pct = max(0.0, 100 * other / (wall1 - wall0))
+    return sample
+
+
+def run_grid(procs: Processes, opts: Options, targets: list[Target], concs: list[int]) -> list[Cell]:
     cells = {(t.name, ep, c): Cell(t.name, ep, c) for c in concs for t in targets for ep in t.endpoints}
     runner = run_wrk if opts.tool == "wrk" else run_python
-    total = len(cells) * rounds
+    total = len(cells) * opts.rounds
     done = 0
-    for rnd in range(1, rounds + 1):
+    for rnd in range(1, opts.rounds + 1):
         for conc in concs:
             for target in targets:
                 for ep in target.endpoints:
                     done += 1
-                    sample = runner(procs, opts, target.url(ep), conc, target.pid)
+                    sample = measure(runner, procs, opts, target.url(ep), conc, target)
                     cells[(target.name, ep, conc)].samples.append(sample)
                     line = f"{target.name:<16} {ep:<5} c={conc:<4} {sample.rps:>9,.0f} req/s"
-                    print(
-                        f"  [{done}/{total}] round {rnd}  {line}  p99 {sample.p99_ms:.2f} ms", file=sys.stderr
-                    )
+                    extra = f"p99 {sample.p99_ms:.2f} ms, other CPU {_pct(sample.other_cpu_pct)}%"
+                    print(f"  [{done}/{total}] round {rnd}  {line}  {extra}", file=sys.stderr)
     return list(cells.values())
 
 
@@ -300,37 +334,85 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def cpu_per_request_us(sample: Sample) -> float | None:
+    """Server CPU microseconds per request: steadier than req/s when the two cores are contended."""
+    if sample.server_cpu_pct is None or sample.rps <= 0:
+        return None
+    return sample.server_cpu_pct * 1e4 / sample.rps
+
+
+COLUMNS = [
+    ("target", 17), ("endpoint", 9), ("conc", 5), ("req/s", 9), ("min-max req/s", 15), ("p50 ms", 8),
+    ("p99 ms", 8), ("errors", 7), ("srv CPU%", 9), ("gen CPU%", 9), ("other CPU%", 11), ("srv us/req", 11),
+    ("x bare", 7),
+]  # fmt: skip
+
+
+def _row(values: Sequence[str]) -> str:
+    """Target and endpoint left-aligned, figures right-aligned."""
+    cols = zip(COLUMNS, values, strict=True)
+    return "".join(f"{v:<{w}}" if i < 2 else f"{v:>{w}}" for i, ((_, w), v) in enumerate(cols))
+
+
+def paired_ratio(cell: Cell, bare: Cell, metric: Callable[[Sample], float | None]) -> float | None:
+    """Median over rounds of cell/bare, each round against the bare run next to it in time."""
+    ratios = []
+    for mine, base in zip(cell.samples, bare.samples, strict=True):
+        a, b = metric(mine), metric(base)
+        if a is not None and b:
+            ratios.append(a / b)
+    return statistics.median(ratios) if ratios else None
+
+
+def _rps(sample: Sample) -> float:
+    return sample.rps
+
+
 def table(cells: list[Cell], rounds: int) -> list[str]:
-    bare = {c.conc: c.median().rps for c in cells if c.target == BARE}
-    head = (f"{'target':<17}{'endpoint':<10}{'conc':>5}{'req/s':>10}{'min-max req/s':>17}{'p50 ms':>9}"
-            f"{'p99 ms':>9}{'errors':>8}{'srv CPU%':>10}{'gen CPU%':>10}{'x bare':>8}")  # fmt: skip
+    bare = {c.conc: c for c in cells if c.target == BARE and c.endpoint == "ping"}
+    head = _row([name for name, _ in COLUMNS])
     lines = [head, "-" * len(head)]
     for cell in sorted(cells, key=lambda c: (c.conc, c.target != BARE, c.target, c.endpoint != "ping")):
         med = cell.median()
         rps = [s.rps for s in cell.samples]
         spread = f"{min(rps):,.0f}-{max(rps):,.0f}" if rounds > 1 else ""
-        ratio = "" if cell.target == BARE or not bare.get(cell.conc) else f"{med.rps / bare[cell.conc]:.2f}"
-        errors = sum(s.errors for s in cell.samples)
-        lines.append(
-            f"{cell.target:<17}{cell.endpoint:<10}{cell.conc:>5}{med.rps:>10,.0f}{spread:>17}{med.p50_ms:>9.2f}"
-            f"{med.p99_ms:>9.2f}{errors:>8}{_pct(med.server_cpu_pct):>10}{_pct(med.gen_cpu_pct):>10}{ratio:>8}"
-        )
+        base = bare.get(cell.conc)
+        ratio = paired_ratio(cell, base, _rps) if base is not None and cell is not base else None
+        us = cpu_per_request_us(med)
+        values = [cell.target, cell.endpoint, str(cell.conc), f"{med.rps:,.0f}", spread, f"{med.p50_ms:.2f}",
+                  f"{med.p99_ms:.2f}", str(sum(s.errors for s in cell.samples)), _pct(med.server_cpu_pct),
+                  _pct(med.gen_cpu_pct), _pct(med.other_cpu_pct), "-" if us is None else f"{us:.0f}",
+                  "" if ratio is None else f"{ratio:.2f}"]  # fmt: skip
+        lines.append(_row(values))
     return lines
 
 
 def ping_ratios(cells: list[Cell], concs: list[int]) -> list[str]:
-    medians = {(c.target, c.endpoint, c.conc): c.median().rps for c in cells}
+    """podium/bare for ping, paired by round: req/s (higher is better), server CPU per request (lower is)."""
+    by_key = {(c.target, c.endpoint, c.conc): c for c in cells}
     out = []
     for conc in concs:
-        bare = medians.get((BARE, "ping", conc))
-        if not bare:
+        bare = by_key.get((BARE, "ping", conc))
+        if bare is None:
             continue
-        parts = [f"{name.split(', ')[1]} {medians[(name, 'ping', conc)] / bare:.2f}x" for name in PODIUMS]
-        out.append(f"ping, podium/bare req/s at c={conc}: " + ", ".join(parts))
+        rps_parts, cpu_parts = [], []
+        for name in PODIUMS:
+            cell = by_key[(name, "ping", conc)]
+            label = name.split(", ")[1]
+            rps, cpu = paired_ratio(cell, bare, _rps), paired_ratio(cell, bare, cpu_per_request_us)
+            rps_parts.append(f"{label} {rps:.2f}x" if rps is not None else f"{label} -")
+            cpu_parts.append(f"{label} {cpu:.2f}x" if cpu is not None else f"{label} -")
+        out.append(f"ping at c={conc}, podium/bare: req/s " + ", ".join(rps_parts))
+        out.append(f"ping at c={conc}, podium/bare: server CPU per request " + ", ".join(cpu_parts))
+    busy = [s.other_cpu_pct for c in cells for s in c.samples if s.other_cpu_pct is not None]
+    if busy and statistics.median(busy) > 15:
+        used = f"{statistics.median(busy):.0f}%"
+        out.append(f"warning: other processes used {used} CPU (median) during the cells; the machine was")
+        out.append("  not quiet, so req/s are low and noisy; CPU per request is less affected")
     return out
 
 
-def header(opts: Options, rounds: int, concs: list[int]) -> list[str]:
+def header(opts: Options, concs: list[int]) -> list[str]:
     if opts.tool == "wrk":
         gen = "wrk -t1 (one thread), keep-alive, --latency"
         bound = f"{max(1, round(opts.warmup))} s warm-up + {max(1, round(opts.duration))} s measured"
@@ -343,9 +425,11 @@ def header(opts: Options, rounds: int, concs: list[int]) -> list[str]:
         f"Podium API benchmark: python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
         f"{cpus} CPUs, {platform.system()} {platform.release()}",
         f"generator: {gen}; one process, separate from the servers",
-        f"each cell: {bound}; {rounds} round(s) interleaved over targets; concurrency {concs}",
-        "figures: the median round by req/s (its p50/p99/CPU); errors summed over rounds; 'x bare' = req/s",
-        "  divided by bare aiohttp ping at the same concurrency",
+        f"each cell: {bound}; {opts.rounds} round(s) interleaved over targets; concurrency {concs}",
+        "figures: the median round by req/s (its p50/p99/CPU); errors summed over rounds; CPU% 100 = one",
+        "  core; 'other CPU%' = CPU used meanwhile by processes outside the benchmark; 'srv us/req' = server",
+        "  CPU time per request; 'x bare' = req/s divided by bare aiohttp ping in the same round (median of",
+        "  the rounds)",
         f"fairness: the generator and the server under test share {cpus} cores; the same generator, settings",
         "  and requests are used for every target, so the ratios compare like with like; absolute req/s are",
         "  lower than the servers could do on a machine of their own",
@@ -370,9 +454,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[int]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="uncounted seconds per cell (default 1)")
     parser.add_argument("--concurrency", default="16,64", help="comma-separated list (default 16,64)")
@@ -405,21 +488,19 @@ def cleanup_on_exit(procs: Processes) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, concs = parse_args(argv)
-    opts = Options(args.duration, args.warmup, args.max_requests, args.tool)
+    opts = Options(args.duration, args.warmup, args.max_requests, args.tool, args.rounds)
     procs = Processes()
     try:
         with tempfile.TemporaryDirectory(prefix="podium-bench-") as tmpdir, cleanup_on_exit(procs):
-            print("\n".join(header(opts, args.rounds, concs)), flush=True)
+            print("\n".join(header(opts, concs)), flush=True)
             print("starting targets ...", file=sys.stderr, flush=True)
             targets = start_targets(procs, Path(tmpdir))
             for target in targets:
-                print(
-                    f"  {target.name:<16} pid {target.pid:<7} http://127.0.0.1:{target.port}", file=sys.stderr
-                )
-            cells = run_grid(procs, opts, targets, concs, args.rounds)
+                print(f"  {target.name:<16} pid {target.pid:<7} port {target.port}", file=sys.stderr)
+            cells = run_grid(procs, opts, targets, concs)
             note = access_log_note(targets)
             print()
-            print("\n".join([*table(cells, args.rounds), "", *ping_ratios(cells, concs), note]), flush=True)
+            print("\n".join([*table(cells, opts.rounds), "", *ping_ratios(cells, concs), note]), flush=True)
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130
