@@ -19,6 +19,7 @@ from storage.embedded import EmbeddedServer
 from storage.errors import StorageError
 from storage.keyspace import Keyspace
 from storage.secretkey import SecretKeyMismatch, ensure_secret_key
+from storage.stores import Stores
 
 from .app import create_app
 from .bootstrap import first_start
@@ -72,12 +73,19 @@ async def serve(settings: Settings) -> None:
         except StorageError:
             raise ConfigError(f"Redis at {redacted(url)} is unreachable") from None
         try:
-            await ensure_secret_key(db, settings.secret_key)
+            secret_key = await ensure_secret_key(db, settings.secret_key)
         except SecretKeyMismatch as exc:
             raise ConfigError(f"--secret-key: {exc}") from None
 
         node_id = load_node_id(settings.data_dir)
-        node = NodeRuntime(db, node_id, settings.advertise_url, lease_ms=settings.lease_ms, services=[first_start])
+        node = NodeRuntime(
+            db,
+            node_id,
+            settings.advertise_url,
+            lease_ms=settings.lease_ms,
+            services=[first_start],
+            stores=Stores.open(db, secret_key),
+        )
         app = create_app(settings, node)
         runner = web.AppRunner(
             app,

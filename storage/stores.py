@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .activity import ActivityStore
 from .bus import InvalidationBus
@@ -22,9 +22,10 @@ class Stores:
     state: StateStore
     rates: RateLimiter
     activity: ActivityStore
+    secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
-    def open(cls, db: Database) -> Stores:
+    def open(cls, db: Database, secret_key: str = "") -> Stores:
         bus = InvalidationBus(db)
         return cls(
             db=db,
@@ -34,4 +35,5 @@ class Stores:
             state=StateStore(db, bus),
             rates=RateLimiter(db),
             activity=ActivityStore(db),
+            secret_key=secret_key,
         )

@@ -17,6 +17,7 @@ from api.bootstrap import first_start
 from api.settings import Settings
 from cluster.node import NodeRuntime
 from storage.connection import Database
+from storage.stores import Stores
 
 Client = TestClient[web.Request, web.Application]
 
@@ -68,7 +69,8 @@ class Site:
 
 async def open_site(db: Database, data_dir: Path, **settings: Any) -> AsyncIterator[Site]:
     config = Settings(data_dir=data_dir, **settings)
-    node = NodeRuntime(db, "n1", "http://127.0.0.1:5522", lease_ms=3000, services=[first_start])
+    stores = Stores.open(db, secret_key="test-secret-" + db.keys.cluster)
+    node = NodeRuntime(db, "n1", "http://127.0.0.1:5522", lease_ms=3000, services=[first_start], stores=stores)
     site = Site(TestClient(TestServer(create_app(config, node))), node, config)
     await site.client.start_server()
     await node.start()

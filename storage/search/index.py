@@ -1,30 +1,33 @@
 """Secondary indexes in Redis for the xyOps search syntax: one engine for every indexed record type.
 
-Every record gets a *slot*: a dense integer, allocated once per id and never reused. Slots are
-grouped in chunks of 65,536 (CHUNK), and every per-slot bitmap is one 8 KiB string per chunk, so a
-value seen only in recent records costs only recent chunks. Searches are bitmap algebra (BITOP,
-BITCOUNT) run in one Lua script; their cost follows the number of chunks and the query's shape,
-not the number of matches, and no record is ever read to answer an indexed query.
+Every record gets a *slot*: a dense integer, allocated once per id (SLOT_ALLOCATE) and never reused.
+Slots are grouped in chunks of 65,536 (CHUNK) and every per-slot bitmap is one 8 KiB string per
+chunk, so a value seen only in recent records costs only recent chunks. A search is bitmap algebra
+(BITOP, BITCOUNT) in one Lua script: its cost follows the number of chunks and the query's shape,
+not the number of matches, and no record is read to answer an indexed query.
 
-Redis layout, all keys from `Keyspace.index(<index>, ...)`, shown as `<p>` = `<cluster>:idx:<index>`:
+Redis layout, every key from `Keyspace.index(<index>, ...)`, written `<p>` = `<cluster>:idx:<index>`
+below; <c> is a chunk number. There are no sorted sets, so nothing carries a score.
 
   <p>:seq                        STRING  slots allocated so far (INCR); chunks in use = ceil(seq / CHUNK)
   <p>:slots                      HASH    record id -> slot
-  <p>:all:<c>                    STRING  bitmap: slots of chunk c that hold a live record
-  <p>:rows:<c>                   STRING  fixed-width rows, 8 + id_width bytes per slot: the record's
-                                         order (big-endian double, floored) then its id, NUL-padded
-  <p>:order:<b>:<c>              STRING  bit plane b (0 = least significant) of the order, biased by 2^47
+  <p>:all:<c>                    STRING  bitmap: slots of chunk c holding a live record
+  <p>:rows:<c>                   STRING  8 + id_width bytes per slot: the record's order (floored,
+                                         big-endian double), then its id, NUL-padded
+  <p>:order:<b>:<c>              STRING  bit plane b (0 = least significant) of floor(order) + 2^47
   <p>:w:<column>:<value>:<c>     STRING  bitmap: slots whose word/text column holds <value>
-  <p>:s:<column>:<value>         SET     slots (integers) whose sparse column holds <value>
+  <p>:s:<column>:<value>         SET     slots (decimal) whose sparse column holds <value>
   <p>:n:<column>:has:<c>         STRING  bitmap: slots with a value in number/date column <column>
   <p>:n:<column>:<b>:<c>         STRING  bit plane b of floor(value * scale) + 2^(bits-1)
-  <p>:tmp:<i>:<c>                STRING  scratch of a running SEARCH script; never outlives it
+  <p>:tmp:<i>:<c>                STRING  scratch of a running SEARCH; written unreplicated, deleted
+                                         before the script returns
 
-Text columns index each word and each adjacent word pair ("big cats"), which is how phrases match.
-Numbers and dates are bit-sliced: a range is about 2-3 BITOPs per bit plane, and sorting picks the
-requested page with a bit-sliced top-K over (sorter, order, id), so `total` is exact and paging is
-exact in every order. Writes are single commands (SETBIT, SADD, SREM, SETRANGE, HDEL) so a caller can
-run them in a FencedBatch together with the record itself.
+Text columns index each word and each adjacent word pair ("big cats"): that is how phrases match.
+Numbers and dates are bit-sliced: a range costs 1-3 BITOPs per bit plane. Sorting selects the page
+with a bit-sliced top-K over (sorter, order, id), so `total` is exact and paging is exact in either
+direction. Writes are one-key commands (SETBIT, SADD, SREM, SETRANGE, HDEL): `index_ops` hands them
+out for a FencedBatch or a MULTI with the record itself; `add`, `remove` and `add_many` apply them
+atomically through APPLY_OPS, folding each key's SETBITs into BITFIELD calls.
 """
 
 from __future__ import annotations
@@ -41,15 +44,12 @@ from ..connection import Database
 from .plan import Compiler, has, planes
 from .query import Query, QueryError, parse
 from .scripts import APPLY_OPS, SEARCH, SLOT_ALLOCATE, VACUUM_CHUNK
+from .sinks import Op, OpList, Payload, Sink, ones
 from .spec import CHUNK, CHUNK_BITS, ORDER, Column, IndexSpec, number_value, text_tokens, word_values
 
 __all__ = ["Column", "IndexSpec", "Indexer", "Op", "SearchResult"]
 
-Arg = str | bytes | int | float
-Op = tuple[str, list[str], list[Arg]]
 Record = Mapping[str, Any]
-
-_MAX_BITFIELD = 4000  # arguments per BITFIELD: Lua's unpack() stops near 8000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,17 @@ class Indexer:
         self.row_width = 8 + spec.id_width
         self._keys: dict[tuple[str, ...], str] = {}
         self._planes: dict[tuple[str, str], list[str]] = {}
+        self._vectors: dict[tuple[tuple[str, ...], int], list[str]] = {}
         self._chunks = 0  # chunk count the last search used; the script says when it grew
+
+    def chunk_keys(self, parts: tuple[str, ...], chunks: int) -> list[str]:
+        """The keys of one vector (a bitmap split by chunk), for chunks 0 .. chunks - 1."""
+        found = self._vectors.get((parts, chunks))
+        if found is None:
+            if len(self._vectors) > 20_000:
+                self._vectors.clear()
+            found = self._vectors[(parts, chunks)] = [self.key(*parts, str(c)) for c in range(chunks)]
+        return found
 
     def key(self, *parts: str) -> str:
         found = self._keys.get(parts)
@@ -93,19 +103,19 @@ class Indexer:
         `order` sorts `_id` (e.g. the id's creation time in ms, see `spec.order_from_id`); it is set
         when the record is first added and kept on updates.
         """
-        ops = _Ops()
+        ops = OpList()
         self._emit(ops, record_id, slot, order, record, old)
         return ops.ops
 
     def remove_ops(self, record_id: str, record: Record, *, slot: int, order: float) -> list[Op]:
         """Commands that take `record` (exactly as indexed) out of the index and free its id."""
-        ops = _Ops()
+        ops = OpList()
         self._emit(ops, record_id, slot, order, None, record)
         return ops.ops
 
     async def apply(self, ops: Iterable[Op]) -> None:
         """Run commands from index_ops / remove_ops atomically, in one script call."""
-        packed = _Packed()
+        packed = Payload()
         for command, keys, args in ops:
             if len(keys) != 1:
                 raise ValueError(f"{command}: index commands touch exactly one key")
@@ -115,7 +125,7 @@ class Indexer:
                 packed.call(command, keys[0], *args)
         await self._run(packed)
 
-    async def _run(self, packed: _Packed) -> None:
+    async def _run(self, packed: Payload) -> None:
         if packed.packed:
             payload = codec.pack_for_lua(packed.packed)
             await self.db.script(APPLY_OPS)(keys=list(packed.positions), args=[payload])
@@ -126,7 +136,9 @@ class Indexer:
         live = had and await self._live(slot)
         if live and old is None:
             raise ValueError(f"{record_id!r} is already in index {self.spec.name!r}: pass old= to update it")
-        await self.apply(self.index_ops(record_id, record, slot=slot, order=order, old=old if live else None))
+        packed = Payload()
+        self._emit(packed, record_id, slot, order, record, old if live else None)
+        await self._run(packed)
 
     async def add_many(self, items: Iterable[tuple[str, Record, float]], *, batch: int = 1000) -> int:
         """Bulk-index new records (id, record, order), `batch` per atomic script call.
@@ -148,7 +160,7 @@ class Indexer:
                 await pending
         return count
 
-    async def _bulk(self, part: list[tuple[str, Record, float]]) -> _Packed:
+    async def _bulk(self, part: list[tuple[str, Record, float]]) -> Payload:
         ids = [rid for rid, _, _ in part]
         if len(set(ids)) != len(ids):
             raise ValueError("add_many: an id appears twice in one batch")
@@ -157,7 +169,7 @@ class Indexer:
             if had and await self._live(slot):
                 raise ValueError(f"{rid!r} is already in index {self.spec.name!r}")
         fresh = [slot for slot, had in slots if not had]  # one allocation: consecutive, never used
-        packed = _Packed((fresh[0], fresh[-1] + 1) if fresh else (0, 0))
+        packed = Payload((fresh[0], fresh[-1] + 1) if fresh else (0, 0))
         for (rid, record, order), (slot, _) in zip(part, slots, strict=True):
             self._emit(packed, rid, slot, order, record, None)
         packed.flush()
@@ -177,7 +189,9 @@ class Indexer:
         row = await self.db.client.getrange(self.key("rows", chunk), start, start + 7)
         raw = row if isinstance(row, bytes) else row.encode()
         (order,) = struct.unpack(">d", raw.ljust(8, b"\0"))
-        await self.apply(self.remove_ops(record_id, record, slot=slot, order=order))
+        packed = Payload()
+        self._emit(packed, record_id, slot, order, None, record)
+        await self._run(packed)
         return True
 
     async def _live(self, slot: int) -> bool:
@@ -188,12 +202,11 @@ class Indexer:
         raw = record_id.encode()
         if not raw or len(raw) > self.spec.id_width or b"\0" in raw:
             raise ValueError(f"record id {record_id!r} must be 1..{self.spec.id_width} bytes without NUL")
-        return struct.pack(">d", float(ORDER.encode(order) - (1 << (ORDER.bits - 1)))) + raw.ljust(
-            self.spec.id_width, b"\0"
-        )
+        floored = ORDER.encode(order) - (1 << (ORDER.bits - 1))  # the order exactly as its planes hold it
+        return struct.pack(">d", float(floored)) + raw.ljust(self.spec.id_width, b"\0")
 
     def _emit(
-        self, sink: _Sink, record_id: str, slot: int, order: float, new: Record | None, old: Record | None
+        self, sink: Sink, record_id: str, slot: int, order: float, new: Record | None, old: Record | None
     ) -> None:
         """Write `new` at `slot` where `old` was: old None adds the record, new None removes it."""
         chunk, bit, member = str(slot >> CHUNK_BITS), str(slot & (CHUNK - 1)), str(slot)
@@ -223,7 +236,7 @@ class Indexer:
                 else:
                     sink.setbits([self.key("w", col.name, value, chunk)], bit, on)
 
-    def _numbers(self, sink: _Sink, col: Column, chunk: str, bit: str, old: int | None, new: int | None) -> None:
+    def _numbers(self, sink: Sink, col: Column, chunk: str, bit: str, old: int | None, new: int | None) -> None:
         """Flip only the bit planes that differ between the old and the new encoded value."""
         if old == new:
             return
@@ -234,8 +247,8 @@ class Indexer:
             names = [self.key(*parts, chunk) for parts in reversed(planes(col))]
             self._planes[(col.name if col is not ORDER else "", chunk)] = names
         was, now = old or 0, new or 0
-        sink.setbits([names[b] for b in _ones(now & ~was)], bit, "1")
-        sink.setbits([names[b] for b in _ones(was & ~now)], bit, "0")
+        sink.setbits([names[b] for b in ones(now & ~was)], bit, "1")
+        sink.setbits([names[b] for b in ones(was & ~now)], bit, "0")
 
     # -- search ----------------------------------------------------------------------------------
     async def search(
@@ -263,7 +276,8 @@ class Indexer:
         chunks = self._chunks or await self._chunks_used()
         while chunks:
             keys = [self.key("seq")]
-            keys += [self.key(*parts, str(c)) for parts in program.vectors for c in range(chunks)]
+            for parts in program.vectors:
+                keys += self.chunk_keys(parts, chunks)
             keys += [self.key(*parts) for parts in program.sets]
             plan["c"] = chunks
             reply = await self.db.script(SEARCH)(keys=keys, args=[codec.pack_for_lua(plan)])
@@ -310,93 +324,3 @@ def _tokens(col: Column, record: Record | None) -> set[str]:
         return set()
     value = col.value(record)
     return set(text_tokens(value) if col.kind == "text" else word_values(value))
-
-
-# _BYTE_ONES[k][v]: positions of the 1 bits of byte value v at byte k of a number
-_BYTE_ONES = [[tuple(8 * k + b for b in range(8) if v >> b & 1) for v in range(256)] for k in range(7)]
-
-
-def _ones(value: int) -> list[int]:
-    """Positions of the 1 bits of a non-negative number below 2^56."""
-    out: list[int] = []
-    k = 0
-    while value:
-        out += _BYTE_ONES[k][value & 255]
-        value >>= 8
-        k += 1
-    return out
-
-
-class _Sink:
-    slot = -1  # the slot being written
-
-    def setbits(self, keys: list[str], bit: str, on: str) -> None:
-        raise NotImplementedError
-
-    def call(self, command: str, key: str, *args: Arg) -> None:
-        raise NotImplementedError
-
-
-class _Ops(_Sink):
-    """Plain one-key commands, for a FencedBatch or a MULTI pipeline."""
-
-    def __init__(self) -> None:
-        self.ops: list[Op] = []
-
-    def setbits(self, keys: list[str], bit: str, on: str) -> None:
-        self.ops += [("SETBIT", [key], [bit, on]) for key in keys]
-
-    def call(self, command: str, key: str, *args: Arg) -> None:
-        self.ops.append((command, [key], list(args)))
-
-
-class _Packed(_Sink):
-    """The APPLY_OPS payload, built with far fewer Lua-to-Redis calls than one per command.
-
-    Only SETBIT ever touches a bitmap key, so a key's SETBITs fold into BITFIELD calls. For a bulk
-    load, `fresh` is the run of slots just allocated to this batch: every byte wholly inside it is
-    still zero and ours alone, so its bits are assembled here and written with one SETRANGE per key.
-    """
-
-    def __init__(self, fresh: tuple[int, int] = (0, 0)) -> None:
-        self.positions: dict[str, int] = {}
-        self.fields: dict[str, list[Arg]] = {}
-        self.packed: list[list[Arg]] = []
-        self.low, self.high = -(-fresh[0] // 8) * 8, fresh[1] // 8 * 8  # whole bytes of the run
-        self.bytes: dict[str, bytearray] = {}
-
-    def position(self, key: str) -> int:
-        found = self.positions.get(key)
-        if found is None:
-            found = self.positions[key] = len(self.positions) + 1
-        return found
-
-    def setbits(self, keys: list[str], bit: str, on: str) -> None:
-        slot = self.slot
-        if on == "1" and self.low <= slot < self.high:
-            index, mask = (slot - self.low) >> 3, 0x80 >> (slot & 7)
-            for key in keys:
-                run = self.bytes.get(key)
-                if run is None:
-                    run = self.bytes[key] = bytearray((self.high - self.low) >> 3)
-                run[index] |= mask
-            return
-        for key in keys:
-            group = self.fields.get(key)
-            if group is None or len(group) > _MAX_BITFIELD:
-                group = self.fields[key] = ["BITFIELD", self.position(key)]
-                self.packed.append(group)
-            group += ("SET", "u1", bit, on)
-
-    def call(self, command: str, key: str, *args: Arg) -> None:
-        self.packed.append([command, self.position(key), *args])
-
-    def flush(self) -> None:
-        """Write the assembled bytes; a key belongs to one chunk, so only that chunk's part is set."""
-        for key, run in self.bytes.items():
-            chunk = int(key.rsplit(":", 1)[1])
-            first = max(self.low, chunk * CHUNK)
-            last = min(self.high, (chunk + 1) * CHUNK)
-            part = run[(first - self.low) >> 3 : (last - self.low) >> 3]
-            self.call("SETRANGE", key, str((first - chunk * CHUNK) >> 3), bytes(part))
-        self.bytes.clear()

@@ -200,6 +200,7 @@ _CLEANUPS = (
     (re.compile(r"(^|[\s:])(>=|<=|>|<|=)\s+"), r"\1\2"),
 )
 _PREFIX = re.compile(r"([A-Za-z]\w*):(.*)", re.S)
+_ALTERNATIVE = re.compile(r'(?:"[^"]*"|[^|"])+')  # the pieces between `|`, quotes kept whole
 
 
 def _split_parts(text: str) -> list[str]:
@@ -229,8 +230,8 @@ def _simple_value(col: Column, raw: str, now: float) -> Node:
         low_raw, high_raw = raw.split("..", 1)
         low, high = _span(low_raw, col, now), _span(high_raw, col, now)
         return Range(col.name, low=low[0], high=high[1], high_open=high[2])
-    op = next((o for o in _OPERATORS if raw.startswith(o)), "=")
-    return _compare(col, op, _span(raw[len(op) :] if raw.startswith(op) else raw, col, now))
+    op = next((o for o in _OPERATORS if raw.startswith(o)), "")
+    return _compare(col, op or "=", _span(raw[len(op) :], col, now))
 
 
 def _parse_simple(text: str, spec: IndexSpec, now: float) -> Node:
@@ -252,7 +253,7 @@ def _parse_simple(text: str, spec: IndexSpec, now: float) -> Node:
         col = _column(spec, current)
         if not sign and part[0] in "+-" and len(part) > 1 and not (col.kind == "number" and part[1].isdigit()):
             sign, part = part[0], part[1:]
-        alternatives = [_simple_value(col, alt, now) for alt in part.split("|") if alt]
+        alternatives = [_simple_value(col, alt, now) for alt in _ALTERNATIVE.findall(part)]
         if not alternatives:
             raise QueryError(f"column {col.name!r} needs a value")
         node = alternatives[0] if len(alternatives) == 1 else Or(tuple(alternatives))

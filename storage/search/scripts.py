@@ -106,6 +106,17 @@ local function row(slot)
   return struct.unpack('>d', r), (string.gsub(string.sub(r, 9), '%z+$', ''))
 end
 
+-- planes with no key in any chunk (e.g. the high bits of small numbers) hold no 1 bit: skip them
+local present = {}
+local function exists(v)
+  if present[v] == nil then
+    local ks = {}
+    for c = 0, C - 1 do ks[#ks + 1] = K(v, c) end
+    present[v] = redis.call('EXISTS', unpack(ks)) > 0
+  end
+  return present[v]
+end
+
 -- G := the k members of cand that sort first: each plane keeps the preferred bit while more than
 -- k - |G| candidates have it, else moves them all to G; exact ties left at the end go by id.
 local function top(cand, k, desc, G, E, X, cs)
@@ -116,23 +127,25 @@ local function top(cand, k, desc, G, E, X, cs)
   local need = k
   for _, key in ipairs(p.sk) do
     for _, plane in ipairs(key) do
-      local per, n = {}, 0
-      for _, c in ipairs(cs) do
-        bitop({'AND', X, E, plane}, c)
-        if not desc then bitop({'XOR', X, E, X}, c) end
-        per[c] = redis.call('BITCOUNT', K(X, c))
-        n = n + per[c]
-      end
-      if n > need then
-        E, X = X, E
-        cs = live(cs, per)
-      elseif n > 0 then
+      if exists(plane) then
+        local per, n = {}, 0
         for _, c in ipairs(cs) do
-          bitop({'OR', G, G, X}, c)
-          bitop({'XOR', E, E, X}, c)
+          bitop({'AND', X, E, plane}, c)
+          if not desc then bitop({'XOR', X, E, X}, c) end
+          per[c] = redis.call('BITCOUNT', K(X, c))
+          n = n + per[c]
         end
-        need = need - n
-        if need == 0 then return end
+        if n > need then
+          E, X = X, E
+          cs = live(cs, per)
+        elseif n > 0 then
+          for _, c in ipairs(cs) do
+            bitop({'OR', G, G, X}, c)
+            bitop({'XOR', E, E, X}, c)
+          end
+          need = need - n
+          if need == 0 then return end
+        end
       end
     end
   end
@@ -177,7 +190,9 @@ if want > p.off then
   for _, s in ipairs(members(sel, cs)) do
     local order, id = row(s)
     local value, c, o = 0, math.floor(s / CW), s % CW
-    for _, plane in ipairs(p.sv) do value = value * 2 + redis.call('GETBIT', K(plane, c), o) end
+    for _, plane in ipairs(p.sv) do
+      value = value * 2 + (exists(plane) and redis.call('GETBIT', K(plane, c), o) or 0)
+    end
     items[#items + 1] = {value, order, id}
   end
   table.sort(items, function(a, b)

@@ -46,8 +46,10 @@ class Column:
     sparse: bool | None = None
     scale: float = 1.0
     bits: int = 0
+    path: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "path", tuple((self.source or self.name).split(".")))
         if not _COLUMN_NAME.fullmatch(self.name):
             raise ValueError(f"invalid column name {self.name!r} (a letter, then letters, digits, _)")
         if self.kind not in KINDS:
@@ -67,13 +69,9 @@ class Column:
     def numeric(self) -> bool:
         return self.kind in ("number", "date")
 
-    @property
-    def path(self) -> tuple[str, ...]:
-        return tuple((self.source or self.name).split("."))
-
     def value(self, record: Mapping[str, Any]) -> Any:
         found: Any = record
-        for step in (self.source or self.name).split(".") if self.source else (self.name,):
+        for step in self.path:
             if type(found) is not dict and not isinstance(found, Mapping):  # the exact check is the fast one
                 return None
             found = found.get(step)
