@@ -12,7 +12,7 @@ from .call import Call
 
 # Never copied into an activity record, at any depth.
 SECRET_FIELDS = frozenset({"password", "salt", "key", "plain_key", "new_password", "old_password", "csrf_token",
-                           "session_id", "fields", "value", "values"})  # fmt: skip
+                           "session_id", "fields", "value", "values", "encrypted"})  # fmt: skip
 _HEADERS_KEPT = ("user-agent", "referer", "origin", "x-forwarded-for", "host")
 
 

@@ -1,4 +1,4 @@
-"""First start of a new cluster: the admin user, role `all` and the global state (digest section 4).
+"""First start of a new cluster: the admin user, the default definitions and the global state (digest 4).
 
 Runs as a primary-only service, so only one node does it, behind the fence; every step is
 idempotent and the `setup` marker is set last, so a primary that dies half-way leaves the next
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from typing import Any
 
@@ -16,32 +17,15 @@ import structlog
 
 from cluster.node import NodeRuntime
 from storage.errors import Conflict, FencedError
-from storage.families import ROLES
 from storage.fence import FencedBatch
 
 from .activity import build_record
+from .defaults import default_definitions
 from .passwords import hash_password
 
 log = structlog.get_logger("podium.bootstrap")
 
 ADMIN_SALT = "salty"  # xyOps' setup.json uses this literal salt for the first admin
-
-
-def default_role(now: int) -> dict[str, Any]:
-    return {
-        "id": "all",
-        "title": "All Users",
-        "enabled": True,
-        "icon": "",
-        "categories": [],
-        "groups": [],
-        "privileges": {"create_events": True, "edit_events": True, "run_jobs": True, "tag_jobs": True},
-        "notes": "",
-        "username": "admin",
-        "created": now,
-        "modified": now,
-        "revision": 1,
-    }
 
 
 async def admin_user(now: int) -> dict[str, Any]:
@@ -73,12 +57,14 @@ async def first_start(node: NodeRuntime, stop: asyncio.Event) -> None:
         now = int(time.time())
         with contextlib.suppress(Conflict):
             await stores.users.create(fence, await admin_user(now))
-        role = default_role(now)
-        try:
-            await stores.defs.create(fence, ROLES, role)
-            await stores.activity.add(build_record(None, "role_create", "Created role: All Users", "admin", role=role))
-        except Conflict:
-            pass
+        for family, kind, template in default_definitions():
+            record = {**copy.deepcopy(template), "username": "admin", "created": now, "modified": now, "revision": 1}
+            try:
+                await stores.defs.create(fence, family, record)
+            except Conflict:
+                continue  # made by an earlier, interrupted first start
+            description = f"Created {kind.replace('_', ' ')}: {record['title']}"
+            await stores.activity.add(build_record(None, f"{kind}_create", description, "admin", **{kind: record}))
         if "scheduler" not in await stores.state.get():
             await stores.state.update(fence, {"scheduler.enabled": True})
         await fence.execute(FencedBatch().add("SET", [keys.setup_done], str(now), "NX"))

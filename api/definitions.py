@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from storage.definitions import Family
@@ -20,7 +20,7 @@ from storage.ids import CLIENT_ID, generate_id
 from .activity import log_activity
 from .call import Call
 from .errors import ApiError, bad_param
-from .principal import PRIVILEGES
+from .principal import PRIVILEGES, Principal, require_unrestricted
 from .registry import AUTH, HANDLERS, Registry, Reply
 from .validate import RESERVED_WORDS, boolean, integer, no_reserved_keys, privilege_map, string_list, text, title
 
@@ -57,7 +57,9 @@ class FamilySpec:
     before_create: Hook | None = None
     before_update: Hook | None = None
     before_delete: Hook | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Who may see and touch an object (category/group-limited users); None = everybody.
+    access: Callable[[Principal, Record], bool] | None = None
+    multi: bool = False  # also declare multi_update_<singular> (unrestricted users only)
 
     @property
     def action(self) -> str:
@@ -127,14 +129,31 @@ class Definitions:
     def __init__(self, spec: FamilySpec) -> None:
         self.spec = spec
 
+    @property
+    def label(self) -> str:
+        return self.spec.singular.replace("_", " ").title()
+
+    def check_access(self, call: Call, record: Record) -> None:
+        if self.spec.access is not None and not self.spec.access(call.who, record):
+            raise ApiError("access", f"You do not have access to this {self.spec.singular.replace('_', ' ')}: "
+                                     f"{record.get('id')}")  # fmt: skip
+
     async def lookup(self, call: Call, obj_id: str) -> Record:
         found = await call.stores.defs.get(self.spec.family, obj_id)
         if found is None:
-            raise ApiError("notfound", f"{self.spec.singular.replace('_', ' ').title()} not found: {obj_id}")
+            raise ApiError("notfound", f"{self.label} not found: {obj_id}")
+        self.check_access(call, found)
         return found
 
-    async def get_all(self, call: Call) -> Reply:
+    async def visible(self, call: Call) -> list[Record]:
         rows = await call.stores.defs.all(self.spec.family)
+        access = self.spec.access
+        if access is None or call.user is None:
+            return rows
+        return [r for r in rows if access(call.who, r)]
+
+    async def get_all(self, call: Call) -> Reply:
+        rows = await self.visible(call)
         return {"rows": [shown(self.spec, r) for r in rows], "list": {"length": len(rows)}}
 
     async def get_one(self, call: Call) -> Reply:
@@ -157,12 +176,12 @@ class Definitions:
         now = int(time.time())
         record.update(id=self._new_id(call.params), username=call.who.username, created=now, modified=now,
                       revision=1)  # fmt: skip
+        self.check_access(call, record)
         extra = await spec.before_create(call, record, None) if spec.before_create is not None else None
         try:
             await call.stores.defs.create(call.node.fence(), spec.family, record)
         except Conflict:
-            raise ApiError(spec.singular, f"{spec.singular.replace('_', ' ').title()} already exists: "
-                                          f"{record['id']}") from None  # fmt: skip
+            raise ApiError(spec.singular, f"{self.label} already exists: {record['id']}") from None
         await log_activity(call, f"{spec.action}_create", f"Created {spec.singular}: {record.get('title', '')}",
                            **{spec.singular: record})  # fmt: skip
         return {spec.singular: shown(spec, record), **(extra or {})}
@@ -175,7 +194,8 @@ class Definitions:
         for _ in range(5):
             current = await call.stores.defs.get(spec.family, obj_id)
             if current is None:
-                raise ApiError(spec.singular, f"{spec.singular.replace('_', ' ').title()} not found: {obj_id}")
+                raise ApiError(spec.singular, f"{self.label} not found: {obj_id}")
+            self.check_access(call, current)
             if wanted not in (None, "") and str(wanted) != str(current.get("revision")):
                 raise ApiError("api", f"Revision mismatch: {spec.singular} {obj_id} is at revision "
                                       f"{current.get('revision')}, not {wanted}.")  # fmt: skip
@@ -200,7 +220,8 @@ class Definitions:
         obj_id = text(call.params, "id")
         current = await call.stores.defs.get(spec.family, obj_id)
         if current is None:
-            raise ApiError(spec.singular, f"{spec.singular.replace('_', ' ').title()} not found: {obj_id}")
+            raise ApiError(spec.singular, f"{self.label} not found: {obj_id}")
+        self.check_access(call, current)
         if spec.before_delete is not None:
             await spec.before_delete(call, current, current)
         try:
@@ -212,12 +233,43 @@ class Definitions:
         return {}
 
 
+    async def multi_update(self, call: Call) -> Reply:
+        """Update several objects (e.g. sort order) in one call; all items are validated before any is
+        written, and, as in xyOps, revisions are not bumped."""
+        spec = self.spec
+        require_unrestricted(call.who)
+        items = call.params.get("items")
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            raise ApiError("api", "Parameter 'items' must be a non-empty array of objects.")
+        planned: list[tuple[Record, Record]] = []
+        for item in items:
+            obj_id = text(item, "id")
+            current = await call.stores.defs.get(spec.family, obj_id)
+            if current is None:
+                raise ApiError(spec.singular, f"{self.label} not found: {obj_id}")
+            changes = clean_fields(spec, item, creating=False)
+            planned.append((current, {**copy.deepcopy(current), **changes, "modified": int(time.time())}))
+        fence = call.node.fence()
+        for current, record in planned:
+            await call.stores.defs.replace(fence, spec.family, record, current.get("revision"))
+        await log_activity(call, f"{spec.action}_multi_update", f"Updated {len(planned)} {spec.plural}",
+                           **{spec.plural: [r for _, r in planned]})  # fmt: skip
+        return {}
+
+
+# Every declared family by plural name (get_multiple, revision history).
+FAMILY_SPECS: dict[str, FamilySpec] = {}
+
+
 def register_family(spec: FamilySpec, registry: Registry = HANDLERS) -> Definitions:
     """Declare get_<plural>, get_<singular>, create_, update_ and delete_<singular>."""
     defs = Definitions(spec)
+    FAMILY_SPECS[spec.plural] = spec
     registry.add(f"get_{spec.plural}", write=False, privilege=spec.read)(defs.get_all)
     registry.add(f"get_{spec.singular}", write=False, privilege=spec.read)(defs.get_one)
     registry.add(f"create_{spec.singular}", write=True, privilege=spec.create)(defs.create)
     registry.add(f"update_{spec.singular}", write=True, privilege=spec.edit)(defs.update)
     registry.add(f"delete_{spec.singular}", write=True, privilege=spec.delete)(defs.delete)
+    if spec.multi:
+        registry.add(f"multi_update_{spec.singular}", write=True, privilege=spec.edit)(defs.multi_update)
     return defs

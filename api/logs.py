@@ -1,47 +1,66 @@
-"""structlog set-up: one pipeline for our events, aiohttp's access log and any stdlib logger."""
+"""structlog set-up: one processor chain for our events, aiohttp's access log and stdlib loggers.
+
+Our own events (access lines included) go straight from structlog to stdout, without a stdlib
+LogRecord per line: an access line per request is on the hot path. Records from stdlib loggers
+(aiohttp's server errors, redis-py) are rendered by the same processors through ProcessorFormatter.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-_SHARED: list[Any] = [
-    structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
-    structlog.stdlib.add_logger_name,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
-]
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_level = logging.INFO
+
+
+class _NamedWriteLogger(structlog.WriteLogger):
+    """A WriteLogger with a name, so `add_logger_name` works as with stdlib loggers."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+def _factory(*args: Any) -> _NamedWriteLogger:
+    return _NamedWriteLogger(sys.stdout, str(args[0]) if args else "podium")
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
     """JSON unless on a terminal (or told otherwise); everything to stdout."""
+    global _level
+    _level = _LEVELS.get(level, logging.INFO)
     console = sys.stdout.isatty() if fmt == "auto" else fmt == "console"
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    tail: list[Any] = (
+        [structlog.dev.ConsoleRenderer()]
         if console
-        else structlog.processors.JSONRenderer()
+        else [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     )
-    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if not console:
-        final.append(structlog.processors.dict_tracebacks)
-    final.append(renderer)
-    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=_SHARED, processors=final)
+    structlog.configure(
+        processors=[*shared, *tail],
+        wrapper_class=structlog.make_filtering_bound_logger(_level),
+        logger_factory=_factory,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail]
+    )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
+    root.setLevel(_level)
 
 
 _access = structlog.get_logger("aiohttp.access")
@@ -63,4 +82,4 @@ class AccessLogger(AbstractAccessLogger):
 
     @property
     def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
+        return _level <= logging.INFO

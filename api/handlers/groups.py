@@ -1,0 +1,52 @@
+"""Server groups (digest 3.9): hostname patterns that place agents; group-limited users see only theirs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from storage.families import GROUPS
+
+from ..actions import validate_actions
+from ..call import Call
+from ..definitions import FamilySpec, Field, register_family
+from ..errors import bad_param
+from ..principal import can_group
+
+
+async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    # xyOps compiles the pattern with JavaScript's RegExp; Python's `re` accepts the same common syntax.
+    try:
+        re.compile(str(record.get("hostname_match", "")))
+    except re.error as exc:
+        raise bad_param("hostname_match", f"is not a valid regular expression ({exc})") from None
+    record["alert_actions"] = await validate_actions(call.stores, record.get("alert_actions"), "alert_actions")
+    if current is None and "sort_order" not in call.params:
+        record["sort_order"] = len(await call.stores.defs.all(GROUPS))
+    # Servers are re-assigned to groups by the server registry when it exists; nothing to move yet.
+
+
+GROUP_SPEC = FamilySpec(
+    family=GROUPS,
+    singular="group",
+    plural="groups",
+    prefix="g",
+    create="create_groups",
+    edit="edit_groups",
+    delete="delete_groups",
+    access=lambda who, rec: can_group(who, str(rec.get("id"))),
+    multi=True,
+    fields=(
+        Field("title", "title", required=True),
+        Field("hostname_match", "text", required=True),
+        Field("icon", "icon", default=""),
+        Field("notes", "text"),
+        Field("alert_actions", "any", default=[]),
+        Field("max_jobs_per_server", "int"),
+        Field("sort_order", "int"),
+    ),
+    before_create=_check,
+    before_update=_check,
+)
+
+groups = register_family(GROUP_SPEC)

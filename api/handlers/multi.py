@@ -1,0 +1,88 @@
+"""get_multiple (several lists in one call) and search_revision_history (definition changes over time)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from storage.definitions import Family
+from storage.search.query import QueryError
+
+from ..call import Call
+from ..definitions import FAMILY_SPECS, shown
+from ..errors import ApiError
+from ..principal import require_unrestricted
+from ..registry import AUTH, HANDLERS, Reply
+from ..validate import boolean, integer, text
+
+LISTS = ("api_keys", "groups", "plugins", "categories", "events", "channels", "web_hooks", "buckets", "secrets",
+         "monitors", "alerts", "tags", "roles")  # fmt: skip
+REVISION_TYPES = {"alerts": "alert", "categories": "category", "channels": "channel", "events": "event",
+                  "groups": "group", "monitors": "monitor", "plugins": "plugin", "tags": "tag",
+                  "web_hooks": "web_hook", "buckets": "bucket", "secrets": "secret", "tickets": "ticket",
+                  "roles": "role"}  # fmt: skip
+_ADMIN_LISTS = frozenset({"api_keys"})
+
+
+def _wanted(raw: Any) -> list[str]:
+    if raw in (None, ""):
+        raise ApiError("api", "Missing parameter: lists")
+    names = raw if isinstance(raw, list) else str(raw).split(",")
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if names == ["all"]:
+        return list(LISTS)
+    for name in names:
+        if name not in LISTS:
+            raise ApiError("admin", f"Unknown list: {name}")
+    return names
+
+
+@HANDLERS.add("get_multiple", write=False, privilege=AUTH)
+async def get_multiple(call: Call) -> Reply:
+    """Raw (unfiltered) lists, so category- or group-limited callers are refused outright."""
+    require_unrestricted(call.who)
+    reply: dict[str, Any] = {"epoch": int(time.time())}
+    for name in _wanted(call.params.get("lists")):
+        if name in _ADMIN_LISTS and not call.who.is_admin:
+            raise ApiError("access", f"Only administrators may list {name}.")
+        spec = FAMILY_SPECS.get(name)
+        rows = await call.stores.defs.all(spec.family if spec else Family(name))
+        reply[name] = [shown(spec, r) for r in rows] if spec else list(rows)
+    if boolean(call.params, "jobs", False):
+        reply["activeJobs"], reply["internalJobs"] = {}, {}
+    if boolean(call.params, "alerts", False):
+        reply["activeAlerts"] = {}
+    if boolean(call.params, "state", False):
+        reply["state"] = await call.stores.state.get()
+    for flag in ("stats", "servers", "serverCache"):
+        if boolean(call.params, flag, False):
+            reply[flag] = {}
+    return reply
+
+
+def _revision_query(kind: str, query: str) -> str:
+    actions = [f"{kind}_create", f"{kind}_update", f"{kind}_delete", f"{kind}_multi_update"]
+    if query.startswith("("):  # PxQL: AND the action filter around the caller's expression
+        either = " | ".join(f'action = "{a}"' for a in actions)
+        return f"(({either}) & {query})"
+    rest = "" if query in ("", "*") else " " + query
+    return "action:" + "|".join(actions) + rest
+
+
+@HANDLERS.add("search_revision_history", write=False, privilege=AUTH)
+async def search_revision_history(call: Call) -> Reply:
+    """Every create/update/delete of one definition type, newest first (activity records)."""
+    kind_plural = text(call.params, "type")
+    kind = REVISION_TYPES.get(kind_plural)
+    if kind is None:
+        raise ApiError("api", f"Parameter 'type' must be one of: {', '.join(REVISION_TYPES)}")
+    query = _revision_query(kind, (text(call.params, "query", required=False) or "*").strip())
+    offset = integer(call.params, "offset", 0, minimum=0)
+    limit = integer(call.params, "limit", 1, minimum=0)
+    sort_dir = -1 if integer(call.params, "sort_dir", -1) < 0 else 1
+    try:
+        rows, total = await call.stores.activity.search(query, offset, limit, sort_dir)
+    except QueryError as exc:
+        raise ApiError("api", f"Invalid search query: {exc}") from None
+    clean = [{k: v for k, v in row.items() if k not in ("ip", "ips", "headers")} for row in rows]
+    return {"rows": clean, "list": {"length": total}}

@@ -1,0 +1,94 @@
+"""Plugins (digest 3.8): event, monitor, action and scheduler plugins with a typed parameter schema."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from storage.families import PLUGINS
+
+from ..call import Call
+from ..definitions import FamilySpec, Field, register_family
+from ..errors import ApiError, bad_param
+
+TYPES = frozenset({"event", "monitor", "action", "scheduler"})
+KILL = frozenset({"none", "parent", "all"})
+FORMATS = frozenset({"text", "json", "xml"})
+PARAM_TYPES = frozenset({"text", "textarea", "code", "json", "checkbox", "select", "bucket", "system", "hidden",
+                         "toolset", "group"})  # fmt: skip
+PARAM_ID = re.compile(r"[A-Za-z_][\w\-\.]*")
+
+
+def check_params(params: Any) -> list[dict[str, Any]]:
+    """The plugin's parameter schema: ids unique and well-formed, known types, regexes that compile."""
+    if params is None:
+        return []
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise bad_param("params", "must be an array of objects")
+    seen: set[str] = set()
+    for i, param in enumerate(params):
+        pid = param.get("id")
+        if not isinstance(pid, str) or not PARAM_ID.fullmatch(pid):
+            raise ApiError("api", f"params[{i}]: 'id' must start with a letter or _ and use word characters")
+        if pid in seen:
+            raise ApiError("api", f"params[{i}]: duplicate id '{pid}'")
+        seen.add(pid)
+        if param.get("type") not in PARAM_TYPES:
+            raise ApiError("api", f"params[{i}] ({pid}): unknown type '{param.get('type')}'")
+        if param.get("type") not in ("hidden", "system") and not param.get("title"):
+            raise ApiError("api", f"params[{i}] ({pid}): missing 'title'")
+        regex = param.get("regex")
+        if regex:
+            try:
+                re.compile(str(regex))
+            except re.error as exc:
+                raise ApiError("api", f"params[{i}] ({pid}): 'regex' does not compile: {exc}") from None
+    return list(params)
+
+
+async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    if record.get("type") not in TYPES:
+        raise bad_param("type", "must be one of event, monitor, action, scheduler")
+    if not record.get("command"):
+        raise ApiError("api", "Missing parameter: command")
+    if record.get("kill", "parent") not in KILL:
+        raise bad_param("kill", "must be none, parent or all")
+    if record.get("format") not in (None, "", *FORMATS):
+        raise bad_param("format", "must be text, json or xml")
+    record["params"] = check_params(record.get("params"))
+    if record.get("marketplace"):  # marketplace plugins never run as another user
+        record.pop("uid", None)
+        record.pop("gid", None)
+
+
+PLUGIN_SPEC = FamilySpec(
+    family=PLUGINS,
+    singular="plugin",
+    plural="plugins",
+    prefix="p",
+    create="create_plugins",
+    edit="edit_plugins",
+    delete="delete_plugins",
+    fields=(
+        Field("title", "title", required=True),
+        Field("enabled", "bool", default=True),
+        Field("icon", "icon", default=""),
+        Field("type", "text", required=True),
+        Field("command", "text", required=True),
+        Field("script", "text"),
+        Field("params", "any", default=[]),
+        Field("groups", "strings"),
+        Field("format", "text"),
+        Field("quick", "bool"),
+        Field("uid", "text"),
+        Field("gid", "text"),
+        Field("kill", "text", default="parent"),
+        Field("runner", "bool"),
+        Field("marketplace", "any"),
+        Field("notes", "text"),
+    ),
+    before_create=_check,
+    before_update=_check,
+)
+
+plugins = register_family(PLUGIN_SPEC)
