@@ -66,10 +66,19 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), default=_json_default)
 _PRETTY = json.JSONEncoder(indent=2, default=_json_default)
 
 
+def encode(body: dict[str, Any]) -> bytes:
+    """Compact JSON bytes of a reply, for handlers that cache an encoded reply."""
+    return _COMPACT.encode(body).encode()
+
+
+def bytes_reply(data: bytes, status: int = 200, *, rid: str = "") -> web.Response:
+    headers = {"X-Request-ID": rid} if rid else None
+    return web.Response(body=data, status=status, content_type="application/json", headers=headers)
+
+
 def json_reply(body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "") -> web.Response:
     text = (_PRETTY if pretty else _COMPACT).encode(body)
-    headers = {"X-Request-ID": rid} if rid else None
-    return web.Response(body=text.encode(), status=status, content_type="application/json", headers=headers)
+    return bytes_reply(text.encode(), status, rid=rid)
 
 
 def split_reserved(source: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
