@@ -2,10 +2,12 @@
 
 Starts, as real processes on free 127.0.0.1 ports: a bare aiohttp hello-world (tests/bench/bare_app.py),
 a `podium serve` node with the embedded store and `--access-log off`, and a second node with the access
-log on (written to a file in the temp dir). Then, for each concurrency, it loads every target with the
-same generator in a separate process: GET /api/app/ping/v1 on all three, GET /api/app/echo/v1 on the
-Podium nodes. Each cell is a warm-up plus a timed window; `--rounds` repeats the whole grid, interleaved,
-and the table shows the median round. Everything it starts it stops, by pid, also on Ctrl-C.
+log on (written to a file in the temp dir). On each node it logs in as admin/admin and creates an admin
+API key over HTTP. Then, for each concurrency, it loads every target with the same generator in a separate
+process: GET /api/app/ping/v1 on all three; GET /api/app/echo/v1 and GET /api/app/get_global_state/v1
+(once with the API key, once with the session) on the Podium nodes. Each cell is a warm-up plus a timed
+window; `--rounds` repeats the whole grid, interleaved, and the table shows the median round. Everything
+it starts it stops, by pid, also on Ctrl-C.
 
     python -m tests.bench.bench_api [--duration 5] [--concurrency 16,64] [--rounds 3] [--tool python|wrk]
 """
@@ -29,8 +31,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from email.message import Message
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -40,7 +43,25 @@ import aiohttp
 from tests.bench.loadgen import process_cpu_seconds
 from tests.servers import ROOT, free_port
 
-ENDPOINTS = {"ping": "/api/app/ping/v1", "echo": "/api/app/echo/v1"}
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    title: str  # how the ratio lines name it
+    credential: str = ""  # "" (none), "key" (X-API-Key) or "session" (X-Session-ID)
+
+
+STATE_PATH = "/api/app/get_global_state/v1"
+# Table label -> endpoint, in the order the table lists them.
+ENDPOINTS = {
+    "ping": Endpoint("/api/app/ping/v1", "ping"),
+    "echo": Endpoint("/api/app/echo/v1", "echo"),
+    "state key": Endpoint(STATE_PATH, "get_global_state (key)", "key"),
+    "state ses": Endpoint(STATE_PATH, "get_global_state (session)", "session"),
+}
+AUTH_READS = ("state key", "state ses")
+CREDENTIAL_HEADERS = {"key": "X-API-Key", "session": "X-Session-ID"}
+AUTH_TARGET = 1.25  # the issue's target: an authenticated read costs at most 25 % more CPU than ping
 BARE = "bare aiohttp"
 PODIUM_OFF = "podium, log off"
 PODIUM_ON = "podium, log on"
@@ -116,9 +137,36 @@ class Target:
     pid: int
     endpoints: tuple[str, ...]
     log: Path | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict)  # "key" / "session" -> secret
 
     def url(self, endpoint: str) -> str:
-        return f"http://127.0.0.1:{self.port}{ENDPOINTS[endpoint]}"
+        return f"http://127.0.0.1:{self.port}{ENDPOINTS[endpoint].path}"
+
+    def headers(self, endpoint: str) -> list[str]:
+        """The generator's `Name: value` header lines for this endpoint (its credential, if any)."""
+        kind = ENDPOINTS[endpoint].credential
+        return [f"{CREDENTIAL_HEADERS[kind]}: {self.credentials[kind]}"] if kind else []
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process (the node's embedded store), from /proc; empty if unreadable."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float | None:
+    """CPU seconds of some processes together (None if any cannot be read)."""
+    total = 0.0
+    for pid in pids:
+        value = process_cpu_seconds(pid)
+        if value is None:
+            return None
+        total += value
+    return total
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path | None, timeout: float = 30.0) -> None:
@@ -152,10 +200,84 @@ def start_targets(procs: Processes, tmp: Path) -> list[Target]:
                "--bind", f"127.0.0.1:{port}", "--log-format", "json", "--access-log", access]  # fmt: skip
         log = directory / "node.log"
         proc = procs.spawn(cmd, log=log)
-        started.append((Target(name, port, proc.pid, ("ping", "echo"), log), proc))
+        started.append((Target(name, port, proc.pid, tuple(ENDPOINTS), log), proc))
     for target, proc in started:
         wait_ready(proc, target.url("ping"), target.log)
-    return [target for target, _ in started]
+    return [
+        replace(target, credentials=credentials(target, proc)) if target.name in PODIUMS else target
+        for target, proc in started
+    ]
+
+
+# -- credentials -----------------------------------------------------------------------------------------
+
+
+def _request(
+    url: str, body: dict[str, Any] | None = None, headers: Mapping[str, str] | None = None
+) -> tuple[int, dict[str, Any], Message]:
+    """(HTTP status, JSON reply, reply headers) of a GET (no body) or a JSON POST; also for 4xx/5xx."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=dict(headers or {}), method="POST" if data else "GET")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read()), resp.headers
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raw = exc.read()
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            reply = {"code": "http", "description": raw[:200].decode(errors="replace")}
+        return exc.code, reply if isinstance(reply, dict) else {}, exc.headers
+
+
+_SESSION_COOKIE = re.compile(r"(?:^|[;,]\s*)session_id=([0-9a-f]{64})(?:;|$)")
+
+
+def login(target: Target, proc: Proc, timeout: float = 30.0) -> str:
+    """The session id of admin/admin, once the node has created its first-start objects.
+
+    The node answers before the admin user exists, so a refused login is retried, with a growing pause:
+    each refusal before then counts towards the node's failed-login limit per address."""
+    url = f"http://127.0.0.1:{target.port}/api/user/login/v1"
+    deadline = time.monotonic() + timeout
+    pause, last = 0.1, "no answer"
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status, reply, headers = _request(url, {"username": "admin", "password": "admin"})
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = repr(exc)
+        else:
+            if status == 200 and reply.get("code") == 0:
+                for value in headers.get_all("Set-Cookie") or []:
+                    if match := _SESSION_COOKIE.search(value):
+                        return match.group(1)
+                raise RuntimeError(f"{target.name}: login answered without a session_id cookie")
+            last = f"HTTP {status} {reply}"
+            if reply.get("code") == "rate":
+                break
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    raise RuntimeError(f"{target.name}: login as admin/admin failed: {last}")
+
+
+def credentials(target: Target, proc: Proc) -> dict[str, str]:
+    """Log in, create an admin API key with the session, and check that both open get_global_state."""
+    session = login(target, proc)
+    url = f"http://127.0.0.1:{target.port}/api/app/create_api_key/v1"
+    status, reply, _ = _request(url, {"title": "bench", "privileges": {"admin": True}}, {"X-Session-ID": session})
+    plain = reply.get("plain_key")
+    if status != 200 or reply.get("code") != 0 or not isinstance(plain, str) or not plain:
+        raise RuntimeError(f"{target.name}: create_api_key failed: HTTP {status} {reply}")
+    creds = {"key": plain, "session": session}
+    state_url = f"http://127.0.0.1:{target.port}{STATE_PATH}"
+    for kind, secret in creds.items():
+        status, reply, _ = _request(state_url, headers={CREDENTIAL_HEADERS[kind]: secret})
+        if status != 200 or reply.get("code") != 0:
+            raise RuntimeError(f"{target.name}: get_global_state with the {kind} failed: HTTP {status} {reply}")
+    return creds
 
 
 # -- load generators -----------------------------------------------------------------------------------
@@ -170,6 +292,7 @@ class Sample:
     server_cpu_pct: float | None
     gen_cpu_pct: float | None
     other_cpu_pct: float | None = None  # CPU used meanwhile by processes outside the benchmark
+    store_cpu_pct: float | None = None  # CPU used meanwhile by the node's embedded store (its children)
 
 
 @dataclass
@@ -181,10 +304,10 @@ class Options:
     rounds: int
 
 
-def run_python(procs: Processes, opts: Options, url: str, conc: int, server_pid: int) -> Sample:
+def run_python(procs: Processes, opts: Options, url: str, conc: int, server_pid: int, headers: Sequence[str]) -> Sample:
     cmd = [sys.executable, "-m", "tests.bench.loadgen", "--url", url, "-c", str(conc),
            "-d", str(opts.duration), "-w", str(opts.warmup), "--max-requests", str(opts.max_requests),
-           "--server-pid", str(server_pid)]  # fmt: skip
+           "--server-pid", str(server_pid), *(a for h in headers for a in ("--header", h))]  # fmt: skip
     proc = procs.spawn(cmd, pipe=True)
     try:
         out, err = proc.communicate(timeout=opts.duration + opts.warmup + 60)
@@ -218,7 +341,7 @@ def parse_wrk(text: str) -> tuple[float, float, float, int]:
     return float(rps.group(1)), pcts.get("50", 0.0), pcts.get("99", 0.0), errors
 
 
-def _wrk(procs: Processes, url: str, conc: int, seconds: int, latency: bool) -> str:
+def _wrk(procs: Processes, url: str, conc: int, seconds: int, latency: bool, headers: Sequence[str]) -> str:
     cmd = [
         "wrk",
         "-t1",
@@ -227,6 +350,7 @@ def _wrk(procs: Processes, url: str, conc: int, seconds: int, latency: bool) -> 
         "--timeout",
         "10s",
         *(["--latency"] if latency else []),
+        *(a for h in headers for a in ("-H", h)),
         url,
     ]
     proc = procs.spawn(cmd, pipe=True)
@@ -240,18 +364,18 @@ def _wrk(procs: Processes, url: str, conc: int, seconds: int, latency: bool) -> 
     return out.decode(errors="replace")
 
 
-Runner = Callable[[Processes, Options, str, int, int], Sample]
+Runner = Callable[[Processes, Options, str, int, int, Sequence[str]], Sample]
 
 
-def run_wrk(procs: Processes, opts: Options, url: str, conc: int, server_pid: int) -> Sample:
+def run_wrk(procs: Processes, opts: Options, url: str, conc: int, server_pid: int, headers: Sequence[str]) -> Sample:
     """wrk with one thread (2 cores in all); the run is bounded by its duration, not a request count."""
     if opts.warmup > 0:
-        _wrk(procs, url, conc, max(1, round(opts.warmup)), latency=False)
+        _wrk(procs, url, conc, max(1, round(opts.warmup)), latency=False, headers=headers)
     seconds = max(1, round(opts.duration))
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     srv0 = process_cpu_seconds(server_pid)
     start = time.perf_counter()
-    text = _wrk(procs, url, conc, seconds, latency=True)
+    text = _wrk(procs, url, conc, seconds, latency=True, headers=headers)
     wall = time.perf_counter() - start
     srv1 = process_cpu_seconds(server_pid)
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -288,24 +412,32 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(runner: Runner, procs: Processes, opts: Options, url: str, conc: int, target: Target) -> Sample:
-    """One cell, plus the CPU that neither the server nor the generator used during it (others' load)."""
-    busy0, srv0, gen0, wall0 = (
+def measure(runner: Runner, procs: Processes, opts: Options, endpoint: str, conc: int, target: Target) -> Sample:
+    """One cell, plus the CPU used during it by the node's store and by everything else (others' load)."""
+    store = child_pids(target.pid)
+    busy0, srv0, gen0, sto0, wall0 = (
         busy_cpu_seconds(),
         process_cpu_seconds(target.pid),
         children_cpu_seconds(),
+        tree_cpu_seconds(store),
         time.perf_counter(),
     )
-    sample = runner(procs, opts, url, conc, target.pid)
-    busy1, srv1, gen1, wall1 = (
+    sample = runner(procs, opts, target.url(endpoint), conc, target.pid, target.headers(endpoint))
+    busy1, srv1, gen1, sto1, wall1 = (
         busy_cpu_seconds(),
         process_cpu_seconds(target.pid),
         children_cpu_seconds(),
+        tree_cpu_seconds(store),
         time.perf_counter(),
     )
+    wall = wall1 - wall0
+    stored = 0.0
+    if store and sto0 is not None and sto1 is not None:
+        stored = sto1 - sto0
+        sample.store_cpu_pct = 100 * stored / wall
     if srv0 is not None and srv1 is not None:
-        other = (busy1 - busy0) - (srv1 - srv0) - (gen1 - gen0)
-        sample.other_cpu_pct = max(0.0, 100 * other / (wall1 - wall0))
+        other = (busy1 - busy0) - (srv1 - srv0) - (gen1 - gen0) - stored
+        sample.other_cpu_pct = max(0.0, 100 * other / wall)
     return sample
 
 
@@ -319,9 +451,9 @@ def run_grid(procs: Processes, opts: Options, targets: list[Target], concs: list
             for target in targets:
                 for ep in target.endpoints:
                     done += 1
-                    sample = measure(runner, procs, opts, target.url(ep), conc, target)
+                    sample = measure(runner, procs, opts, ep, conc, target)
                     cells[(target.name, ep, conc)].samples.append(sample)
-                    line = f"{target.name:<16} {ep:<5} c={conc:<4} {sample.rps:>9,.0f} req/s"
+                    line = f"{target.name:<16} {ep:<9} c={conc:<4} {sample.rps:>9,.0f} req/s"
                     extra = f"p99 {sample.p99_ms:.2f} ms, other CPU {_pct(sample.other_cpu_pct)}%"
                     print(f"  [{done}/{total}] round {rnd}  {line}  {extra}", file=sys.stderr)
     return list(cells.values())
@@ -342,9 +474,9 @@ def cpu_per_request_us(sample: Sample) -> float | None:
 
 
 COLUMNS = [
-    ("target", 17), ("endpoint", 9), ("conc", 5), ("req/s", 9), ("min-max req/s", 15), ("p50 ms", 8),
-    ("p99 ms", 8), ("errors", 7), ("srv CPU%", 9), ("gen CPU%", 9), ("other CPU%", 11), ("srv us/req", 11),
-    ("x bare", 7),
+    ("target", 17), ("endpoint", 10), ("conc", 5), ("req/s", 9), ("min-max req/s", 15), ("p50 ms", 8),
+    ("p99 ms", 8), ("errors", 7), ("srv CPU%", 9), ("gen CPU%", 9), ("store CPU%", 11), ("other CPU%", 11),
+    ("srv us/req", 11), ("x bare", 7),
 ]  # fmt: skip
 
 
@@ -372,7 +504,8 @@ def table(cells: list[Cell], rounds: int) -> list[str]:
     bare = {c.conc: c for c in cells if c.target == BARE and c.endpoint == "ping"}
     head = _row([name for name, _ in COLUMNS])
     lines = [head, "-" * len(head)]
-    for cell in sorted(cells, key=lambda c: (c.conc, c.target != BARE, c.target, c.endpoint != "ping")):
+    order = list(ENDPOINTS)
+    for cell in sorted(cells, key=lambda c: (c.conc, c.target != BARE, c.target, order.index(c.endpoint))):
         med = cell.median()
         rps = [s.rps for s in cell.samples]
         spread = f"{min(rps):,.0f}-{max(rps):,.0f}" if rounds > 1 else ""
@@ -381,7 +514,8 @@ def table(cells: list[Cell], rounds: int) -> list[str]:
         us = cpu_per_request_us(med)
         values = [cell.target, cell.endpoint, str(cell.conc), f"{med.rps:,.0f}", spread, f"{med.p50_ms:.2f}",
                   f"{med.p99_ms:.2f}", str(sum(s.errors for s in cell.samples)), _pct(med.server_cpu_pct),
-                  _pct(med.gen_cpu_pct), _pct(med.other_cpu_pct), "-" if us is None else f"{us:.0f}",
+                  _pct(med.gen_cpu_pct), _pct(med.store_cpu_pct), _pct(med.other_cpu_pct),
+                  "-" if us is None else f"{us:.0f}",
                   "" if ratio is None else f"{ratio:.2f}"]  # fmt: skip
         lines.append(_row(values))
     return lines
@@ -412,6 +546,32 @@ def ping_ratios(cells: list[Cell], concs: list[int]) -> list[str]:
     return out
 
 
+def auth_ratios(cells: list[Cell], concs: list[int]) -> list[str]:
+    """Each authenticated read / ping on the same node, paired by round: req/s and server CPU per request."""
+    by_key = {(c.target, c.endpoint, c.conc): c for c in cells}
+    out = []
+    over = []
+    for name in PODIUMS:
+        for conc in concs:
+            ping = by_key.get((name, "ping", conc))
+            for ep in AUTH_READS:
+                cell = by_key.get((name, ep, conc))
+                if ping is None or cell is None:
+                    continue
+                rps, cpu = paired_ratio(cell, ping, _rps), paired_ratio(cell, ping, cpu_per_request_us)
+                rps_text = "-" if rps is None else f"{rps:.2f}x"
+                cpu_text = "-" if cpu is None else f"{cpu:.2f}x"
+                label = f"{name}: {ENDPOINTS[ep].title} / ping at c={conc}:"
+                out.append(f"{label:<62} req/s {rps_text}, CPU/req {cpu_text}")
+                if cpu is not None and cpu > AUTH_TARGET:
+                    over.append(f"{name} {ENDPOINTS[ep].title} c={conc} ({cpu:.2f}x)")
+    if out:
+        goal = f"target: an authenticated read costs at most {AUTH_TARGET:.2f}x ping's server CPU per request:"
+        out.append(f"{goal} {'over it in ' + str(len(over)) + ' cell(s)' if over else 'met in every cell'}")
+        out += [f"  over: {cell}" for cell in over]
+    return ["", *out] if out else out
+
+
 def header(opts: Options, concs: list[int]) -> list[str]:
     if opts.tool == "wrk":
         gen = "wrk -t1 (one thread), keep-alive, --latency"
@@ -429,7 +589,9 @@ def header(opts: Options, concs: list[int]) -> list[str]:
         "figures: the median round by req/s (its p50/p99/CPU); errors summed over rounds; CPU% 100 = one",
         "  core; 'other CPU%' = CPU used meanwhile by processes outside the benchmark; 'srv us/req' = server",
         "  CPU time per request; 'x bare' = req/s divided by bare aiohttp ping in the same round (median of",
-        "  the rounds)",
+        "  the rounds); 'store CPU%' = the node's embedded store (valkey) during the cell",
+        f"endpoints: 'state key' / 'state ses' = GET {STATE_PATH} with an admin API key (X-API-Key) /",
+        "  with the admin session (X-Session-ID), both created over HTTP after start-up",
         f"fairness: the generator and the server under test share {cpus} cores; the same generator, settings",
         "  and requests are used for every target, so the ratios compare like with like; absolute req/s are",
         "  lower than the servers could do on a machine of their own",
@@ -500,7 +662,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells = run_grid(procs, opts, targets, concs)
             note = access_log_note(targets)
             print()
-            print("\n".join([*table(cells, opts.rounds), "", *ping_ratios(cells, concs), note]), flush=True)
+            lines = [*table(cells, opts.rounds), "", *ping_ratios(cells, concs), *auth_ratios(cells, concs), note]
+            print("\n".join(lines), flush=True)
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130

@@ -4,9 +4,11 @@
 keep-alive connections. Each worker sends GET requests back to back: a warm-up whose replies are not
 counted, then a timed window. A request counts when it completes inside the window; its latency is the
 time from just before the request to the end of reading its body. The whole run is bounded in time and
-in total requests. The result is one JSON object on stdout.
+in total requests. `--header "Name: value"` (repeatable) adds a header to every request, e.g. a
+credential. The result is one JSON object on stdout.
 
     python -m tests.bench.loadgen --url http://127.0.0.1:8080/api/app/ping/v1 -c 16 -d 5 -w 1
+    python -m tests.bench.loadgen --url http://127.0.0.1:8080/api/app/get_global_state/v1 --header "X-API-Key: ..."
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +37,15 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
         return 0.0
     rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`Name: value` as (name, value); ValueError for anything else."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or any(c.isspace() for c in name) or "\n" in value or "\r" in value:
+        raise ValueError(f"{text!r}: expected 'Name: value'")
+    return name, value
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -65,8 +76,17 @@ class Result:
 
 
 class Run:
-    def __init__(self, url: str, concurrency: int, warmup: float, duration: float, max_requests: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        concurrency: int,
+        warmup: float,
+        duration: float,
+        max_requests: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.url = URL(url, encoded=True)
+        self.headers = dict(headers or {})
         self.result = Result(url=url, concurrency=concurrency)
         self.max_requests = max_requests
         now = time.perf_counter()
@@ -110,7 +130,7 @@ class Run:
         res = self.result
         connector = aiohttp.TCPConnector(limit=res.concurrency, force_close=False)
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers) as session:
             sampler = asyncio.create_task(self.sample_at_window_start(server_pid))
             await asyncio.gather(*(self.worker(session) for _ in range(res.concurrency)))
             gen_cpu0, srv_cpu0 = await sampler
@@ -139,13 +159,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-w", "--warmup", type=float, default=1.0, help="uncounted warm-up, seconds")
     parser.add_argument("--max-requests", type=int, default=2_000_000, help="bound on requests sent in all")
     parser.add_argument("--server-pid", type=int, help="report this process's CPU use during the window")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="add this header to every request (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
+    headers: dict[str, str] = {}
+    for text in args.header:
+        try:
+            name, value = parse_header(text)
+        except ValueError as exc:
+            parser.error(f"--header {exc}")
+        headers[name] = value
     host = URL(args.url).host or ""
     if not (host.startswith("127.") or host in ("localhost", "::1")):
         parser.error(f"--url {args.url}: only loopback targets are allowed")
     if args.concurrency < 1 or args.duration <= 0 or args.warmup < 0 or args.max_requests < 1:
         parser.error("concurrency, duration and max-requests must be positive; warm-up not negative")
-    run = Run(args.url, args.concurrency, args.warmup, args.duration, args.max_requests)
+    run = Run(args.url, args.concurrency, args.warmup, args.duration, args.max_requests, headers)
     result = asyncio.run(run.execute(args.server_pid))
     json.dump(asdict(result), sys.stdout)
     sys.stdout.write("\n")
