@@ -46,10 +46,12 @@ def build_record(call: Call | None, action: str, description: str, username: str
     for name, obj in objects.items():
         clean = scrub(obj)
         rec[name] = clean
-        if isinstance(clean, Mapping):
-            for field in ("id", "username"):
-                if clean.get(field):
-                    keywords.add(str(clean[field]))
+        # A list of objects (multi_update) files the record under each of them.
+        for item in clean if isinstance(clean, list) else [clean]:
+            if isinstance(item, Mapping):
+                for field in ("id", "username"):
+                    if item.get(field):
+                        keywords.add(str(item[field]))
     rec["keywords"] = sorted(keywords)
     return rec
 

@@ -30,6 +30,8 @@ ENV = {
     "free_accounts": "PODIUM_FREE_ACCOUNTS",
     "session_days": "PODIUM_SESSION_DAYS",
     "login_ip_limit": "PODIUM_LOGIN_IP_LIMIT",
+    "scheduler_grace": "PODIUM_SCHEDULER_GRACE",
+    "max_jobs_per_min": "PODIUM_MAX_JOBS_PER_MIN",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--free-accounts", choices=["on", "off"], help="allow self sign-up (default off)")
     serve.add_argument("--session-days", metavar="N", help="session lifetime in days (default 365)")
     serve.add_argument("--login-ip-limit", metavar="N", help="failed logins per address per 10 min (default 20)")
+    serve.add_argument("--scheduler-grace", metavar="S", help="launch slots missed by up to S seconds (default 60)")
+    serve.add_argument("--max-jobs-per-min", metavar="N", help="scheduler brake (default 100)")
 
     status = sub.add_parser("status", help="print the cluster's nodes, roles, primary and epoch")
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
@@ -100,6 +104,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         free_accounts=_flag(_pick(args, env, "free_accounts", "off")),
         session_days=_int(_pick(args, env, "session_days", "365"), "--session-days"),
         login_ip_limit=_int(_pick(args, env, "login_ip_limit", "20"), "--login-ip-limit"),
+        scheduler_grace_s=_int(_pick(args, env, "scheduler_grace", "60"), "--scheduler-grace"),
+        max_jobs_per_min=_int(_pick(args, env, "max_jobs_per_min", "100"), "--max-jobs-per-min"),
         test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
     ).validate()
 

@@ -63,6 +63,9 @@ class FamilySpec:
     # Who may see and touch an object (category/group-limited users); None = everybody.
     access: Callable[[Principal, Record], bool] | None = None
     multi: bool = False  # also declare multi_update_<singular> (unrestricted users only)
+    filters: bool = False  # get_<plural> treats every param as an exact-match filter on top-level props
+    # Extra reply keys for get_<singular> (e.g. an event's running jobs).
+    describe: Callable[[Call, Record], Awaitable[Reply]] | None = None
 
     @property
     def action(self) -> str:
@@ -116,10 +119,25 @@ def clean_fields(spec: FamilySpec, params: Record, *, creating: bool) -> Record:
                 out[f.name] = copy.deepcopy(f.default)
             continue
         value = _CONVERTERS[f.kind](f, params)
-        if f.required and value in ("", None):
+        if f.required and (value is None or (isinstance(value, str) and not value.strip())):  # xyOps: /\S/
             raise ApiError("api", f"Missing parameter: {f.name}")
         out[f.name] = value
     return out
+
+
+def loosely_equal(have: Any, want: Any) -> bool:
+    """Filter matching for query-string values: "1"/"true" match True, "0"/"false" match False, numbers
+    match their text. (xyOps uses JavaScript's `==`, where "true" == true is false; that is a quirk.)"""
+    if isinstance(have, bool) or isinstance(want, bool):
+        truthy = {"1", "true", "True"}
+        return (str(have) in truthy or have is True) == (str(want) in truthy or want is True)
+    return str(have) == str(want)
+
+
+def next_sort_order(rows: list[Record]) -> int:
+    """The position after the last one: highest `sort_order` + 1 (deletes leave holes, so not the count)."""
+    orders = [r["sort_order"] for r in rows if type(r.get("sort_order")) in (int, float)]
+    return int(max(orders, default=-1)) + 1
 
 
 def shown(spec: FamilySpec, record: Record) -> Record:
@@ -162,6 +180,10 @@ class Definitions:
         return self.spec.access is None or who.is_admin or not (who.categories or who.groups)
 
     async def get_all(self, call: Call) -> Reply | web.StreamResponse:
+        wanted = {k: v for k, v in call.params.items() if k not in ("offset", "limit")} if self.spec.filters else {}
+        if wanted:
+            rows = [r for r in await self.visible(call) if all(loosely_equal(r.get(k), v) for k, v in wanted.items())]
+            return {"rows": [shown(self.spec, r) for r in rows], "list": {"length": len(rows)}}
         if not self._unrestricted(call.who) or "pretty" in call.query_reserved:
             rows = await self.visible(call)
             return {"rows": [shown(self.spec, r) for r in rows], "list": {"length": len(rows)}}
@@ -175,7 +197,10 @@ class Definitions:
 
     async def get_one(self, call: Call) -> Reply:
         found = await self.lookup(call, text(call.params, "id"))
-        return {self.spec.singular: shown(self.spec, found)}
+        reply: Reply = {self.spec.singular: shown(self.spec, found)}
+        if self.spec.describe is not None:
+            reply.update(await self.spec.describe(call, found))
+        return reply
 
     def _new_id(self, params: Record) -> str:
         given = params.get("id")
@@ -183,7 +208,7 @@ class Definitions:
             return generate_id(self.spec.prefix)
         if not self.spec.client_ids:
             raise bad_param("id", "is assigned by the server")
-        if not isinstance(given, str) or not CLIENT_ID.match(given) or given in RESERVED_WORDS:
+        if not isinstance(given, str) or not CLIENT_ID.fullmatch(given) or given in RESERVED_WORDS:
             raise bad_param("id", "must contain only lower-case letters, digits and underscores")
         return given
 
@@ -265,7 +290,10 @@ class Definitions:
             if current is None:
                 raise ApiError(spec.singular, f"{self.label} not found: {obj_id}")
             changes = clean_fields(spec, item, creating=False)
-            planned.append((current, {**copy.deepcopy(current), **changes, "modified": int(time.time())}))
+            record = {**copy.deepcopy(current), **changes, "modified": int(time.time())}
+            if spec.before_update is not None:  # the family's own checks (colour, regex, actions, ...)
+                await spec.before_update(call, record, current)
+            planned.append((current, record))
         fence = call.node.fence()
         for current, record in planned:
             await call.stores.defs.replace(fence, spec.family, record, current.get("revision"))

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from cluster import __version__
 from cluster.node import NodeRuntime, load_node_id
+from cluster.scheduler import SchedulerConfig, scheduler_service
 from storage.connection import Database, connect, redacted, wait_reachable
 from storage.embedded import EmbeddedServer
 from storage.errors import StorageError
@@ -42,6 +43,14 @@ def check_port_free(host: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(f"--bind {host}:{port}: address already in use") from None
             raise ConfigError(f"--bind {host}:{port}: {exc.strerror}") from None
+
+
+def scheduler_config(settings: Settings) -> SchedulerConfig:
+    return SchedulerConfig(
+        grace_s=settings.scheduler_grace_s,
+        stagger_ms=settings.scheduler_stagger_ms,
+        max_jobs_per_min=settings.max_jobs_per_min,
+    )
 
 
 async def serve(settings: Settings) -> None:
@@ -83,7 +92,7 @@ async def serve(settings: Settings) -> None:
             node_id,
             settings.advertise_url,
             lease_ms=settings.lease_ms,
-            services=[first_start],
+            services=[first_start, scheduler_service(scheduler_config(settings))],
             stores=Stores.open(db, secret_key),
         )
         app = create_app(settings, node)

@@ -53,12 +53,19 @@ class Settings:
     free_accounts: bool = False  # self sign-up through /api/user/create
     session_days: int = 365
     login_ip_limit: int = 20  # failed logins per client address per 10 minutes; 0 = no limit
+    scheduler_grace_s: int = 60  # missed scheduled slots younger than this are launched after a failover
+    scheduler_stagger_ms: int = 50
+    max_jobs_per_min: int = 100
     test_hooks: bool = False
 
     @property
     def advertise_url(self) -> str:
         if not 1 <= self.session_days <= 3650:
             raise ConfigError(f"--session-days {self.session_days}: must be between 1 and 3650")
+        if not 0 <= self.scheduler_grace_s <= 86400:
+            raise ConfigError(f"--scheduler-grace {self.scheduler_grace_s}: must be between 0 and 86400 seconds")
+        if self.max_jobs_per_min < 1:
+            raise ConfigError(f"--max-jobs-per-min {self.max_jobs_per_min}: must be at least 1")
         if self.login_ip_limit < 0:
             raise ConfigError(f"--login-ip-limit {self.login_ip_limit}: must be 0 or more")
         if self.advertise:
@@ -86,6 +93,10 @@ class Settings:
             raise ConfigError(f"--max-body-bytes {self.max_body_bytes}: must be at least 1024")
         if not 1 <= self.session_days <= 3650:
             raise ConfigError(f"--session-days {self.session_days}: must be between 1 and 3650")
+        if not 0 <= self.scheduler_grace_s <= 86400:
+            raise ConfigError(f"--scheduler-grace {self.scheduler_grace_s}: must be between 0 and 86400 seconds")
+        if self.max_jobs_per_min < 1:
+            raise ConfigError(f"--max-jobs-per-min {self.max_jobs_per_min}: must be at least 1")
         if self.login_ip_limit < 0:
             raise ConfigError(f"--login-ip-limit {self.login_ip_limit}: must be 0 or more")
         if self.advertise:

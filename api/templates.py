@@ -72,7 +72,6 @@ FUNCTIONS: dict[str, Callable[[Any], str]] = {
 }
 
 
-
 class Placeholder(NamedTuple):
     func: str | None
     path: tuple[str, ...]
@@ -85,8 +84,10 @@ def _compile(expr: str, start: int) -> Placeholder:
         raise ValueError(f"empty placeholder '{{{{{expr}}}}}' at position {start}")
     match = _EXPR.fullmatch(source)
     if match is None:
-        raise ValueError(f"unsupported expression '{source}' at position {start}: use a dotted path such as "
-                         f"'job.id', optionally inside one of {', '.join(f'{f}()' for f in FUNCTIONS)}")
+        raise ValueError(
+            f"unsupported expression '{source}' at position {start}: use a dotted path such as "
+            f"'job.id', optionally inside one of {', '.join(f'{f}()' for f in FUNCTIONS)}"
+        )
     func = match["func"]
     if func is not None and func not in FUNCTIONS:
         raise ValueError(f"unknown function '{func}' at position {start}; known: {', '.join(FUNCTIONS)}")

@@ -124,6 +124,30 @@ class Keyspace:
         """STRING msgpack activity record."""
         return self.key("activity", record_id)
 
+    # -- jobs and the scheduler ----------------------------------------------
+    def job(self, job_id: str) -> str:
+        """STRING msgpack job record (live while active, final once complete)."""
+        return self.key("job", job_id)
+
+    @property
+    def jobs_active(self) -> str:
+        """ZSET job id -> started (epoch s) of every job not yet complete."""
+        return self.key("jobs", "active")
+
+    @property
+    def jobs_unindexed(self) -> str:
+        """SET completed job ids whose search index entries are still to be written."""
+        return self.key("jobs", "unindexed")
+
+    def sched_claim(self, event_id: str, epoch: int) -> str:
+        """STRING the job id launched for one scheduled second of one event (SET NX, expires)."""
+        return self.key("sched", "claim", event_id, str(epoch))
+
+    @property
+    def sched_cursor(self) -> str:
+        """HASH event id -> last scheduled second the scheduler has dealt with."""
+        return self.key("sched", "cursor")
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""

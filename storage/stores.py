@@ -8,6 +8,7 @@ from .activity import ActivityStore
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
+from .jobs import JobStore
 from .ratelimit import RateLimiter
 from .state import StateStore
 from .users import UserStore
@@ -22,6 +23,7 @@ class Stores:
     state: StateStore
     rates: RateLimiter
     activity: ActivityStore
+    jobs: JobStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -35,5 +37,6 @@ class Stores:
             state=StateStore(db, bus),
             rates=RateLimiter(db),
             activity=ActivityStore(db),
+            jobs=JobStore(db),
             secret_key=secret_key,
         )

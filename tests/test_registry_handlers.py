@@ -99,7 +99,10 @@ def test_merged_refuses_overlap() -> None:
 
 def test_test_hooks_are_not_production_handlers() -> None:
     production = {(h.ns, h.name) for h in HANDLERS}
-    assert all(not h.name.startswith("test_") for h in HANDLERS)
+    # xyOps' own API has a few `test_*` calls (they exercise a stored object); no test hook may leak in.
+    xyops_tests = {"test_web_hook", "test_monitor", "test_alert", "test_monitor_plugin", "test_scheduler_plugin",
+                   "test_internal_job"}  # fmt: skip
+    assert all(not h.name.startswith("test_") or h.name in xyops_tests for h in HANDLERS)
     assert {(h.ns, h.name) for h in TEST_HANDLERS}.isdisjoint(production)
 
 

@@ -8,7 +8,7 @@ from storage.families import CATEGORIES, EVENTS
 
 from ..actions import validate_actions, validate_limits
 from ..call import Call
-from ..definitions import FamilySpec, Field, register_family
+from ..definitions import FamilySpec, Field, next_sort_order, register_family
 from ..errors import ApiError, bad_param
 from ..principal import can_category
 
@@ -25,7 +25,7 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
     record["actions"] = await validate_actions(call.stores, record.get("actions"))
     record["limits"] = validate_limits(record.get("limits"))
     if current is None and "sort_order" not in call.params:
-        record["sort_order"] = len(await call.stores.defs.all(CATEGORIES))
+        record["sort_order"] = next_sort_order(await call.stores.defs.all(CATEGORIES))
 
 
 async def _not_in_use(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:

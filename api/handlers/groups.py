@@ -9,7 +9,7 @@ from storage.families import GROUPS
 
 from ..actions import validate_actions
 from ..call import Call
-from ..definitions import FamilySpec, Field, register_family
+from ..definitions import FamilySpec, Field, next_sort_order, register_family
 from ..errors import bad_param
 from ..principal import can_group
 
@@ -22,7 +22,7 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
         raise bad_param("hostname_match", f"is not a valid regular expression ({exc})") from None
     record["alert_actions"] = await validate_actions(call.stores, record.get("alert_actions"), "alert_actions")
     if current is None and "sort_order" not in call.params:
-        record["sort_order"] = len(await call.stores.defs.all(GROUPS))
+        record["sort_order"] = next_sort_order(await call.stores.defs.all(GROUPS))
     # Servers are re-assigned to groups by the server registry when it exists; nothing to move yet.
 
 

@@ -1,0 +1,205 @@
+"""Events (digest 3.1): what runs, where, when and with which limits and actions."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from cluster.triggers import TriggerError, validate_triggers
+from storage.families import CATEGORIES, EVENTS, PLUGINS, TAGS
+from storage.search.query import QueryError
+
+from ..actions import validate_actions, validate_limits
+from ..call import Call
+from ..definitions import FamilySpec, Field, register_family
+from ..errors import ApiError, bad_param
+from ..principal import can_category, can_targets, require_category
+from ..registry import AUTH, HANDLERS, Reply
+from ..validate import integer, text
+from .plugins import check_params
+
+LAUNCH_FIELDS = ("command", "script", "uid", "gid", "cwd", "env", "kill", "runner")
+# Job properties an `_xy_override_<prop>` param may never replace.
+CORE_FIELDS = frozenset(
+    {"id", "event", "type", "category", "plugin", "targets", "source", "username", "state", "started", "completed",
+     "code", "server", "groups", "api_key", "test", *LAUNCH_FIELDS}
+)  # fmt: skip
+ALGOS = frozenset({"random", "round_robin", "prefer_first_natural", "prefer_last_natural", "prefer_first",
+                   "prefer_last", "least_cpu", "least_mem", "fewest_jobs"})  # fmt: skip
+_BOOLISH = re.compile(r"\d+|true|false")
+
+
+def magic_token(key: str, event_id: str) -> str:
+    return hashlib.sha256((key + event_id).encode()).hexdigest()
+
+
+def check_param_values(values: dict[str, Any], fields: list[dict[str, Any]], where: str) -> None:
+    """Required / regex / range rules of a parameter schema (xyOps validateParamValues)."""
+    for field in fields:
+        pid = str(field.get("id"))
+        raw = values.get(pid)
+        value = "" if raw is None else str(raw)
+        if field.get("required") and not value:
+            raise ApiError("api", f"{where}: parameter '{pid}' is required.")
+        if value and field.get("regex") and not re.search(str(field["regex"]), value):
+            raise ApiError("api", f"{where}: parameter '{pid}' value is invalid.")
+        rng = field.get("range")
+        if value and isinstance(rng, list) and len(rng) == 2:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ApiError("api", f"{where}: parameter '{pid}' must be a number.") from None
+            if not rng[0] <= number <= rng[1]:
+                raise ApiError("api", f"{where}: parameter '{pid}' must be within {rng[0]}..{rng[1]}.")
+
+
+def _check_overrides(params: dict[str, Any]) -> None:
+    for key in params:
+        if key.startswith("_xy_override_") and key[len("_xy_override_") :] in CORE_FIELDS:
+            raise bad_param(key, "may not override a core or launch property")
+
+
+def _enabled(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if not _BOOLISH.fullmatch(str(value)):
+        raise bad_param("enabled", "must be true, false or a number")
+    return str(value) not in ("0", "false")
+
+
+async def _plugin_params(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    plugin = await call.stores.defs.get(PLUGINS, str(record.get("plugin")))
+    if plugin is None:
+        raise ApiError("api", f"Plugin not found: {record.get('plugin')}")
+    params = record.get("params")
+    if not isinstance(params, dict):
+        raise bad_param("params", "must be an object")
+    if not call.who.is_admin:  # locked params: defaults for new events, unchanged for edits of the same plugin
+        same = current is not None and current.get("plugin") == record.get("plugin")
+        for p in plugin.get("params") or []:
+            if p.get("locked"):
+                params[p["id"]] = (current or {}).get("params", {}).get(p["id"]) if same else p.get("value")
+    check_param_values(params, list(plugin.get("params") or []), "Event Plugin")
+
+
+async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    if current is not None and record.get("type") != current.get("type"):
+        raise bad_param("type", "cannot change")
+    workflow = record.get("type") == "workflow"
+    record["enabled"] = _enabled(record.get("enabled", True))
+    category = str(record.get("category", ""))
+    if await call.stores.defs.get(CATEGORIES, category) is None:
+        raise ApiError("api", f"Category not found: {category}")
+    require_category(call.who, category)
+    record.setdefault("params", {})
+    _check_overrides(record["params"] if isinstance(record["params"], dict) else {})
+    if workflow:
+        record["plugin"] = "_workflow"
+    else:
+        await _plugin_params(call, record, current)
+        algo = str(record.get("algo") or "")
+        if algo not in ALGOS and not re.fullmatch(r"monitor:\w+", algo):
+            raise bad_param("algo", "must be a known algorithm or monitor:<id>")
+    await _check_refs(call, record, workflow)
+    record["fields"] = check_params(record.get("fields"))
+    record["actions"] = await validate_actions(call.stores, record.get("actions"))
+    record["limits"] = validate_limits(record.get("limits"))
+    _check_triggers(record, workflow)
+    for field in LAUNCH_FIELDS:  # launch context comes from the plugin at run time, never from the event
+        record.pop(field, None)
+    state = call.params.get("update_state")
+    if isinstance(state, dict) and "cursor" in state:
+        await call.stores.jobs.advance_cursor(call.node.fence(), str(record["id"]), integer(state, "cursor", 0))
+
+
+async def _check_refs(call: Call, record: dict[str, Any], workflow: bool) -> None:
+    targets = record.get("targets") or []
+    if not workflow and not targets:
+        raise ApiError("api", "Event has no targets specified.")
+    if not can_targets(call.who, targets):
+        raise ApiError("access", "You do not have access to any of the event's target groups.")
+    for tag in record.get("tags") or []:
+        if await call.stores.defs.get(TAGS, tag) is None:
+            raise ApiError("api", f"Unknown tag: {tag}")
+
+
+def _check_triggers(record: dict[str, Any], workflow: bool) -> None:
+    try:
+        record["triggers"] = validate_triggers(record.get("triggers") or [], workflow=workflow)
+    except TriggerError as exc:
+        raise ApiError("api", str(exc)) from None
+    for trigger in record["triggers"]:
+        if trigger.get("type") == "magic" and trigger.get("key"):
+            trigger["token"] = magic_token(str(trigger.pop("key")), str(record["id"]))
+
+
+async def _running(call: Call, event: dict[str, Any]) -> Reply:
+    active = [j for j in await call.stores.jobs.active() if j.get("event") == event["id"]]
+    return {"jobs": [j for j in active if j.get("state") == "active"],
+            "queued": sum(1 for j in active if j.get("state") == "queued")}  # fmt: skip
+
+
+async def _idle(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    if any(j.get("event") == record["id"] for j in await call.stores.jobs.active()):
+        raise ApiError("event", "Event has active jobs; abort them before deleting the event.")
+
+
+EVENT_SPEC = FamilySpec(
+    family=EVENTS,
+    singular="event",
+    plural="events",
+    prefix="e",
+    create="create_events",
+    edit="edit_events",
+    delete="delete_events",
+    access=lambda who, rec: can_category(who, str(rec.get("category")))
+    and (rec.get("type") == "workflow" or can_targets(who, rec.get("targets") or [])),
+    filters=True,
+    describe=_running,
+    fields=(
+        Field("title", "title", required=True),
+        Field("enabled", "any", required=True),
+        Field("icon", "icon", default=""),
+        Field("type", "text"),
+        Field("category", "text", required=True),
+        Field("plugin", "text"),
+        Field("params", "any", default={}),
+        Field("fields", "any", default=[]),
+        Field("tags", "strings", default=[]),
+        Field("targets", "strings", default=[]),
+        Field("expression", "text"),
+        Field("algo", "text", default="random"),
+        Field("notes", "text"),
+        Field("actions", "any", default=[]),
+        Field("limits", "any", default=[]),
+        Field("triggers", "any", default=[]),
+        Field("workflow", "object"),
+    ),
+    before_create=_check,
+    before_update=_check,
+    before_delete=_idle,
+)
+
+events = register_family(EVENT_SPEC)
+
+
+@HANDLERS.add("get_event_history", write=False, privilege=AUTH)
+async def get_event_history(call: Call) -> Reply:
+    """Revisions of one event: its create/update/delete activity records, newest first."""
+    event_id = text(call.params, "id", pattern=r"\w+")
+    found = await call.stores.defs.get(EVENTS, event_id)
+    if found is not None:
+        events.check_access(call, found)
+    query = f"action:event_create|event_update|event_delete keywords:{event_id}"
+    offset = integer(call.params, "offset", 0, minimum=0)
+    limit = integer(call.params, "limit", 1, minimum=0)
+    sort_dir = -1 if integer(call.params, "sort_dir", -1) < 0 else 1
+    try:
+        rows, total = await call.stores.activity.search(query, offset, limit, sort_dir)
+    except QueryError as exc:
+        raise ApiError("api", f"Invalid search query: {exc}") from None
+    if found is None and total == 0:
+        raise ApiError("event", f"Event not found: {event_id}")
+    return {"rows": [{k: v for k, v in r.items() if k not in ("ip", "ips", "headers")} for r in rows],
+            "list": {"length": total}}  # fmt: skip

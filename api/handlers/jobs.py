@@ -1,0 +1,171 @@
+"""Jobs read API (digest 3.2, 3.15): active jobs, single and multi get, history search, queue flush, delete."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from storage.search.query import QueryError
+
+from ..activity import log_activity
+from ..call import Call
+from ..definitions import loosely_equal
+from ..errors import ApiError
+from ..principal import Principal, can_category, can_targets
+from ..registry import AUTH, HANDLERS, Params, Reply
+from ..validate import boolean, integer, string_list, text
+
+HEAVY = ("actions", "activity", "html", "limits", "procs", "conns", "table", "timelines", "input", "data", "files")
+PAGING = frozenset({"offset", "limit", "sort_by", "sort_dir"})
+SORTERS = frozenset({"_id", "completed", "elapsed"})
+
+
+def can_see(who: Principal, job: dict[str, Any]) -> bool:
+    return can_category(who, str(job.get("category", ""))) and (
+        job.get("type") == "workflow" or can_targets(who, job.get("targets") or [])
+    )
+
+
+def download_token(job_id: str, secret_key: str) -> str:
+    digest = hashlib.sha256(("download" + job_id + secret_key).encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+def _light(job: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in job.items() if k not in HEAVY}
+
+
+async def _visible_active(call: Call) -> list[dict[str, Any]]:
+    return [j for j in await call.stores.jobs.active() if can_see(call.who, j)]
+
+
+def _filters(call: Call) -> dict[str, Any]:
+    return {k: v for k, v in call.params.items() if k not in PAGING}
+
+
+@HANDLERS.add("get_active_jobs", write=False, privilege=AUTH)
+async def get_active_jobs(call: Call) -> Reply:
+    wanted = _filters(call)
+    rows = [j for j in await _visible_active(call) if all(loosely_equal(j.get(k), v) for k, v in wanted.items())]
+    key = text(call.params, "sort_by", required=False) or "started"
+    rows.sort(key=lambda j: (j.get(key) is None, j.get(key) or 0), reverse=integer(call.params, "sort_dir", -1) < 0)
+    offset = integer(call.params, "offset", 0, minimum=0)
+    limit = integer(call.params, "limit", 0, minimum=0)
+    page = rows[offset : offset + limit] if limit else rows[offset:]
+    return {"rows": page, "list": {"length": len(rows)}}
+
+
+@HANDLERS.add("get_active_job_summary", write=False, privilege=AUTH)
+async def get_active_job_summary(call: Call) -> Reply:
+    wanted = _filters(call)
+    events: dict[str, Any] = {}
+    for job in await _visible_active(call):
+        if job.get("type") == "adhoc" or not all(loosely_equal(job.get(k), v) for k, v in wanted.items()):
+            continue
+        entry = events.setdefault(str(job.get("event")), {"id": job.get("event"), "states": {}, "sources": {},
+                                                          "targets": {}})  # fmt: skip
+        for bucket, value in (("states", job.get("state")), ("sources", job.get("source"))):
+            entry[bucket][str(value)] = entry[bucket].get(str(value), 0) + 1
+        for target in job.get("targets") or []:
+            entry["targets"][target] = entry["targets"].get(target, 0) + 1
+    return {"events": events}
+
+
+async def _job(call: Call, job_id: str) -> dict[str, Any]:
+    job = await call.stores.jobs.get(job_id)
+    if job is None or not can_see(call.who, job):
+        raise ApiError("notfound", f"Failed to locate job: {job_id}")  # same answer: no existence leak
+    return job
+
+
+@HANDLERS.add("get_job", write=False, privilege=AUTH)
+async def get_job(call: Call) -> Reply:
+    job_id = text(call.params, "id")
+    job = await _job(call, job_id)
+    for prop in string_list(call.params, "remove") or []:
+        job.pop(prop, None)
+    return {"job": job, "token": download_token(job_id, call.stores.secret_key)}
+
+
+@HANDLERS.add("get_jobs", write=False, privilege=AUTH)
+async def get_jobs(call: Call) -> Reply:
+    ids = string_list(call.params, "ids")
+    if not ids:
+        raise ApiError("api", "Missing parameter: ids")
+    verbose = boolean(call.params, "verbose", False)
+    out: list[dict[str, Any]] = []
+    for job_id, job in zip(ids, await call.stores.jobs.get_many(ids), strict=True):
+        if job is None or not can_see(call.who, job):
+            out.append({"err": f"Failed to locate job: {job_id}"})
+        else:
+            out.append(job if verbose else _light(job))
+    return {"jobs": out}
+
+
+def _restrict(who: Principal, query: str) -> str:
+    """Category/group-limited users only search their own jobs (digest section 2)."""
+    terms = []
+    if who.categories and not who.is_admin:
+        terms.append(("category", sorted(who.categories)))
+    if who.groups and not who.is_admin:
+        terms.append(("groups", sorted(who.groups)))
+    if not terms:
+        return query
+    if query.startswith("("):
+        extra = " & ".join("(" + " | ".join(f'{col} = "{v}"' for v in vals) + ")" for col, vals in terms)
+        return f"({query} & {extra})"
+    base = "" if query in ("", "*") else query + " "
+    return base + " ".join(f"{col}:{'|'.join(vals)}" for col, vals in terms)
+
+
+@HANDLERS.add("search_jobs", write=False, privilege=AUTH)
+async def search_jobs(call: Call) -> Reply:
+    query = _restrict(call.who, (text(call.params, "query", required=False) or "*").strip())
+    sort_by = text(call.params, "sort_by", required=False) or "_id"
+    if sort_by not in SORTERS:
+        raise ApiError("api", f"Parameter 'sort_by' must be one of: {', '.join(sorted(SORTERS))}")
+    try:
+        rows, total = await call.stores.jobs.search(
+            query,
+            offset=integer(call.params, "offset", 0, minimum=0),
+            limit=integer(call.params, "limit", 1, minimum=0),
+            sort_by=sort_by,
+            sort_dir=-1 if integer(call.params, "sort_dir", -1) < 0 else 1,
+        )
+    except QueryError as exc:
+        raise ApiError("api", f"Invalid search query: {exc}") from None
+    select = string_list(call.params, "select")
+    if select:
+        rows = [{k: r[k] for k in select if k in r} for r in rows]
+    elif not boolean(call.params, "verbose", False):
+        rows = [_light(r) for r in rows]
+    return {"rows": rows, "list": {"length": total}}
+
+
+@HANDLERS.add("flush_event_queue", write=True, privilege="abort_jobs", params=Params.READ)  # query and body, as xyOps
+async def flush_event_queue(call: Call) -> Reply:
+    """Drop every queued job of an event (silently, as xyOps does); answers how many."""
+    event_id = text(call.params, "id")
+    queued = [j for j in await call.stores.jobs.active() if j.get("event") == event_id and j.get("state") == "queued"]
+    fence = call.node.fence()
+    for job in queued:
+        if not can_see(call.who, job):
+            raise ApiError("access", f"You do not have access to the jobs of event {event_id}.")
+    for job in queued:
+        await call.stores.jobs.delete(fence, job)
+    if queued:
+        await log_activity(call, "queue_flush", f"Flushed {len(queued)} queued job(s) of event {event_id}",
+                           event={"id": event_id})  # fmt: skip
+    return {"count": len(queued)}
+
+
+@HANDLERS.add("delete_job", write=True, privilege="delete_jobs", params=Params.READ)  # query and body, as xyOps
+async def delete_job(call: Call) -> Reply:
+    job_id = text(call.params, "id")
+    job = await _job(call, job_id)
+    if job.get("state") != "complete":
+        raise ApiError("job", f"Job is still active: {job_id}")
+    await call.stores.jobs.delete(call.node.fence(), job)
+    await log_activity(call, "job_delete", f"Deleted job {job_id}", job=_light(job))
+    return {}

@@ -1,0 +1,151 @@
+"""The one launch path: scheduler, run_event, magic links and run_event actions all come through here.
+
+A job record is built from a copy of the event (digest 3.2 step 1), then stored by one fenced script
+together with its scheduler claim. Until agents exist no server can be chosen, so a job is queued when
+a queue limit has room and otherwise completes at once with code `abort`, as xyOps does when no server
+matches, and lands in the job history.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.families import CATEGORIES, PLUGINS
+from storage.ids import generate_id
+from storage.stores import Stores
+
+from .node import NodeRuntime
+
+Record = dict[str, Any]
+NO_SERVERS = "No available servers matching targets."
+# Event properties a job never inherits.
+_DROPPED = ("id", "title", "enabled", "triggers", "modified", "created", "revision", "username")
+_PLUGIN_COPIED = ("command", "script", "uid", "gid", "kill", "runner")
+# The default universal job action (xyOps config `job_universal_actions.default`).
+UNIVERSAL_ACTIONS: tuple[Record, ...] = (
+    {"enabled": True, "condition": "error", "type": "snapshot", "source": "universal"},
+)
+_TEMPLATE = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
+
+
+class LaunchError(Exception):
+    """A launch refused for a business reason (disabled category, missing plugin, ...)."""
+
+
+@dataclass(slots=True)
+class Launch:
+    """What to launch and why."""
+
+    event: Record
+    source: str  # scheduler | user | key | magic | action | startup | ...
+    username: str = ""
+    now: float | None = None  # the scheduled second, when the scheduler launches
+    params: Record = field(default_factory=dict)  # sparse overrides merged over the event's params
+    input: Record = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    test: bool = False
+    start_delay: int = 0
+    extra: Record = field(default_factory=dict)  # other event props overridden for this run
+    claim: tuple[str, int] | None = None  # (event id, scheduled second) for exactly-once launches
+
+
+def _lookup(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return ""
+    return data
+
+
+def expand(value: Any, context: Record) -> Any:
+    """`{{ path }}` in string params, against the job (plus input data/files)."""
+    if isinstance(value, str) and "{{" in value:
+        return _TEMPLATE.sub(lambda m: str(_lookup(context, m.group(1))), value)
+    return value
+
+
+def _with_sources(items: Any, source: str) -> list[Record]:
+    return [{**copy.deepcopy(i), "source": source} for i in items or [] if isinstance(i, dict) and i.get("enabled")]
+
+
+async def build_job(stores: Stores, launch: Launch) -> Record:
+    """The new job record (not stored). Raises LaunchError when the event cannot run."""
+    event = launch.event
+    category = await stores.defs.get(CATEGORIES, str(event.get("category")))
+    plugin = await stores.defs.get(PLUGINS, str(event.get("plugin"))) if event.get("plugin") != "_workflow" else {}
+    if not launch.test:
+        if not event.get("enabled"):
+            raise LaunchError("Event is disabled.")
+        if category is None or not category.get("enabled", True):
+            raise LaunchError(f"Category is disabled or missing: {event.get('category')}")
+        if plugin is None or not plugin.get("enabled", True):
+            raise LaunchError(f"Plugin is disabled or missing: {event.get('plugin')}")
+    job: Record = {k: copy.deepcopy(v) for k, v in event.items() if k not in _DROPPED}
+    job.update(copy.deepcopy(launch.extra))
+    started = time.time()
+    job.update(
+        id=generate_id("j"),
+        event=event["id"],
+        source=launch.source,
+        username=launch.username,
+        started=started,
+        updated=started,
+        now=float(launch.now) if launch.now is not None else started,
+        params={**(event.get("params") or {}), **launch.params},
+        input=launch.input,
+        tags=sorted({*(event.get("tags") or []), *launch.tags}),
+        event_title=event.get("title", ""),
+        event_revision=event.get("revision", 0),
+    )
+    if launch.test:
+        job["test"] = True
+    else:
+        job["actions"] = [*job.get("actions", []), *_with_sources((category or {}).get("actions"), "category"),
+                          *(dict(a) for a in UNIVERSAL_ACTIONS)]  # fmt: skip
+        job["limits"] = [*job.get("limits", []), *_with_sources((category or {}).get("limits"), "category")]
+    for key in _PLUGIN_COPIED:
+        if plugin and key in plugin:
+            job[key] = copy.deepcopy(plugin[key])
+    if launch.start_delay > 0:
+        job.update(state="start_delay", until=job["now"] + launch.start_delay)
+    else:
+        job["state"] = "ready"
+    context = {**job, "data": launch.input.get("data", {}), "files": launch.input.get("files", [])}
+    job["params"] = {k: expand(v, context) for k, v in job["params"].items()}
+    return job
+
+
+def _queue_room(job: Record, queued_now: int) -> bool:
+    limits = [lim for lim in job.get("limits", []) if lim.get("enabled")]
+    queue = next((lim for lim in limits if lim.get("type") == "queue"), None)
+    has_job_limit = any(lim.get("type") == "job" for lim in limits)
+    return bool(queue and has_job_limit and queued_now < int(queue.get("amount") or 0))
+
+
+def settle_without_servers(job: Record, queued_now: int) -> Record:
+    """No agent can run the job yet: queue it if a queue limit has room, else finish it as aborted."""
+    if job["state"] == "ready" and _queue_room(job, queued_now):
+        job.update(state="queued", position=queued_now + 1)
+        return job
+    if job["state"] != "ready":
+        return job  # start_delay: decided when the delay runs out
+    completed = time.time()
+    job.update(state="complete", code="abort", description=NO_SERVERS, completed=completed,
+               elapsed=completed - float(job["started"]), final=True)  # fmt: skip
+    job["tags"] = sorted({*job.get("tags", []), "_error", *(("_test",) if job.get("test") else ())})
+    return job
+
+
+async def launch_job(node: NodeRuntime, launch: Launch) -> Record | None:
+    """Build, settle and store a job through the fence. None when its scheduled slot was already taken."""
+    stores = node.stores
+    job = await build_job(stores, launch)
+    queued = sum(1 for j in await stores.jobs.active() if j.get("event") == job["event"] and j.get("state") == "queued")
+    job = settle_without_servers(job, queued)
+    stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.claim)
+    return job if stored else None

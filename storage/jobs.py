@@ -1,0 +1,204 @@
+"""Jobs: live and final records, the active set, the `jobs` search index and scheduler claims.
+
+A launch is one fenced script: it claims the (event, scheduled second) slot, stores the job, files it
+as active (or as awaiting indexing when it completed at once) and advances the event's cursor, so a
+second primary can never launch the same slot again and a crash never leaves half a launch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from . import codec
+from .connection import Database
+from .errors import Conflict
+from .fence import Fence, FencedBatch
+from .scripts import fenced
+from .search.index import Column, Indexer, IndexSpec
+
+Record = dict[str, Any]
+CLAIM_TTL_S = 8 * 86400  # claims outlive any catch-up window the scheduler replays
+
+JOBS_INDEX = IndexSpec(
+    name="jobs",
+    columns=(
+        Column("code", "word"),
+        Column("date", "date", source="completed"),
+        Column("source", "word"),
+        Column("tags", "word"),
+        Column("event", "word"),
+        Column("category", "word"),
+        Column("plugin", "word"),
+        Column("server", "word"),
+        Column("groups", "word"),
+        Column("workflow", "word", source="workflow_job"),
+        Column("tickets", "word", sparse=True),
+        Column("completed", "number", scale=1000),
+        Column("elapsed", "number", scale=1000),
+    ),
+    sorters=("completed", "elapsed"),
+)
+
+# Launch one job: claim its scheduled slot (if any), store it, file it, advance the cursor.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] claim key (ignored when ARGV[4] == ''), KEYS[4] job record,
+# KEYS[5] active zset, KEYS[6] unindexed set, KEYS[7] cursor hash
+# ARGV[1] node id, ARGV[2] epoch, ARGV[3] job id, ARGV[4] "1" to claim, ARGV[5] claim ttl s,
+# ARGV[6] msgpack job, ARGV[7] "active" | "final", ARGV[8] started (score),
+# ARGV[9] cursor event id ('' = none), ARGV[10] cursor second
+# return 1 launched, 0 the slot was already claimed (nothing written)
+JOB_LAUNCH = fenced("""
+if ARGV[4] == '1' then
+  if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[5]) then return 0 end
+end
+redis.call('SET', KEYS[4], ARGV[6])
+if ARGV[7] == 'active' then
+  redis.call('ZADD', KEYS[5], ARGV[8], ARGV[3])
+else
+  redis.call('SADD', KEYS[6], ARGV[3])
+end
+if ARGV[9] ~= '' then
+  local cur = tonumber(redis.call('HGET', KEYS[7], ARGV[9]) or '0')
+  if tonumber(ARGV[10]) > cur then redis.call('HSET', KEYS[7], ARGV[9], ARGV[10]) end
+end
+return 1
+""")
+
+# Move the cursor of an event forward (never back).
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] cursor hash
+# ARGV[1] node id, ARGV[2] epoch, ARGV[3] event id, ARGV[4] second
+# return 1 moved, 0 already there or beyond
+CURSOR_ADVANCE = fenced("""
+local cur = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+if tonumber(ARGV[4]) > cur then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) return 1 end
+return 0
+""")
+
+# Finish an active job: store the final record and queue it for indexing.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] job record, KEYS[4] active zset, KEYS[5] unindexed set
+# ARGV[1] node id, ARGV[2] epoch, ARGV[3] job id, ARGV[4] msgpack final record
+# return 1, or error NOTFOUND when the job is not active
+JOB_FINISH = fenced("""
+if redis.call('ZREM', KEYS[4], ARGV[3]) == 0 then return redis.error_reply('NOTFOUND') end
+redis.call('SET', KEYS[3], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[3])
+return 1
+""")
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def index_fields(job: Record) -> Record:
+    """The searchable view of a final job record."""
+    return {
+        "code": job.get("code", 0),
+        "completed": job.get("completed", 0),
+        "source": job.get("source", ""),
+        "tags": job.get("tags") or [],
+        "event": job.get("event", ""),
+        "category": job.get("category", ""),
+        "plugin": job.get("plugin", ""),
+        "server": job.get("server", ""),
+        "groups": job.get("groups") or [],
+        "workflow_job": (job.get("workflow") or {}).get("job", "") if isinstance(job.get("workflow"), dict) else "",
+        "tickets": job.get("tickets") or [],
+        "elapsed": job.get("elapsed", 0),
+    }
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.index = Indexer(db, JOBS_INDEX)
+
+    async def get(self, job_id: str) -> Record | None:
+        raw = await self.db.client.get(self.db.keys.job(job_id))
+        return None if raw is None else dict(codec.unpack(_raw(raw)))
+
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        if not ids:
+            return []
+        raws = await self.db.client.mget([self.db.keys.job(i) for i in ids])
+        return [None if r is None else dict(codec.unpack(_raw(r))) for r in raws]
+
+    async def active(self) -> list[Record]:
+        ids = await self.db.client.zrange(self.db.keys.jobs_active, 0, -1)
+        found = await self.get_many([_raw(i).decode() for i in ids])
+        return [j for j in found if j is not None]
+
+    async def launch(
+        self, fence: Fence, job: Record, *, claim: tuple[str, int] | None = None,
+        cursor: tuple[str, int] | None = None,
+    ) -> bool:  # fmt: skip
+        """Store a new job (fenced, atomic with its slot claim and cursor). False if the slot was taken."""
+        k = self.db.keys
+        job_id = str(job["id"])
+        claim_key = k.sched_claim(*claim) if claim else k.sched_claim("-", 0)
+        final = job.get("state") == "complete"
+        done = await fence.run(
+            JOB_LAUNCH,
+            [claim_key, k.job(job_id), k.jobs_active, k.jobs_unindexed, k.sched_cursor],
+            [job_id, "1" if claim else "", CLAIM_TTL_S, codec.pack(job), "final" if final else "active",
+             float(job.get("started", 0)), cursor[0] if cursor else "", cursor[1] if cursor else 0],
+        )  # fmt: skip
+        if int(done) == 1 and final:
+            await self.index_one(job)
+        return int(done) == 1
+
+    async def finish(self, fence: Fence, job: Record) -> None:
+        k = self.db.keys
+        try:
+            await fence.run(JOB_FINISH, [k.job(str(job["id"])), k.jobs_active, k.jobs_unindexed],
+                            [str(job["id"]), codec.pack(job)])  # fmt: skip
+        except ResponseError as exc:
+            if str(exc).startswith("NOTFOUND"):
+                raise Conflict("notfound", f"job {job['id']} is not active") from None
+            raise
+        await self.index_one(job)
+
+    async def index_one(self, job: Record) -> None:
+        await self.index.add(str(job["id"]), index_fields(job), order=float(job.get("started", 0)) * 1000)
+        await self.db.client.srem(self.db.keys.jobs_unindexed, str(job["id"]))
+
+    async def index_pending(self, limit: int = 1000) -> int:
+        """Index final jobs whose indexing a crash interrupted. Returns how many were done."""
+        ids = await self.db.client.srandmember(self.db.keys.jobs_unindexed, limit)
+        done = 0
+        for job in await self.get_many([_raw(i).decode() for i in ids or []]):
+            if job is not None:
+                await self.index_one(job)
+                done += 1
+        return done
+
+    async def advance_cursor(self, fence: Fence, event_id: str, second: int) -> None:
+        await fence.run(CURSOR_ADVANCE, [self.db.keys.sched_cursor], [event_id, second])
+
+    async def init_cursors(self, fence: Fence, event_ids: Sequence[str], second: int) -> None:
+        """Give events the scheduler has not seen a starting cursor (HSETNX: an existing one wins)."""
+        batch = FencedBatch()
+        for event_id in event_ids:
+            batch.add("HSETNX", [self.db.keys.sched_cursor], event_id, second)
+        await fence.execute(batch)
+
+    async def cursors(self) -> dict[str, int]:
+        raw = await self.db.client.hgetall(self.db.keys.sched_cursor)
+        return {_raw(k).decode(): int(v) for k, v in raw.items()}
+
+    async def search(
+        self, query: str, *, offset: int, limit: int, sort_by: str = "_id", sort_dir: int = -1
+    ) -> tuple[list[Record], int]:
+        found = await self.index.search(query, offset=offset, limit=limit, sort_by=sort_by, sort_dir=sort_dir)
+        jobs = await self.get_many(found.ids)
+        return [j for j in jobs if j is not None], found.total
+
+    async def delete(self, fence: Fence, job: Record) -> None:
+        k = self.db.keys
+        job_id = str(job["id"])
+        await self.index.remove(job_id, index_fields(job))
+        batch = FencedBatch().add("DEL", [k.job(job_id)]).add("ZREM", [k.jobs_active], job_id)
+        batch.add("SREM", [k.jobs_unindexed], job_id)
+        await fence.execute(batch)
