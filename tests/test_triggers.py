@@ -385,6 +385,15 @@ def test_santiago_midnight_transitions() -> None:
     assert autumn == [utc(2024, 4, 6, 2, 30), utc(2024, 4, 7, 2, 30), utc(2024, 4, 7, 3, 30), utc(2024, 4, 8, 3, 30)]
 
 
+def test_day_after_a_short_day_is_not_skipped() -> None:
+    # Long windows jump over non-matching days; the spring-forward day has 23 hours, so a 24-hour jump
+    # from its midnight would land at 01:00 of the next day and miss its first hour.
+    ny = compiled(on("schedule", months=[3], days=[11], hours=[0], minutes=[15], timezone="America/New_York"))
+    assert epochs(ny, utc(2024, 3, 9), utc(2024, 3, 12)) == [utc(2024, 3, 11, 4, 15)]  # 00:15 EDT
+    london = compiled(on("schedule", months=[4], days=[1], hours=[0], minutes=[0], timezone="Europe/London"))
+    assert epochs(london, utc(2024, 3, 29), utc(2024, 4, 2)) == [utc(2024, 3, 31, 23)]  # 00:00 BST
+
+
 def test_london_spring_forward_and_fall_back() -> None:
     schedule = compiled(on("schedule", hours=[1], minutes=[30], timezone="Europe/London"))
     # 2024-03-31: 01:00 GMT jumps to 02:00 BST, so 01:30 does not exist.
