@@ -25,6 +25,11 @@ What fires (enabled triggers only):
   any range (inclusive; no range = no limit) and inside no blackout (inclusive). So a blackout ending
   at 12:00 also removes a 12:00:30 interval slot.
 
+Cost: a 1-second window is a few set lookups unless the second can launch something; calendar work
+happens only for minutes that can launch, through `local_minute`, an LRU of wall-clock readings per
+(zone, minute) shared by all schedules. Long windows walk minutes and jump over hours and days that
+cannot match, so a day of catch-up costs about as much as the slots it returns.
+
 Two triggers matching the same second give two slots (xyOps launches both, each with its own params):
 identify a run by (epoch, trigger index) if both are wanted. `nth` and `catchup` need state and are
 left to the scheduler: xyOps counts `nth` per scheduled minute (`Slot.minute`), not per slot.
@@ -42,7 +47,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-LOCAL_CACHE = 16384  # (zone, minute) entries: ~40 zones x 400 minutes of catch-up, a few MB at most
+LOCAL_CACHE = 16384  # (zone, minute) readings shared by all schedules; a few MB at most
 EARLIEST, LATEST = -(2**63), 2**63  # open ends of a range
 MINUTE = 60
 

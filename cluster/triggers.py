@@ -20,8 +20,17 @@ Composition rules among ENABLED triggers: at most one each of startup, catchup, 
 quiet and plugin; interval, precision and delay are pairwise exclusive. With `workflow=True` every
 trigger needs a unique string `id` (the workflow graph links trigger nodes by it).
 
-Compiled schedules (`Schedule`, `Slot`, `compile_triggers`) live in `cluster.timing` and are
-re-exported here so one import serves both.
+Compiled schedules live in `cluster.timing` (see its docstring for what fires when, DST included)
+and are re-exported here so one import serves both:
+
+- `compile_triggers(validated, default_tz="UTC") -> Schedule`, immutable; cache it per event revision.
+- `Schedule.due(start, end) -> list[Slot]`: launches with start < epoch <= end, by (epoch, index).
+  Also `has_timing` (any enabled schedule/interval/single), `catchup`, `nth_every`, `startup`,
+  `manual`, `magic` (token -> Origin), `keyboard`, `plugin`, `delay`, `invisible`, `ephemeral`, and
+  `hot` (seconds of the minute at which schedule/single triggers can launch).
+- `Slot`: `epoch` (scheduled second, the run identity), `delay`, `start` (= epoch + delay), `minute`,
+  and from the originating trigger (`Slot.origin`, an `Origin`): `index`, `type`, `trigger_id`,
+  `params`, `data`, `tags`.
 """
 
 from __future__ import annotations

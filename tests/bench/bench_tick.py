@@ -102,6 +102,12 @@ def main() -> None:
     schedules = build(args.events, args.seed)
     print(f"{args.events} events validated and compiled in {(time.perf_counter() - began) * 1000:.0f} ms")
 
+    began = time.perf_counter()
+    for _ in schedules:
+        pass
+    loop_ms = (time.perf_counter() - began) * 1000
+    print(f"baseline: an empty loop over {len(schedules)} events takes {loop_ms:.2f} ms on this machine")
+
     local_minute.cache_clear()
     all_ms, boundary_ms, slots = ticks(schedules, START, args.seconds)
     print(f"tick = due(t-1, t) on every event, {args.seconds} ticks from {START} ({slots} slots)")
