@@ -60,6 +60,7 @@ class FamilySpec:
     before_create: Hook | None = None
     before_update: Hook | None = None
     before_delete: Hook | None = None
+    after_delete: Hook | None = None  # runs once the object is gone (e.g. clean up what it owned)
     # Who may see and touch an object (category/group-limited users); None = everybody.
     access: Callable[[Principal, Record], bool] | None = None
     multi: bool = False  # also declare multi_update_<singular> (unrestricted users only)
@@ -272,8 +273,9 @@ class Definitions:
             raise ApiError(spec.singular, f"{spec.singular.title()} not found: {obj_id}") from None
         await log_activity(call, f"{spec.action}_delete", f"Deleted {spec.singular}: {current.get('title', '')}",
                            **{spec.singular: current})  # fmt: skip
+        if spec.after_delete is not None:
+            await spec.after_delete(call, current, current)
         return {}
-
 
     async def multi_update(self, call: Call) -> Reply:
         """Update several objects (e.g. sort order) in one call; all items are validated before any is

@@ -50,6 +50,9 @@ from zoneinfo import ZoneInfo
 LOCAL_CACHE = 16384  # (zone, minute) readings shared by all schedules; a few MB at most
 EARLIEST, LATEST = -(2**63), 2**63  # open ends of a range
 MINUTE = 60
+# What an omitted schedule array means (years: any, kept as None).
+ALL_MINUTES, ALL_HOURS, ALL_WEEKDAYS = frozenset(range(60)), frozenset(range(24)), frozenset(range(7))
+ALL_DAYS, ALL_MONTHS = frozenset(range(1, 32)), frozenset(range(1, 13))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +124,6 @@ def local_minute(zone: str, minute: int) -> tuple[int, int, int, int, int, int, 
     offset = when.utcoffset()
     return (when.year, when.month, when.day, when.day - last - 1, when.isoweekday() % 7, when.hour, when.minute,
             int(offset.total_seconds()) if offset is not None else 0)
-
-
-def _all(low: int, high: int) -> frozenset[int]:
-    return frozenset(range(low, high + 1))
 
 
 class Cron(NamedTuple):
@@ -291,8 +290,15 @@ def _cron_minutes(cron: Cron, first: int, last: int) -> list[int]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _gaps(minutes: frozenset[int]) -> tuple[int, ...]:
-    return tuple(min((m for m in minutes if m > now), default=60) - now for now in range(60))
+    gaps = [0] * 60
+    following = 60  # the smallest listed minute above `now`, or the next hour
+    for now in range(59, -1, -1):
+        gaps[now] = following - now
+        if now in minutes:
+            following = now
+    return tuple(gaps)
 
 
 def _origin(index: int, trigger: Mapping[str, Any]) -> Origin:
@@ -316,14 +322,14 @@ def _set(trigger: Mapping[str, Any], key: str, full: frozenset[int]) -> frozense
 def _cron(index: int, trigger: Mapping[str, Any], default_tz: str) -> Cron:
     zone = trigger.get("timezone") or default_tz
     ZoneInfo(zone)  # fail at compile time, not inside a scheduler tick
-    minutes = _set(trigger, "minutes", _all(0, 59))
+    minutes = _set(trigger, "minutes", ALL_MINUTES)
     return Cron(
         zone=zone,
         minutes=minutes,
-        hours=_set(trigger, "hours", _all(0, 23)),
-        weekdays=_set(trigger, "weekdays", _all(0, 6)),
-        days=_set(trigger, "days", _all(1, 31)),
-        months=_set(trigger, "months", _all(1, 12)),
+        hours=_set(trigger, "hours", ALL_HOURS),
+        weekdays=_set(trigger, "weekdays", ALL_WEEKDAYS),
+        days=_set(trigger, "days", ALL_DAYS),
+        months=_set(trigger, "months", ALL_MONTHS),
         years=frozenset(trigger["years"]) if trigger.get("years") else None,
         origin=_origin(index, trigger),
         gaps=_gaps(minutes),

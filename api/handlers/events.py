@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from typing import Any
@@ -145,6 +146,29 @@ async def _idle(call: Call, record: dict[str, Any], current: dict[str, Any] | No
         raise ApiError("event", "Event has active jobs; abort them before deleting the event.")
 
 
+async def _drop_history(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    """`delete_jobs`: remove the event's job history too, in the background (it may be long)."""
+    if not call.params.get("delete_jobs"):
+        return
+    node, event_id = call.node, str(record["id"])
+
+    async def sweep() -> None:
+        jobs = node.stores.jobs
+        while True:
+            found, _ = await jobs.search(f"event:{event_id}", offset=0, limit=500)
+            if not found:
+                return
+            fence = node.fence()
+            for job in found:
+                await jobs.delete(fence, job)
+
+    task = asyncio.get_running_loop().create_task(sweep())
+    _SWEEPS.add(task)
+    task.add_done_callback(_SWEEPS.discard)
+
+
+_SWEEPS: set[asyncio.Task[None]] = set()  # strong references while history sweeps run
+
 EVENT_SPEC = FamilySpec(
     family=EVENTS,
     singular="event",
@@ -179,6 +203,7 @@ EVENT_SPEC = FamilySpec(
     before_create=_check,
     before_update=_check,
     before_delete=_idle,
+    after_delete=_drop_history,
 )
 
 events = register_family(EVENT_SPEC)

@@ -1,0 +1,56 @@
+"""delete_event with `delete_jobs`: the event's job history goes too (and only that event's)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.connection import Database
+from tests.authkit import Site, open_site
+
+
+@pytest.fixture
+async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
+    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
+        yield s
+
+
+def event_body(title: str) -> dict[str, Any]:
+    return {
+        "title": title, "enabled": True, "category": "general", "plugin": "shellplug", "targets": ["main"],
+        "algo": "random", "params": {"script": "#!/bin/sh\n"}, "triggers": [{"type": "manual", "enabled": True}],
+    }  # fmt: skip
+
+
+async def test_delete_event_with_its_jobs(site: Site) -> None:
+    sid, _ = await site.login()
+    admin = {"X-Session-ID": sid}
+    ids = {}
+    for title in ("doomed", "kept"):
+        _, created = await site.call("create_event", event_body(title), headers=admin)
+        ids[title] = created["event"]["id"]
+        for _ in range(3):
+            status, ran = await site.call("run_event", {"id": ids[title]}, headers=admin)
+            assert status == 200, ran
+
+    async def count(event_id: str) -> int:
+        _, found = await site.call("search_jobs", {"query": f"event:{event_id}"}, headers=admin)
+        return int(found["list"]["length"])
+
+    assert await count(ids["doomed"]) == 3
+    status, _ = await site.call("delete_event", {"id": ids["doomed"], "delete_jobs": True}, headers=admin)
+    assert status == 200
+    deadline = time.monotonic() + 20
+    while await count(ids["doomed"]):
+        assert time.monotonic() < deadline, "job history of the deleted event is still there"
+        await asyncio.sleep(0.05)
+    assert await count(ids["kept"]) == 3
+    status, _ = await site.call("delete_event", {"id": ids["kept"]}, headers=admin)
+    assert status == 200
+    await asyncio.sleep(0.3)
+    assert await count(ids["kept"]) == 3  # without delete_jobs the history stays
