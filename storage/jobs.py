@@ -34,7 +34,7 @@ JOBS_INDEX = IndexSpec(
         Column("plugin", "word"),
         Column("server", "word"),
         Column("groups", "word"),
-        Column("workflow", "word", source="workflow_job"),
+        Column("workflow", "word", source="workflow_job", sparse=True),
         Column("tickets", "word", sparse=True),
         Column("completed", "number", scale=1000),
         Column("elapsed", "number", scale=1000),
