@@ -71,9 +71,16 @@ def encode(body: dict[str, Any]) -> bytes:
     return _COMPACT.encode(body).encode()
 
 
-def bytes_reply(data: bytes, status: int = 200, *, rid: str = "") -> web.Response:
-    headers = {"X-Request-ID": rid} if rid else None
-    return web.Response(body=data, status=status, content_type="application/json", headers=headers)
+def bytes_reply(data: bytes, status: int = 200, *, rid: str = "", gzipped: bool = False) -> web.Response:
+    headers = {"X-Request-ID": rid} if rid else {}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+        headers["Vary"] = "Accept-Encoding"
+    return web.Response(body=data, status=status, content_type="application/json", headers=headers or None)
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    return "gzip" in request.headers.get("Accept-Encoding", "")
 
 
 def json_reply(body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "") -> web.Response:

@@ -85,8 +85,12 @@ async def _plugin_params(call: Call, record: dict[str, Any], current: dict[str, 
 
 
 async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
-    if current is not None and record.get("type") != current.get("type"):
-        raise bad_param("type", "cannot change")
+    if current is not None:  # an absent and an empty type are the same (plain event): echoing "" back is no change
+        if (record.get("type") or "") != (current.get("type") or ""):
+            raise bad_param("type", "cannot change")
+        record.pop("type", None)
+        if "type" in current:
+            record["type"] = current["type"]
     workflow = record.get("type") == "workflow"
     record["enabled"] = _enabled(record.get("enabled", True))
     category = str(record.get("category", ""))
@@ -103,7 +107,7 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
         if algo not in ALGOS and not re.fullmatch(r"monitor:\w+", algo):
             raise bad_param("algo", "must be a known algorithm or monitor:<id>")
     await _check_refs(call, record, workflow)
-    record["fields"] = check_params(record.get("fields"))
+    record["fields"] = check_params(record.get("fields"), "fields")
     record["actions"] = await validate_actions(call.stores, record.get("actions"))
     record["limits"] = validate_limits(record.get("limits"))
     _check_triggers(record, workflow)

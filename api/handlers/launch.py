@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 from cluster.launcher import Launch, LaunchError, launch_job
-from storage.families import EVENTS
+from storage.families import EVENTS, PLUGINS
 
 from ..call import Call
 from ..errors import ApiError
+from ..principal import can_targets
 from ..registry import HANDLERS, NONE, Params, Reply
 from ..validate import boolean, string_list
 from .events import LAUNCH_FIELDS, check_param_values, events, magic_token
@@ -56,6 +57,32 @@ async def _launch(call: Call, launch: Launch) -> Reply:
     return {"id": job["id"]}
 
 
+def _fill_field_defaults(params: dict[str, Any], event: dict[str, Any]) -> None:
+    """Gaps in a run's params are filled from the event's field defaults (after the event's own params)."""
+    for field in event.get("fields") or []:
+        if isinstance(field, dict) and field.get("id") not in params and "value" in field:
+            params[str(field["id"])] = field["value"]
+
+
+async def _keep_locked(call: Call, event: dict[str, Any], params: dict[str, Any], plugin_id: str) -> None:
+    """Locked plugin params keep the event's values (the plugin's defaults when a run switches plugins)."""
+    if event.get("type") == "workflow":
+        return
+    plugin = await call.stores.defs.get(PLUGINS, plugin_id)
+    same = plugin_id == event.get("plugin")
+    stored = event.get("params") or {}
+    for param in (plugin or {}).get("params") or []:
+        pid = param.get("id")
+        if not param.get("locked"):
+            continue
+        if not same:
+            params[pid] = param.get("value")
+        elif pid in stored:
+            params[pid] = stored[pid]
+        else:
+            params.pop(pid, None)
+
+
 def _has_enabled(event: dict[str, Any], kind: str) -> bool:
     return any(t.get("type") == kind and t.get("enabled") for t in event.get("triggers") or [])
 
@@ -80,8 +107,13 @@ async def run_event(call: Call) -> Reply:
         if not _has_enabled(event, "manual"):
             raise ApiError("event", "Event does not allow manual job runs.")
     run_params = {**(event.get("params") or {}), **params["params"]}
-    check_param_values(run_params, list(event.get("fields") or []), "Event fields")
+    _fill_field_defaults(run_params, event)
     overrides = {k: v for k, v in params.items() if k not in FIXED and k not in RUN_KEYS and k in event}
+    if not call.who.is_admin:
+        await _keep_locked(call, event, run_params, str(overrides.get("plugin", event.get("plugin"))))
+    if "targets" in overrides and not can_targets(call.who, string_list(overrides, "targets") or []):
+        raise ApiError("access", "You do not have access to any of the overridden target groups.")
+    check_param_values(run_params, list(event.get("fields") or []), "Event fields")
     if call.query.get("post_data") and call.request.method == "POST":
         run_params["post_data"] = dict(call.params)
     who = call.who
@@ -113,6 +145,9 @@ async def magic(call: Call) -> Reply:
     params = dict(call.params)
     job_input = params.pop("input", None)
     run_params = {**(event.get("params") or {}), **params}
+    _fill_field_defaults(run_params, event)
+    await _keep_locked(call, event, run_params, str(event.get("plugin")))  # whoever holds the link
+    check_param_values(run_params, list(event.get("fields") or []), "Event fields")
     launch = Launch(event=event, source="magic", params=run_params,
                     input=dict(job_input) if isinstance(job_input, dict) else {})  # fmt: skip
     reply = await _launch(call, launch)

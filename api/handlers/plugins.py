@@ -19,30 +19,31 @@ PARAM_TYPES = frozenset({"text", "textarea", "code", "json", "checkbox", "select
 PARAM_ID = re.compile(r"[A-Za-z_][\w\-\.]*")
 
 
-def check_params(params: Any) -> list[dict[str, Any]]:
-    """The plugin's parameter schema: ids unique and well-formed, known types, regexes that compile."""
+def check_params(params: Any, where: str = "params") -> list[dict[str, Any]]:
+    """A parameter schema (a plugin's `params`, an event's `fields`): ids unique and well-formed, known types,
+    regexes that compile. Errors name `where`."""
     if params is None:
         return []
     if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
-        raise bad_param("params", "must be an array of objects")
+        raise bad_param(where, "must be an array of objects")
     seen: set[str] = set()
     for i, param in enumerate(params):
         pid = param.get("id")
         if not isinstance(pid, str) or not PARAM_ID.fullmatch(pid):
-            raise ApiError("api", f"params[{i}]: 'id' must start with a letter or _ and use word characters")
+            raise ApiError("api", f"{where}[{i}]: 'id' must start with a letter or _ and use word characters")
         if pid in seen:
-            raise ApiError("api", f"params[{i}]: duplicate id '{pid}'")
+            raise ApiError("api", f"{where}[{i}]: duplicate id '{pid}'")
         seen.add(pid)
         if param.get("type") not in PARAM_TYPES:
-            raise ApiError("api", f"params[{i}] ({pid}): unknown type '{param.get('type')}'")
+            raise ApiError("api", f"{where}[{i}] ({pid}): unknown type '{param.get('type')}'")
         if param.get("type") not in ("hidden", "system") and not param.get("title"):
-            raise ApiError("api", f"params[{i}] ({pid}): missing 'title'")
+            raise ApiError("api", f"{where}[{i}] ({pid}): missing 'title'")
         regex = param.get("regex")
         if regex:
             try:
                 re.compile(str(regex))
             except re.error as exc:
-                raise ApiError("api", f"params[{i}] ({pid}): 'regex' does not compile: {exc}") from None
+                raise ApiError("api", f"{where}[{i}] ({pid}): 'regex' does not compile: {exc}") from None
     return list(params)
 
 
