@@ -49,6 +49,12 @@ class Scheduler:
         self._compiled: dict[str, tuple[Any, Schedule]] = {}
         self._recent: collections.deque[float] = collections.deque()
         self.started = time.time()
+        # The timed events of the last definition snapshot seen (rebuilt when the snapshot changes).
+        self._rows: list[Record] | None = None
+        self._timed: list[tuple[str, Record, Schedule]] = []
+        # event id -> (schedule, cursor, second): with this schedule and this cursor in Redis, nothing was
+        # due in (cursor, second], so the next tick need only look after `second`.
+        self._clear: dict[str, tuple[Schedule, int, int]] = {}
 
     def schedule(self, event: Record) -> Schedule:
         key = (event.get("revision"), event.get("modified"))
@@ -81,26 +87,33 @@ class Scheduler:
         stores = self.node.stores
         state = await stores.state.get()
         enabled = bool((state.get("scheduler") or {}).get("enabled", True))
-        events = [e for e in await stores.defs.all(EVENTS)
-                  if e.get("enabled") and e.get("triggers") and self.schedule(e).has_timing]  # fmt: skip
+        events = self._timed_events(await stores.defs.all(EVENTS))
         if not events:
             return 0
         cursors = await stores.jobs.cursors()
-        fresh = [str(e["id"]) for e in events if str(e["id"]) not in cursors]
+        fresh = [event_id for event_id, _, _ in events if event_id not in cursors]
         if fresh:
             # Record where a new event starts, so a failover before its first launch loses nothing.
             await stores.jobs.init_cursors(self.node.fence(), fresh, now_s - 1)
             cursors.update(dict.fromkeys(fresh, now_s - 1))
         launched = 0
-        for event in events:
-            schedule = self.schedule(event)
-            cursor = cursors.get(str(event["id"]))
-            start = self._window_start(schedule, cursor, now_s)
-            if cursor is not None and cursor < start:
-                missed = schedule.due(max(cursor, now_s - self.config.max_catchup_s), start)
-                if missed:
-                    await self._skip(event, [s.epoch for s in missed], "missed by more than the grace period")
+        clear = self._clear
+        for event_id, event, schedule in events:
+            cursor = cursors[event_id]
+            # Skip the part of the window an earlier tick of this scheduler found empty. Valid while the
+            # schedule and the cursor are those it saw: anything else (an edit, another primary, a
+            # cursor moved by the API) means looking again from the cursor.
+            known = clear.get(event_id)
+            seen = known[2] if known is not None and known[0] is schedule and known[1] == cursor else cursor
+            start = self._window_start(schedule, seen, now_s)
+            missed = schedule.due(max(seen, now_s - self.config.max_catchup_s), start) if seen < start else None
             slots = schedule.due(start, now_s)
+            if not missed and not slots:
+                clear[event_id] = (schedule, cursor, max(start, now_s))
+                continue
+            clear.pop(event_id, None)
+            if missed:
+                await self._skip(event, [s.epoch for s in missed], "missed by more than the grace period")
             if not slots:
                 continue
             if not enabled:
@@ -109,9 +122,22 @@ class Scheduler:
             launched += await self._launch_slots(event, slots)
         return launched
 
-    def _window_start(self, schedule: Schedule, cursor: int | None, now_s: int) -> int:
-        if cursor is None:
-            return now_s - 1
+    def _timed_events(self, rows: list[Record]) -> list[tuple[str, Record, Schedule]]:
+        """(id, event, schedule) of the enabled events with timing triggers, kept per snapshot."""
+        if rows is not self._rows:
+            timed = []
+            for event in rows:
+                if event.get("enabled") and event.get("triggers"):
+                    schedule = self.schedule(event)
+                    if schedule.has_timing:
+                        timed.append((str(event["id"]), event, schedule))
+            ids = {event_id for event_id, _, _ in timed}
+            self._compiled = {k: v for k, v in self._compiled.items() if k in ids}
+            self._clear = {k: v for k, v in self._clear.items() if k in ids}
+            self._rows, self._timed = rows, timed
+        return self._timed
+
+    def _window_start(self, schedule: Schedule, cursor: int, now_s: int) -> int:
         floor = now_s - (self.config.max_catchup_s if schedule.catchup else self.config.grace_s)
         return max(cursor, floor)
 
@@ -155,7 +181,7 @@ class Scheduler:
             "skipped": seconds[:100], "reason": reason,
         }  # fmt: skip
         await stores.activity.add(record)
-        log.info("scheduled_slots_skipped", event=event["id"], count=len(seconds), reason=reason)
+        log.info("scheduled_slots_skipped", event_id=event["id"], count=len(seconds), reason=reason)
 
     async def startup_launches(self) -> None:
         """`startup` triggers: once when this node becomes primary, unless the process is old (> 5 min)."""

@@ -84,7 +84,7 @@ def load_wrk(url: str, conc: int, duration: float, key: str, gzip: bool = False)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     lat = {pct: float(value) * scale[unit]
-           for pct, value, unit in re.findall(r"^\s+(50|99)\.000%\s+([\d.]+)(us|ms|s)\b", out, re.M)}  # fmt: skip
+           for pct, value, unit in re.findall(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\b", out, re.M)}  # fmt: skip
     return {"rps": rps, "p50_ms": lat.get("50", 0.0), "p99_ms": lat.get("99", 0.0)}
 
 
@@ -134,12 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Definition list reads on a satellite: {args.count} categories (+ default plugins), API key auth,")
     print(f"concurrency {args.concurrency}, {args.rounds} rounds x {args.duration:.0f} s, median round shown; "
           f"generator ({args.tool}) and servers share 2 cores")  # fmt: skip
-    print(f"{'endpoint':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x ping':>8}")
+    print(f"{'endpoint':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x ping':>8}")
     ping = statistics.median(s["rps"] for s in samples["ping"])
     for name, rows in samples.items():
         med = sorted(rows, key=lambda s: s["rps"])[len(rows) // 2]
         ratio = statistics.median(s["rps"] for s in rows) / ping if ping else 0.0
-        print(f"{name:<16}{med['rps']:>9,.0f}{med['p50_ms']:>9.2f}{med['p99_ms']:>9.2f}{ratio:>8.2f}")
+        print(f"{name:<24}{med['rps']:>9,.0f}{med['p50_ms']:>9.2f}{med['p99_ms']:>9.2f}{ratio:>8.2f}")
     return 0
 
 
