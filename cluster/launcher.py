@@ -29,6 +29,14 @@ _PLUGIN_COPIED = ("command", "script", "uid", "gid", "kill", "runner")
 UNIVERSAL_ACTIONS: tuple[Record, ...] = (
     {"enabled": True, "condition": "error", "type": "snapshot", "source": "universal"},
 )
+# What a plugin decides at launch time; never taken from an event or a run.
+LAUNCH_FIELDS = ("command", "script", "uid", "gid", "cwd", "env", "kill", "runner")
+# Job properties an `_xy_override_<prop>` param may never replace.
+CORE_FIELDS = frozenset(
+    {"id", "event", "type", "category", "plugin", "targets", "source", "username", "state", "started", "completed",
+     "code", "server", "groups", "api_key", "test", *LAUNCH_FIELDS}
+)  # fmt: skip
+OVERRIDE_PREFIX = "_xy_override_"
 _TEMPLATE = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
 
 
@@ -117,6 +125,10 @@ async def build_job(stores: Stores, launch: Launch) -> Record:
         job["state"] = "ready"
     context = {**job, "data": launch.input.get("data", {}), "files": launch.input.get("files", [])}
     job["params"] = {k: expand(v, context) for k, v in job["params"].items()}
+    for key, value in job["params"].items():  # `_xy_override_<prop>` params set job props (not core ones)
+        prop = key[len(OVERRIDE_PREFIX) :]
+        if key.startswith(OVERRIDE_PREFIX) and prop and prop not in CORE_FIELDS:
+            job[prop] = copy.deepcopy(value)
     return job
 
 
@@ -145,7 +157,12 @@ async def launch_job(node: NodeRuntime, launch: Launch) -> Record | None:
     """Build, settle and store a job through the fence. None when its scheduled slot was already taken."""
     stores = node.stores
     job = await build_job(stores, launch)
-    queued = sum(1 for j in await stores.jobs.active() if j.get("event") == job["event"] and j.get("state") == "queued")
+    queued = 0
+    limits = job.get("limits") or []
+    if job["state"] == "ready" and any(lim.get("type") == "queue" and lim.get("enabled") for lim in limits):
+        # Only a job that may be queued needs the count (it reads every active job).
+        active = await stores.jobs.active()
+        queued = sum(1 for j in active if j.get("event") == job["event"] and j.get("state") == "queued")
     job = settle_without_servers(job, queued)
     stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.claim)
     return job if stored else None

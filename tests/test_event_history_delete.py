@@ -54,3 +54,18 @@ async def test_delete_event_with_its_jobs(site: Site) -> None:
     assert status == 200
     await asyncio.sleep(0.3)
     assert await count(ids["kept"]) == 3  # without delete_jobs the history stays
+
+
+async def test_override_params_set_job_props_but_never_core_ones(site: Site) -> None:
+    sid, _ = await site.login()
+    admin = {"X-Session-ID": sid}
+    body = event_body("overrides")
+    body["params"] = {**body["params"], "_xy_override_label": "Nightly build"}
+    _, created = await site.call("create_event", body, headers=admin)
+    status, ran = await site.call("run_event", {"id": created["event"]["id"]}, headers=admin)
+    assert status == 200, ran
+    _, got = await site.call("get_job", {"id": ran["id"]}, headers=admin)
+    assert got["job"]["label"] == "Nightly build"
+    refused = {**body, "params": {**body["params"], "_xy_override_command": "rm -rf /"}}
+    status, data = await site.call("create_event", refused, headers=admin)
+    assert status == 400 and "_xy_override_command" in data["description"]

@@ -7,6 +7,7 @@ import hashlib
 import re
 from typing import Any
 
+from cluster.launcher import CORE_FIELDS, LAUNCH_FIELDS, OVERRIDE_PREFIX
 from cluster.triggers import TriggerError, validate_triggers
 from storage.families import CATEGORIES, EVENTS, PLUGINS, TAGS
 from storage.search.query import QueryError
@@ -20,12 +21,6 @@ from ..registry import AUTH, HANDLERS, Reply
 from ..validate import integer, text
 from .plugins import check_params
 
-LAUNCH_FIELDS = ("command", "script", "uid", "gid", "cwd", "env", "kill", "runner")
-# Job properties an `_xy_override_<prop>` param may never replace.
-CORE_FIELDS = frozenset(
-    {"id", "event", "type", "category", "plugin", "targets", "source", "username", "state", "started", "completed",
-     "code", "server", "groups", "api_key", "test", *LAUNCH_FIELDS}
-)  # fmt: skip
 ALGOS = frozenset({"random", "round_robin", "prefer_first_natural", "prefer_last_natural", "prefer_first",
                    "prefer_last", "least_cpu", "least_mem", "fewest_jobs"})  # fmt: skip
 _BOOLISH = re.compile(r"\d+|true|false")
@@ -57,7 +52,7 @@ def check_param_values(values: dict[str, Any], fields: list[dict[str, Any]], whe
 
 def _check_overrides(params: dict[str, Any]) -> None:
     for key in params:
-        if key.startswith("_xy_override_") and key[len("_xy_override_") :] in CORE_FIELDS:
+        if key.startswith(OVERRIDE_PREFIX) and key[len(OVERRIDE_PREFIX) :] in CORE_FIELDS:
             raise bad_param(key, "may not override a core or launch property")
 
 

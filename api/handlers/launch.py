@@ -8,7 +8,7 @@ import hmac
 import time
 from typing import Any
 
-from cluster.launcher import Launch, LaunchError, launch_job
+from cluster.launcher import LAUNCH_FIELDS, Launch, LaunchError, launch_job
 from storage.families import EVENTS, PLUGINS
 
 from ..call import Call
@@ -16,7 +16,7 @@ from ..errors import ApiError
 from ..principal import can_targets
 from ..registry import HANDLERS, NONE, Params, Reply
 from ..validate import boolean, string_list
-from .events import LAUNCH_FIELDS, check_param_values, events, magic_token
+from .events import check_param_values, events, magic_token
 
 WAIT_POLL_S = 0.25
 WAIT_MAX_S = 3600
