@@ -30,11 +30,12 @@ from .timing import Schedule, Slot, compile_triggers
 log = structlog.get_logger("podium.scheduler")
 
 Record = dict[str, Any]
+YIELD_EVERY = 500  # events handled between two yields to the event loop in one tick
 
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    grace_s: int = 60  # missed slots older than this are skipped (unless the event catches up)
+    grace_s: int = 60  # slots missed by more than this are skipped (unless the event catches up)
     stagger_ms: int = 50  # spacing between launches in one tick
     max_jobs_per_min: int = 100  # global brake
     tick_s: float = 1.0
@@ -87,7 +88,7 @@ class Scheduler:
         stores = self.node.stores
         state = await stores.state.get()
         enabled = bool((state.get("scheduler") or {}).get("enabled", True))
-        events = self._timed_events(await stores.defs.all(EVENTS))
+        events = await self._timed_events(await stores.defs.all(EVENTS))
         if not events:
             return 0
         cursors = await stores.jobs.cursors()
@@ -98,15 +99,21 @@ class Scheduler:
             cursors.update(dict.fromkeys(fresh, now_s - 1))
         launched = 0
         clear = self._clear
-        for event_id, event, schedule in events:
+        # Window starts (exclusive): a slot missed by up to grace_s seconds is launched, as is every slot
+        # of a catch-up event back to max_catchup_s; older slots are skipped and logged.
+        grace_floor = now_s - self.config.grace_s - 1
+        catchup_floor = now_s - self.config.max_catchup_s - 1
+        for index, (event_id, event, schedule) in enumerate(events):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # long windows (a new primary's first tick) must not stall the node
             cursor = cursors[event_id]
             # Skip the part of the window an earlier tick of this scheduler found empty. Valid while the
             # schedule and the cursor are those it saw: anything else (an edit, another primary, a
             # cursor moved by the API) means looking again from the cursor.
             known = clear.get(event_id)
             seen = known[2] if known is not None and known[0] is schedule and known[1] == cursor else cursor
-            start = self._window_start(schedule, seen, now_s)
-            missed = schedule.due(max(seen, now_s - self.config.max_catchup_s), start) if seen < start else None
+            start = max(seen, catchup_floor if schedule.catchup else grace_floor)
+            missed = schedule.due(max(seen, catchup_floor), start) if seen < start else None
             slots = schedule.due(start, now_s)
             if not missed and not slots:
                 clear[event_id] = (schedule, cursor, max(start, now_s))
@@ -122,11 +129,13 @@ class Scheduler:
             launched += await self._launch_slots(event, slots)
         return launched
 
-    def _timed_events(self, rows: list[Record]) -> list[tuple[str, Record, Schedule]]:
+    async def _timed_events(self, rows: list[Record]) -> list[tuple[str, Record, Schedule]]:
         """(id, event, schedule) of the enabled events with timing triggers, kept per snapshot."""
         if rows is not self._rows:
             timed = []
-            for event in rows:
+            for index, event in enumerate(rows):
+                if index % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # compiling 10,000 events takes about a second: let renewals run
                 if event.get("enabled") and event.get("triggers"):
                     schedule = self.schedule(event)
                     if schedule.has_timing:
@@ -136,10 +145,6 @@ class Scheduler:
             self._clear = {k: v for k, v in self._clear.items() if k in ids}
             self._rows, self._timed = rows, timed
         return self._timed
-
-    def _window_start(self, schedule: Schedule, cursor: int, now_s: int) -> int:
-        floor = now_s - (self.config.max_catchup_s if schedule.catchup else self.config.grace_s)
-        return max(cursor, floor)
 
     async def _launch_slots(self, event: Record, slots: list[Slot]) -> int:
         launched = 0
