@@ -59,6 +59,7 @@ class Launch:
     start_delay: int = 0
     extra: Record = field(default_factory=dict)  # other event props overridden for this run
     claim: tuple[str, int] | None = None  # (event id, scheduled second) for exactly-once launches
+    cursor: tuple[str, int] | None = None  # (event id, second) to move the scheduler's cursor to
 
 
 def _lookup(data: Any, path: str) -> Any:
@@ -164,5 +165,5 @@ async def launch_job(node: NodeRuntime, launch: Launch) -> Record | None:
         active = await stores.jobs.active()
         queued = sum(1 for j in active if j.get("event") == job["event"] and j.get("state") == "queued")
     job = settle_without_servers(job, queued)
-    stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.claim)
+    stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.cursor)
     return job if stored else None

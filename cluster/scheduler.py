@@ -146,16 +146,29 @@ class Scheduler:
             self._rows, self._timed = rows, timed
         return self._timed
 
+    async def _nth_allows(self, event: Record, every: int, slot: Slot, seen: dict[int, bool]) -> bool:
+        """`nth`: only every Nth scheduled minute launches (counted per minute, as xyOps does)."""
+        if slot.minute not in seen:
+            count = await self.node.stores.jobs.count_nth(self.node.fence(), str(event["id"]))
+            seen[slot.minute] = count % every == 0
+        return seen[slot.minute]
+
     async def _launch_slots(self, event: Record, slots: list[Slot]) -> int:
         launched = 0
+        schedule = self.schedule(event)
+        quiet = {k: True for k in ("invisible", "ephemeral") if getattr(schedule, k)}
+        minutes: dict[int, bool] = {}
         for slot in slots:
+            if schedule.nth_every and not await self._nth_allows(event, schedule.nth_every, slot, minutes):
+                await self.node.stores.jobs.advance_cursor(self.node.fence(), str(event["id"]), slot.epoch)
+                continue
             if not self._brake_ok():
                 await self._skip(event, [slot.epoch], f"max_jobs_per_min ({self.config.max_jobs_per_min}) reached")
                 continue
             job_input = _trigger_input(slot)
             launch = Launch(event=event, source="scheduler", username="", now=slot.epoch, params=dict(slot.params),
-                            input=job_input, tags=list(slot.tags), start_delay=slot.delay,
-                            claim=(str(event["id"]), slot.epoch))  # fmt: skip
+                            input=job_input, tags=list(slot.tags), start_delay=slot.delay, extra=quiet,
+                            claim=(str(event["id"]), slot.epoch), cursor=(str(event["id"]), slot.epoch))  # fmt: skip
             try:
                 job = await launch_job(self.node, launch)
             except LaunchError as exc:
@@ -196,8 +209,9 @@ class Scheduler:
             if event.get("enabled") and self.schedule(event).startup:
                 now_s = int(time.time())
                 with contextlib.suppress(LaunchError):
-                    await launch_job(self.node, Launch(event=event, source="startup", now=now_s,
-                                                       claim=(str(event["id"]), now_s)))  # fmt: skip
+                    # A claim of its own, so a scheduled run in the same second is not swallowed.
+                    claim = (f"{event['id']}:startup", now_s)
+                    await launch_job(self.node, Launch(event=event, source="startup", now=now_s, claim=claim))
 
 
 def _trigger_input(slot: Slot) -> Record:

@@ -184,6 +184,11 @@ class JobStore:
             batch.add("HSETNX", [self.db.keys.sched_cursor], event_id, second)
         await fence.execute(batch)
 
+    async def count_nth(self, fence: Fence, event_id: str) -> int:
+        """Count one more scheduled minute for an event's `nth` trigger; returns the new count."""
+        reply = await fence.execute(FencedBatch().add("HINCRBY", [self.db.keys.sched_nth], event_id, 1))
+        return int(reply[0])
+
     async def cursors(self) -> dict[str, int]:
         raw = await self.db.client.hgetall(self.db.keys.sched_cursor)
         return {_raw(k).decode(): int(v) for k, v in raw.items()}

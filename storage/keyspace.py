@@ -148,6 +148,11 @@ class Keyspace:
         """HASH event id -> last scheduled second the scheduler has dealt with."""
         return self.key("sched", "cursor")
 
+    @property
+    def sched_nth(self) -> str:
+        """HASH event id -> scheduled minutes counted by its `nth` trigger."""
+        return self.key("sched", "nth")
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""

@@ -377,7 +377,10 @@ async def test_startup_trigger_launches_once_when_primary(site: Site) -> None:
     (job,) = await jobs_of(site, event["id"])
     assert job["source"] == "startup"
     assert await jobs_of(site, other["id"]) == []
-    assert await cursor(site, event["id"]) == int(job["now"])  # the launch claims (event, second) too
+    # Its own claim, and the schedule's cursor untouched: a scheduled run in that second still launches.
+    keys = site.node.db.keys
+    assert await site.node.db.client.exists(keys.sched_claim(f"{event['id']}:startup", int(job["now"])))
+    assert await cursor(site, event["id"]) is None
     # Startup-only events have no timing: ticks leave them alone.
     assert await scheduler.tick(T0) == 0
     assert len(await jobs_of(site, event["id"])) == 1
@@ -448,3 +451,23 @@ async def test_deposed_primary_cannot_launch_or_write(site: Site, db: Database) 
     assert await Scheduler(site.node, CONFIG).tick(T0 + 3) == 3 + 1
     assert await seconds_of(site, event["id"]) == [T0, T0 + 1, T0 + 2, T0 + 3]
     assert await seconds_of(site, late["id"]) == [T0 + 3]
+
+
+async def test_nth_trigger_launches_every_nth_scheduled_minute(site: Site) -> None:
+    event = await make_event(site, "Every third minute", [schedule(), {"type": "nth", "enabled": True, "every": 3}])
+    scheduler = Scheduler(site.node, CONFIG)
+    launched = [await scheduler.tick(T0 + 60 * m) for m in range(9)]
+    # Minutes 0..8 are counted 1..9: the 3rd, 6th and 9th launch.
+    assert launched == [0, 0, 1, 0, 0, 1, 0, 0, 1]
+    assert [int(j["now"]) for j in await jobs_of(site, event["id"])] == [T0 + 120, T0 + 300, T0 + 480]
+    # A restarted scheduler keeps counting from the stored counter, not from zero.
+    again = Scheduler(site.node, CONFIG)
+    assert [await again.tick(T0 + 60 * m) for m in range(9, 12)] == [0, 0, 1]
+
+
+async def test_quiet_trigger_marks_jobs_invisible_and_ephemeral(site: Site) -> None:
+    event = await make_event(site, "Quiet", [schedule(), {"type": "quiet", "enabled": True, "invisible": True,
+                                                          "ephemeral": True}])  # fmt: skip
+    assert await Scheduler(site.node, CONFIG).tick(T0) == 1
+    (job,) = await jobs_of(site, event["id"])
+    assert job["invisible"] is True and job["ephemeral"] is True
