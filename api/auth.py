@@ -40,6 +40,9 @@ class Authenticator:
         self.use_csrf = use_csrf
         self._key_rows: list[dict[str, Any]] | None = None
         self._key_memo: dict[str, dict[str, Any] | None] = {}
+        # Resolved principals, reused while the very same cached user/key record and role list are
+        # current (the caches hand out new objects after every change, so identity is the version).
+        self._principals: dict[tuple[str, str], tuple[object, object, Principal]] = {}
 
     def session_id(self, call: Call) -> tuple[str, bool]:
         """(session id, came from the cookie)."""
@@ -72,8 +75,18 @@ class Authenticator:
             raise ApiError("session", NO_CREDENTIALS)
         return await self._key(plain)
 
-    async def roles(self) -> dict[str, dict[str, Any]]:
-        return {str(r["id"]): r for r in await self.stores.defs.all(ROLES)}
+    async def principal(self, kind: str, obj_id: str, record: dict[str, Any], session_id: str = "") -> Principal:
+        """Privileges merged with enabled roles; computed once per version of the record and roles."""
+        roles = await self.stores.defs.all(ROLES)
+        memo_key = (kind, session_id or obj_id)
+        hit = self._principals.get(memo_key)
+        if hit is not None and hit[0] is record and hit[1] is roles:
+            return hit[2]
+        who = effective(kind, obj_id, record, {str(r["id"]): r for r in roles}, session_id=session_id)
+        if len(self._principals) > 10_000:
+            self._principals.clear()
+        self._principals[memo_key] = (record, roles, who)
+        return who
 
     async def _session(self, call: Call, sid: str, check_csrf: bool) -> Principal:
         session = await self.stores.users.session(sid)
@@ -91,7 +104,7 @@ class Authenticator:
             raise ApiError("session", "User account is disabled.")
         if user.get("locked"):
             raise ApiError("session", "User account is locked.")
-        return effective("user", str(user["username"]), user, await self.roles(), session_id=sid)
+        return await self.principal("user", str(user["username"]), user, session_id=sid)
 
     async def lookup_key(self, plain: str) -> dict[str, Any] | None:
         rows = await self.stores.defs.all(API_KEYS)
@@ -120,4 +133,4 @@ class Authenticator:
         limit = int(key.get("max_per_sec") or 0)
         if limit > 0 and await self.stores.rates.hit(str(key["id"])) > limit:
             raise ApiError("rate", f"API Key has exceeded rate limit ({limit}/sec)")
-        return effective("key", str(key["id"]), key, await self.roles())
+        return await self.principal("key", str(key["id"]), key)
