@@ -7,7 +7,7 @@ channels, events, plugins, buckets, users) must point at objects that exist.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from storage.definitions import Family
@@ -130,8 +130,3 @@ def validate_limits(limits: Any, where: str = "limits") -> list[dict[str, Any]]:
         out.append(dict(limit))
     return out
 
-
-def ids_exist(known: Sequence[str], given: Sequence[str], field: str, what: str) -> None:
-    missing = [g for g in given if g not in known]
-    if missing:
-        raise ApiError("api", f"Parameter '{field}' refers to an unknown {what}: {missing[0]}")

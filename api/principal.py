@@ -84,11 +84,6 @@ def require_category(who: Principal, category_id: str) -> None:
         raise ApiError("access", f"You do not have access to the category: {category_id}")
 
 
-def require_group(who: Principal, group_id: str) -> None:
-    if not can_group(who, group_id):
-        raise ApiError("access", f"You do not have access to the server group: {group_id}")
-
-
 def require_unrestricted(who: Principal) -> None:
     if not who.is_admin and (who.categories or who.groups):
         raise ApiError("access", "This action requires an account without category or group restrictions.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable
 
 from storage.connection import UNAVAILABLE_ERRORS
@@ -65,6 +64,3 @@ def make_record(
         redis_ok=redis_ok,
     )
 
-
-def now() -> float:
-    return time.time()

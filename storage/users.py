@@ -182,10 +182,6 @@ class UserStore:
             total, raws = await pipe.execute()
         return [dict(codec.unpack(_raw(r))) for r in raws], int(total)
 
-    async def security_entries(self, username: str, limit: int = SECURITY_LOG_MAX) -> list[Record]:
-        rows, _ = await self.security_page(username, 0, limit)
-        return rows
-
     async def count_failure(self, key: str, window_s: int) -> int:
         """INCR a failure counter whose window starts at the first failure."""
         async with self.db.client.pipeline(transaction=True) as pipe:

@@ -10,6 +10,7 @@ import pytest
 
 from storage.connection import Database, connect
 from storage.keyspace import Keyspace
+from tests.authkit import Site, open_site
 from tests.servers import RedisServer
 
 
@@ -34,3 +35,10 @@ async def db(redis_server: RedisServer) -> AsyncIterator[Database]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
+    """A real in-process primary with the first-start objects (tests/authkit.py)."""
+    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
+        yield s

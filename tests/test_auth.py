@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from storage.connection import Database
 from tests.authkit import Site, open_site
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
 
 
 @pytest.fixture

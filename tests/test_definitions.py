@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from storage import families
-from storage.connection import Database
 from storage.definitions import Family
 from storage.ids import id_time_ms
-from tests.authkit import Site, open_site
+from tests.authkit import Site
 
 Headers = dict[str, str]
 Body = dict[str, Any]
@@ -45,12 +42,6 @@ BY_PLURAL = {f.plural: f for f in FAMILIES}
 # A first-start object of each family (digest section 4).
 DEFAULT_ID = {"categories": "general", "plugins": "shellplug", "groups": "main", "tags": "important",
               "channels": "sev1"}  # fmt: skip
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
 
 
 @pytest.fixture

@@ -7,15 +7,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cluster.launcher import Launch, build_job
-from storage.connection import Database
-from tests.authkit import Site, open_site
+from tests.authkit import Site
 
 Headers = dict[str, str]
 Body = dict[str, Any]
@@ -41,12 +38,6 @@ def event_body(**changes: Any) -> Body:
                   "triggers": [MANUAL]}  # fmt: skip
     body.update(changes)
     return body
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
 
 
 @pytest.fixture

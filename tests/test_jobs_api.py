@@ -12,7 +12,7 @@ import base64
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from cluster.launcher import Launch, build_job
 from cluster.node import NodeRuntime
 from storage.connection import Database
 from storage.stores import Stores
-from tests.authkit import Client, Site, open_site, wait_until
+from tests.authkit import Client, Site, wait_until
 
 Headers = dict[str, str]
 Body = dict[str, Any]
@@ -47,12 +47,6 @@ def event_body(**changes: Any) -> Body:
                   "triggers": [MANUAL]}  # fmt: skip
     body.update(changes)
     return body
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
 
 
 @pytest.fixture

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
-from storage.connection import Database
-from tests.authkit import Site, open_site
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
+from tests.authkit import Site
 
 
 async def raw_get(site: Site, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:

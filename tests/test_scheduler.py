@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,18 +21,12 @@ from storage.errors import FencedError
 from storage.families import CATEGORIES, EVENTS
 from storage.ids import generate_id
 from storage.lease import LeaseStore
-from tests.authkit import Site, open_site, wait_until
+from tests.authkit import Site, wait_until
 
 Record = dict[str, Any]
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, a Thursday: the start of a minute, an hour and a day
 CONFIG = SchedulerConfig(stagger_ms=0)
 GRACE_REASON = "missed by more than the grace period"
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
 
 
 def every(seconds: int, start: int = T0, **extra: Any) -> Record:

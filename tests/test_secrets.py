@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,15 +15,9 @@ from storage import codec
 from storage.bus import invalidation_message
 from storage.connection import Database
 from storage.secretbox import SecretBox, SecretBoxError
-from tests.authkit import Site, open_site
+from tests.authkit import Site
 
 Json = dict[str, Any]
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
 
 
 @pytest.fixture

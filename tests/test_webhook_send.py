@@ -17,16 +17,9 @@ import pytest
 from aiohttp import web
 
 from api.handlers.webhooks import TEST_MESSAGE
-from storage.connection import Database
-from tests.authkit import Site, open_site
+from tests.authkit import Site
 
 Json = dict[str, Any]
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
 
 
 @pytest.fixture

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage.connection import Database
-from tests.authkit import Site, open_site
+from tests.authkit import Site
 
 Json = dict[str, Any]
-
-
-@pytest.fixture
-async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
-    async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
-        yield s
 
 
 @pytest.fixture

@@ -218,13 +218,19 @@ async def admin_create(call: Call) -> Reply:
     return {}
 
 
+async def _existing(call: Call) -> dict[str, Any]:
+    """The user named by the `username` param, or a `notfound` error."""
+    username = text(call.params, "username")
+    user = await call.stores.users.get(username)
+    if user is None:
+        raise ApiError("notfound", f"User not found: {username}")
+    return user
+
+
 @HANDLERS.add("admin_update", ns="user", write=True, privilege=ADMIN)
 async def admin_update(call: Call) -> Reply:
-    username = text(call.params, "username")
-    found = await call.stores.users.get(username)
-    if found is None:
-        raise ApiError("notfound", f"User not found: {username}")
-    user = copy.deepcopy(found)
+    user = copy.deepcopy(await _existing(call))
+    username = str(user["username"])
     for field in PROFILE_FIELDS:
         if field in call.params:
             user[field] = call.params[field]
@@ -256,10 +262,8 @@ async def admin_update(call: Call) -> Reply:
 
 @HANDLERS.add("admin_delete", ns="user", write=True, privilege=ADMIN)
 async def admin_delete(call: Call) -> Reply:
-    username = text(call.params, "username")
-    user = await call.stores.users.get(username)
-    if user is None:
-        raise ApiError("notfound", f"User not found: {username}")
+    user = await _existing(call)
+    username = str(user["username"])
     if normalize(username) == normalize(call.who.id):
         raise ApiError("user", "You cannot delete your own account.")
     await call.stores.users.delete(call.node.fence(), user)
@@ -269,11 +273,7 @@ async def admin_delete(call: Call) -> Reply:
 
 @HANDLERS.add("admin_get_user", ns="user", write=False, privilege=ADMIN)
 async def admin_get_user(call: Call) -> Reply:
-    username = text(call.params, "username")
-    user = await call.stores.users.get(username)
-    if user is None:
-        raise ApiError("notfound", f"User not found: {username}")
-    return {"user": public(user)}
+    return {"user": public(await _existing(call))}
 
 
 @HANDLERS.add("admin_get_users", ns="user", write=False, privilege=ADMIN)

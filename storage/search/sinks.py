@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 from .spec import CHUNK
 
 Arg = str | bytes | int | float
@@ -24,14 +26,16 @@ def ones(value: int) -> list[int]:
     return out
 
 
-class Sink:
+class Sink(abc.ABC):
+    """Where index writes go: a list of plain commands, or a packed payload for APPLY_OPS."""
+
     slot = -1  # the slot being written
 
-    def setbits(self, keys: list[str], bit: str, on: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def setbits(self, keys: list[str], bit: str, on: str) -> None: ...
 
-    def call(self, command: str, key: str, *args: Arg) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def call(self, command: str, key: str, *args: Arg) -> None: ...
 
 
 class OpList(Sink):
