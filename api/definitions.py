@@ -66,6 +66,7 @@ class FamilySpec:
     # Who may see and touch an object (category/group-limited users); None = everybody.
     access: Callable[[Principal, Record], bool] | None = None
     multi: bool = False  # also declare multi_update_<singular> (unrestricted users only)
+    update_returns: bool = False  # update_<singular> answers the full merged object (events, plugins)
     filters: bool = False  # get_<plural> treats every param as an exact-match filter on top-level props
     # Extra reply keys for get_<singular> (e.g. an event's running jobs).
     describe: Callable[[Call, Record], Awaitable[Reply]] | None = None
@@ -261,7 +262,7 @@ class Definitions:
                 raise ApiError(spec.singular, f"{spec.singular.title()} not found: {obj_id}") from None
             await log_activity(call, f"{spec.action}_update", f"Updated {spec.singular}: {record.get('title', '')}",
                                **{spec.singular: record})  # fmt: skip
-            return {}
+            return {spec.singular: shown(spec, record)} if spec.update_returns else {}
         raise ApiError(spec.singular, f"{spec.singular} {obj_id} is being changed concurrently; try again.")
 
     async def delete(self, call: Call) -> Reply:

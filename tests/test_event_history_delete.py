@@ -58,3 +58,17 @@ async def test_override_params_set_job_props_but_never_core_ones(site: Site) -> 
     refused = {**body, "params": {**body["params"], "_xy_override_command": "rm -rf /"}}
     status, data = await site.call("create_event", refused, headers=admin)
     assert status == 400 and "_xy_override_command" in data["description"]
+
+
+async def test_update_event_and_plugin_answer_the_merged_object(site: Site) -> None:
+    sid, _ = await site.login()
+    admin = {"X-Session-ID": sid}
+    _, created = await site.call("create_event", event_body("to edit"), headers=admin)
+    event_id = created["event"]["id"]
+    status, updated = await site.call("update_event", {"id": event_id, "notes": "edited"}, headers=admin)
+    assert status == 200 and updated["event"]["notes"] == "edited" and updated["event"]["title"] == "to edit"
+    assert updated["event"]["revision"] == created["event"]["revision"] + 1
+    status, plugin = await site.call("update_plugin", {"id": "testplug", "notes": "n"}, headers=admin)
+    assert status == 200 and plugin["plugin"]["notes"] == "n" and plugin["plugin"]["command"] == "[test-plugin]"
+    _, tag = await site.call("update_tag", {"id": "flag", "notes": "n"}, headers=admin)
+    assert tag == {"code": 0}  # other families answer {} as xyOps does

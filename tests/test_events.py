@@ -112,8 +112,8 @@ async def test_round_trip(site: Site, admin: Headers) -> None:
     assert reply == {"code": 0, "event": created, "jobs": [], "queued": 0}
     assert await event_ids(site, admin) == [event_id]
 
-    assert await ok(site, "update_event", {"id": event_id, "title": "Renamed", "enabled": False}, admin) == {
-        "code": 0}  # fmt: skip
+    renamed = await ok(site, "update_event", {"id": event_id, "title": "Renamed", "enabled": False}, admin)
+    assert renamed["event"]["title"] == "Renamed" and renamed["event"]["enabled"] is False  # the full merged event
     updated = await get_event(site, event_id, admin)
     assert (updated["title"], updated["enabled"], updated["revision"]) == ("Renamed", False, 2)
     # Sparse update: the rest is as it was.

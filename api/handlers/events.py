@@ -67,7 +67,8 @@ def _enabled(value: Any) -> bool:
 async def _plugin_params(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
     plugin = await call.stores.defs.get(PLUGINS, str(record.get("plugin")))
     if plugin is None:
-        raise ApiError("api", f"Plugin not found: {record.get('plugin')}")
+        raise ApiError("api", f"Plugin not found: {record.get('plugin')}" if record.get("plugin")
+                       else "Missing parameter: plugin")  # fmt: skip
     params = record.get("params")
     if not isinstance(params, dict):
         raise bad_param("params", "must be an object")
@@ -179,6 +180,7 @@ EVENT_SPEC = FamilySpec(
     access=lambda who, rec: can_category(who, str(rec.get("category")))
     and (rec.get("type") == "workflow" or can_targets(who, rec.get("targets") or [])),
     filters=True,
+    update_returns=True,
     describe=_running,
     fields=(
         Field("title", "title", required=True),

@@ -70,6 +70,7 @@ PLUGIN_SPEC = FamilySpec(
     create="create_plugins",
     edit="edit_plugins",
     delete="delete_plugins",
+    update_returns=True,
     fields=(
         Field("title", "title", required=True),
         Field("enabled", "bool", default=True),
