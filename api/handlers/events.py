@@ -7,6 +7,8 @@ import hashlib
 import re
 from typing import Any
 
+from cluster.expressions import ExpressionError
+from cluster.expressions import check as check_expression
 from cluster.launcher import CORE_FIELDS, LAUNCH_FIELDS, OVERRIDE_PREFIX
 from cluster.triggers import TriggerError, validate_triggers
 from storage.families import CATEGORIES, EVENTS, PLUGINS, TAGS
@@ -103,6 +105,11 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
         if algo not in ALGOS and not re.fullmatch(r"monitor:\w+", algo):
             raise bad_param("algo", "must be a known algorithm or monitor:<id>")
     await _check_refs(call, record, workflow)
+    if record.get("expression"):
+        try:
+            check_expression(str(record["expression"]))
+        except ExpressionError as exc:
+            raise bad_param("expression", f"does not compile ({exc})") from None
     record["fields"] = check_params(record.get("fields"), "fields")
     record["actions"] = await validate_actions(call.stores, record.get("actions"))
     record["limits"] = validate_limits(record.get("limits"))
