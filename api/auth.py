@@ -64,10 +64,15 @@ class Authenticator:
         )
         return str(value) if value else ""
 
-    async def authenticate(self, call: Call, privilege: str | None, *, csrf: bool = True) -> Principal:
+    async def authenticate(
+        self, call: Call, privilege: str | None, *, csrf: bool = True, write: bool = False
+    ) -> Principal:
+        """`write`: the call changes something, so a cookie session must prove CSRF on any method
+        (write calls also answer GET, and a cross-site navigation carries a SameSite=Lax cookie)."""
         sid, from_cookie = self.session_id(call)
         if sid:
-            return await self._session(call, sid, from_cookie and csrf)
+            needs_csrf = csrf and from_cookie and (write or call.request.method not in ("GET", "HEAD"))
+            return await self._session(call, sid, needs_csrf)
         if privilege == SESSION:
             raise ApiError("session", "This call needs a user session (API keys are not accepted).")
         plain = self.api_key(call)
@@ -93,7 +98,7 @@ class Authenticator:
         if session is None:
             raise ApiError("session", INVALID_SESSION)
         # CSRF applies to cookie sessions only: a header or body session id cannot be sent by a foreign page.
-        if self.use_csrf and check_csrf and call.request.method not in ("GET", "HEAD") and session.get("csrf_token"):
+        if self.use_csrf and check_csrf and session.get("csrf_token"):
             sent = call.request.headers.get("X-CSRF-Token") or call.body_reserved.get("csrf_token") or ""
             if not hmac.compare_digest(str(sent), str(session["csrf_token"])):
                 raise ApiError("session", "Invalid session (CSRF token missing or wrong).")

@@ -12,9 +12,14 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+# Tracebacks without frame locals: locals hold request bodies, passwords and keys.
+_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _level = logging.INFO
 
@@ -45,7 +50,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     tail: list[Any] = (
         [structlog.dev.ConsoleRenderer()]
         if console
-        else [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        else [_TRACEBACKS, structlog.processors.JSONRenderer()]
     )
     structlog.configure(
         processors=[*shared, *tail],

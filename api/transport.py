@@ -96,6 +96,14 @@ def split_reserved(source: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], d
     return params, reserved
 
 
+def _bounded_int(text: str) -> int:
+    """JSON integers must fit in 64 bits: everything stored goes through msgpack."""
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise OverflowError(text)
+    return value
+
+
 async def read_body(request: web.Request, spool_dir: Path) -> tuple[dict[str, Any], dict[str, Upload]]:
     """The body as params (+ uploads). Raises ApiError for bad JSON or an unsupported type."""
     if not request.body_exists:
@@ -108,7 +116,9 @@ async def read_body(request: web.Request, spool_dir: Path) -> tuple[dict[str, An
         if not raw.strip():
             return {}, {}
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_int=_bounded_int)
+        except OverflowError:
+            raise ApiError("api", "Malformed JSON in request body: a number is out of range.") from None
         except UnicodeDecodeError:
             raise ApiError("api", "Malformed JSON in request body: not UTF-8.") from None
         except json.JSONDecodeError as exc:
@@ -133,9 +143,11 @@ async def _read_form(request: web.Request, spool_dir: Path) -> tuple[dict[str, A
     # A `json` field may carry the whole payload (xyOps accepts this for uploads and launches).
     if isinstance(fields.get("json"), str):
         try:
-            payload = json.loads(fields.pop("json"))
+            payload = json.loads(fields.pop("json"), parse_int=_bounded_int)
         except json.JSONDecodeError as exc:
             raise ApiError("api", f"Malformed JSON in form field 'json': {exc.msg}.") from None
+        except OverflowError:
+            raise ApiError("api", "Malformed JSON in form field 'json': a number is out of range.") from None
         if not isinstance(payload, dict):
             raise ApiError("api", "Form field 'json' must hold a JSON object.")
         fields.update(payload)
@@ -219,7 +231,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             query_reserved=q_reserved,
         )
         if handler.privilege is not None:
-            who = await app[AUTH].authenticate(call, handler.privilege)
+            who = await app[AUTH].authenticate(call, handler.privilege, write=handler.write)
             if handler.privilege not in (AUTH_ANY, SESSION):
                 require_privilege(who, handler.privilege)
             call.user = who

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from . import codec
 from .connection import Database
 from .search.index import Column, Indexer, IndexSpec
+from .search.query import parse, restrict
 
 Record = dict[str, Any]
 
@@ -42,6 +44,10 @@ class ActivityStore:
         raws = await self.db.client.mget([self.db.keys.activity(i) for i in ids])
         return [dict(codec.unpack(_raw(r))) for r in raws if r is not None]
 
-    async def search(self, query: str, offset: int, limit: int, sort_dir: int = -1) -> tuple[list[Record], int]:
-        found = await self.index.search(query, offset=offset, limit=limit, sort_dir=sort_dir)
+    async def search(
+        self, query: str, offset: int, limit: int, sort_dir: int = -1, *, also: Sequence[str] = ()
+    ) -> tuple[list[Record], int]:
+        """Records matching `query` and every query in `also` (each parsed on its own, then ANDed)."""
+        parsed = restrict(parse(query, ACTIVITY_INDEX), *(parse(q, ACTIVITY_INDEX) for q in also))
+        found = await self.index.search(parsed, offset=offset, limit=limit, sort_dir=sort_dir)
         return await self.get_many(found.ids), found.total

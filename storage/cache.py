@@ -69,6 +69,8 @@ class KeyedCache(Generic[T]):
             return
         self._items.pop(name, None)
         self._gens[name] = self._gens.get(name, 0) + 1
+        if len(self._gens) > 4 * self.size:  # every login/logout invalidates a name: keep this bounded
+            self.clear()
 
     async def get(self, name: str) -> T | None:
         if self.bus.healthy and name in self._items:

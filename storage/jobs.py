@@ -18,6 +18,7 @@ from .errors import Conflict
 from .fence import Fence, FencedBatch
 from .scripts import fenced
 from .search.index import Column, Indexer, IndexSpec
+from .search.query import parse, restrict
 
 Record = dict[str, Any]
 CLAIM_TTL_S = 8 * 86400  # claims outlive any catch-up window the scheduler replays
@@ -194,9 +195,12 @@ class JobStore:
         return {_raw(k).decode(): int(v) for k, v in raw.items()}
 
     async def search(
-        self, query: str, *, offset: int, limit: int, sort_by: str = "_id", sort_dir: int = -1
+        self, query: str, *, offset: int, limit: int, sort_by: str = "_id", sort_dir: int = -1,
+        also: Sequence[str] = (),
     ) -> tuple[list[Record], int]:
-        found = await self.index.search(query, offset=offset, limit=limit, sort_by=sort_by, sort_dir=sort_dir)
+        """Jobs matching `query` and every query in `also` (each parsed on its own, then ANDed)."""
+        parsed = restrict(parse(query, JOBS_INDEX), *(parse(q, JOBS_INDEX) for q in also))
+        found = await self.index.search(parsed, offset=offset, limit=limit, sort_by=sort_by, sort_dir=sort_dir)
         jobs = await self.get_many(found.ids)
         return [j for j in jobs if j is not None], found.total
 

@@ -18,7 +18,7 @@ from ..actions import validate_actions, validate_limits
 from ..call import Call
 from ..definitions import FamilySpec, Field, register_family
 from ..errors import ApiError, bad_param
-from ..principal import can_category, can_targets, require_category
+from ..principal import can_category, can_targets, require_category, require_unrestricted
 from ..registry import AUTH, HANDLERS, Reply
 from ..validate import integer, text
 from .plugins import check_params
@@ -224,6 +224,8 @@ async def get_event_history(call: Call) -> Reply:
     found = await call.stores.defs.get(EVENTS, event_id)
     if found is not None:
         events.check_access(call, found)
+    else:
+        require_unrestricted(call.who)  # a deleted event's access can no longer be checked
     query = f"action:event_create|event_update|event_delete keywords:{event_id}"
     offset = integer(call.params, "offset", 0, minimum=0)
     limit = integer(call.params, "limit", 1, minimum=0)

@@ -40,6 +40,15 @@ async def _visible_active(call: Call) -> list[dict[str, Any]]:
     return [j for j in await call.stores.jobs.active() if can_see(call.who, j)]
 
 
+def _sort_key(value: Any) -> tuple[int, float, str]:
+    """Numbers before text before anything else, so mixed values never compare unlike types."""
+    if isinstance(value, bool) or value is None:
+        return (2, 0.0, "")
+    if isinstance(value, int | float):
+        return (0, float(value), "")
+    return (1, 0.0, str(value)) if isinstance(value, str) else (2, 0.0, "")
+
+
 def _filters(call: Call) -> dict[str, Any]:
     return {k: v for k, v in call.params.items() if k not in PAGING}
 
@@ -49,7 +58,7 @@ async def get_active_jobs(call: Call) -> Reply:
     wanted = _filters(call)
     rows = [j for j in await _visible_active(call) if all(loosely_equal(j.get(k), v) for k, v in wanted.items())]
     key = text(call.params, "sort_by", required=False) or "started"
-    rows.sort(key=lambda j: (j.get(key) is None, j.get(key) or 0), reverse=integer(call.params, "sort_dir", -1) < 0)
+    rows.sort(key=lambda j: _sort_key(j.get(key)), reverse=integer(call.params, "sort_dir", -1) < 0)
     offset = integer(call.params, "offset", 0, minimum=0)
     limit = integer(call.params, "limit", 0, minimum=0)
     page = rows[offset : offset + limit] if limit else rows[offset:]
@@ -103,25 +112,21 @@ async def get_jobs(call: Call) -> Reply:
     return {"jobs": out}
 
 
-def _restrict(who: Principal, query: str) -> str:
+def restrictions(who: Principal) -> list[str]:
     """Category/group-limited users only search their own jobs (digest section 2)."""
-    terms = []
-    if who.categories and not who.is_admin:
-        terms.append(("category", sorted(who.categories)))
-    if who.groups and not who.is_admin:
-        terms.append(("groups", sorted(who.groups)))
-    if not terms:
-        return query
-    if query.startswith("("):
-        extra = " & ".join("(" + " | ".join(f'{col} = "{v}"' for v in vals) + ")" for col, vals in terms)
-        return f"({query} & {extra})"
-    base = "" if query in ("", "*") else query + " "
-    return base + " ".join(f"{col}:{'|'.join(vals)}" for col, vals in terms)
+    if who.is_admin:
+        return []
+    out = []
+    if who.categories:
+        out.append("category:" + "|".join(sorted(who.categories)))
+    if who.groups:
+        out.append("groups:" + "|".join(sorted(who.groups)))
+    return out
 
 
 @HANDLERS.add("search_jobs", write=False, privilege=AUTH)
 async def search_jobs(call: Call) -> Reply:
-    query = _restrict(call.who, (text(call.params, "query", required=False) or "*").strip())
+    query = (text(call.params, "query", required=False) or "*").strip()
     sort_by = text(call.params, "sort_by", required=False) or "_id"
     if sort_by not in SORTERS:
         raise ApiError("api", f"Parameter 'sort_by' must be one of: {', '.join(sorted(SORTERS))}")
@@ -132,6 +137,7 @@ async def search_jobs(call: Call) -> Reply:
             limit=integer(call.params, "limit", 1, minimum=0),
             sort_by=sort_by,
             sort_dir=-1 if integer(call.params, "sort_dir", -1) < 0 else 1,
+            also=restrictions(call.who),
         )
     except QueryError as exc:
         raise ApiError("api", f"Invalid search query: {exc}") from None

@@ -11,6 +11,7 @@ from typing import Any
 from cluster.launcher import LAUNCH_FIELDS, Launch, LaunchError, launch_job
 from storage.families import EVENTS, PLUGINS
 
+from ..actions import validate_actions, validate_limits
 from ..call import Call
 from ..errors import ApiError
 from ..principal import can_targets
@@ -83,6 +84,19 @@ async def _keep_locked(call: Call, event: dict[str, Any], params: dict[str, Any]
             params.pop(pid, None)
 
 
+async def _check_overrides(call: Call, overrides: dict[str, Any]) -> None:
+    """Run-time overrides get the same checks as the event's own fields."""
+    if "actions" in overrides:
+        overrides["actions"] = await validate_actions(call.stores, overrides["actions"])
+    if "limits" in overrides:
+        overrides["limits"] = validate_limits(overrides["limits"])
+    for key in ("targets", "tags"):
+        if key in overrides:
+            overrides[key] = string_list(overrides, key) or []
+    if "params" in overrides and not isinstance(overrides["params"], dict):
+        raise ApiError("api", "Parameter 'params' must be an object.")
+
+
 def _has_enabled(event: dict[str, Any], kind: str) -> bool:
     return any(t.get("type") == kind and t.get("enabled") for t in event.get("triggers") or [])
 
@@ -111,6 +125,10 @@ async def run_event(call: Call) -> Reply:
     overrides = {k: v for k, v in params.items() if k not in FIXED and k not in RUN_KEYS and k in event}
     if not call.who.is_admin:
         await _keep_locked(call, event, run_params, str(overrides.get("plugin", event.get("plugin"))))
+    await _check_overrides(call, overrides)
+    job_input = params.get("input") or {}
+    if not isinstance(job_input, dict):
+        raise ApiError("api", "Parameter 'input' must be an object.")
     if "targets" in overrides and not can_targets(call.who, string_list(overrides, "targets") or []):
         raise ApiError("access", "You do not have access to any of the overridden target groups.")
     check_param_values(run_params, list(event.get("fields") or []), "Event fields")
@@ -118,7 +136,7 @@ async def run_event(call: Call) -> Reply:
         run_params["post_data"] = dict(call.params)
     who = call.who
     launch = Launch(event=event, source="key" if who.kind == "key" else "user", username=who.username,
-                    params=run_params, input=dict(params.get("input") or {}), tags=string_list(params, "tags") or [],
+                    params=run_params, input=dict(job_input), tags=string_list(params, "tags") or [],
                     test=test, extra=overrides)  # fmt: skip
     return await _launch(call, launch)
 

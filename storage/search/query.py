@@ -360,3 +360,11 @@ class _PxQL:
         if not col.numeric:
             raise QueryError(f"operator {op} needs a number or date column; {col.name!r} is a {col.kind} column")
         return _compare(col, op, _span(raw, col, self.now))
+
+
+def restrict(query: Query, *terms: Query) -> Query:
+    """`query` AND every one of `terms`, combined as parsed trees (never by pasting text, which a
+    caller could break out of with an unbalanced parenthesis)."""
+    if not terms:
+        return query
+    return Query(And((query.root, *(t.root for t in terms))), query.text)
