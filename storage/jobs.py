@@ -205,9 +205,11 @@ class JobStore:
         return [j for j in jobs if j is not None], found.total
 
     async def delete(self, fence: Fence, job: Record) -> None:
+        """Remove a job: the fenced delete first (a deposed primary changes nothing), then its index
+        entries (a crash in between leaves an entry whose record is gone, which searches skip)."""
         k = self.db.keys
         job_id = str(job["id"])
-        await self.index.remove(job_id, index_fields(job))
         batch = FencedBatch().add("DEL", [k.job(job_id)]).add("ZREM", [k.jobs_active], job_id)
         batch.add("SREM", [k.jobs_unindexed], job_id)
         await fence.execute(batch)
+        await self.index.remove(job_id, index_fields(job))
