@@ -25,7 +25,7 @@ from structlog.contextvars import bind_contextvars
 
 from cluster.node import NodeRuntime, NotPrimary
 from storage.connection import STORE_DOWN_ERRORS
-from storage.errors import FencedError
+from storage.errors import Conflict, FencedError
 
 from .call import Call, Upload
 from .errors import ApiError, master_error
@@ -239,24 +239,33 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if isinstance(reply, web.StreamResponse):
             return reply
         return json_reply({"code": 0, **reply}, pretty=pretty, rid=rid)
-    except ApiError as exc:
-        return json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return json_reply({"code": "api", "description": f"Request body too large: {exc.text}"}, 413, rid=rid)
-    except (NotPrimary, FencedError):
-        err = await redirect(app[NODE])
-        return json_reply(err.body(), err.status, pretty=pretty, rid=rid)
-    except STORE_DOWN_ERRORS as exc:
-        log.warning("store_unavailable", api=f"{ns}/{name}", error=repr(exc))
-        body = {"code": "db", "description": "The data store is unavailable; try again shortly."}
-        return json_reply(body, 500, rid=rid)
-    except Exception:
-        log.exception("handler_failed", api=f"{ns}/{name}")
-        body = {"code": "internal", "description": f"Internal error (request {rid}); see the server log."}
-        return json_reply(body, 500, rid=rid)
+    except Exception as exc:  # every failure becomes a JSON reply; see _failure
+        return await _failure(exc, request, f"{ns}/{name}", rid, pretty)
     finally:
         for upload in files.values():
             _unlink(upload.path)
+
+
+async def _failure(exc: Exception, request: web.Request, api: str, rid: str, pretty: bool) -> web.Response:
+    """The reply for a failed call: its own error, a redirect to the primary, or a logged crash."""
+    if isinstance(exc, ApiError):
+        return json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return json_reply({"code": "api", "description": f"Request body too large: {exc.text}"}, 413, rid=rid)
+    if isinstance(exc, Conflict):
+        body = {"code": "conflict", "description": "This was changed by another request meanwhile; reload it and "
+                                                   "try again."}  # fmt: skip
+        return json_reply(body, 409, rid=rid)
+    if isinstance(exc, NotPrimary | FencedError):
+        err = await redirect(request.app[NODE])
+        return json_reply(err.body(), err.status, pretty=pretty, rid=rid)
+    if isinstance(exc, STORE_DOWN_ERRORS):
+        log.warning("store_unavailable", api=api, error=repr(exc))
+        body = {"code": "db", "description": "The data store is unavailable; try again shortly."}
+        return json_reply(body, 500, rid=rid)
+    log.error("handler_failed", api=api, exc_info=exc)
+    body = {"code": "internal", "description": f"Internal error (request {rid}); see the server log."}
+    return json_reply(body, 500, rid=rid)
 
 
 def _unlink(path: str) -> None:

@@ -26,8 +26,9 @@ SESSION_KIND = "session"
 # Create, replace or delete one user record and announce it.
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] user record, KEYS[4] users zset
 # ARGV[1] node id, ARGV[2] epoch, ARGV[3] "create" | "update" | "delete", ARGV[4] normalised name,
-# ARGV[5] msgpack record, ARGV[6] created ms, ARGV[7] channel
-# return 1; errors "EXISTS", "NOTFOUND"
+# ARGV[5] msgpack record, ARGV[6] created ms, ARGV[7] channel,
+# ARGV[8] for update: the stored record's expected `revision` ('' = any; a missing one counts as 0)
+# return 1; errors "EXISTS", "NOTFOUND", "REVISION"
 USER_WRITE = fenced("""
 local cur = redis.call('EXISTS', KEYS[3])
 if ARGV[3] == 'create' then
@@ -35,6 +36,9 @@ if ARGV[3] == 'create' then
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])
 elseif cur == 0 then
   return redis.error_reply('NOTFOUND')
+elseif ARGV[3] == 'update' and ARGV[8] ~= '' then
+  local rev = cmsgpack.unpack(redis.call('GET', KEYS[3]))['revision'] or 0
+  if tostring(rev) ~= ARGV[8] then return redis.error_reply('REVISION') end
 end
 if ARGV[3] == 'delete' then
   redis.call('DEL', KEYS[3])
@@ -76,18 +80,18 @@ class UserStore:
         """The stored user (with hash and salt). Callers must copy before changing it."""
         return await self.users.get(normalize(username))
 
-    async def _write_user(self, fence: Fence, mode: str, user: Record) -> None:
+    async def _write_user(self, fence: Fence, mode: str, user: Record, expected: str = "") -> None:
         norm = normalize(str(user["username"]))
         k = self.db.keys
         try:
             await fence.run(
                 USER_WRITE,
                 [k.user(norm), k.users],
-                [mode, norm, codec.pack(user), int(time.time() * 1000), k.invalidate_channel],
+                [mode, norm, codec.pack(user), int(time.time() * 1000), k.invalidate_channel, expected],
             )
         except ResponseError as exc:
             text = str(exc)
-            if text.startswith(("EXISTS", "NOTFOUND")):
+            if text.startswith(("EXISTS", "NOTFOUND", "REVISION")):
                 raise Conflict(text.lower(), text) from None
             raise
         self.users.invalidate(norm)
@@ -96,7 +100,10 @@ class UserStore:
         await self._write_user(fence, "create", user)
 
     async def save(self, fence: Fence, user: Record) -> None:
-        await self._write_user(fence, "update", user)
+        """Store a changed copy of a user read earlier: refused (Conflict "revision") if the user was
+        saved by somebody else in between, so a slow write (bcrypt) cannot undo an admin's change."""
+        read = int(user.get("revision") or 0)
+        await self._write_user(fence, "update", {**user, "revision": read + 1}, str(read))
 
     async def delete(self, fence: Fence, user: Record) -> None:
         norm = normalize(str(user["username"]))

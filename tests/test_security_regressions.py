@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from storage.errors import Conflict
 from tests.authkit import Site
 from tests.servers import Node, RedisServer, wait_port
 
@@ -97,3 +99,14 @@ async def test_crash_logs_carry_no_request_secrets(tmp_path: Path) -> None:
     failures = [json.loads(line) for line in log.splitlines() if '"handler_failed"' in line]
     assert failures and "exception" in failures[0]  # the traceback is logged ...
     assert secret not in log  # ... without the request's values
+
+
+async def test_a_stale_user_copy_cannot_overwrite_a_newer_save(site: Site) -> None:
+    users = site.node.stores.users
+    stale = dict(await users.get("admin") or {})
+    await users.save(site.node.fence(), {**stale, "full_name": "Changed by an admin"})
+    with pytest.raises(Conflict):
+        await users.save(site.node.fence(), {**stale, "full_name": "Slow writer"})
+    current = await users.get("admin")
+    assert current is not None and current["full_name"] == "Changed by an admin"
+    assert current["revision"] == int(stale.get("revision") or 0) + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import secrets
 import time
@@ -105,7 +106,8 @@ async def login(call: Call) -> web.StreamResponse:
             count = await users.count_failure(keys.login_failures(normalize(username)), LOCK_WINDOW_S)
             if count >= LOCK_AFTER:
                 locked = {**user, "locked": True, "modified": int(time.time())}
-                await users.save(call.node.fence(), locked)
+                with contextlib.suppress(Conflict):  # changed meanwhile: the next failure locks it
+                    await users.save(call.node.fence(), locked)
                 await log_activity(call, "user_lock", f"Account locked after {count} failed logins",
                                    user=public(locked))  # fmt: skip
         raise ApiError("login", LOGIN_FAILED)
