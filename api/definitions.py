@@ -66,6 +66,7 @@ class FamilySpec:
     # Who may see and touch an object (category/group-limited users); None = everybody.
     access: Callable[[Principal, Record], bool] | None = None
     multi: bool = False  # also declare multi_update_<singular> (unrestricted users only)
+    ordered: bool = False  # a new object without `sort_order` goes to the end of the list
     update_returns: bool = False  # update_<singular> answers the full merged object (events, plugins)
     filters: bool = False  # get_<plural> treats every param as an exact-match filter on top-level props
     # Extra reply keys for get_<singular> (e.g. an event's running jobs).
@@ -227,6 +228,8 @@ class Definitions:
         record.update(id=self._new_id(call.params), username=call.who.username, created=now, modified=now,
                       revision=1)  # fmt: skip
         self.check_access(call, record)
+        if spec.ordered and "sort_order" not in call.params:
+            record["sort_order"] = next_sort_order(await call.stores.defs.all(spec.family))
         extra = await spec.before_create(call, record, None) if spec.before_create is not None else None
         try:
             await call.stores.defs.create(call.node.fence(), spec.family, record)

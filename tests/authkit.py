@@ -85,3 +85,10 @@ async def open_site(db: Database, data_dir: Path, **settings: Any) -> AsyncItera
     finally:
         await node.stop()
         await site.client.close()
+
+
+async def ok(site: Site, api: str, body: dict[str, Any] | None, headers: dict[str, str], **kw: Any) -> dict[str, Any]:
+    """Call an API on `site` and insist on success; returns the reply."""
+    status, data = await site.call(api, body, headers=headers, **kw)
+    assert (status, data.get("code")) == (200, 0), (api, status, data)
+    return data

@@ -42,3 +42,10 @@ async def site(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
     """A real in-process primary with the first-start objects (tests/authkit.py)."""
     async for s in open_site(db, tmp_path / "data", login_ip_limit=0):
         yield s
+
+
+@pytest.fixture
+async def admin(site: Site) -> dict[str, str]:
+    """Headers of a logged-in admin session on `site`."""
+    sid, _ = await site.login()
+    return {"X-Session-ID": sid}

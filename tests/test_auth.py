@@ -11,12 +11,6 @@ from storage.connection import Database
 from tests.authkit import Site, open_site
 
 
-@pytest.fixture
-async def admin(site: Site) -> dict[str, str]:
-    sid, _ = await site.login()
-    return {"X-Session-ID": sid}
-
-
 async def test_first_start_objects(site: Site, admin: dict[str, str]) -> None:
     status, data = await site.call("admin_get_user", {"username": "admin"}, ns="user", headers=admin)
     assert status == 200

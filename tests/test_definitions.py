@@ -13,7 +13,7 @@ import pytest
 from storage import families
 from storage.definitions import Family
 from storage.ids import id_time_ms
-from tests.authkit import Site
+from tests.authkit import Site, ok
 
 Headers = dict[str, str]
 Body = dict[str, Any]
@@ -42,18 +42,6 @@ BY_PLURAL = {f.plural: f for f in FAMILIES}
 # A first-start object of each family (digest section 4).
 DEFAULT_ID = {"categories": "general", "plugins": "shellplug", "groups": "main", "tags": "important",
               "channels": "sev1"}  # fmt: skip
-
-
-@pytest.fixture
-async def admin(site: Site) -> Headers:
-    sid, _ = await site.login()
-    return {"X-Session-ID": sid}
-
-
-async def ok(site: Site, api: str, body: Body | None, headers: Headers) -> dict[str, Any]:
-    status, data = await site.call(api, body, headers=headers)
-    assert (status, data.get("code")) == (200, 0), (api, status, data)
-    return data
 
 
 async def get(site: Site, fam: Fam, obj_id: str, headers: Headers) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cluster.launcher import Launch, build_job
-from tests.authkit import Site
+from tests.authkit import Site, ok
 
 Headers = dict[str, str]
 Body = dict[str, Any]
@@ -38,18 +38,6 @@ def event_body(**changes: Any) -> Body:
                   "triggers": [MANUAL]}  # fmt: skip
     body.update(changes)
     return body
-
-
-@pytest.fixture
-async def admin(site: Site) -> Headers:
-    sid, _ = await site.login()
-    return {"X-Session-ID": sid}
-
-
-async def ok(site: Site, api: str, body: Body | None, headers: Headers) -> dict[str, Any]:
-    status, data = await site.call(api, body, headers=headers)
-    assert (status, data.get("code")) == (200, 0), (api, status, data)
-    return data
 
 
 def refused(status: int, data: dict[str, Any], code: str, http: int, *fragments: str) -> None:

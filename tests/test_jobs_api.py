@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
@@ -26,7 +25,7 @@ from cluster.launcher import Launch, build_job
 from cluster.node import NodeRuntime
 from storage.connection import Database
 from storage.stores import Stores
-from tests.authkit import Client, Site, wait_until
+from tests.authkit import Client, Site, ok, wait_until
 
 Headers = dict[str, str]
 Body = dict[str, Any]
@@ -47,18 +46,6 @@ def event_body(**changes: Any) -> Body:
                   "triggers": [MANUAL]}  # fmt: skip
     body.update(changes)
     return body
-
-
-@pytest.fixture
-async def admin(site: Site) -> Headers:
-    sid, _ = await site.login()
-    return {"X-Session-ID": sid}
-
-
-async def ok(site: Site, api: str, body: Body | None, headers: Headers, **kw: Any) -> dict[str, Any]:
-    status, data = await site.call(api, body, headers=headers, **kw)
-    assert (status, data.get("code")) == (200, 0), (api, status, data)
-    return data
 
 
 def refused(status: int, data: dict[str, Any], code: str, http: int, *fragments: str) -> None:

@@ -20,12 +20,6 @@ from tests.authkit import Site
 Json = dict[str, Any]
 
 
-@pytest.fixture
-async def admin(site: Site) -> dict[str, str]:
-    sid, _ = await site.login()
-    return {"X-Session-ID": sid}
-
-
 def distinctive() -> str:
     return "S3CR3T-" + secrets.token_hex(8)
 

@@ -22,12 +22,6 @@ from tests.authkit import Site
 Json = dict[str, Any]
 
 
-@pytest.fixture
-async def admin(site: Site) -> dict[str, str]:
-    sid, _ = await site.login()
-    return {"X-Session-ID": sid}
-
-
 # -- a local receiver ---------------------------------------------------------------------------------
 
 

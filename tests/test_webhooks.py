@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.authkit import Site
 
 Json = dict[str, Any]
-
-
-@pytest.fixture
-async def admin(site: Site) -> dict[str, str]:
-    sid, _ = await site.login()
-    return {"X-Session-ID": sid}
 
 
 # -- definitions --------------------------------------------------------------------------------------

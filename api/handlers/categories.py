@@ -8,7 +8,7 @@ from storage.families import CATEGORIES, EVENTS
 
 from ..actions import validate_actions, validate_limits
 from ..call import Call
-from ..definitions import FamilySpec, Field, next_sort_order, register_family
+from ..definitions import FamilySpec, Field, register_family
 from ..errors import ApiError, bad_param
 from ..principal import can_category
 
@@ -24,8 +24,6 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
         raise bad_param("color", "must be one of the category colours (plain, red, ... rose)")
     record["actions"] = await validate_actions(call.stores, record.get("actions"))
     record["limits"] = validate_limits(record.get("limits"))
-    if current is None and "sort_order" not in call.params:
-        record["sort_order"] = next_sort_order(await call.stores.defs.all(CATEGORIES))
 
 
 async def _not_in_use(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
@@ -45,6 +43,7 @@ CATEGORY_SPEC = FamilySpec(
     delete="delete_categories",
     access=lambda who, rec: can_category(who, str(rec.get("id"))),
     multi=True,
+    ordered=True,
     fields=(
         Field("title", "title", required=True),
         Field("enabled", "bool", default=True),

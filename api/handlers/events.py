@@ -12,7 +12,6 @@ from cluster.expressions import check as check_expression
 from cluster.launcher import CORE_FIELDS, LAUNCH_FIELDS, OVERRIDE_PREFIX
 from cluster.triggers import TriggerError, validate_triggers
 from storage.families import CATEGORIES, EVENTS, PLUGINS, TAGS
-from storage.search.query import QueryError
 
 from ..actions import validate_actions, validate_limits
 from ..call import Call
@@ -21,6 +20,7 @@ from ..errors import ApiError, bad_param
 from ..principal import can_category, can_targets, require_category, require_unrestricted
 from ..registry import AUTH, HANDLERS, Reply
 from ..validate import integer, text
+from .activity import activity_page, without_request_info
 from .plugins import check_params
 
 ALGOS = frozenset({"random", "round_robin", "prefer_first_natural", "prefer_last_natural", "prefer_first",
@@ -226,15 +226,7 @@ async def get_event_history(call: Call) -> Reply:
         events.check_access(call, found)
     else:
         require_unrestricted(call.who)  # a deleted event's access can no longer be checked
-    query = f"action:event_create|event_update|event_delete keywords:{event_id}"
-    offset = integer(call.params, "offset", 0, minimum=0)
-    limit = integer(call.params, "limit", 1, minimum=0)
-    sort_dir = -1 if integer(call.params, "sort_dir", -1) < 0 else 1
-    try:
-        rows, total = await call.stores.activity.search(query, offset, limit, sort_dir)
-    except QueryError as exc:
-        raise ApiError("api", f"Invalid search query: {exc}") from None
+    rows, total = await activity_page(call, f"action:event_create|event_update|event_delete keywords:{event_id}")
     if found is None and total == 0:
         raise ApiError("event", f"Event not found: {event_id}")
-    return {"rows": [{k: v for k, v in r.items() if k not in ("ip", "ips", "headers")} for r in rows],
-            "list": {"length": total}}  # fmt: skip
+    return {"rows": without_request_info(rows), "list": {"length": total}}

@@ -9,7 +9,7 @@ from storage.families import GROUPS
 
 from ..actions import validate_actions
 from ..call import Call
-from ..definitions import FamilySpec, Field, next_sort_order, register_family
+from ..definitions import FamilySpec, Field, register_family
 from ..errors import bad_param
 from ..principal import can_group
 
@@ -21,8 +21,6 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
     except re.error as exc:
         raise bad_param("hostname_match", f"is not a valid regular expression ({exc})") from None
     record["alert_actions"] = await validate_actions(call.stores, record.get("alert_actions"), "alert_actions")
-    if current is None and "sort_order" not in call.params:
-        record["sort_order"] = next_sort_order(await call.stores.defs.all(GROUPS))
     # Servers are re-assigned to groups by the server registry when it exists; nothing to move yet.
 
 
@@ -36,6 +34,7 @@ GROUP_SPEC = FamilySpec(
     delete="delete_groups",
     access=lambda who, rec: can_group(who, str(rec.get("id"))),
     multi=True,
+    ordered=True,
     fields=(
         Field("title", "title", required=True),
         Field("hostname_match", "text", required=True),

@@ -6,14 +6,14 @@ import time
 from typing import Any
 
 from storage.definitions import Family
-from storage.search.query import QueryError
 
 from ..call import Call
 from ..definitions import FAMILY_SPECS, shown
 from ..errors import ApiError
 from ..principal import require_unrestricted
 from ..registry import AUTH, HANDLERS, Reply
-from ..validate import boolean, integer, text
+from ..validate import boolean, text
+from .activity import activity_page, without_request_info
 
 LISTS = ("api_keys", "groups", "plugins", "categories", "events", "channels", "web_hooks", "buckets", "secrets",
          "monitors", "alerts", "tags", "roles")  # fmt: skip
@@ -76,17 +76,9 @@ async def search_revision_history(call: Call) -> Reply:
     if kind is None:
         raise ApiError("api", f"Parameter 'type' must be one of: {', '.join(REVISION_TYPES)}")
     query = (text(call.params, "query", required=False) or "*").strip()
-    offset = integer(call.params, "offset", 0, minimum=0)
-    limit = integer(call.params, "limit", 1, minimum=0)
-    sort_dir = -1 if integer(call.params, "sort_dir", -1) < 0 else 1
-    try:
-        rows, total = await call.stores.activity.search(query, offset, limit, sort_dir,
-                                                        also=[_revision_filter(kind)])  # fmt: skip
-    except QueryError as exc:
-        raise ApiError("api", f"Invalid search query: {exc}") from None
+    rows, total = await activity_page(call, query, also=[_revision_filter(kind)])
     spec = FAMILY_SPECS.get(kind_plural)
     if spec is not None and spec.access is not None and not call.who.is_admin:
         # A limited user sees the history of objects it may see now (a copy rides in each record).
         rows = [r for r in rows if isinstance(r.get(kind), dict) and spec.access(call.who, r[kind])]
-    clean = [{k: v for k, v in row.items() if k not in ("ip", "ips", "headers")} for row in rows]
-    return {"rows": clean, "list": {"length": total}}
+    return {"rows": without_request_info(rows), "list": {"length": total}}
