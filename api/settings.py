@@ -60,14 +60,6 @@ class Settings:
 
     @property
     def advertise_url(self) -> str:
-        if not 1 <= self.session_days <= 3650:
-            raise ConfigError(f"--session-days {self.session_days}: must be between 1 and 3650")
-        if not 0 <= self.scheduler_grace_s <= 86400:
-            raise ConfigError(f"--scheduler-grace {self.scheduler_grace_s}: must be between 0 and 86400 seconds")
-        if self.max_jobs_per_min < 1:
-            raise ConfigError(f"--max-jobs-per-min {self.max_jobs_per_min}: must be at least 1")
-        if self.login_ip_limit < 0:
-            raise ConfigError(f"--login-ip-limit {self.login_ip_limit}: must be 0 or more")
         if self.advertise:
             return self.advertise.rstrip("/")
         host = self.host
