@@ -9,6 +9,7 @@ from cluster.node import NodeRuntime
 from . import handlers  # noqa: F401 - importing registers every handler
 from .auth import Authenticator
 from .health import health
+from .openapi import OPENAPI, openapi_json
 from .registry import HANDLERS, TEST_HANDLERS
 from .settings import Settings
 from .transport import dispatch, not_found
@@ -25,6 +26,8 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     app[AUTH] = Authenticator(node.stores, use_csrf=settings.use_csrf)
     app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
     app.router.add_route("*", API_PATH, dispatch)
+    app[OPENAPI] = []
     app.router.add_get("/health", health)
+    app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_route("*", "/api/{rest:.*}", not_found)
     return app

@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
 from typing import Any
+
+from aiohttp import web
 
 from storage.families import API_KEYS, ROLES
 from storage.stores import Stores
@@ -28,6 +31,10 @@ INVALID_SESSION = "Session has expired or is invalid."
 def key_hash(plain: str, key_id: str) -> str:
     """How xyOps stores an API key: sha256 hex of the plain key followed by the key's id."""
     return hashlib.sha256((plain + key_id).encode()).hexdigest()
+
+
+def _csrf_method(request: web.Request, write: bool) -> bool:
+    return write or request.method not in ("GET", "HEAD")
 
 
 def _is_active(value: Any) -> bool:
@@ -71,14 +78,41 @@ class Authenticator:
         (write calls also answer GET, and a cross-site navigation carries a SameSite=Lax cookie)."""
         sid, from_cookie = self.session_id(call)
         if sid:
-            needs_csrf = csrf and from_cookie and (write or call.request.method not in ("GET", "HEAD"))
-            return await self._session(call, sid, needs_csrf)
+            needs_csrf = csrf and from_cookie and _csrf_method(call.request, write)
+            return await self._session(call.request, call.body_reserved, sid, needs_csrf)
         if privilege == SESSION:
             raise ApiError("session", "This call needs a user session (API keys are not accepted).")
         plain = self.api_key(call)
         if not plain:
             raise ApiError("session", NO_CREDENTIALS)
         return await self._key(plain)
+
+    async def from_headers(
+        self, request: web.Request, query_reserved: Mapping[str, Any], privilege: str, *, write: bool
+    ) -> Principal | None:
+        """Authenticate from what arrives before the body (cookie, headers, query), so a body is only read
+        in full for a known caller. None when the credential, or a cookie session's CSRF token, can only be
+        in the body; bad credentials in the headers are refused here, before the body is read."""
+        cookie = request.cookies.get("session_id")
+        sid, from_cookie = (cookie, True) if cookie else (request.headers.get("X-Session-ID", ""), False)
+        if sid:
+            needs_csrf = from_cookie and _csrf_method(request, write)
+            if needs_csrf and self.use_csrf and not request.headers.get("X-CSRF-Token"):
+                return None
+            return await self._session(request, {}, sid, needs_csrf)
+        if privilege == SESSION:
+            return None
+        plain = request.headers.get("X-API-Key") or query_reserved.get("api_key")
+        return await self._key(str(plain)) if plain else None
+
+    async def check_cookie_csrf(self, call: Call) -> None:
+        """A write that needs no privilege (logout) still acts on a cookie session: the token is required."""
+        sid = call.request.cookies.get("session_id")
+        if not sid or not self.use_csrf:
+            return
+        session = await self.stores.users.session(sid)
+        if session is not None:
+            self._check_csrf(call.request, call.body_reserved, session)
 
     async def principal(self, kind: str, obj_id: str, record: dict[str, Any], session_id: str = "") -> Principal:
         """Privileges merged with enabled roles; computed once per version of the record and roles."""
@@ -93,15 +127,21 @@ class Authenticator:
         self._principals[memo_key] = (record, roles, who)
         return who
 
-    async def _session(self, call: Call, sid: str, check_csrf: bool) -> Principal:
+    def _check_csrf(self, request: web.Request, body_reserved: Mapping[str, Any], session: Mapping[str, Any]) -> None:
+        if self.use_csrf and session.get("csrf_token"):
+            sent = request.headers.get("X-CSRF-Token") or body_reserved.get("csrf_token") or ""
+            if not hmac.compare_digest(str(sent), str(session["csrf_token"])):
+                raise ApiError("session", "Invalid session (CSRF token missing or wrong).")
+
+    async def _session(
+        self, request: web.Request, body_reserved: Mapping[str, Any], sid: str, check_csrf: bool
+    ) -> Principal:
         session = await self.stores.users.session(sid)
         if session is None:
             raise ApiError("session", INVALID_SESSION)
         # CSRF applies to cookie sessions only: a header or body session id cannot be sent by a foreign page.
-        if self.use_csrf and check_csrf and session.get("csrf_token"):
-            sent = call.request.headers.get("X-CSRF-Token") or call.body_reserved.get("csrf_token") or ""
-            if not hmac.compare_digest(str(sent), str(session["csrf_token"])):
-                raise ApiError("session", "Invalid session (CSRF token missing or wrong).")
+        if check_csrf:
+            self._check_csrf(request, body_reserved, session)
         user = await self.stores.users.get(str(session["username"]))
         if user is None:
             raise ApiError("session", INVALID_SESSION)

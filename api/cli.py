@@ -11,7 +11,15 @@ from pathlib import Path
 
 from storage.embedded import socket_url
 
-from .settings import DEFAULT_BIND, DEFAULT_LEASE_MS, DEFAULT_MAX_BODY, ConfigError, Settings, parse_bind
+from .settings import (
+    DEFAULT_ANON_BODY,
+    DEFAULT_BIND,
+    DEFAULT_LEASE_MS,
+    DEFAULT_MAX_BODY,
+    ConfigError,
+    Settings,
+    parse_bind,
+)
 
 # option -> environment variable; the README's config table lists the same pairs.
 ENV = {
@@ -26,6 +34,7 @@ ENV = {
     "log_level": "PODIUM_LOG_LEVEL",
     "access_log": "PODIUM_ACCESS_LOG",
     "max_body_bytes": "PODIUM_MAX_BODY_BYTES",
+    "anon_body_bytes": "PODIUM_ANON_BODY_BYTES",
     "csrf": "PODIUM_CSRF",
     "free_accounts": "PODIUM_FREE_ACCOUNTS",
     "session_days": "PODIUM_SESSION_DAYS",
@@ -52,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--access-log", choices=["on", "off"], help="log every request (default on)")
     serve.add_argument("--max-body-bytes", metavar="N", help=f"request body limit (default {DEFAULT_MAX_BODY})")
+    serve.add_argument("--anon-body-bytes", metavar="N",
+                       help=f"body limit before the caller is known (default {DEFAULT_ANON_BODY})")  # fmt: skip
     serve.add_argument("--csrf", choices=["on", "off"], help="CSRF check for cookie sessions on POST (default on)")
     serve.add_argument("--free-accounts", choices=["on", "off"], help="allow self sign-up (default off)")
     serve.add_argument("--session-days", metavar="N", help="session lifetime in days (default 365)")
@@ -73,6 +84,23 @@ def _pick(args: argparse.Namespace, env: Mapping[str, str], name: str, default: 
     return default if value is None or value == "" else str(value)
 
 
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _from_env(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    """option flag -> variable, for every option whose value came from the environment."""
+    return {_option(n): var for n, var in ENV.items() if getattr(args, n, None) is None and env.get(var)}
+
+
+def _named(exc: ConfigError, env_named: Mapping[str, str]) -> ConfigError:
+    """An error about an option given by variable names the variable (`PODIUM_LEASE_MS='abc'`)."""
+    flag, sep, rest = str(exc).partition(" ")
+    if sep and flag in env_named:
+        return ConfigError(f"{env_named[flag]}={rest}")
+    return exc
+
+
 def _int(value: str, option: str) -> int:
     try:
         return int(value)
@@ -85,6 +113,13 @@ def _flag(value: str) -> bool:
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    try:
+        return _settings(args, env)
+    except ConfigError as exc:
+        raise _named(exc, _from_env(args, env)) from None
+
+
+def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     host, port = parse_bind(_pick(args, env, "bind", DEFAULT_BIND))
     redis_url = _pick(args, env, "redis", "") or None
     return Settings(
@@ -100,6 +135,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         log_level=_pick(args, env, "log_level", "info"),
         access_log=_flag(_pick(args, env, "access_log", "on")),
         max_body_bytes=_int(_pick(args, env, "max_body_bytes", str(DEFAULT_MAX_BODY)), "--max-body-bytes"),
+        anon_body_bytes=_int(_pick(args, env, "anon_body_bytes", str(DEFAULT_ANON_BODY)), "--anon-body-bytes"),
         use_csrf=_flag(_pick(args, env, "csrf", "on")),
         free_accounts=_flag(_pick(args, env, "free_accounts", "off")),
         session_days=_int(_pick(args, env, "session_days", "365"), "--session-days"),

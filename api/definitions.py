@@ -20,6 +20,7 @@ from storage.definitions import Family
 from storage.errors import Conflict
 from storage.ids import CLIENT_ID, generate_id
 
+from . import params as P
 from .activity import log_activity
 from .call import Call
 from .errors import ApiError, bad_param
@@ -43,6 +44,26 @@ class Field:
     required: bool = False
     default: Any = None
     pattern: str | None = None
+    max_len: int | None = None  # characters (text kinds) or items (strings); None = the kind's default
+    max_bytes: int = P.OBJECT_BYTES  # encoded size (object, any)
+
+    def param(self) -> P.Param:
+        """The declared API parameter for this field (its type and bounds; the converter does the rest)."""
+        kind, name = self.kind, self.name
+        if kind in ("text", "title", "icon"):
+            default_len = {"title": P.TITLE_LEN, "icon": 64}.get(kind, P.TEXT_LEN)
+            return P.text(name, max_len=self.max_len or default_len)
+        if kind in ("bool", "flag01"):
+            return P.flag(name)
+        if kind == "int":
+            return P.integer(name, ge=0)
+        if kind == "number":
+            return P.number(name)
+        if kind == "strings":
+            return P.strings(name, max_items=self.max_len or 256)
+        if kind in ("privileges", "object"):
+            return P.obj(name, max_bytes=self.max_bytes)
+        return P.anything(name, max_bytes=self.max_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +92,18 @@ class FamilySpec:
     filters: bool = False  # get_<plural> treats every param as an exact-match filter on top-level props
     # Extra reply keys for get_<singular> (e.g. an event's running jobs).
     describe: Callable[[Call, Record], Awaitable[Reply]] | None = None
+    # Parameters the hooks read besides the fields (e.g. a secret's variables, an event's `update_state`).
+    write_args: tuple[P.Param, ...] = ()
+    delete_args: tuple[P.Param, ...] = ()
+
+    def create_args(self) -> tuple[P.Param, ...]:
+        fields = tuple(f.param().with_(required=f.required) for f in self.fields)
+        return (P.ident(required=False), *fields, *self.write_args)
+
+    def update_args(self) -> tuple[P.Param, ...]:
+        fields = tuple(f.param() for f in self.fields)
+        return (P.ident(), P.integer("revision", ge=0, doc="refuse the update unless the stored revision is this"),
+                *fields, *self.write_args)  # fmt: skip
 
     @property
     def action(self) -> str:
@@ -154,6 +187,7 @@ class Definitions:
 
     def __init__(self, spec: FamilySpec) -> None:
         self.spec = spec
+        self.item_args = P.Validator(spec.update_args())  # each item of multi_update, as update_<singular>
         # The encoded full-list reply, and the cached family list it was made from (identity-checked:
         # the store hands out a new list after every change).
         self._encoded: tuple[list[Record], bytes, bytes | None] | None = None
@@ -296,8 +330,9 @@ class Definitions:
         if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
             raise ApiError("api", "Parameter 'items' must be a non-empty array of objects.")
         planned: list[tuple[Record, Record]] = []
-        for item in items:
-            obj_id = text(item, "id")
+        for raw in items:
+            item = self.item_args(raw)
+            obj_id = item["id"]
             current = await call.stores.defs.get(spec.family, obj_id)
             if current is None:
                 raise ApiError(spec.singular, f"{self.label} not found: {obj_id}")
@@ -322,11 +357,14 @@ def register_family(spec: FamilySpec, registry: Registry = HANDLERS) -> Definiti
     """Declare get_<plural>, get_<singular>, create_, update_ and delete_<singular>."""
     defs = Definitions(spec)
     FAMILY_SPECS[spec.plural] = spec
-    registry.add(f"get_{spec.plural}", write=False, privilege=spec.read)(defs.get_all)
-    registry.add(f"get_{spec.singular}", write=False, privilege=spec.read)(defs.get_one)
-    registry.add(f"create_{spec.singular}", write=True, privilege=spec.create)(defs.create)
-    registry.add(f"update_{spec.singular}", write=True, privilege=spec.edit)(defs.update)
-    registry.add(f"delete_{spec.singular}", write=True, privilege=spec.delete)(defs.delete)
+    one = (P.ident(),)
+    registry.add(f"get_{spec.plural}", write=False, privilege=spec.read, args=())(defs.get_all)
+    registry.add(f"get_{spec.singular}", write=False, privilege=spec.read, args=one)(defs.get_one)
+    registry.add(f"create_{spec.singular}", write=True, privilege=spec.create, args=spec.create_args())(defs.create)
+    registry.add(f"update_{spec.singular}", write=True, privilege=spec.edit, args=spec.update_args())(defs.update)
+    registry.add(f"delete_{spec.singular}", write=True, privilege=spec.delete,
+                 args=(*one, *spec.delete_args))(defs.delete)  # fmt: skip
     if spec.multi:
-        registry.add(f"multi_update_{spec.singular}", write=True, privilege=spec.edit)(defs.multi_update)
+        items = (P.array("items", required=True, max_bytes=4 * P.OBJECT_BYTES, doc="objects with an `id` each"),)
+        registry.add(f"multi_update_{spec.singular}", write=True, privilege=spec.edit, args=items)(defs.multi_update)
     return defs

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .params import Param, Validator
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -38,6 +40,9 @@ class Handler:
     write: bool
     privilege: str | None
     params: Params
+    args: Validator | None  # the declared parameters, applied before the handler runs
+    csrf: bool = True  # a cookie session must send its CSRF token (write calls; see transport)
+    doc: str = ""
 
 
 class Registry:
@@ -52,15 +57,24 @@ class Registry:
         privilege: str | None,
         ns: str = "app",
         params: Params | None = None,
+        args: tuple[Param, ...] | None = None,
+        closed: bool = False,
+        csrf: bool = True,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
-        """Decorator: declare a handler. Write handlers read the body only unless told otherwise."""
+        """Decorator: declare a handler. Write handlers read the body only unless told otherwise.
+
+        `args` declares every parameter the handler reads (api/params.py); `closed` refuses undeclared keys;
+        `csrf=False` only for calls whose credential is not the cookie (login creates one, magic links carry
+        their own token)."""
 
         def register(func: HandlerFunc) -> HandlerFunc:
             key = (ns, name)
             if key in self._handlers:
                 raise ValueError(f"handler {ns}/{name} declared twice")
             style = params or (Params.WRITE if write else Params.READ)
-            self._handlers[key] = Handler(ns, name, func, write, privilege, style)
+            validator = Validator(args, closed) if args is not None else None
+            doc = (func.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            self._handlers[key] = Handler(ns, name, func, write, privilege, style, validator, csrf, doc)
             return func
 
         return register

@@ -15,6 +15,7 @@ DEFAULT_PORT = 5522
 DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_LEASE_MS = 3000
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
+DEFAULT_ANON_BODY = 64 * 1024
 
 
 class ConfigError(Exception):
@@ -49,6 +50,7 @@ class Settings:
     log_level: str = "info"
     access_log: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY
+    anon_body_bytes: int = DEFAULT_ANON_BODY  # body limit until the caller is known (credentials in headers)
     use_csrf: bool = True  # cookie sessions must echo their CSRF token on POST
     free_accounts: bool = False  # self sign-up through /api/user/create
     session_days: int = 365
@@ -69,6 +71,18 @@ class Settings:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
+    def _ranges(self) -> list[tuple[str, int, int, int | None]]:
+        """(option, value, lowest, highest or None) of every numeric option."""
+        return [
+            ("--lease-ms", self.lease_ms, 500, 600_000),
+            ("--max-body-bytes", self.max_body_bytes, 1024, None),
+            ("--anon-body-bytes", self.anon_body_bytes, 1024, None),
+            ("--session-days", self.session_days, 1, 3650),
+            ("--scheduler-grace", self.scheduler_grace_s, 0, 86400),
+            ("--max-jobs-per-min", self.max_jobs_per_min, 1, None),
+            ("--login-ip-limit", self.login_ip_limit, 0, None),
+        ]
+
     def validate(self) -> Settings:
         if self.redis_url is not None:
             try:
@@ -77,20 +91,12 @@ class Settings:
                 raise ConfigError(str(exc)) from None
         if not valid_cluster_name(self.cluster):
             raise ConfigError(f"--cluster {self.cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
-        if not 500 <= self.lease_ms <= 600_000:
-            raise ConfigError(f"--lease-ms {self.lease_ms}: must be between 500 and 600000")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"--log-format {self.log_format!r}: use json or console")
-        if self.max_body_bytes < 1024:
-            raise ConfigError(f"--max-body-bytes {self.max_body_bytes}: must be at least 1024")
-        if not 1 <= self.session_days <= 3650:
-            raise ConfigError(f"--session-days {self.session_days}: must be between 1 and 3650")
-        if not 0 <= self.scheduler_grace_s <= 86400:
-            raise ConfigError(f"--scheduler-grace {self.scheduler_grace_s}: must be between 0 and 86400 seconds")
-        if self.max_jobs_per_min < 1:
-            raise ConfigError(f"--max-jobs-per-min {self.max_jobs_per_min}: must be at least 1")
-        if self.login_ip_limit < 0:
-            raise ConfigError(f"--login-ip-limit {self.login_ip_limit}: must be 0 or more")
+        for option, value, low, high in self._ranges():
+            if value < low or (high is not None and value > high):
+                bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+                raise ConfigError(f"{option} {value}: must be {bounds}")
         if self.advertise:
             parts = urlsplit(self.advertise)
             if parts.scheme not in ("http", "https") or not parts.netloc:

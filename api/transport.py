@@ -14,11 +14,12 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import structlog
 from aiohttp import web
 from structlog.contextvars import bind_contextvars
@@ -54,21 +55,20 @@ def next_request_id() -> str:
 def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
-    if isinstance(value, set | frozenset | tuple):
+    if isinstance(value, set | frozenset):
         return list(value)
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-# Built once: json.dumps with non-default options would construct a new encoder on every reply.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), default=_json_default)
-_PRETTY = json.JSONEncoder(indent=2, default=_json_default)
+_COMPACT = orjson.OPT_NON_STR_KEYS
+_PRETTY = orjson.OPT_NON_STR_KEYS | orjson.OPT_INDENT_2
 
 
 def encode(body: dict[str, Any]) -> bytes:
     """Compact JSON bytes of a reply, for handlers that cache an encoded reply."""
-    return _COMPACT.encode(body).encode()
+    return orjson.dumps(body, default=_json_default, option=_COMPACT)
 
 
 def bytes_reply(data: bytes, status: int = 200, *, rid: str = "", gzipped: bool = False) -> web.Response:
@@ -84,8 +84,18 @@ def accepts_gzip(request: web.Request) -> bool:
 
 
 def json_reply(body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "") -> web.Response:
-    text = (_PRETTY if pretty else _COMPACT).encode(body)
-    return bytes_reply(text.encode(), status, rid=rid)
+    data = orjson.dumps(body, default=_json_default, option=_PRETTY if pretty else _COMPACT)
+    return bytes_reply(data, status, rid=rid)
+
+
+def _checked_text(key: str, value: str) -> str:
+    """Query strings and form fields may decode to lone surrogates, which nothing downstream can store."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ApiError("api", f"Parameter '{key[:64]}' is not valid UTF-8 text.") from None
+    return value
 
 
 def split_reserved(source: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -96,58 +106,109 @@ def split_reserved(source: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], d
     return params, reserved
 
 
-def _bounded_int(text: str) -> int:
-    """JSON integers must fit in 64 bits: everything stored goes through msgpack."""
-    value = int(text)
-    if not -(2**63) <= value < 2**64:
-        raise OverflowError(text)
-    return value
+def _query(request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    query = request.query
+    for key, value in query.items():
+        _checked_text(key, key)
+        _checked_text(key, value)
+    return split_reserved(query.items())
 
 
-async def read_body(request: web.Request, spool_dir: Path) -> tuple[dict[str, Any], dict[str, Upload]]:
-    """The body as params (+ uploads). Raises ApiError for bad JSON or an unsupported type."""
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int, anonymous: bool) -> None:
+        hint = (" for a request without credentials in its headers; send X-API-Key or X-Session-ID to send more"
+                if anonymous else "")  # fmt: skip
+        super().__init__("api", f"Request body too large: the limit is {limit} bytes{hint}.", status=413)
+
+
+def parse_json(raw: bytes, where: str = "request body") -> Any:
+    """orjson: refuses NaN, lone surrogates, invalid UTF-8 and nesting deeper than 1024; integers beyond
+    64 bits become floats, which the declared parameters then refuse where an integer is expected."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        path = _surrogate_path(raw) if "surrogate" in exc.msg else ""
+        if path:
+            raise ApiError("api", f"Parameter '{path}' is not valid UTF-8 text (it holds a lone surrogate).") from None
+        raise ApiError("api", f"Malformed JSON in {where}: {exc.msg} at position {exc.pos}.") from None
+
+
+def _surrogate_path(raw: bytes) -> str:
+    """Where a lone surrogate sits, to name the field (error path only; the body is already size-bounded)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            sub = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+            if (isinstance(item, str) and not _encodable(item)) or (isinstance(key, str) and not _encodable(key)):
+                return sub[:200]
+            stack.append((sub, item))
+    return ""
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def read_body(
+    request: web.Request, spool_dir: Path, limit: int, *, anonymous: bool = False
+) -> tuple[dict[str, Any], dict[str, Upload]]:
+    """The body as params (+ uploads), at most `limit` bytes. Raises ApiError for bad JSON, a body over the
+    limit (before reading it when its length is declared) or an unsupported type."""
     if not request.body_exists:
         return {}, {}
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge(limit, anonymous)
+    bounded = request.clone(client_max_size=limit) if limit != request.client_max_size else request
     ctype = request.content_type
-    if ctype in _FORM_TYPES:
-        return await _read_form(request, spool_dir)
-    if _JSON_TYPES.search(ctype):
-        raw = await request.read()
-        if not raw.strip():
-            return {}, {}
-        try:
-            data = json.loads(raw, parse_int=_bounded_int)
-        except OverflowError:
-            raise ApiError("api", "Malformed JSON in request body: a number is out of range.") from None
-        except UnicodeDecodeError:
-            raise ApiError("api", "Malformed JSON in request body: not UTF-8.") from None
-        except json.JSONDecodeError as exc:
-            raise ApiError("api", f"Malformed JSON in request body: {exc.msg} at position {exc.pos}.") from None
-        if not isinstance(data, dict):
-            raise ApiError("api", "Request body must be a JSON object.")
-        return data, {}
+    try:
+        if ctype in _FORM_TYPES:
+            return await _read_form(bounded, spool_dir)
+        if _JSON_TYPES.search(ctype):
+            raw = await bounded.read()
+            if not raw.strip():
+                return {}, {}
+            data = parse_json(raw)
+            if not isinstance(data, dict):
+                raise ApiError("api", "Request body must be a JSON object.")
+            return data, {}
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(limit, anonymous) from None
     raise ApiError(
         "api", f"Unsupported Content-Type '{ctype}': send application/json or multipart/form-data.", status=415
     )
 
 
 async def _read_form(request: web.Request, spool_dir: Path) -> tuple[dict[str, Any], dict[str, Upload]]:
-    form = await request.post()  # enforces client_max_size across the whole body
-    fields: dict[str, Any] = {}
-    uploads: dict[str, web.FileField] = {}
-    for key, value in form.items():
-        if isinstance(value, web.FileField):
-            uploads[key] = value
-        else:
-            fields[key] = value
+    try:
+        form = await request.post()  # enforces client_max_size across the whole body
+    except ValueError as exc:  # e.g. a multipart part without a name
+        raise ApiError("api", f"Malformed form body: {exc}") from None
+    uploads = {k: v for k, v in form.items() if isinstance(v, web.FileField)}
+    try:
+        return _form_params(form, uploads, spool_dir)
+    finally:
+        for field in uploads.values():  # the parser's temporary files (a bounded clone's are not closed for us)
+            field.file.close()
+
+
+def _form_params(
+    form: Mapping[str, Any], uploads: Mapping[str, web.FileField], spool_dir: Path
+) -> tuple[dict[str, Any], dict[str, Upload]]:
+    fields = {_checked_text(k, k): _checked_text(k, str(v)) for k, v in form.items() if k not in uploads}
     # A `json` field may carry the whole payload (xyOps accepts this for uploads and launches).
     if isinstance(fields.get("json"), str):
-        try:
-            payload = json.loads(fields.pop("json"), parse_int=_bounded_int)
-        except json.JSONDecodeError as exc:
-            raise ApiError("api", f"Malformed JSON in form field 'json': {exc.msg}.") from None
-        except OverflowError:
-            raise ApiError("api", "Malformed JSON in form field 'json': a number is out of range.") from None
+        payload = parse_json(fields.pop("json").encode(), "form field 'json'")
         if not isinstance(payload, dict):
             raise ApiError("api", "Form field 'json' must hold a JSON object.")
         fields.update(payload)
@@ -155,7 +216,7 @@ async def _read_form(request: web.Request, spool_dir: Path) -> tuple[dict[str, A
     files: dict[str, Upload] = {}
     try:
         for key, field in uploads.items():
-            files[key] = _spool(field, spool_dir)
+            files[_checked_text(key, key)] = _spool(field, spool_dir)
     except BaseException:
         for upload in files.values():
             _unlink(upload.path)
@@ -174,19 +235,20 @@ def _spool(field: web.FileField, spool_dir: Path) -> Upload:
     return Upload(path=path, type=field.content_type, name=field.filename, size=size)
 
 
-async def _body_if_any(request: web.Request, settings: Settings) -> tuple[dict[str, Any], dict[str, Upload]]:
-    """read_body, without building the spool path for the many requests that carry no body."""
-    if not request.body_exists:
-        return {}, {}
-    return await read_body(request, settings.data_dir / "tmp")
-
-
 def assemble(style: Params, body: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
     if style is Params.WRITE:
         return body
     if style is Params.RUN:
         return {**query, **body}
     return {**body, **query}
+
+
+async def _body(request: web.Request, settings: Settings, *, known: bool) -> tuple[dict[str, Any], dict[str, Upload]]:
+    """read_body with the limit for this caller: the full one once known, a small one before."""
+    if not request.body_exists:
+        return {}, {}
+    limit = settings.max_body_bytes if known else min(settings.anon_body_bytes, settings.max_body_bytes)
+    return await read_body(request, settings.data_dir / "tmp", limit, anonymous=not known)
 
 
 async def redirect(node: NodeRuntime) -> ApiError:
@@ -198,6 +260,9 @@ async def redirect(node: NodeRuntime) -> ApiError:
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Route, authenticate from the headers where the credential is there, then read the body (small when
+    nobody is authenticated yet), authenticate from the body otherwise, validate the declared parameters and
+    run the handler."""
     rid = next_request_id()
     bind_contextvars(request_id=rid)
     app = request.app
@@ -215,9 +280,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if handler.write and not node.is_primary:
             raise await redirect(node)
         settings = app[SETTINGS]
-        body_raw, files = await _body_if_any(request, settings)
+        auth = app[AUTH]
+        query, q_reserved = _query(request)
+        who = None
+        if handler.privilege is not None:
+            who = await auth.from_headers(request, q_reserved, handler.privilege, write=handler.write)
+        body_raw, files = await _body(request, settings, known=who is not None)
         body, reserved = split_reserved(body_raw.items())
-        query, q_reserved = split_reserved(request.query.items())
         call = Call(
             request=request,
             node=node,
@@ -231,10 +300,15 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             query_reserved=q_reserved,
         )
         if handler.privilege is not None:
-            who = await app[AUTH].authenticate(call, handler.privilege, write=handler.write)
+            if who is None:
+                who = await auth.authenticate(call, handler.privilege, write=handler.write)
             if handler.privilege not in (AUTH_ANY, SESSION):
                 require_privilege(who, handler.privilege)
             call.user = who
+        elif handler.write and handler.csrf:
+            await auth.check_cookie_csrf(call)  # no privilege needed, but a cookie session's write (logout)
+        if handler.args is not None:
+            call.params = handler.args(call.params)
         reply = await handler.func(call)
         if isinstance(reply, web.StreamResponse):
             return reply
@@ -248,10 +322,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 async def _failure(exc: Exception, request: web.Request, api: str, rid: str, pretty: bool) -> web.Response:
     """The reply for a failed call: its own error, a redirect to the primary, or a logged crash."""
+    if isinstance(exc, BodyTooLarge):
+        resp = json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
+        resp.force_close()  # the rest of the body is never read: drop the connection rather than drain it
+        return resp
     if isinstance(exc, ApiError):
         return json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return json_reply({"code": "api", "description": f"Request body too large: {exc.text}"}, 413, rid=rid)
     if isinstance(exc, Conflict):
         body = {"code": "conflict", "description": "This was changed by another request meanwhile; reload it and "
                                                    "try again."}  # fmt: skip

@@ -163,15 +163,18 @@ async def test_user_update_password_and_settings(site: Site, admin: dict[str, st
     bad = await site.call("update", {"username": "carol", "old_password": "x", "new_password": "y"}, ns="user",
                           headers=hdr)  # fmt: skip
     assert bad[1]["code"] == "login"
+    escalate = await site.call("update", {"username": "carol", "old_password": "pw-one-1",
+                                          "privileges": {"admin": True}}, ns="user", headers=hdr)  # fmt: skip
+    assert escalate[0] == 400 and "privileges" in escalate[1]["description"]
     ok = await site.call("update", {"username": "carol", "old_password": "pw-one-1", "new_password": "pw-two-2",
-                                    "full_name": "Carol C", "privileges": {"admin": True}}, ns="user",
-                         headers=hdr)  # fmt: skip
+                                    "full_name": "Carol C"}, ns="user", headers=hdr)  # fmt: skip
     assert ok[1]["user"]["full_name"] == "Carol C" and "admin" not in ok[1]["user"]["privileges"]
     assert (await site.call("get_global_state", headers={"X-Session-ID": other}))[0] == 401
     assert (await site.call("get_global_state", headers=hdr))[0] == 200
     await site.login("carol", "pw-two-2")
-    _, settings = await site.call("user_settings", {"language": "fr", "password": "x", "privileges": {"admin": 1}},
-                                  headers=hdr)  # fmt: skip
+    status, refused = await site.call("user_settings", {"language": "fr", "privileges": {"admin": 1}}, headers=hdr)
+    assert (status, refused["code"]) == (400, "api") and "privileges" in refused["description"]
+    _, settings = await site.call("user_settings", {"language": "fr"}, headers=hdr)
     assert settings["user"]["language"] == "fr" and "admin" not in settings["user"]["privileges"]
     # API keys cannot use session-only calls.
     plain, _ = await site.admin_key(admin["X-Session-ID"])

@@ -200,11 +200,14 @@ def test_missing_server_binary(tmp_path: Path) -> None:
 
 def test_env_vars_are_read(tmp_path: Path) -> None:
     env = clean_env(PODIUM_LEASE_MS="abc", PODIUM_DATA_DIR=str(tmp_path / "d"))
-    assert_config_error(run_cli("serve", env=env), "--lease-ms", "'abc'")
+    line = assert_config_error(run_cli("serve", env=env), "PODIUM_LEASE_MS='abc'")
+    assert "--lease-ms" not in line  # the error names where the value came from
+    env = clean_env(PODIUM_LEASE_MS="100", PODIUM_DATA_DIR=str(tmp_path / "d"))
+    assert_config_error(run_cli("serve", env=env), "PODIUM_LEASE_MS=100", "between 500 and 600000")
     env = clean_env(PODIUM_REDIS_URL="http://from-env", PODIUM_DATA_DIR=str(tmp_path / "d"))
     assert_config_error(run_cli("serve", env=env), "http://from-env")
     env = clean_env(PODIUM_BIND="127.0.0.1:nope", PODIUM_DATA_DIR=str(tmp_path / "d"))
-    assert_config_error(run_cli("serve", env=env), "--bind")
+    assert_config_error(run_cli("serve", env=env), "PODIUM_BIND")
 
 
 def test_option_beats_env(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ async def test_every_second_exactly_once_across_failovers(cluster: Cluster) -> N
     await asyncio.sleep(2)
 
     primary = await cluster.wait_single_primary()
-    _, found = await post(cluster, primary, "search_jobs", {"query": f"event:{event_id}", "limit": 5000,
+    _, found = await post(cluster, primary, "search_jobs", {"query": f"event:{event_id}", "limit": 1000,
                                                             "select": ["id", "now", "source"]}, admin)  # fmt: skip
     seconds = [int(job["now"]) for job in found["rows"]]
     assert found["list"]["length"] == len(seconds)

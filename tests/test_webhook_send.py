@@ -93,6 +93,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def _test(site: Site, admin: dict[str, str], **params: Any) -> Json:
+    params.setdefault("title", "Test hook")  # required, as in xyOps
     status, data = await site.call("test_web_hook", params, headers=admin)
     assert status == 200 and data["code"] == 0, data
     result: Json = data["result"]
@@ -128,7 +129,8 @@ async def test_overrides_merge_over_stored_hook(site: Site, admin: dict[str, str
               "headers": [{"name": "X-Stored", "value": "kept"}], "body": "stored body"}  # fmt: skip
     assert (await site.call("create_web_hook", stored, headers=admin))[1]["code"] == 0
     assert (await _test(site, admin, id="stored"))["code"] == 0
-    assert (await _test(site, admin, id="stored", method="patch", body="override {{hook.title}}"))["code"] == 0
+    assert (await _test(site, admin, id="stored", title="Stored", method="patch",
+                        body="override {{hook.title}}"))["code"] == 0  # fmt: skip
     assert (await _test(site, admin, id="stored", method="GET"))["code"] == 0
     first, second, third = receiver.seen
     assert (first["method"], first["body"], first["headers"]["X-Stored"]) == ("POST", "stored body", "kept")
@@ -137,7 +139,7 @@ async def test_overrides_merge_over_stored_hook(site: Site, admin: dict[str, str
     _, got = await site.call("get_web_hook", {"id": "stored"}, headers=admin)
     assert got["web_hook"]["revision"] == 1 and got["web_hook"]["method"] == "POST"
     # Overrides are validated like a stored hook; without a stored hook the params must be a whole hook.
-    status, bad = await site.call("test_web_hook", {"id": "stored", "url": "gopher://x"}, headers=admin)
+    status, bad = await site.call("test_web_hook", {"id": "stored", "title": "T", "url": "gopher://x"}, headers=admin)
     assert (status, bad["code"]) == (400, "api") and "'url'" in bad["description"]
     status, bad = await site.call("test_web_hook", {"id": "nothing", "url": receiver.base}, headers=admin)
     assert (status, bad["code"]) == (400, "api") and "title" in bad["description"]

@@ -10,44 +10,38 @@ from storage.users import normalize
 from ..activity import log_activity
 from ..call import Call
 from ..errors import ApiError
+from ..params import ID_LEN, page, text
 from ..passwords import check_password
 from ..registry import AUTH, HANDLERS, SESSION, Params, Reply
-from ..validate import integer, text
-from .users import public
-
-# user_settings may not touch these (digest 3.0).
-CRITICAL_FIELDS = frozenset(
-    {"username", "password", "salt", "active", "created", "modified", "privileges", "roles", "categories",
-     "groups", "locked", "force_password_reset", "force_password_change"}
-)  # fmt: skip
+from .users import PASSWORD_ARG, PROFILE, public
 
 
-@HANDLERS.add("get_user_activity", write=False, privilege=AUTH, params=Params.WRITE)
+@HANDLERS.add("get_user_activity", write=False, privilege=AUTH, params=Params.WRITE, args=page())
 async def get_user_activity(call: Call) -> Reply:
     """Own security log, newest first (body only, as in xyOps). API keys have none."""
-    offset = integer(call.params, "offset", 0, minimum=0)
-    limit = integer(call.params, "limit", 50, minimum=0)
     if call.who.kind != "user":
         return {"rows": [], "list": {"length": 0}}
-    rows, total = await call.stores.users.security_page(call.who.id, offset, limit)
+    rows, total = await call.stores.users.security_page(call.who.id, call.params["offset"], call.params["limit"])
     return {"rows": rows, "list": {"length": total}}
 
 
-@HANDLERS.add("user_settings", write=True, privilege=SESSION)
+# xyOps' UI sends only the profile and preference fields; anything else (privileges, roles, lockout fields,
+# the stored hash) is refused by name rather than silently stored.
+@HANDLERS.add("user_settings", write=True, privilege=SESSION, closed=True,
+              args=(text("username", max_len=ID_LEN, doc="ignored: always the caller's own account"), *PROFILE))
 async def user_settings(call: Call) -> Reply:
+    """Save the caller's own preferences (the profile fields only; see PROFILE)."""
     user = copy.deepcopy(dict(call.who.record))
-    for key, value in call.params.items():
-        if key not in CRITICAL_FIELDS:
-            user[key] = value
+    user.update({k: v for k, v in call.params.items() if k != "username"})
     user["modified"] = int(time.time())
     await call.stores.users.save(call.node.fence(), user)
     return {"user": public(user)}
 
 
-@HANDLERS.add("logout_all", write=True, privilege=SESSION)
+@HANDLERS.add("logout_all", write=True, privilege=SESSION, args=(PASSWORD_ARG,))
 async def logout_all(call: Call) -> Reply:
     """End every other session of the caller (the password confirms it is really them)."""
-    password = text(call.params, "password")
+    password = call.params["password"]
     user = call.who.record
     if not await check_password(password, str(user.get("salt", "")), str(user.get("password", ""))):
         raise ApiError("login", "Your password is incorrect.")

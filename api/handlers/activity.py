@@ -9,18 +9,17 @@ from storage.search.query import QueryError
 
 from ..call import Call
 from ..errors import ApiError
+from ..params import QUERY_LEN, integer, page, text
 from ..registry import ADMIN, HANDLERS, Reply
-from ..validate import integer, text
 
 
 async def activity_page(call: Call, query: str, also: Sequence[str] = ()) -> tuple[list[dict[str, Any]], int]:
     """One page of activity records for `query` (and every query in `also`), with the caller's
     offset/limit/sort_dir; a bad query is an `api` error."""
-    offset = integer(call.params, "offset", 0, minimum=0)
-    limit = integer(call.params, "limit", 1, minimum=0)
-    sort_dir = -1 if integer(call.params, "sort_dir", -1) < 0 else 1
+    p = call.params
+    sort_dir = -1 if p["sort_dir"] < 0 else 1
     try:
-        return await call.stores.activity.search(query, offset, limit, sort_dir, also=also)
+        return await call.stores.activity.search(query, p["offset"], p["limit"], sort_dir, also=also)
     except QueryError as exc:
         raise ApiError("api", f"Invalid search query: {exc}") from None
 
@@ -30,7 +29,13 @@ def without_request_info(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in ("ip", "ips", "headers")} for row in rows]
 
 
-@HANDLERS.add("search_activity", write=False, privilege=ADMIN)
+# What activity_page reads: the caller's paging (xyOps' default `limit` for these searches is 1).
+PAGING = (*page(limit=1), integer("sort_dir", -1, doc="-1 newest first, 1 oldest first"))
+QUERY = text("query", max_len=QUERY_LEN, doc="search query (digest syntax); empty or * = everything")
+
+
+@HANDLERS.add("search_activity", write=False, privilege=ADMIN, args=(QUERY, *PAGING))
 async def search_activity(call: Call) -> Reply:
-    rows, total = await activity_page(call, text(call.params, "query", required=False) or "*")
+    """Search the activity log (action, keywords, date)."""
+    rows, total = await activity_page(call, call.params.get("query") or "*")
     return {"rows": rows, "list": {"length": total}}

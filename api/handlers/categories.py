@@ -48,7 +48,7 @@ CATEGORY_SPEC = FamilySpec(
         Field("title", "title", required=True),
         Field("enabled", "bool", default=True),
         Field("icon", "icon", default=""),
-        Field("color", "text", default="plain"),
+        Field("color", "text", default="plain", max_len=32),
         Field("notes", "text"),
         Field("sort_order", "int"),
         Field("actions", "any", default=[]),

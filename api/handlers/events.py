@@ -17,10 +17,11 @@ from ..actions import validate_actions, validate_limits
 from ..call import Call
 from ..definitions import FamilySpec, Field, register_family
 from ..errors import ApiError, bad_param
+from ..params import flag, ident, obj
 from ..principal import can_category, can_targets, require_category, require_unrestricted
 from ..registry import AUTH, HANDLERS, Reply
-from ..validate import integer, text
-from .activity import activity_page, without_request_info
+from ..validate import integer
+from .activity import PAGING, activity_page, without_request_info
 from .plugins import check_params
 
 ALGOS = frozenset({"random", "round_robin", "prefer_first_natural", "prefer_last_natural", "prefer_first",
@@ -193,34 +194,38 @@ EVENT_SPEC = FamilySpec(
         Field("title", "title", required=True),
         Field("enabled", "any", required=True),
         Field("icon", "icon", default=""),
-        Field("type", "text"),
-        Field("category", "text", required=True),
-        Field("plugin", "text"),
+        Field("type", "text", max_len=32),
+        Field("category", "text", required=True, max_len=128),
+        Field("plugin", "text", max_len=128),
         Field("params", "any", default={}),
         Field("fields", "any", default=[]),
         Field("tags", "strings", default=[]),
         Field("targets", "strings", default=[]),
-        Field("expression", "text"),
-        Field("algo", "text", default="random"),
+        Field("expression", "text", max_len=4096),
+        Field("algo", "text", default="random", max_len=128),
         Field("notes", "text"),
         Field("actions", "any", default=[]),
         Field("limits", "any", default=[]),
         Field("triggers", "any", default=[]),
-        Field("workflow", "object"),
+        Field("workflow", "object", max_bytes=1024 * 1024),
     ),
     before_create=_check,
     before_update=_check,
     before_delete=_idle,
     after_delete=_drop_history,
+    write_args=(obj("update_state", max_bytes=1024, doc="{cursor}: move the scheduler cursor"),),
+    delete_args=(flag("delete_jobs", False, doc="also delete the event's job history"),),
 )
 
 events = register_family(EVENT_SPEC)
 
 
-@HANDLERS.add("get_event_history", write=False, privilege=AUTH)
+@HANDLERS.add("get_event_history", write=False, privilege=AUTH, args=(ident(), *PAGING))
 async def get_event_history(call: Call) -> Reply:
     """Revisions of one event: its create/update/delete activity records, newest first."""
-    event_id = text(call.params, "id", pattern=r"\w+")
+    event_id = call.params["id"]
+    if not re.fullmatch(r"\w+", event_id):
+        raise bad_param("id", "has an invalid format")
     found = await call.stores.defs.get(EVENTS, event_id)
     if found is not None:
         events.check_access(call, found)

@@ -37,7 +37,7 @@ GROUP_SPEC = FamilySpec(
     ordered=True,
     fields=(
         Field("title", "title", required=True),
-        Field("hostname_match", "text", required=True),
+        Field("hostname_match", "text", required=True, max_len=1024),
         Field("icon", "icon", default=""),
         Field("notes", "text"),
         Field("alert_actions", "any", default=[]),

@@ -11,14 +11,15 @@ from storage.search.query import QueryError
 from ..activity import log_activity
 from ..call import Call
 from ..definitions import loosely_equal
-from ..errors import ApiError
+from ..errors import ApiError, bad_param
+from ..params import MAX_PAGE, QUERY_LEN, flag, ident, integer, page, strings, text
 from ..principal import Principal, can_category, can_targets
 from ..registry import AUTH, HANDLERS, Params, Reply
-from ..validate import boolean, integer, string_list, text
 
 HEAVY = ("actions", "activity", "html", "limits", "procs", "conns", "table", "timelines", "input", "data", "files")
 PAGING = frozenset({"offset", "limit", "sort_by", "sort_dir"})
 SORTERS = frozenset({"_id", "completed", "elapsed"})
+MAX_VERBOSE = 100
 
 
 def can_see(who: Principal, job: dict[str, Any]) -> bool:
@@ -53,19 +54,24 @@ def _filters(call: Call) -> dict[str, Any]:
     return {k: v for k, v in call.params.items() if k not in PAGING}
 
 
-@HANDLERS.add("get_active_jobs", write=False, privilege=AUTH)
+SORT_DIR = integer("sort_dir", -1, doc="-1 descending, 1 ascending")
+ACTIVE_PAGING = (integer("offset", 0, ge=0, le=MAX_PAGE * 1000), integer("limit", MAX_PAGE, ge=0, le=MAX_PAGE),
+                 text("sort_by", max_len=64, default="started"), SORT_DIR)  # fmt: skip
+
+
+@HANDLERS.add("get_active_jobs", write=False, privilege=AUTH, args=ACTIVE_PAGING)
 async def get_active_jobs(call: Call) -> Reply:
+    """Active jobs; every other parameter is an exact-match filter on job properties."""
+    p = call.params
     wanted = _filters(call)
     rows = [j for j in await _visible_active(call) if all(loosely_equal(j.get(k), v) for k, v in wanted.items())]
-    key = text(call.params, "sort_by", required=False) or "started"
-    rows.sort(key=lambda j: _sort_key(j.get(key)), reverse=integer(call.params, "sort_dir", -1) < 0)
-    offset = integer(call.params, "offset", 0, minimum=0)
-    limit = integer(call.params, "limit", 0, minimum=0)
-    page = rows[offset : offset + limit] if limit else rows[offset:]
-    return {"rows": page, "list": {"length": len(rows)}}
+    key = p["sort_by"] or "started"
+    rows.sort(key=lambda j: _sort_key(j.get(key)), reverse=p["sort_dir"] < 0)
+    offset, limit = p["offset"], p["limit"] or MAX_PAGE  # 0 = as many as a page may hold
+    return {"rows": rows[offset : offset + limit], "list": {"length": len(rows)}}
 
 
-@HANDLERS.add("get_active_job_summary", write=False, privilege=AUTH)
+@HANDLERS.add("get_active_job_summary", write=False, privilege=AUTH, args=())
 async def get_active_job_summary(call: Call) -> Reply:
     wanted = _filters(call)
     events: dict[str, Any] = {}
@@ -88,21 +94,23 @@ async def _job(call: Call, job_id: str) -> dict[str, Any]:
     return job
 
 
-@HANDLERS.add("get_job", write=False, privilege=AUTH)
+@HANDLERS.add("get_job", write=False, privilege=AUTH,
+              args=(ident(), strings("remove", max_items=64, doc="job properties to leave out")))  # fmt: skip
 async def get_job(call: Call) -> Reply:
-    job_id = text(call.params, "id")
+    job_id = call.params["id"]
     job = await _job(call, job_id)
-    for prop in string_list(call.params, "remove") or []:
+    for prop in call.params.get("remove") or []:
         job.pop(prop, None)
     return {"job": job, "token": download_token(job_id, call.stores.secret_key)}
 
 
-@HANDLERS.add("get_jobs", write=False, privilege=AUTH)
+@HANDLERS.add("get_jobs", write=False, privilege=AUTH,
+              args=(strings("ids", required=True, max_items=MAX_PAGE), flag("verbose", False)))  # fmt: skip
 async def get_jobs(call: Call) -> Reply:
-    ids = string_list(call.params, "ids")
+    ids = call.params["ids"]
     if not ids:
         raise ApiError("api", "Missing parameter: ids")
-    verbose = boolean(call.params, "verbose", False)
+    verbose = call.params["verbose"]
     out: list[dict[str, Any]] = []
     for job_id, job in zip(ids, await call.stores.jobs.get_many(ids), strict=True):
         if job is None or not can_see(call.who, job):
@@ -124,35 +132,39 @@ def restrictions(who: Principal) -> list[str]:
     return out
 
 
-@HANDLERS.add("search_jobs", write=False, privilege=AUTH)
+@HANDLERS.add("search_jobs", write=False, privilege=AUTH,
+              args=(text("query", max_len=QUERY_LEN, doc="search query; empty or * = every job"), *page(limit=1),
+                    text("sort_by", choices=sorted(SORTERS), default="_id"), SORT_DIR,
+                    strings("select", max_items=64, doc="only these job properties"), flag("verbose", False)))
 async def search_jobs(call: Call) -> Reply:
-    query = (text(call.params, "query", required=False) or "*").strip()
-    sort_by = text(call.params, "sort_by", required=False) or "_id"
-    if sort_by not in SORTERS:
-        raise ApiError("api", f"Parameter 'sort_by' must be one of: {', '.join(sorted(SORTERS))}")
+    """Search completed jobs (digest search syntax or PxQL)."""
+    p = call.params
+    if p["verbose"] and p["limit"] > MAX_VERBOSE:  # whole job records can be large: keep one reply bounded
+        raise bad_param("limit", f"must be at most {MAX_VERBOSE} with verbose")
     try:
         rows, total = await call.stores.jobs.search(
-            query,
-            offset=integer(call.params, "offset", 0, minimum=0),
-            limit=integer(call.params, "limit", 1, minimum=0),
-            sort_by=sort_by,
-            sort_dir=-1 if integer(call.params, "sort_dir", -1) < 0 else 1,
+            (p.get("query") or "*").strip() or "*",
+            offset=p["offset"],
+            limit=p["limit"],
+            sort_by=p["sort_by"],
+            sort_dir=-1 if p["sort_dir"] < 0 else 1,
             also=restrictions(call.who),
         )
     except QueryError as exc:
         raise ApiError("api", f"Invalid search query: {exc}") from None
-    select = string_list(call.params, "select")
+    select = p.get("select")
     if select:
         rows = [{k: r[k] for k in select if k in r} for r in rows]
-    elif not boolean(call.params, "verbose", False):
+    elif not p["verbose"]:
         rows = [_light(r) for r in rows]
     return {"rows": rows, "list": {"length": total}}
 
 
-@HANDLERS.add("flush_event_queue", write=True, privilege="abort_jobs", params=Params.READ)  # query and body, as xyOps
+@HANDLERS.add("flush_event_queue", write=True, privilege="abort_jobs", params=Params.READ,  # query and body, as xyOps
+              args=(ident(doc="event id"),))
 async def flush_event_queue(call: Call) -> Reply:
     """Drop every queued job of an event (silently, as xyOps does); answers how many."""
-    event_id = text(call.params, "id")
+    event_id = call.params["id"]
     queued = [j for j in await call.stores.jobs.active() if j.get("event") == event_id and j.get("state") == "queued"]
     fence = call.node.fence()
     for job in queued:
@@ -166,9 +178,11 @@ async def flush_event_queue(call: Call) -> Reply:
     return {"count": len(queued)}
 
 
-@HANDLERS.add("delete_job", write=True, privilege="delete_jobs", params=Params.READ)  # query and body, as xyOps
+@HANDLERS.add("delete_job", write=True, privilege="delete_jobs", params=Params.READ,  # query and body, as xyOps
+              args=(ident(),))
 async def delete_job(call: Call) -> Reply:
-    job_id = text(call.params, "id")
+    """Delete a completed job and its search entries."""
+    job_id = call.params["id"]
     job = await _job(call, job_id)
     if job.get("state") != "complete":
         raise ApiError("job", f"Job is still active: {job_id}")

@@ -14,6 +14,7 @@ from storage.families import EVENTS, PLUGINS
 from ..actions import validate_actions, validate_limits
 from ..call import Call
 from ..errors import ApiError
+from ..params import TITLE_LEN, flag, ident, obj, strings, text
 from ..principal import can_targets
 from ..registry import HANDLERS, NONE, Params, Reply
 from ..validate import boolean, string_list
@@ -101,8 +102,19 @@ def _has_enabled(event: dict[str, Any], kind: str) -> bool:
     return any(t.get("type") == kind and t.get("enabled") for t in event.get("triggers") or [])
 
 
-@HANDLERS.add("run_event", write=True, privilege="run_jobs", params=Params.RUN)
+RUN_ARGS = (
+    ident(required=False, doc="event id (or give its title)"),
+    text("title", max_len=TITLE_LEN, doc="event title, when no id is given"),
+    obj("params", doc="plugin parameters for this run"),
+    obj("input", doc="input data for the job"),
+    strings("tags"),
+    flag("test", False, doc="test run: allowed for disabled events and events without a manual trigger"),
+)
+
+
+@HANDLERS.add("run_event", write=True, privilege="run_jobs", params=Params.RUN, args=RUN_ARGS)
 async def run_event(call: Call) -> Reply:
+    """Launch a job of an event now; other parameters override event properties for this run."""
     params = _nest_flat_params(dict(call.params))
     if params.get("id"):
         event = await events.lookup(call, str(params["id"]))
@@ -141,7 +153,8 @@ async def run_event(call: Call) -> Reply:
     return await _launch(call, launch)
 
 
-@HANDLERS.add("magic", write=True, privilege=NONE, params=Params.READ)
+@HANDLERS.add("magic", write=True, privilege=NONE, params=Params.READ, csrf=False,
+              args=(obj("input", doc="input data for the job"),))
 async def magic(call: Call) -> Reply:
     """`/api/app/magic/v1/<KEY>[/wait]`: the token in the URL is the credential."""
     parts = [p for p in call.tail.split("/") if p]  # tail is "/v1/<KEY>[/wait]"

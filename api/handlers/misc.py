@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from ..call import Call
 from ..errors import ApiError
+from ..params import integer
 from ..registry import HANDLERS, NONE, Reply
 
 # Headers that carry credentials are never echoed back (they are scrubbed after auth in xyOps too).
@@ -14,20 +15,17 @@ _SECRET_HEADERS = frozenset({"cookie", "x-api-key", "x-session-id", "x-csrf-toke
 _MAX_ECHO_SLEEP_MS = 60_000
 
 
-@HANDLERS.add("ping", write=False, privilege=NONE)
+@HANDLERS.add("ping", write=False, privilege=NONE, args=())
 async def ping(call: Call) -> Reply:
     return {}
 
 
-@HANDLERS.add("echo", write=False, privilege=NONE)
+@HANDLERS.add("echo", write=False, privilege=NONE,
+              args=(integer("sleep", ge=0, le=_MAX_ECHO_SLEEP_MS, doc="milliseconds to wait before answering"),))
 async def echo(call: Call) -> Reply:
-    sleep = call.params.get("sleep")
-    if sleep is not None:
-        try:
-            ms = int(sleep)
-        except (TypeError, ValueError):
-            raise ApiError("api", "Parameter 'sleep' must be a number of milliseconds.") from None
-        await asyncio.sleep(min(max(ms, 0), _MAX_ECHO_SLEEP_MS) / 1000)
+    """Echo the request back (method, url, query, headers without credentials, params, files)."""
+    if "sleep" in call.params:
+        await asyncio.sleep(call.params["sleep"] / 1000)
     req = call.request
     return {
         "method": req.method,
@@ -41,6 +39,6 @@ async def echo(call: Call) -> Reply:
     }
 
 
-@HANDLERS.add("error", write=False, privilege=NONE)
+@HANDLERS.add("error", write=False, privilege=NONE, args=())
 async def error(call: Call) -> Reply:
     raise ApiError("test", "This is a test error message.")

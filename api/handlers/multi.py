@@ -10,10 +10,10 @@ from storage.definitions import Family
 from ..call import Call
 from ..definitions import FAMILY_SPECS, shown
 from ..errors import ApiError
+from ..params import QUERY_LEN, flag, strings, text
 from ..principal import require_unrestricted
 from ..registry import AUTH, HANDLERS, Reply
-from ..validate import boolean, text
-from .activity import activity_page, without_request_info
+from .activity import PAGING, activity_page, without_request_info
 
 LISTS = ("api_keys", "groups", "plugins", "categories", "events", "channels", "web_hooks", "buckets", "secrets",
          "monitors", "alerts", "tags", "roles")  # fmt: skip
@@ -24,12 +24,10 @@ REVISION_TYPES = {"alerts": "alert", "categories": "category", "channels": "chan
 _ADMIN_LISTS = frozenset({"api_keys"})
 
 
-def _wanted(raw: Any) -> tuple[list[str], bool]:
+def _wanted(names: list[str]) -> tuple[list[str], bool]:
     """The list names asked for, and whether they were asked for as "all"."""
-    if raw in (None, ""):
+    if not names:
         raise ApiError("api", "Missing parameter: lists")
-    names = raw if isinstance(raw, list) else str(raw).split(",")
-    names = [str(n).strip() for n in names if str(n).strip()]
     if names == ["all"]:
         return list(LISTS), True
     for name in names:
@@ -38,12 +36,17 @@ def _wanted(raw: Any) -> tuple[list[str], bool]:
     return names, False
 
 
-@HANDLERS.add("get_multiple", write=False, privilege=AUTH)
+_FLAGS = ("jobs", "alerts", "state", "stats", "servers", "serverCache")
+
+
+@HANDLERS.add("get_multiple", write=False, privilege=AUTH,
+              args=(strings("lists", required=True, max_items=len(LISTS), doc="list names, or all"),
+                    *(flag(name, False) for name in _FLAGS)))  # fmt: skip
 async def get_multiple(call: Call) -> Reply:
     """Raw (unfiltered) lists, so category- or group-limited callers are refused outright."""
     require_unrestricted(call.who)
     reply: dict[str, Any] = {"epoch": int(time.time())}
-    names, every = _wanted(call.params.get("lists"))
+    names, every = _wanted(call.params["lists"])
     for name in names:
         if name in _ADMIN_LISTS and not call.who.is_admin:
             if every:  # "all" = every list this caller may read
@@ -52,15 +55,16 @@ async def get_multiple(call: Call) -> Reply:
         spec = FAMILY_SPECS.get(name)
         rows = await call.stores.defs.all(spec.family if spec else Family(name))
         reply[name] = [shown(spec, r) for r in rows] if spec else list(rows)
-    if boolean(call.params, "jobs", False):
+    p = call.params
+    if p["jobs"]:
         reply["activeJobs"], reply["internalJobs"] = {}, {}
-    if boolean(call.params, "alerts", False):
+    if p["alerts"]:
         reply["activeAlerts"] = {}
-    if boolean(call.params, "state", False):
+    if p["state"]:
         reply["state"] = await call.stores.state.get()
-    for flag in ("stats", "servers", "serverCache"):
-        if boolean(call.params, flag, False):
-            reply[flag] = {}
+    for name in ("stats", "servers", "serverCache"):
+        if p[name]:
+            reply[name] = {}
     return reply
 
 
@@ -68,14 +72,13 @@ def _revision_filter(kind: str) -> str:
     return "action:" + "|".join(f"{kind}_{verb}" for verb in ("create", "update", "delete", "multi_update"))
 
 
-@HANDLERS.add("search_revision_history", write=False, privilege=AUTH)
+@HANDLERS.add("search_revision_history", write=False, privilege=AUTH,
+              args=(text("type", required=True, choices=REVISION_TYPES), text("query", max_len=QUERY_LEN), *PAGING))
 async def search_revision_history(call: Call) -> Reply:
     """Every create/update/delete of one definition type, newest first (activity records)."""
-    kind_plural = text(call.params, "type")
-    kind = REVISION_TYPES.get(kind_plural)
-    if kind is None:
-        raise ApiError("api", f"Parameter 'type' must be one of: {', '.join(REVISION_TYPES)}")
-    query = (text(call.params, "query", required=False) or "*").strip()
+    kind_plural = call.params["type"]
+    kind = REVISION_TYPES[kind_plural]
+    query = (call.params.get("query") or "*").strip() or "*"
     rows, total = await activity_page(call, query, also=[_revision_filter(kind)])
     spec = FAMILY_SPECS.get(kind_plural)
     if spec is not None and spec.access is not None and not call.who.is_admin:

@@ -22,8 +22,8 @@ from ..activity import log_activity
 from ..call import Call
 from ..definitions import FamilySpec, Field, Record, register_family, shown
 from ..errors import ApiError, bad_param
+from ..params import array, ident
 from ..registry import ADMIN, HANDLERS, Reply
-from ..validate import text
 
 log = structlog.get_logger("podium.secrets")
 
@@ -101,6 +101,7 @@ SECRET_SPEC = FamilySpec(
     ),
     before_create=_before_create,
     before_update=_before_update,
+    write_args=(array("fields", max_bytes=1024 * 1024, doc="[{name, value}] variables, sealed at rest"),),
 )
 
 secrets = register_family(SECRET_SPEC)
@@ -125,9 +126,10 @@ def open_variables(call: Call, record: Record) -> list[dict[str, str]]:
     raise ApiError("secret", f"Failed to decrypt secret {secret_id}: {reason}.")
 
 
-@HANDLERS.add("decrypt_secret", write=False, privilege=ADMIN)
+@HANDLERS.add("decrypt_secret", write=False, privilege=ADMIN, args=(ident(),))
 async def decrypt_secret(call: Call) -> Reply:
-    secret_id = text(call.params, "id")
+    """The secret's variables in the clear (admin only; leaves a `secret_access` activity record)."""
+    secret_id = call.params["id"]
     record = await call.stores.defs.get(SECRETS, secret_id)
     if record is None:
         raise ApiError("secret", f"Secret not found: {secret_id}")  # xyOps answers `secret` here, not notfound

@@ -6,14 +6,15 @@ from typing import Any
 
 from ..activity import log_activity
 from ..call import Call
-from ..errors import ApiError
+from ..errors import ApiError, bad_param
+from ..params import OBJECT_BYTES, encoded_size
 from ..registry import ADMIN, AUTH, HANDLERS, Reply
 from ..validate import RESERVED_WORDS
 
 _PATH_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-@HANDLERS.add("get_global_state", write=False, privilege=AUTH)
+@HANDLERS.add("get_global_state", write=False, privilege=AUTH, args=())
 async def get_global_state(call: Call) -> Reply:
     return {"state": await call.stores.state.get()}
 
@@ -27,21 +28,27 @@ def _check_path(path: str) -> None:
             raise ApiError("api", f"State path uses a reserved word: {path}")
 
 
-@HANDLERS.add("update_global_state", write=True, privilege=ADMIN)
+@HANDLERS.add("update_global_state", write=True, privilege=ADMIN, args=())
 async def update_global_state(call: Call) -> Reply:
     """Body of "dot.path": value pairs, applied together; one `state_update` activity per key."""
     changes: dict[str, Any] = dict(call.params)
     if not changes:
         raise ApiError("api", "No state changes were given.")
-    for path in changes:
+    for path, value in changes.items():
         _check_path(path)
+        try:
+            too_big = encoded_size(value) > OBJECT_BYTES
+        except ValueError as exc:
+            raise bad_param(path, str(exc)) from None
+        if too_big:
+            raise bad_param(path, f"is larger than {OBJECT_BYTES} bytes")
     await call.stores.state.update(call.node.fence(), changes)
     for path, value in changes.items():
         await log_activity(call, "state_update", f"Global state updated: {path}", state={"path": path, "value": value})
     return {}
 
 
-@HANDLERS.add("get_servers", write=False, privilege=AUTH)
+@HANDLERS.add("get_servers", write=False, privilege=AUTH, args=())
 async def get_servers(call: Call) -> Reply:
     """`masters`: every live conductor node from the registry. `servers` (agents) come with the agent issue."""
     node = call.node

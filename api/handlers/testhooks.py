@@ -13,7 +13,7 @@ from ..errors import bad_param
 from ..registry import NONE, TEST_HANDLERS, Reply
 
 
-@TEST_HANDLERS.add("test_fenced_write", write=True, privilege=NONE)
+@TEST_HANDLERS.add("test_fenced_write", write=True, privilege=NONE, args=())
 async def test_fenced_write(call: Call) -> Reply:
     """SET probe:<name> <value> through the fence; answers the epoch it was written under."""
     name = str(call.params.get("name", ""))
@@ -25,6 +25,6 @@ async def test_fenced_write(call: Call) -> Reply:
     return {"epoch": fence.epoch, "node": fence.node_id}
 
 
-@TEST_HANDLERS.add("test_crash", write=False, privilege=NONE)
+@TEST_HANDLERS.add("test_crash", write=False, privilege=NONE, args=())
 async def test_crash(call: Call) -> Reply:
     raise RuntimeError("deliberate failure with secret-looking text: hunter2")

@@ -13,6 +13,7 @@ from aiohttp import web
 from storage.errors import Conflict
 from storage.users import normalize
 
+from .. import params as P
 from ..activity import log_activity
 from ..call import Call
 from ..errors import ApiError
@@ -21,17 +22,33 @@ from ..principal import DEFAULT_USER_PRIVILEGES, PRIVILEGES
 from ..registry import ADMIN, HANDLERS, NONE, SESSION, Reply
 from ..transport import json_reply
 from ..typedefs import AUTH
-from ..validate import boolean, integer, privilege_map, string_list, text
+from ..validate import boolean, privilege_map, string_list, text
 
 USERNAME = r"[\w\-\.]+"
+PASSWORD_LEN = 1024
 LOCK_AFTER = 5  # failed logins within LOCK_WINDOW_S lock the account until an admin unlocks it
 LOCK_WINDOW_S = 3600
 IP_WINDOW_S = 600
 LOGIN_FAILED = "Username or password is incorrect."
 BLOCKED_NAMES = frozenset({"admin", "root", "system", "administrator", "podium", "xyops", "api", "user", "users"})
-PROFILE_FIELDS = ("full_name", "email", "avatar", "language", "region", "num_format", "hour_cycle", "timezone",
-                  "color_acc", "privacy_mode", "effects", "page_info", "contrast", "motion", "volume",
-                  "searches", "icon")  # fmt: skip
+# What a user may set on their own account (user/update, user_settings): the xyOps UI's profile and
+# preference fields, each with its type and size.
+PROFILE = (
+    P.text("full_name", max_len=P.TITLE_LEN), P.text("email", max_len=P.TITLE_LEN), P.text("avatar", max_len=1024),
+    P.text("icon", max_len=64), P.text("language", max_len=32), P.text("region", max_len=32),
+    P.text("num_format", max_len=32), P.text("hour_cycle", max_len=16), P.text("timezone", max_len=64),
+    P.text("contrast", max_len=32), P.text("motion", max_len=32), P.text("sidebar", max_len=32),
+    P.integer("volume", ge=0, le=10), P.flag("color_acc"), P.flag("privacy_mode"), P.flag("effects"),
+    P.flag("page_info"), P.flag("notifications"), P.flag("milliseconds"), P.flag("wide_tables"), P.flag("sync"),
+    P.flag("admin_hide_notify_sys"), P.flag("admin_hide_notify_user"), P.flag("admin_show_invisibles"),
+    P.obj("filters", max_bytes=1024), P.array("searches", max_bytes=64 * 1024), P.obj("favorites", max_bytes=64 * 1024),
+    P.obj("hot_keys", max_bytes=16 * 1024),
+)  # fmt: skip
+PROFILE_FIELDS = tuple(p.name for p in PROFILE)
+USERNAME_ARG = P.text("username", required=True, max_len=P.ID_LEN, pattern=USERNAME)
+PASSWORD_ARG = P.text("password", required=True, max_len=PASSWORD_LEN)
+ACCESS_ARGS = (P.flag("active"), P.strings("roles"), P.strings("categories"), P.strings("groups"))
+NEW_ACCOUNT_ARGS = (USERNAME_ARG, PASSWORD_ARG, *PROFILE[:2], *ACCESS_ARGS)  # username, password, name, email
 COOKIE = "session_id"
 
 
@@ -86,7 +103,8 @@ def _set_cookie(call: Call, resp: web.StreamResponse, value: str, max_age: int) 
                     secure=call.request.secure)  # fmt: skip
 
 
-@HANDLERS.add("login", ns="user", write=True, privilege=NONE)
+@HANDLERS.add("login", ns="user", write=True, privilege=NONE, csrf=False,
+              args=(P.text("username", required=True, max_len=P.ID_LEN), PASSWORD_ARG))
 async def login(call: Call) -> web.StreamResponse:
     users = call.stores.users
     keys = call.node.db.keys
@@ -134,7 +152,7 @@ async def login(call: Call) -> web.StreamResponse:
     return resp
 
 
-@HANDLERS.add("logout", ns="user", write=True, privilege=NONE)
+@HANDLERS.add("logout", ns="user", write=True, privilege=NONE, args=())
 async def logout(call: Call) -> web.StreamResponse:
     """Ends the caller's session if there is one; answers {} either way."""
     sid, _ = call.request.app[AUTH].session_id(call)
@@ -147,7 +165,7 @@ async def logout(call: Call) -> web.StreamResponse:
     return resp
 
 
-@HANDLERS.add("resume_session", ns="user", write=False, privilege=NONE)
+@HANDLERS.add("resume_session", ns="user", write=False, privilege=NONE, args=())
 async def resume_session(call: Call) -> web.StreamResponse:
     auth = call.request.app[AUTH]
     sid, _ = auth.session_id(call)
@@ -167,7 +185,7 @@ async def resume_session(call: Call) -> web.StreamResponse:
 # -- accounts -------------------------------------------------------------------
 
 
-@HANDLERS.add("create", ns="user", write=True, privilege=NONE)
+@HANDLERS.add("create", ns="user", write=True, privilege=NONE, args=NEW_ACCOUNT_ARGS)
 async def create(call: Call) -> Reply:
     """Self sign-up, only when free accounts are enabled."""
     if not call.settings.free_accounts:
@@ -182,7 +200,9 @@ async def create(call: Call) -> Reply:
     return {}
 
 
-@HANDLERS.add("update", ns="user", write=True, privilege=SESSION)
+@HANDLERS.add("update", ns="user", write=True, privilege=SESSION, closed=True,
+              args=(P.text("username", required=True, max_len=P.ID_LEN), PASSWORD_ARG.with_(name="old_password"),
+                    PASSWORD_ARG.with_(name="new_password", required=False), *PROFILE))
 async def update(call: Call) -> Reply:
     """Own profile and password; needs the current password. Privileges and roles are ignored."""
     username = text(call.params, "username")
@@ -211,7 +231,9 @@ async def update(call: Call) -> Reply:
     return {"user": public(user)}
 
 
-@HANDLERS.add("admin_create", ns="user", write=True, privilege=ADMIN)
+@HANDLERS.add("admin_create", ns="user", write=True, privilege=ADMIN,
+              args=(*NEW_ACCOUNT_ARGS, P.obj("privileges", max_bytes=8192),
+                    P.flag("send_email")))
 async def admin_create(call: Call) -> Reply:
     privileges = privilege_map(call.params, "privileges", PRIVILEGES) or {}
     user = await _new_user(call.params, privileges)
@@ -229,7 +251,10 @@ async def _existing(call: Call) -> dict[str, Any]:
     return user
 
 
-@HANDLERS.add("admin_update", ns="user", write=True, privilege=ADMIN)
+@HANDLERS.add("admin_update", ns="user", write=True, privilege=ADMIN,
+              args=(P.text("username", required=True, max_len=P.ID_LEN), *PROFILE, *ACCESS_ARGS,
+                    P.obj("privileges", max_bytes=8192), PASSWORD_ARG.with_(name="new_password", required=False),
+                    P.flag("unlock", False)))
 async def admin_update(call: Call) -> Reply:
     user = copy.deepcopy(await _existing(call))
     username = str(user["username"])
@@ -262,7 +287,7 @@ async def admin_update(call: Call) -> Reply:
     return {"user": public(user)}
 
 
-@HANDLERS.add("admin_delete", ns="user", write=True, privilege=ADMIN)
+@HANDLERS.add("admin_delete", ns="user", write=True, privilege=ADMIN, args=(P.ident("username"),))
 async def admin_delete(call: Call) -> Reply:
     user = await _existing(call)
     username = str(user["username"])
@@ -273,14 +298,12 @@ async def admin_delete(call: Call) -> Reply:
     return {}
 
 
-@HANDLERS.add("admin_get_user", ns="user", write=False, privilege=ADMIN)
+@HANDLERS.add("admin_get_user", ns="user", write=False, privilege=ADMIN, args=(P.ident("username"),))
 async def admin_get_user(call: Call) -> Reply:
     return {"user": public(await _existing(call))}
 
 
-@HANDLERS.add("admin_get_users", ns="user", write=False, privilege=ADMIN)
+@HANDLERS.add("admin_get_users", ns="user", write=False, privilege=ADMIN, args=P.page())
 async def admin_get_users(call: Call) -> Reply:
-    offset = integer(call.params, "offset", 0, minimum=0)
-    limit = integer(call.params, "limit", 50, minimum=0)
-    rows, total = await call.stores.users.page(offset, limit)
+    rows, total = await call.stores.users.page(call.params["offset"], call.params["limit"])
     return {"rows": [public(u) for u in rows], "list": {"length": total}}

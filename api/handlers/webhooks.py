@@ -10,6 +10,7 @@ from typing import Any
 
 from storage.families import WEB_HOOKS
 
+from .. import params as P
 from .. import templates
 from ..call import Call
 from ..definitions import FamilySpec, Field, Record, clean_fields, register_family
@@ -87,9 +88,9 @@ WEB_HOOK_SPEC = FamilySpec(
         Field("title", "title", required=True),
         Field("enabled", "bool", default=True),
         Field("url", "text", required=True),
-        Field("method", "text", required=True, pattern=r"\w+"),
+        Field("method", "text", required=True, pattern=r"\w+", max_len=16),
         Field("headers", "any", default=[]),
-        Field("body", "text", default=""),
+        Field("body", "text", default="", max_len=256 * 1024),
         Field("timeout", "number", default=30),
         Field("retries", "int", default=0),
         Field("follow", "bool", default=False),
@@ -111,7 +112,13 @@ def sample_data(hook: Record) -> dict[str, Any]:
             "now": int(time.time())}  # fmt: skip
 
 
-@HANDLERS.add("test_web_hook", write=True, privilege="edit_web_hooks")
+TEST_ARGS = (
+    P.text("id", required=True, max_len=128, pattern=r"[a-z0-9_]+", doc="a stored hook, or the id of a new one"),
+    *(f.param().with_(required=f.name == "title") for f in WEB_HOOK_SPEC.fields if f.name in TEST_OVERRIDES),
+)
+
+
+@HANDLERS.add("test_web_hook", write=True, privilege="edit_web_hooks", args=TEST_ARGS)
 async def test_web_hook(call: Call) -> Reply:
     """Send the hook (stored, with overrides merged on top, or given whole) and report what came back."""
     hook_id = text(call.params, "id", pattern=r"[a-z0-9_]+")
