@@ -56,11 +56,24 @@ def effective(
     return Principal(kind, obj_id, record, frozenset(privs), frozenset(cats), frozenset(groups), session_id)
 
 
+def holds_admin(record: Mapping[str, Any], roles: Iterable[Mapping[str, Any]]) -> bool:
+    """Is a user or key record an administrator, by its own privileges or through an enabled role?"""
+    return effective("user", "", record, {str(r.get("id")): r for r in roles}).is_admin
+
+
+def privilege_title(privilege: str) -> str:
+    return PRIVILEGE_TITLES.get(privilege) or f"({privilege})"
+
+
 def require_privilege(who: Principal, privilege: str) -> None:
-    if who.is_admin:
+    """The privilege or admin; the refusal names the privilege by its title, in xyOps' words."""
+    if who.is_admin or privilege in who.privileges:
         return
-    if privilege not in who.privileges:
-        raise ApiError("access", f'You do not have the "{privilege}" privilege required for this action.')
+    title = privilege_title(privilege)
+    if who.kind == "key":
+        raise ApiError("access", f'API Key "{who.record.get("title", who.id)}" does not have the "{title}" '
+                                 f"privilege required to perform this action.")  # fmt: skip
+    raise ApiError("access", f'You do not have the "{title}" privilege required to perform this action.')
 
 
 def can_category(who: Principal, category_id: str) -> bool:
@@ -89,13 +102,56 @@ def require_unrestricted(who: Principal) -> None:
         raise ApiError("access", "This action requires an account without category or group restrictions.")
 
 
-_FAMILIES = ("alerts", "buckets", "categories", "channels", "events", "groups", "monitors", "plugins", "roles",
-             "tags", "tickets", "web_hooks")  # fmt: skip
-# The 47 privilege keys of xyOps (digest section 2).
-PRIVILEGES = frozenset(
-    ["admin"]
-    + [f"{verb}_{family}" for family in _FAMILIES for verb in ("create", "edit", "delete")]
-    + ["run_jobs", "abort_jobs", "delete_jobs", "tag_jobs", "create_snapshots", "delete_snapshots",
-       "add_servers", "update_servers", "send_emails", "bulk_export"]
-)  # fmt: skip
+# xyOps' privilege list with its titles, in its order (internal/ui.json `privilege_list`; docs/privileges.md).
+# A role, user or key may also hold ids outside it (xyOps stores any): they grant nothing here.
+PRIVILEGE_TITLES: dict[str, str] = {
+    "admin": "Administrator",
+    "create_alerts": "Create Alerts",
+    "edit_alerts": "Edit Alerts",
+    "delete_alerts": "Delete Alerts",
+    "create_buckets": "Create Buckets",
+    "edit_buckets": "Edit Buckets",
+    "delete_buckets": "Delete Buckets",
+    "create_categories": "Create Categories",
+    "edit_categories": "Edit Categories",
+    "delete_categories": "Delete Categories",
+    "create_channels": "Create Channels",
+    "edit_channels": "Edit Channels",
+    "delete_channels": "Delete Channels",
+    "create_events": "Create Events",
+    "edit_events": "Edit Events",
+    "delete_events": "Delete Events",
+    "create_groups": "Create Groups",
+    "edit_groups": "Edit Groups",
+    "delete_groups": "Delete Groups",
+    "run_jobs": "Run Jobs",
+    "abort_jobs": "Abort Jobs",
+    "delete_jobs": "Delete Jobs",
+    "tag_jobs": "Job Tags",
+    "create_monitors": "Create Monitors",
+    "edit_monitors": "Edit Monitors",
+    "delete_monitors": "Delete Monitors",
+    "create_plugins": "Create Plugins",
+    "edit_plugins": "Edit Plugins",
+    "delete_plugins": "Delete Plugins",
+    "create_roles": "Create Roles",
+    "edit_roles": "Edit Roles",
+    "delete_roles": "Delete Roles",
+    "create_tags": "Create Tags",
+    "edit_tags": "Edit Tags",
+    "delete_tags": "Delete Tags",
+    "create_tickets": "Create Tickets",
+    "edit_tickets": "Edit Tickets",
+    "delete_tickets": "Delete Tickets",
+    "create_web_hooks": "Create Web Hooks",
+    "edit_web_hooks": "Edit Web Hooks",
+    "delete_web_hooks": "Delete Web Hooks",
+    "create_snapshots": "Create Snapshots",
+    "delete_snapshots": "Delete Snapshots",
+    "add_servers": "Add Servers",
+    "update_servers": "Update Servers",
+    "send_emails": "Send Emails",
+    "bulk_export": "Bulk Export",
+}
+PRIVILEGES = frozenset(PRIVILEGE_TITLES)
 DEFAULT_USER_PRIVILEGES = ("create_events", "edit_events", "run_jobs", "tag_jobs", "create_tickets", "edit_tickets")

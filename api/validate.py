@@ -71,17 +71,24 @@ def string_list(params: Mapping[str, Any], name: str) -> list[str] | None:
     return list(value)
 
 
+MAX_PRIVILEGES = 256
+_PRIVILEGE_ID = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
 def privilege_map(params: Mapping[str, Any], name: str, known: frozenset[str]) -> dict[str, bool] | None:
-    """`{privilege: true}`; unknown keys are refused, falsy values dropped (never stored)."""
+    """`{privilege: true}`, falsy values dropped (never stored). Ids outside `known` are kept when well-formed,
+    as xyOps stores any (its own tests use `view_jobs`); they grant nothing."""
     value = params.get(name)
     if value is None:
         return None
     if not isinstance(value, dict):
         raise bad_param(name, "must be an object of privilege names")
+    if len(value) > MAX_PRIVILEGES:
+        raise bad_param(name, f"has more than {MAX_PRIVILEGES} privileges")
     out = {}
     for key, flag in value.items():
-        if key not in known:
-            raise bad_param(name, f"contains an unknown privilege '{key}'")
+        if key not in known and not _PRIVILEGE_ID.fullmatch(key):
+            raise bad_param(name, f"contains an invalid privilege id '{key[:64]}' (lower-case letters, digits, _)")
         if flag:
             out[key] = True
     return out

@@ -31,12 +31,21 @@ UNIVERSAL_ACTIONS: tuple[Record, ...] = (
 )
 # What a plugin decides at launch time; never taken from an event or a run.
 LAUNCH_FIELDS = ("command", "script", "uid", "gid", "cwd", "env", "kill", "runner")
-# Job properties an `_xy_override_<prop>` param may never replace.
+# Job properties an `_xy_override_<prop>` param may never replace: xyOps' reserved ones (isReservedJobOverrideKey)
+# and those the job state machine owns.
 CORE_FIELDS = frozenset(
     {"id", "event", "type", "category", "plugin", "targets", "source", "username", "state", "started", "completed",
-     "code", "server", "groups", "api_key", "test", *LAUNCH_FIELDS}
+     "code", "server", "groups", "api_key", "test", "params", "enabled", "fields", "actions", "limits", "triggers",
+     "workflow", *LAUNCH_FIELDS}
 )  # fmt: skip
 OVERRIDE_PREFIX = "_xy_override_"
+
+
+def reserved_override(key: str) -> bool:
+    """Is `key` an `_xy_override_<prop>` param naming a property it may not replace?"""
+    return key.startswith(OVERRIDE_PREFIX) and key[len(OVERRIDE_PREFIX) :] in CORE_FIELDS
+
+
 _TEMPLATE = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
 
 
@@ -128,7 +137,7 @@ async def build_job(stores: Stores, launch: Launch) -> Record:
     job["params"] = {k: expand(v, context) for k, v in job["params"].items()}
     for key, value in job["params"].items():  # `_xy_override_<prop>` params set job props (not core ones)
         prop = key[len(OVERRIDE_PREFIX) :]
-        if key.startswith(OVERRIDE_PREFIX) and prop and prop not in CORE_FIELDS:
+        if key.startswith(OVERRIDE_PREFIX) and prop and not reserved_override(key):
             job[prop] = copy.deepcopy(value)
     return job
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -61,15 +62,17 @@ async def test_credentials_in_every_place(site: Site, admin: dict[str, str]) -> 
 async def test_api_key_lifecycle(site: Site, admin: dict[str, str]) -> None:
     plain, key = await site.admin_key(admin["X-Session-ID"], privileges={"create_roles": True})
     assert len(plain) == 43 and key["mask"] == plain[:4] + "********" + plain[-4:]
-    assert "key" not in key
+    assert key["key"] == hashlib.sha256((plain + key["id"]).encode()).hexdigest()  # the stored hash, as in xyOps
     _, listed = await site.call("get_api_keys", headers=admin)
     assert listed["rows"][0]["id"] == key["id"]  # newest first
-    assert all("key" not in k for k in listed["rows"])
-    assert plain not in str(listed)
-    ok = await site.call("create_role", {"title": "Ops"}, headers={"X-API-Key": plain})
-    assert ok[0] == 200, ok
-    denied = await site.call("delete_role", {"id": ok[1]["role"]["id"]}, headers={"X-API-Key": plain})
-    assert denied[0] == 403 and '"delete_roles"' in denied[1]["description"]
+    assert listed["rows"][0]["key"] == key["key"]
+    assert (await site.call("get_api_key", {"id": key["id"]}, headers=admin))[1]["api_key"]["key"] == key["key"]
+    assert plain not in str(listed)  # the plain key is never shown again
+    role = await site.call("create_role", {"title": "Ops"}, headers={"X-API-Key": plain})
+    assert role[0] == 200, role
+    denied = await site.call("delete_role", {"id": role[1]["role"]["id"]}, headers={"X-API-Key": plain})
+    description = 'API Key "test key" does not have the "Delete Roles" privilege required to perform this action.'
+    assert denied[0] == 403 and denied[1]["description"] == description
     assert (await site.call("update_api_key", {"id": key["id"], "active": 0}, headers=admin))[0] == 200
     status, data = await site.call("get_global_state", headers={"X-API-Key": plain})
     assert (status, data["description"]) == (401, "Invalid API Key")

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from api.principal import privilege_title
 from api.registry import AUTH, HANDLERS, SESSION, Handler
 from api.settings import Settings
 from cluster.node import NodeRuntime
@@ -91,7 +92,7 @@ async def _expect_refusals(client: Client, h: Handler, keys: Keys, *, satellite:
         expected = None  # any valid caller passes auth; what happens next is the handler's business
     else:
         expected = (403, "access")
-        if f'"{h.privilege}"' not in str(body.get("description")):
+        if f'"{privilege_title(str(h.privilege))}" privilege' not in str(body.get("description")):
             problems.append(f"{where} {h.name}: refusal does not name the privilege: {body.get('description')}")
     if expected is not None and (status, body.get("code")) != expected:
         problems.append(f"{where} {h.ns}/{h.name} with an unprivileged key: {status} {body.get('code')}")

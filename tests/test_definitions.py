@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from api.principal import privilege_title
 from storage import families
 from storage.definitions import Family
 from storage.ids import id_time_ms
@@ -353,18 +354,18 @@ async def test_privileges_are_required_per_verb(site: Site, admin: Headers) -> N
         ):
             status, data = await site.call(f"{verb}_{fam.singular}", body, headers=nobody)
             privilege = f"{'edit' if verb == 'update' else verb}_{fam.plural}"
-            refused(status, data, "access", 403, f'"{privilege}"')
+            refused(status, data, "access", 403, f'"{privilege_title(privilege)}" privilege')
         # create_X alone allows creating but not editing or deleting.
         made = (await ok(site, f"create_{fam.singular}", fam.body, creator))[fam.singular]
         assert made["username"] == "creator"
         status, data = await site.call(f"update_{fam.singular}", {"id": made["id"], "title": "x"}, headers=creator)
-        refused(status, data, "access", 403, f'"edit_{fam.plural}"')
+        refused(status, data, "access", 403, f'"{privilege_title(f"edit_{fam.plural}")}"')
         status, data = await site.call(f"delete_{fam.singular}", {"id": made["id"]}, headers=creator)
-        refused(status, data, "access", 403, f'"delete_{fam.plural}"')
+        refused(status, data, "access", 403, f'"{privilege_title(f"delete_{fam.plural}")}"')
         assert await get(site, fam, target, admin) == stored
     for name in ("multi_update_category", "multi_update_group"):
         status, data = await site.call(name, {"items": [{"id": "general", "sort_order": 9}]}, headers=nobody)
-        refused(status, data, "access", 403, "edit_")
+        refused(status, data, "access", 403, '"Edit ')
 
 
 async def test_privilege_through_a_role_and_api_key(site: Site, admin: Headers) -> None:
@@ -374,7 +375,7 @@ async def test_privilege_through_a_role_and_api_key(site: Site, admin: Headers) 
     tag = (await ok(site, "create_tag", {"title": "By key"}, key))["tag"]
     assert tag["username"] != "admin" and tag["username"].startswith("k")  # API keys sign with their id
     status, data = await site.call("create_category", {"title": "No"}, headers=key)
-    refused(status, data, "access", 403, '"create_categories"')
+    refused(status, data, "access", 403, '"Create Categories"')
 
 
 async def test_category_limited_user(site: Site, admin: Headers) -> None:
@@ -594,7 +595,7 @@ async def test_get_multiple(site: Site, admin: Headers) -> None:
     assert set(every) == {"code", "epoch", "state"} | lists
     assert every["state"]["scheduler"]["enabled"] is True
     assert [k["id"] for k in every["api_keys"]] == [key["id"]]
-    assert all("key" not in k for k in every["api_keys"]) and plain not in str(every)
+    assert all(len(k["key"]) == 64 for k in every["api_keys"]) and plain not in str(every)
     (secret,) = every["secrets"]
     assert secret["id"] == "db_pass" and secret["names"] == ["DB_PASSWORD"]
     assert "encrypted" not in secret and "fields" not in secret and "hunter2-secret" not in str(every)

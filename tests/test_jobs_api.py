@@ -119,7 +119,7 @@ async def test_run_event_by_id_and_by_title(site: Site, admin: Headers) -> None:
     # Running needs run_jobs.
     reader = await make_user(site, admin, "reader")
     status, data = await site.call("run_event", {"id": event["id"]}, headers=reader)
-    refused(status, data, "access", 403, '"run_jobs"')
+    refused(status, data, "access", 403, '"Run Jobs"')
 
 
 async def test_run_refused_without_manual_trigger_or_when_disabled(site: Site, admin: Headers) -> None:
@@ -377,7 +377,7 @@ async def test_queue_active_jobs_summary_and_flush(site: Site, admin: Headers) -
     # Flushing needs abort_jobs; it drops the event's queued jobs and nothing else.
     runner = await make_user(site, admin, "runner", privileges={"run_jobs": True})
     status, data = await site.call("flush_event_queue", {"id": event["id"]}, headers=runner)
-    refused(status, data, "access", 403, '"abort_jobs"')
+    refused(status, data, "access", 403, '"Abort Jobs"')
     assert await ok(site, "flush_event_queue", {"id": event["id"]}, admin) == {"code": 0, "count": 2}
     assert await active(event=event["id"]) == ([], 0)
     assert await active() == ([other_id], 1)
@@ -459,7 +459,7 @@ async def test_delete_job(site: Site, admin: Headers) -> None:
 
     nobody = await make_user(site, admin, "nobody", privileges={"run_jobs": True})
     status, data = await site.call("delete_job", {"id": drop}, headers=nobody)
-    refused(status, data, "access", 403, '"delete_jobs"')
+    refused(status, data, "access", 403, '"Delete Jobs"')
     assert await ok(site, "delete_job", {"id": drop}, admin) == {"code": 0}
     status, data = await site.call("get_job", {"id": drop}, headers=admin)
     refused(status, data, "notfound", 404, drop)

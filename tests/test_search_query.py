@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from storage.search.query import And, Everything, Not, Or, QueryError, Range, Term, parse
+from storage.search.query import MAX_DEPTH, MAX_QUERY_CHARS, And, Everything, Not, Or, QueryError, Range, Term, parse
 from storage.search.spec import Column, IndexSpec, order_from_id
 
 SPEC = IndexSpec(
@@ -274,6 +274,22 @@ def test_pxql_groups_side_by_side() -> None:
 def test_errors_name_the_problem(text: str, message: str) -> None:
     with pytest.raises(QueryError, match=re.escape(message)):
         parse(text, SPEC, now=NOW)
+
+
+def test_nesting_and_length_are_bounded() -> None:
+    deep = "(" * (MAX_DEPTH + 1) + 'event = "a"' + ")" * (MAX_DEPTH + 1)
+    with pytest.raises(QueryError, match="query is nested too deeply"):
+        parse(deep, SPEC, now=NOW)
+    with pytest.raises(QueryError, match="query is nested too deeply"):  # was a RecursionError
+        parse("(" * 2000 + "a" + ")" * 2000, SPEC, now=NOW)
+    with pytest.raises(QueryError, match="query is too long"):  # the fuzzer's query
+        parse("(" * 3000 + "a" + ")" * 3000, SPEC, now=NOW)
+    at_limit = "(" * MAX_DEPTH + 'event = "a"' + ")" * MAX_DEPTH
+    assert q(at_limit) == Term("event", ("a",))
+    with pytest.raises(QueryError, match=f"query is too long \\(at most {MAX_QUERY_CHARS} characters\\)"):
+        parse("a " * MAX_QUERY_CHARS, SPEC, now=NOW)
+    longest = "x" * (MAX_QUERY_CHARS - len("event:"))
+    assert q("event:" + longest) == Term("event", (longest,))
 
 
 def test_bare_word_without_a_default_column() -> None:

@@ -37,10 +37,19 @@ async def test_search_restrictions_cannot_be_escaped(site: Site) -> None:
         status, _ = await site.call("run_event", {"id": created["event"]["id"]}, headers=admin)
         assert status == 200
     bob = await make_user(site, admin, "bob", categories=["general"])
-    for query in ['(category = "secret")) | (code = "abort"', "*", "category:secret", '(category = "secret")']:
+    _, everything = await site.call("search_jobs", {"query": "*", "limit": 50}, headers=admin)
+    assert sorted(j["category"] for j in everything["rows"]) == ["general", "secret"]  # both jobs exist
+    # The job bob may see is found; the other never is, however the query is written.
+    for query in ["*", "category:general", '(category = "general")', "category:general|secret"]:
         status, found = await site.call("search_jobs", {"query": query, "limit": 50}, headers=bob)
-        if status == 200:
-            assert {j["category"] for j in found["rows"]} <= {"general"}, query
+        assert status == 200, (query, found)
+        assert [j["category"] for j in found["rows"]] == ["general"] and found["list"]["length"] == 1, query
+    for query in ["category:secret", '(category = "secret")']:
+        status, found = await site.call("search_jobs", {"query": query, "limit": 50}, headers=bob)
+        assert (status, found["rows"], found["list"]["length"]) == (200, [], 0), query
+    status, found = await site.call("search_jobs", {"query": '(category = "secret")) | (code = "abort"', "limit": 50},
+                                    headers=bob)  # fmt: skip
+    assert status == 400 or {j["category"] for j in found["rows"]} <= {"general"}
     escape = '(action = "x")) | ((action = "user_create")'
     status, found = await site.call("search_revision_history", {"type": "events", "query": escape, "limit": 50},
                                     headers=bob)  # fmt: skip
@@ -64,11 +73,25 @@ async def test_write_calls_over_get_need_the_csrf_token_with_a_cookie(site: Site
 async def test_roles_cannot_grant_more_than_the_editor_holds(site: Site) -> None:
     sid, _ = await site.login()
     admin = {"X-Session-ID": sid}
-    await site.call("create_role", {"id": "ops", "title": "Ops", "privileges": {"edit_roles": True}}, headers=admin)
+    held = {"create_roles": True, "edit_roles": True}
+    await site.call("create_role", {"id": "ops", "title": "Ops", "privileges": held}, headers=admin)
+    _, role = await site.call("get_role", {"id": "ops"}, headers=admin)
+    assert role["code"] == 0 and role["role"]["privileges"] == held  # the role exists as made
     carol = await make_user(site, admin, "carol", roles=["ops"])
-    status, data = await site.call("update_role", {"id": "ops", "privileges": {"edit_roles": True, "admin": True}},
+    beyond = "You cannot grant privileges you do not hold: admin"
+    status, data = await site.call("update_role", {"id": "ops", "privileges": {**held, "admin": True}},
                                    headers=carol)  # fmt: skip
-    assert (status, data["code"]) == (403, "access")
+    assert (status, data["code"], data["description"]) == (403, "access", beyond)
+    status, data = await site.call("create_role", {"id": "boss", "title": "Boss", "privileges": {"admin": True}},
+                                   headers=carol)  # fmt: skip
+    assert (status, data["code"], data["description"]) == (403, "access", beyond)
+    # What carol holds she may grant: the edit is made, and reads back with nothing more.
+    status, data = await site.call("update_role", {"id": "ops", "title": "Ops 2", "privileges": held},
+                                   headers=carol)  # fmt: skip
+    assert (status, data["code"]) == (200, 0), data
+    _, role = await site.call("get_role", {"id": "ops"}, headers=admin)
+    assert (role["role"]["title"], role["role"]["privileges"]) == ("Ops 2", held)
+    assert (await site.call("get_role", {"id": "boss"}, headers=admin))[0] == 404
     status, _ = await site.call("admin_get_users", ns="user", headers=carol)
     assert status == 403
 

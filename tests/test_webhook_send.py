@@ -93,7 +93,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def _test(site: Site, admin: dict[str, str], **params: Any) -> Json:
-    params.setdefault("title", "Test hook")  # required, as in xyOps
     status, data = await site.call("test_web_hook", params, headers=admin)
     assert status == 200 and data["code"] == 0, data
     result: Json = data["result"]
@@ -128,10 +127,10 @@ async def test_overrides_merge_over_stored_hook(site: Site, admin: dict[str, str
     stored = {"id": "stored", "title": "Stored", "method": "POST", "url": receiver.base + "/echo",
               "headers": [{"name": "X-Stored", "value": "kept"}], "body": "stored body"}  # fmt: skip
     assert (await site.call("create_web_hook", stored, headers=admin))[1]["code"] == 0
-    assert (await _test(site, admin, id="stored"))["code"] == 0
+    assert (await _test(site, admin, id="stored", title="Stored"))["code"] == 0
     assert (await _test(site, admin, id="stored", title="Stored", method="patch",
                         body="override {{hook.title}}"))["code"] == 0  # fmt: skip
-    assert (await _test(site, admin, id="stored", method="GET"))["code"] == 0
+    assert (await _test(site, admin, id="stored", title="Stored", method="GET"))["code"] == 0
     first, second, third = receiver.seen
     assert (first["method"], first["body"], first["headers"]["X-Stored"]) == ("POST", "stored body", "kept")
     assert (second["method"], second["body"], second["headers"]["X-Stored"]) == ("PATCH", "override Stored", "kept")
@@ -139,12 +138,28 @@ async def test_overrides_merge_over_stored_hook(site: Site, admin: dict[str, str
     _, got = await site.call("get_web_hook", {"id": "stored"}, headers=admin)
     assert got["web_hook"]["revision"] == 1 and got["web_hook"]["method"] == "POST"
     # Overrides are validated like a stored hook; without a stored hook the params must be a whole hook.
-    status, bad = await site.call("test_web_hook", {"id": "stored", "title": "T", "url": "gopher://x"}, headers=admin)
+    status, bad = await site.call("test_web_hook", {"id": "stored", "title": "S", "url": "gopher://x"}, headers=admin)
     assert (status, bad["code"]) == (400, "api") and "'url'" in bad["description"]
     status, bad = await site.call("test_web_hook", {"id": "nothing", "url": receiver.base}, headers=admin)
     assert (status, bad["code"]) == (400, "api") and "title" in bad["description"]
     status, bad = await site.call("test_web_hook", {"title": "x"}, headers=admin)
     assert (status, bad["code"]) == (400, "api") and "id" in bad["description"]
+
+
+async def test_title_is_required_and_details_carry_the_response_body(site: Site, admin: dict[str, str],
+                                                                     receiver: Receiver) -> None:  # fmt: skip
+    stored = {"id": "titled", "title": "Titled", "method": "POST", "url": receiver.base + "/echo", "body": "12345"}
+    assert (await site.call("create_web_hook", stored, headers=admin))[1]["code"] == 0
+    for params in ({"id": "titled"}, {"id": "titled", "title": " "}, {**stored, "id": "adhoc", "title": ""}):
+        status, bad = await site.call("test_web_hook", params, headers=admin)
+        assert (status, bad["code"], bad["description"]) == (400, "api", "Missing parameter: title"), params
+    assert receiver.seen == []  # nothing was sent
+    result = await _test(site, admin, id="titled", title="Titled")
+    assert result["body"] == '{"received": 5}'
+    assert '**Response body:**\n\n```\n{"received": 5}\n```' in result["details"]
+    failed = await _test(site, admin, id="flaky", title="Flaky", method="GET", url=receiver.base + "/flaky/body")
+    assert failed["code"] == "webhook" and failed["status"] == 500
+    assert "**Response:** HTTP 500" in failed["details"] and "try again" in failed["details"]
 
 
 async def test_redirects(site: Site, admin: dict[str, str], receiver: Receiver) -> None:

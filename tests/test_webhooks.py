@@ -105,13 +105,13 @@ async def test_privileges(site: Site, admin: dict[str, str]) -> None:
     sid, _ = await site.login("wendy", "pw-wendy")
     wendy = {"X-Session-ID": sid}
     status, data = await site.call("create_web_hook", GOOD, headers=wendy)
-    assert (status, data["code"]) == (403, "access") and '"create_web_hooks"' in data["description"]
+    assert (status, data["code"]) == (403, "access") and '"Create Web Hooks"' in data["description"]
     _, made = await site.call("create_web_hook", {**GOOD, "id": "adminhook"}, headers=admin)
     assert made["code"] == 0
     assert (await site.call("get_web_hooks", headers=wendy))[0] == 200  # reading needs no privilege
     assert (await site.call("get_web_hook", {"id": "adminhook"}, headers=wendy))[0] == 200
-    for name, priv in [("update_web_hook", "edit_web_hooks"), ("test_web_hook", "edit_web_hooks"),
-                       ("delete_web_hook", "delete_web_hooks")]:  # fmt: skip
+    for name, priv in [("update_web_hook", "Edit Web Hooks"), ("test_web_hook", "Edit Web Hooks"),
+                       ("delete_web_hook", "Delete Web Hooks")]:  # fmt: skip
         status, data = await site.call(name, {"id": "adminhook"}, headers=wendy)
         assert (status, data["code"]) == (403, "access") and f'"{priv}"' in data["description"], (name, data)
     await site.call("admin_update", {"username": "wendy", "privileges": {"create_web_hooks": True}}, ns="user",

@@ -1,4 +1,5 @@
-"""API keys (digest 3.13, admin only). Only sha256(plain + id) is stored; the plain key is shown once."""
+"""API keys (digest 3.13, admin only). Only sha256(plain + id) is stored, and shown in `key` as xyOps does;
+the plain key is shown once, in the create reply."""
 
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ API_KEY_SPEC = FamilySpec(
     read="admin",
     activity="apikey",
     client_ids=False,
-    hidden=frozenset({"key"}),  # the hash never leaves the server (xyOps lists it; there is no need)
     fields=(
         Field("title", "title", required=True),
         Field("description", "text", default=""),

@@ -9,7 +9,8 @@ from typing import Any
 
 from cluster.expressions import ExpressionError
 from cluster.expressions import check as check_expression
-from cluster.launcher import CORE_FIELDS, LAUNCH_FIELDS, OVERRIDE_PREFIX
+from cluster.launcher import LAUNCH_FIELDS, reserved_override
+from cluster.patterns import MAX_TEXT_BYTES, PatternError, TextTooLong, compile_user
 from cluster.triggers import TriggerError, validate_triggers
 from storage.families import CATEGORIES, EVENTS, PLUGINS, TAGS
 
@@ -27,21 +28,34 @@ from .plugins import check_params
 ALGOS = frozenset({"random", "round_robin", "prefer_first_natural", "prefer_last_natural", "prefer_first",
                    "prefer_last", "least_cpu", "least_mem", "fewest_jobs"})  # fmt: skip
 _BOOLISH = re.compile(r"\d+|true|false")
+_WORD = re.compile(r"\w+", re.ASCII)
 
 
 def magic_token(key: str, event_id: str) -> str:
     return hashlib.sha256((key + event_id).encode()).hexdigest()
 
 
-def check_param_values(values: dict[str, Any], fields: list[dict[str, Any]], where: str) -> None:
-    """Required / regex / range rules of a parameter schema (xyOps validateParamValues)."""
+async def _matches(regex: str, value: str, pid: str, where: str) -> bool:
+    try:
+        return await compile_user(regex, f"{pid}.regex").search_async(value)
+    except PatternError as exc:  # stored before patterns were checked with today's rules
+        raise ApiError("api", f"{where}: parameter '{pid}' has a pattern that cannot be used: it {exc.problem}."
+                       ) from None  # fmt: skip
+    except TextTooLong:
+        raise ApiError("api", f"{where}: parameter '{pid}' value is too long to check against its pattern "
+                              f"(at most {MAX_TEXT_BYTES} bytes).") from None  # fmt: skip
+
+
+async def check_param_values(values: dict[str, Any], fields: list[dict[str, Any]], where: str) -> None:
+    """Required / regex / range rules of a parameter schema (xyOps validateParamValues). Patterns run in
+    bounded time (cluster/patterns.py)."""
     for field in fields:
         pid = str(field.get("id"))
         raw = values.get(pid)
         value = "" if raw is None else str(raw)
         if field.get("required") and not value:
             raise ApiError("api", f"{where}: parameter '{pid}' is required.")
-        if value and field.get("regex") and not re.search(str(field["regex"]), value):
+        if value and field.get("regex") and not await _matches(str(field["regex"]), value, pid, where):
             raise ApiError("api", f"{where}: parameter '{pid}' value is invalid.")
         rng = field.get("range")
         if value and isinstance(rng, list) and len(rng) == 2:
@@ -53,10 +67,53 @@ def check_param_values(values: dict[str, Any], fields: list[dict[str, Any]], whe
                 raise ApiError("api", f"{where}: parameter '{pid}' must be within {rng[0]}..{rng[1]}.")
 
 
-def _check_overrides(params: dict[str, Any]) -> None:
-    for key in params:
-        if key.startswith(OVERRIDE_PREFIX) and key[len(OVERRIDE_PREFIX) :] in CORE_FIELDS:
-            raise bad_param(key, "may not override a core or launch property")
+def check_overrides(params: Any, where: str) -> None:
+    """No `_xy_override_<prop>` of a reserved job property (xyOps requireValidJobOverrides, same wording)."""
+    for key in params if isinstance(params, dict) else ():
+        if reserved_override(str(key)):
+            raise ApiError("api", f"{where}: Invalid parameter ID: {key} (reserved)")
+
+
+def _unique_id(item: Any, where: str, seen: set[str], what: str) -> str:
+    if not isinstance(item, dict):
+        raise bad_param(where, "must be an object")
+    item_id = item.get("id")
+    if not isinstance(item_id, str) or not _WORD.fullmatch(item_id):
+        raise bad_param(f"{where}.id", "must be a non-empty string of letters, digits and underscores")
+    if item_id in seen:
+        raise bad_param(f"{where}.id", f"duplicates the {what} id '{item_id}'")
+    seen.add(item_id)
+    return item_id
+
+
+def _check_workflow(workflow: Any) -> None:
+    """Node and connection ids unique, connections between existing nodes and at most one per pair of nodes
+    (xyOps requireValidEventData); no reserved overrides in node params."""
+    if workflow is None:
+        return
+    if not isinstance(workflow, dict):
+        raise bad_param("workflow", "must be an object")
+    for key in ("nodes", "connections"):
+        if not isinstance(workflow.get(key, []), list):
+            raise bad_param(f"workflow.{key}", "must be an array")
+    nodes: set[str] = set()
+    for i, node in enumerate(workflow.get("nodes", [])):
+        node_id = _unique_id(node, f"workflow.nodes[{i}]", nodes, "node")
+        data = node.get("data")
+        if isinstance(data, dict):
+            check_overrides(data.get("params"), f"Malformed workflow node #{node_id} params")
+    connections: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
+    for i, conn in enumerate(workflow.get("connections", [])):
+        where = f"workflow.connections[{i}]"
+        conn_id = _unique_id(conn, where, connections, "connection")
+        for end in ("source", "dest"):
+            if conn.get(end) not in nodes:
+                raise bad_param(f"{where}.{end}", f"is not a node of the workflow (connection '{conn_id}')")
+        pair = (str(conn["source"]), str(conn["dest"]))
+        if pair in pairs:
+            raise bad_param(where, f"connects '{pair[0]}' to '{pair[1]}' a second time (connection '{conn_id}')")
+        pairs.add(pair)
 
 
 def _enabled(value: Any) -> bool:
@@ -80,7 +137,7 @@ async def _plugin_params(call: Call, record: dict[str, Any], current: dict[str, 
         for p in plugin.get("params") or []:
             if p.get("locked"):
                 params[p["id"]] = (current or {}).get("params", {}).get(p["id"]) if same else p.get("value")
-    check_param_values(params, list(plugin.get("params") or []), "Event Plugin")
+    await check_param_values(params, list(plugin.get("params") or []), "Event Plugin")
 
 
 async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
@@ -97,9 +154,10 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
         raise ApiError("api", f"Category not found: {category}")
     require_category(call.who, category)
     record.setdefault("params", {})
-    _check_overrides(record["params"] if isinstance(record["params"], dict) else {})
+    check_overrides(record["params"], "Event params")
     if workflow:
         record["plugin"] = "_workflow"
+        _check_workflow(record.get("workflow"))
     else:
         await _plugin_params(call, record, current)
         algo = str(record.get("algo") or "")

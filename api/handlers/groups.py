@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from cluster.patterns import PatternError, compile_user
 from storage.families import GROUPS
 
 from ..actions import validate_actions
@@ -15,11 +15,12 @@ from ..principal import can_group
 
 
 async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
-    # xyOps compiles the pattern with JavaScript's RegExp; Python's `re` accepts the same common syntax.
+    # xyOps compiles the pattern with JavaScript's RegExp; the server registry matches host names with
+    # cluster.patterns.hostname_matches, which runs what this accepts in bounded time.
     try:
-        re.compile(str(record.get("hostname_match", "")))
-    except re.error as exc:
-        raise bad_param("hostname_match", f"is not a valid regular expression ({exc})") from None
+        compile_user(str(record.get("hostname_match", "")), "hostname_match")
+    except PatternError as exc:
+        raise bad_param(exc.field, exc.problem) from None
     record["alert_actions"] = await validate_actions(call.stores, record.get("alert_actions"), "alert_actions")
     # Servers are re-assigned to groups by the server registry when it exists; nothing to move yet.
 

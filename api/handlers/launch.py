@@ -18,7 +18,7 @@ from ..params import TITLE_LEN, flag, ident, obj, strings, text
 from ..principal import can_targets
 from ..registry import HANDLERS, NONE, Params, Reply
 from ..validate import boolean, string_list
-from .events import check_param_values, events, magic_token
+from .events import check_overrides, check_param_values, events, magic_token
 
 WAIT_POLL_S = 0.25
 WAIT_MAX_S = 3600
@@ -132,6 +132,7 @@ async def run_event(call: Call) -> Reply:
             raise ApiError("event", "Event is disabled.")
         if not _has_enabled(event, "manual"):
             raise ApiError("event", "Event does not allow manual job runs.")
+    check_overrides(params["params"], "Job params")
     run_params = {**(event.get("params") or {}), **params["params"]}
     _fill_field_defaults(run_params, event)
     overrides = {k: v for k, v in params.items() if k not in FIXED and k not in RUN_KEYS and k in event}
@@ -143,7 +144,7 @@ async def run_event(call: Call) -> Reply:
         raise ApiError("api", "Parameter 'input' must be an object.")
     if "targets" in overrides and not can_targets(call.who, string_list(overrides, "targets") or []):
         raise ApiError("access", "You do not have access to any of the overridden target groups.")
-    check_param_values(run_params, list(event.get("fields") or []), "Event fields")
+    await check_param_values(run_params, list(event.get("fields") or []), "Event fields")
     if call.query.get("post_data") and call.request.method == "POST":
         run_params["post_data"] = dict(call.params)
     who = call.who
@@ -175,10 +176,11 @@ async def magic(call: Call) -> Reply:
         raise ApiError("event", "Event is disabled.")
     params = dict(call.params)
     job_input = params.pop("input", None)
+    check_overrides(params, "Magic trigger params")
     run_params = {**(event.get("params") or {}), **params}
     _fill_field_defaults(run_params, event)
     await _keep_locked(call, event, run_params, str(event.get("plugin")))  # whoever holds the link
-    check_param_values(run_params, list(event.get("fields") or []), "Event fields")
+    await check_param_values(run_params, list(event.get("fields") or []), "Event fields")
     launch = Launch(event=event, source="magic", params=run_params,
                     input=dict(job_input) if isinstance(job_input, dict) else {})  # fmt: skip
     reply = await _launch(call, launch)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cluster.launcher import reserved_override
+from cluster.patterns import PatternError, compile_user
 from storage.families import PLUGINS
 
 from ..call import Call
@@ -20,8 +22,8 @@ PARAM_ID = re.compile(r"[A-Za-z_][\w\-\.]*")
 
 
 def check_params(params: Any, where: str = "params") -> list[dict[str, Any]]:
-    """A parameter schema (a plugin's `params`, an event's `fields`): ids unique and well-formed, known types,
-    regexes that compile. Errors name `where`."""
+    """A parameter schema (a plugin's `params`, an event's `fields`): ids unique, well-formed and not reserved
+    overrides, known types, regexes that our bounded engine accepts (cluster/patterns.py). Errors name `where`."""
     if params is None:
         return []
     if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
@@ -38,12 +40,14 @@ def check_params(params: Any, where: str = "params") -> list[dict[str, Any]]:
             raise ApiError("api", f"{where}[{i}] ({pid}): unknown type '{param.get('type')}'")
         if param.get("type") not in ("hidden", "system") and not param.get("title"):
             raise ApiError("api", f"{where}[{i}] ({pid}): missing 'title'")
+        if reserved_override(pid):
+            raise ApiError("api", f"{where}[{i}] ({pid}): Invalid parameter ID: {pid} (reserved)")
         regex = param.get("regex")
         if regex:
             try:
-                re.compile(str(regex))
-            except re.error as exc:
-                raise ApiError("api", f"{where}[{i}] ({pid}): 'regex' does not compile: {exc}") from None
+                compile_user(str(regex), f"{where}[{i}].regex")
+            except PatternError as exc:
+                raise bad_param(exc.field, exc.problem) from None
     return list(params)
 
 

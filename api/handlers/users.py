@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from storage.errors import Conflict
+from storage.families import ROLES
 from storage.users import normalize
 
 from .. import params as P
@@ -18,7 +19,7 @@ from ..activity import log_activity
 from ..call import Call
 from ..errors import ApiError
 from ..passwords import check_password, hash_password, new_salt
-from ..principal import DEFAULT_USER_PRIVILEGES, PRIVILEGES
+from ..principal import DEFAULT_USER_PRIVILEGES, PRIVILEGES, holds_admin
 from ..registry import ADMIN, HANDLERS, NONE, SESSION, Reply
 from ..transport import json_reply
 from ..typedefs import AUTH
@@ -237,6 +238,8 @@ async def update(call: Call) -> Reply:
 async def admin_create(call: Call) -> Reply:
     privileges = privilege_map(call.params, "privileges", PRIVILEGES) or {}
     user = await _new_user(call.params, privileges)
+    if holds_admin(user, await call.stores.defs.all(ROLES)):  # admins, also by role, have no resource limits
+        user["categories"], user["groups"] = [], []
     await _create(call, user)
     await log_activity(call, "user_create", f"User created: {user['username']}", user=public(user))
     return {}
@@ -270,7 +273,7 @@ async def admin_update(call: Call) -> Reply:
         values = string_list(call.params, field)
         if values is not None:
             user[field] = values
-    if user.get("privileges", {}).get("admin"):
+    if holds_admin(user, await call.stores.defs.all(ROLES)):  # admins, also by role, have no resource limits
         user["categories"], user["groups"] = [], []
     new_password = text(call.params, "new_password", required=False)
     if new_password:

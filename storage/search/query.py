@@ -8,7 +8,8 @@ In number columns `-5` is a number: exclude with `-column:5`.
 
 PxQL: the whole query in parentheses, `(col = "v" & (col2 =~ "x" | col2 !~ "y") & date >= "2025-01-01")`
 with `= == =~` (contains), `!~` (does not contain), `> >= < <=`, `&`/`&&`, `|`/`||` and nesting.
-Mixing `&` and `|` in one group is refused as ambiguous, as xyOps does.
+Mixing `&` and `|` in one group is refused as ambiguous, as xyOps does. A query is at most MAX_QUERY_CHARS
+long and nests at most MAX_DEPTH parentheses deep.
 
 Dates are read in UTC: `YYYY-MM-DD`, `YYYY/MM/DD`, `MM-DD-YYYY`, `MM/DD/YYYY`, `YYYY-MM`,
 `YYYY-MM-DDTHH:MM[:SS]` (a space instead of T inside PxQL quotes), epoch seconds, `today`, `now`.
@@ -80,8 +81,14 @@ class Query:
     text: str = ""
 
 
+MAX_QUERY_CHARS = 4096
+MAX_DEPTH = 32  # PxQL parentheses; the parser (and every walker of the tree) recurses once per level
+
+
 def parse(text: str, spec: IndexSpec, *, now: float | None = None) -> Query:
     """Parse `text` for the columns of `spec`; `now` (epoch seconds) pins `today` and `now` for tests."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"query is too long (at most {MAX_QUERY_CHARS} characters)")
     clock = time.time() if now is None else now
     stripped = text.strip()
     if stripped.startswith("("):
@@ -282,7 +289,7 @@ class _PxQL:
     """Recursive descent over the PxQL tokens: group := item (sep item)*, item := (group) | col op value."""
 
     def __init__(self, text: str, spec: IndexSpec, now: float) -> None:
-        self.spec, self.now, self.pos = spec, now, 0
+        self.spec, self.now, self.pos, self.depth = spec, now, 0, 0
         self.tokens: list[tuple[str, str]] = []
         index, end = 0, len(text.rstrip())
         while index < end:
@@ -331,12 +338,16 @@ class _PxQL:
         kind, value = self.peek()
         if value == "(":
             self.pos += 1
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise QueryError(f"query is nested too deeply (at most {MAX_DEPTH} levels of parentheses)")
             if self.peek()[1] == ")":
                 raise QueryError("empty parentheses in PxQL query")
             node = self.group()
             if self.peek()[1] != ")":
                 raise QueryError("unbalanced parentheses: missing ')'")
             self.pos += 1
+            self.depth -= 1
             return node
         if kind == "end":
             raise QueryError("unbalanced parentheses: missing ')'" if self.pos else "empty PxQL query")
