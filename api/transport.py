@@ -146,7 +146,7 @@ def _surrogate_path(raw: bytes) -> str:
         for key, item in items:
             sub = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
             if (isinstance(item, str) and not _encodable(item)) or (isinstance(key, str) and not _encodable(key)):
-                return sub[:200]
+                return sub[:200].encode("utf-8", "backslashreplace").decode()  # the name may hold it too
             stack.append((sub, item))
     return ""
 
