@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
 import structlog
@@ -45,6 +46,9 @@ class Election:
         self.leader_id = ""  # who holds the lease, as last seen ("" = nobody / unknown)
         self.redis_ok = True
         self._renewed_at: float | None = None
+        # Seconds between consecutive successful renews, the last minute or so: how close the primary came
+        # to stepping down (at hold_s).
+        self.renew_gaps: deque[float] = deque(maxlen=max(2, round(60 / max(self.renew_s, 0.01))))
         self.on_change: Callable[[bool], None] = lambda primary: None
 
     @property
@@ -76,7 +80,8 @@ class Election:
         sent = self.clock()
         remaining = self._renewed_at + self.hold_s - sent
         try:
-            ok = await asyncio.wait_for(self.leases.renew(self.node_id, self.epoch, self.lease_ms), remaining)
+            async with asyncio.timeout(remaining):  # inline, not a task of its own: no extra loop turn
+                ok = await self.leases.renew(self.node_id, self.epoch, self.lease_ms)
         except UNAVAILABLE_ERRORS as exc:
             self._unavailable(exc)
             if not self.is_primary:
@@ -87,8 +92,10 @@ class Election:
         if not ok:
             self._step_down("lease_lost")
             return 0.0
+        self.renew_gaps.append(sent - self._renewed_at)
         self._renewed_at = sent
-        return self.renew_s
+        # Counted from when this renew was sent, so a slow reply does not push the next one later.
+        return max(0.0, sent + self.renew_s - self.clock())
 
     async def _acquire(self) -> float:
         sent = self.clock()
