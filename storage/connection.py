@@ -113,6 +113,21 @@ class FairPool(aioredis.BlockingConnectionPool):
         self._holders.add(connection)
         return connection
 
+    async def ensure_connection(self, connection: Any) -> None:
+        """As redis-py's, without its exception for maintenance notifications (on by default for TCP in
+        redis-py 8, and then it hands out connections the server has closed): a connection that has
+        unread data or was closed by the server (a restart) is reconnected before the command is sent,
+        so the first command after a restart succeeds without any retry."""
+        await connection.connect()
+        try:
+            if await connection.can_read():
+                raise RedisConnectionError("Connection has data")
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await connection.disconnect()
+            await connection.connect()
+            if await connection.can_read():
+                raise RedisConnectionError("Connection not ready") from None
+
     async def release(self, connection: Any) -> None:
         try:
             await super().release(connection)
