@@ -5,6 +5,11 @@ request was sent, so network delay only shortens our belief) is younger than 0.7
 computed from the clock on every read, so a process resumed after SIGSTOP knows it is no longer
 primary before it runs a single handler; the lease itself lasts the full 1.0 x lease, which leaves a
 0.3 x lease gap in which nobody is primary rather than two.
+
+The lease store is built on the node's control client (a connection pool of its own), so requests never
+make a renew wait for a connection. The next renew is timed from when the last one was sent, not from
+when its reply arrived, and it runs inline under a timeout rather than as a task of its own, so a busy
+loop delays it as little as possible. What a node does when its loop lags: see cluster/watchdog.py.
 """
 
 from __future__ import annotations
