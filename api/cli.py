@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from storage.connection import DEFAULT_POOL, DEFAULT_POOL_TIMEOUT_S
 from storage.embedded import socket_url
 
 from .settings import (
@@ -24,6 +25,8 @@ from .settings import (
 # option -> environment variable; the README's config table lists the same pairs.
 ENV = {
     "redis": "PODIUM_REDIS_URL",
+    "redis_pool": "PODIUM_REDIS_POOL",
+    "redis_pool_timeout": "PODIUM_REDIS_POOL_TIMEOUT",
     "data_dir": "PODIUM_DATA_DIR",
     "bind": "PODIUM_BIND",
     "advertise": "PODIUM_ADVERTISE",
@@ -51,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run a node (primary or satellite)")
     serve.add_argument("--redis", metavar="URL", help="external Redis/Valkey URL (default: embedded server)")
+    serve.add_argument("--redis-pool", metavar="N", help=f"Redis connections for requests (default {DEFAULT_POOL})")
+    serve.add_argument("--redis-pool-timeout", metavar="S",
+                       help=f"seconds a request waits for one (default {DEFAULT_POOL_TIMEOUT_S:g})")  # fmt: skip
     serve.add_argument("--data-dir", metavar="DIR", help="node id, embedded store and spool (default ./data)")
     serve.add_argument("--bind", metavar="HOST:PORT", help=f"HTTP listen address (default {DEFAULT_BIND})")
     serve.add_argument("--advertise", metavar="URL", help="base URL other nodes and clients use for this node")
@@ -108,6 +114,16 @@ def _int(value: str, option: str) -> int:
         raise ConfigError(f"{option} {value!r}: must be an integer") from None
 
 
+def _float(value: str, option: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: must be a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(f"{option} {value!r}: must be a number")
+    return number
+
+
 def _flag(value: str) -> bool:
     return value.lower() in (*_TRUE, "on")
 
@@ -124,6 +140,10 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     redis_url = _pick(args, env, "redis", "") or None
     return Settings(
         redis_url=redis_url,
+        redis_pool=_int(_pick(args, env, "redis_pool", str(DEFAULT_POOL)), "--redis-pool"),
+        redis_pool_timeout=_float(
+            _pick(args, env, "redis_pool_timeout", str(DEFAULT_POOL_TIMEOUT_S)), "--redis-pool-timeout"
+        ),
         data_dir=Path(_pick(args, env, "data_dir", "data")),
         host=host,
         port=port,

@@ -22,6 +22,9 @@ async def health(request: web.Request) -> web.StreamResponse:
         "redis": node.redis_ok,
         "primary_id": node.election.primary_id,
         "primary": node.primary_url,
+        "loop_lag_ms": node.watchdog.stats_ms(),  # last / p99 / max over the last minute
+        # The longest time between two renews over the last minute; the primary steps down at 0.7 x lease.
+        "renew_gap_ms": round(max(node.election.renew_gaps, default=0.0) * 1000, 1),
     }
     if not primary:
         body["description"] = "This node is not the primary." if body["primary"] else "No primary is elected."

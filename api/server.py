@@ -74,7 +74,7 @@ async def serve(settings: Settings) -> None:
                 raise ConfigError(str(exc)) from None
             stack.callback(embedded.stop)
             log.info("embedded_store_started", socket=url, binary=embedded.binary)
-        client = connect(url)
+        client = connect(url, max_connections=settings.redis_pool, pool_timeout=settings.redis_pool_timeout)
         db = Database(client, Keyspace(settings.cluster))
         stack.push_async_callback(db.aclose)
         try:
@@ -94,6 +94,7 @@ async def serve(settings: Settings) -> None:
             lease_ms=settings.lease_ms,
             services=[first_start, scheduler_service(scheduler_config(settings))],
             stores=Stores.open(db, secret_key),
+            control=db.with_own_pool(),  # the lease and the heartbeat never wait behind requests
         )
         app = create_app(settings, node)
         runner = web.AppRunner(

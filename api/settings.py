@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from storage.connection import check_url
+from storage.connection import DEFAULT_POOL, DEFAULT_POOL_TIMEOUT_S, check_url
 from storage.errors import BadRedisURL
 from storage.keyspace import valid_cluster_name
 
@@ -39,6 +39,8 @@ def parse_bind(value: str) -> tuple[str, int]:
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str | None = None  # None: the embedded server in data_dir
+    redis_pool: int = DEFAULT_POOL  # connections of the request client (the lease has its own)
+    redis_pool_timeout: float = DEFAULT_POOL_TIMEOUT_S  # seconds a request waits for one, then `db`
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -84,11 +86,7 @@ class Settings:
         ]
 
     def validate(self) -> Settings:
-        if self.redis_url is not None:
-            try:
-                check_url(self.redis_url)
-            except BadRedisURL as exc:
-                raise ConfigError(str(exc)) from None
+        self._validate_redis()
         if not valid_cluster_name(self.cluster):
             raise ConfigError(f"--cluster {self.cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
         if self.log_format not in ("auto", "json", "console"):
@@ -102,3 +100,14 @@ class Settings:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"--advertise {self.advertise!r}: must be an http(s):// URL")
         return self
+
+    def _validate_redis(self) -> None:
+        if self.redis_url is not None:
+            try:
+                check_url(self.redis_url)
+            except BadRedisURL as exc:
+                raise ConfigError(str(exc)) from None
+        if not 1 <= self.redis_pool <= 10_000:
+            raise ConfigError(f"--redis-pool {self.redis_pool}: must be between 1 and 10000")
+        if not 0.1 <= self.redis_pool_timeout <= 600:
+            raise ConfigError(f"--redis-pool-timeout {self.redis_pool_timeout:g}: must be between 0.1 and 600 s")

@@ -5,12 +5,18 @@ request was sent, so network delay only shortens our belief) is younger than 0.7
 computed from the clock on every read, so a process resumed after SIGSTOP knows it is no longer
 primary before it runs a single handler; the lease itself lasts the full 1.0 x lease, which leaves a
 0.3 x lease gap in which nobody is primary rather than two.
+
+The lease store is built on the node's control client (a connection pool of its own), so requests never
+make a renew wait for a connection. The next renew is timed from when the last one was sent, not from
+when its reply arrived, and it runs inline under a timeout rather than as a task of its own, so a busy
+loop delays it as little as possible. What a node does when its loop lags: see cluster/watchdog.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
 import structlog
@@ -45,6 +51,9 @@ class Election:
         self.leader_id = ""  # who holds the lease, as last seen ("" = nobody / unknown)
         self.redis_ok = True
         self._renewed_at: float | None = None
+        # Seconds between consecutive successful renews, the last minute or so: how close the primary came
+        # to stepping down (at hold_s).
+        self.renew_gaps: deque[float] = deque(maxlen=max(2, round(60 / max(self.renew_s, 0.01))))
         self.on_change: Callable[[bool], None] = lambda primary: None
 
     @property
@@ -76,7 +85,8 @@ class Election:
         sent = self.clock()
         remaining = self._renewed_at + self.hold_s - sent
         try:
-            ok = await asyncio.wait_for(self.leases.renew(self.node_id, self.epoch, self.lease_ms), remaining)
+            async with asyncio.timeout(remaining):  # inline, not a task of its own: no extra loop turn
+                ok = await self.leases.renew(self.node_id, self.epoch, self.lease_ms)
         except UNAVAILABLE_ERRORS as exc:
             self._unavailable(exc)
             if not self.is_primary:
@@ -87,8 +97,10 @@ class Election:
         if not ok:
             self._step_down("lease_lost")
             return 0.0
+        self.renew_gaps.append(sent - self._renewed_at)
         self._renewed_at = sent
-        return self.renew_s
+        # Counted from when this renew was sent, so a slow reply does not push the next one later.
+        return max(0.0, sent + self.renew_s - self.clock())
 
     async def _acquire(self) -> float:
         sent = self.clock()

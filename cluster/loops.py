@@ -28,8 +28,10 @@ async def run_periodic(name: str, step: Step, stop: asyncio.Event, *, error_dela
             if failures == 1 or failures % 20 == 0:
                 log.warning("loop_step_failed", loop=name, error=repr(exc), failures=failures)
             delay = error_delay
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.0))
+        # asyncio.timeout rather than wait_for: no extra task, so the step resumes one loop turn sooner.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(delay, 0.0)):
+                await stop.wait()
 
 
 async def cancel_and_wait(task: asyncio.Task[None] | None, timeout: float = 5.0) -> None:

@@ -1,4 +1,10 @@
-"""The node runtime: election, registry heartbeats, and the primary-only services they gate."""
+"""The node runtime: election, registry heartbeats, and the primary-only services they gate.
+
+The election and the heartbeat talk to Redis through `control`, a client with a small pool of its own
+(`Database.with_own_pool`), so a burst of requests that takes every connection of the request pool
+cannot delay a renew; the runtime owns that client and closes it on stop. Everything else (handlers,
+primary-only services, the invalidation bus, the redirect's look-ups) uses `db`.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from storage.stores import Stores
 from .election import Election
 from .loops import cancel_and_wait, run_periodic
 from .registry import Registry, make_record
+from .watchdog import LoopWatchdog
 
 log = structlog.get_logger("podium.node")
 
@@ -58,15 +65,18 @@ class NodeRuntime:
         lease_ms: int = 3000,
         services: list[PrimaryService] | None = None,
         stores: Stores | None = None,
+        control: Database | None = None,
     ) -> None:
         self.db = db
+        self.control = control if control is not None else db.with_own_pool()
         self.stores = stores or Stores.open(db)
         self.node_id = node_id
         self.url = advertise_url.rstrip("/")
         self.started = time.time()
-        self.election = Election(LeaseStore(db), node_id, lease_ms=lease_ms)
+        self.election = Election(LeaseStore(self.control), node_id, lease_ms=lease_ms)
         self.election.on_change = self._role_changed
-        self.registry = Registry(NodeStore(db), self._record)
+        self.registry = Registry(NodeStore(self.control), self._record)
+        self.watchdog = LoopWatchdog()
         self.services = list(services or [])
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -109,13 +119,14 @@ class NodeRuntime:
         still name it. Only the redirect path pays for this."""
         rec = self.primary_record()
         if rec is None and not self.is_primary:
+            # Through the request client: a storm of redirects must not use the control pool.
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                holder, _ = await asyncio.wait_for(self.election.leases.holder(), 1.0)
+                holder, _ = await asyncio.wait_for(LeaseStore(self.db).holder(), 1.0)
                 if holder and holder != self.node_id:
                     self.election.leader_id = holder
                     rec = self.registry.find(holder)
                     if rec is None:
-                        self.registry.view = await asyncio.wait_for(self.registry.nodes.live(), 1.0)
+                        self.registry.view = await asyncio.wait_for(NodeStore(self.db).live(), 1.0)
                         rec = self.registry.find(holder)
         return rec
 
@@ -126,7 +137,9 @@ class NodeRuntime:
         return Fence(self.db, self.node_id, self.election.epoch)
 
     def _record(self) -> NodeRecord:
-        return make_record(self.node_id, self.url, self.started, self.role, self.epoch, self.redis_ok)
+        return make_record(
+            self.node_id, self.url, self.started, self.role, self.epoch, self.redis_ok, self.watchdog.p99_s
+        )
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -134,6 +147,7 @@ class NodeRuntime:
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await self.registry.step()
         self._tasks = [
+            asyncio.create_task(self.watchdog.run()),
             asyncio.create_task(run_periodic("election", self.election.step, self._stop)),
             asyncio.create_task(run_periodic("heartbeat", self.registry.step, self._stop)),
             asyncio.create_task(self.stores.bus.run(self._stop)),
@@ -150,6 +164,8 @@ class NodeRuntime:
             await cancel_and_wait(task)
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await asyncio.wait_for(self.registry.nodes.remove(self.node_id), 2.0)
+        if self.control is not self.db:
+            await self.control.aclose()
         log.info("node_stopped", node=self.node_id, released_lease=released)
 
     # -- primary-only services --------------------------------------------------

@@ -49,7 +49,7 @@ def load_average() -> float:
 
 
 def make_record(
-    node_id: str, url: str, started: float, role: str, epoch: int, redis_ok: bool
+    node_id: str, url: str, started: float, role: str, epoch: int, redis_ok: bool, loop_lag_s: float = 0.0
 ) -> NodeRecord:
     return NodeRecord(
         id=node_id,
@@ -62,5 +62,6 @@ def make_record(
         hostname=socket.gethostname(),
         load=load_average(),
         redis_ok=redis_ok,
+        loop_lag_ms=round(loop_lag_s * 1000, 1),
     )
 

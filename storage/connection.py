@@ -1,4 +1,19 @@
-"""Redis connections: URL checks, the client factory, and the start-up reachability probe."""
+"""Redis connections: URL checks, the client factory, and the start-up reachability probe.
+
+Every client has a pool of its own that makes a command *wait* for a free connection, in arrival
+order, up to a pool timeout, instead of failing at once; a command that waited longer fails with a
+ConnectionError ("No connection available."), which the HTTP edge answers as `db` like any other
+unreachable store. Each node has two clients: the request client (size and wait set by `--redis-pool`
+and `--redis-pool-timeout`), used by handlers and primary-only services, and a small control client
+(`Database.with_own_pool`) used only by the lease and the registry heartbeat, so those never queue
+behind requests.
+
+No command is ever sent twice by the client library (no automatic retry): a Lua script or MULTI/EXEC
+that ran but whose reply was lost would otherwise run again, and a committed create would answer
+"already exists". A broken connection is still replaced: the pool checks a connection before handing it
+out and reconnects it if the server closed it, so a restarted Redis is picked up without any action.
+Whoever sees a failed write decides whether to retry it (README: "Errors from the store").
+"""
 
 from __future__ import annotations
 
@@ -9,7 +24,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -19,7 +34,15 @@ from .keyspace import Keyspace
 
 Redis = aioredis.Redis
 
-# Errors that mean "Redis is not there right now" as opposed to a bad command.
+DEFAULT_POOL = 64  # connections of the request client
+DEFAULT_POOL_TIMEOUT_S = 5.0  # how long a command waits for one of them
+CONTROL_POOL = 2  # the control client: one for the election loop, one for the heartbeat loop
+CONTROL_POOL_TIMEOUT_S = 1.0  # never reached while only those two loops use it
+CONTROL_CLIENT_NAME = "podium-control"  # how its connections show in CLIENT LIST
+_NO_RETRY = Retry(NoBackoff(), retries=0)  # each connection gets a copy
+
+# Errors that mean "Redis is not there right now" as opposed to a bad command. A pool timeout is a
+# RedisConnectionError, so it is one of these (and of STORE_DOWN_ERRORS below).
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -60,18 +83,80 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def connect(url: str, *, timeout: float = 2.0, max_connections: int = 64) -> Redis:
-    """A client that reconnects by itself; commands time out rather than hang."""
+class FairPool(aioredis.BlockingConnectionPool):
+    """A BlockingConnectionPool that hands connections to waiting commands in arrival order.
+
+    redis-py waits on a Condition: a waiter that is woken but beaten to the free connection by a newly
+    arriving command goes to the back of the queue, so under a burst a few requests wait many times
+    longer than the rest (seconds, up to the pool timeout, while the median waits milliseconds). A FIFO
+    semaphore in front of the pool (asyncio's hands a released permit to the oldest waiter) bounds every
+    wait by the queue ahead of it; the pool behind it then always has a connection to give.
+    """
+
+    def __init__(self, max_connections: int = DEFAULT_POOL, timeout: float | None = DEFAULT_POOL_TIMEOUT_S,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(max_connections=max_connections, timeout=timeout, **kwargs)
+        self._turns = asyncio.Semaphore(max_connections)
+        self._holders: set[Any] = set()  # connections handed out through a permit
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        try:
+            connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]  # untyped upstream
+        except BaseException:
+            self._turns.release()
+            raise
+        self._holders.add(connection)
+        return connection
+
+    async def ensure_connection(self, connection: Any) -> None:
+        """As redis-py's, without its exception for maintenance notifications (on by default for TCP in
+        redis-py 8, and then it hands out connections the server has closed): a connection that has
+        unread data or was closed by the server (a restart) is reconnected before the command is sent,
+        so the first command after a restart succeeds without any retry."""
+        await connection.connect()
+        try:
+            if await connection.can_read():
+                raise RedisConnectionError("Connection has data")
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await connection.disconnect()
+            await connection.connect()
+            if await connection.can_read():
+                raise RedisConnectionError("Connection not ready") from None
+
+    async def release(self, connection: Any) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            if connection in self._holders:
+                self._holders.discard(connection)
+                self._turns.release()
+
+
+def connect(
+    url: str,
+    *,
+    timeout: float = 2.0,
+    max_connections: int = DEFAULT_POOL,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT_S,
+) -> Redis:
+    """A client that reconnects by itself and never re-sends a command; commands time out after
+    `timeout` rather than hang, and wait up to `pool_timeout` for one of `max_connections` connections."""
     check_url(url)
-    return aioredis.Redis.from_url(
+    pool = FairPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=pool_timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        max_connections=max_connections,
+        retry=_NO_RETRY,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def wait_reachable(client: Redis, *, attempts: int = 10, delay: float = 0.3) -> None:
@@ -101,6 +186,23 @@ class Database:
         if found is None:
             found = self.scripts[source] = self.client.register_script(source)
         return found
+
+    def with_own_pool(
+        self,
+        max_connections: int = CONTROL_POOL,
+        pool_timeout: float = CONTROL_POOL_TIMEOUT_S,
+        client_name: str = CONTROL_CLIENT_NAME,
+    ) -> Database:
+        """Another client to the same server, keyspace and settings, with a pool of its own: what the
+        lease and the heartbeat use, so that request traffic can never make them wait for a connection."""
+        pool = self.client.connection_pool
+        own = FairPool(
+            connection_class=pool.connection_class,
+            max_connections=max_connections,
+            timeout=pool_timeout,
+            **{**pool.connection_kwargs, "client_name": client_name},
+        )
+        return Database(aioredis.Redis.from_pool(own), self.keys)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -30,6 +30,7 @@ class NodeRecord:
     hostname: str
     load: float
     redis_ok: bool = True
+    loop_lag_ms: float = 0.0  # the node's event-loop lag, p99 over the last minute (cluster/watchdog.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

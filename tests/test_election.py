@@ -89,6 +89,7 @@ async def test_renew_keeps_the_primary(db: Database, clock: FakeClock) -> None:
     clock.advance(1.0)
     delay = await a.step()  # renews
     assert delay == pytest.approx(a.renew_s)
+    assert list(a.renew_gaps) == [pytest.approx(1.0)]  # what /health reports as renew_gap_ms
     clock.advance(HOLD_S - 0.1)  # past the first hold, within the renewed one
     assert a.is_primary
     assert a.epoch == 1

@@ -65,6 +65,8 @@ async def get_servers(call: Call) -> Reply:
             "date": int(rec.started),
             "version": rec.version,
             "ping": live.heartbeat_age_ms,
-            "stats": {"load": rec.load, "pid": rec.pid, "epoch": rec.epoch, "role": rec.role},
+            "stats": {
+                "load": rec.load, "pid": rec.pid, "epoch": rec.epoch, "role": rec.role, "loop_lag_ms": rec.loop_lag_ms,
+            },
         }
     return {"servers": {}, "masters": masters}
