@@ -17,6 +17,7 @@ from .settings import (
     DEFAULT_BIND,
     DEFAULT_LEASE_MS,
     DEFAULT_MAX_BODY,
+    DEFAULT_MAX_JSON,
     ConfigError,
     Settings,
     parse_bind,
@@ -38,6 +39,7 @@ ENV = {
     "access_log": "PODIUM_ACCESS_LOG",
     "max_body_bytes": "PODIUM_MAX_BODY_BYTES",
     "anon_body_bytes": "PODIUM_ANON_BODY_BYTES",
+    "max_json_bytes": "PODIUM_MAX_JSON_BYTES",
     "csrf": "PODIUM_CSRF",
     "free_accounts": "PODIUM_FREE_ACCOUNTS",
     "session_days": "PODIUM_SESSION_DAYS",
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", metavar="N", help=f"request body limit (default {DEFAULT_MAX_BODY})")
     serve.add_argument("--anon-body-bytes", metavar="N",
                        help=f"body limit before the caller is known (default {DEFAULT_ANON_BODY})")  # fmt: skip
+    serve.add_argument("--max-json-bytes", metavar="N", help=f"JSON body limit (default {DEFAULT_MAX_JSON})")
     serve.add_argument("--csrf", choices=["on", "off"], help="CSRF check for cookie sessions on POST (default on)")
     serve.add_argument("--free-accounts", choices=["on", "off"], help="allow self sign-up (default off)")
     serve.add_argument("--session-days", metavar="N", help="session lifetime in days (default 365)")
@@ -156,6 +159,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         access_log=_flag(_pick(args, env, "access_log", "on")),
         max_body_bytes=_int(_pick(args, env, "max_body_bytes", str(DEFAULT_MAX_BODY)), "--max-body-bytes"),
         anon_body_bytes=_int(_pick(args, env, "anon_body_bytes", str(DEFAULT_ANON_BODY)), "--anon-body-bytes"),
+        max_json_bytes=_int(_pick(args, env, "max_json_bytes", str(DEFAULT_MAX_JSON)), "--max-json-bytes"),
         use_csrf=_flag(_pick(args, env, "csrf", "on")),
         free_accounts=_flag(_pick(args, env, "free_accounts", "off")),
         session_days=_int(_pick(args, env, "session_days", "365"), "--session-days"),

@@ -16,6 +16,7 @@ DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_LEASE_MS = 3000
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_ANON_BODY = 64 * 1024
+DEFAULT_MAX_JSON = 4 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -53,6 +54,7 @@ class Settings:
     access_log: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY
     anon_body_bytes: int = DEFAULT_ANON_BODY  # body limit until the caller is known (credentials in headers)
+    max_json_bytes: int = DEFAULT_MAX_JSON  # a JSON body (or form field `json`): parsing is CPU on the event loop
     use_csrf: bool = True  # cookie sessions must echo their CSRF token on POST
     free_accounts: bool = False  # self sign-up through /api/user/create
     session_days: int = 365
@@ -79,6 +81,7 @@ class Settings:
             ("--lease-ms", self.lease_ms, 500, 600_000),
             ("--max-body-bytes", self.max_body_bytes, 1024, None),
             ("--anon-body-bytes", self.anon_body_bytes, 1024, None),
+            ("--max-json-bytes", self.max_json_bytes, 1024, None),
             ("--session-days", self.session_days, 1, 3650),
             ("--scheduler-grace", self.scheduler_grace_s, 0, 86400),
             ("--max-jobs-per-min", self.max_jobs_per_min, 1, None),
