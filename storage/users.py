@@ -56,16 +56,18 @@ return 1
 USER_WRITE = fenced(USER_WRITE_BODY)
 
 # Where a login for one name from one address stands, on the Redis clock.
-# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address
+# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address, KEYS[3] users zset
 # ARGV[1] address
-# return {name lock ms left, lock ms left for this address, address failures, address counter ms left}
+# return {name lock ms left, lock ms left for this address, address failures, address counter ms left,
+#         number of users}
 LOGIN_STATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local g = redis.call('HMGET', KEYS[1], 'until', 'until:' .. ARGV[1])
 local name = math.max(tonumber(g[1] or '0') - now, 0)
 local pair = math.max(tonumber(g[2] or '0') - now, 0)
-return {name, pair, tonumber(redis.call('GET', KEYS[2]) or '0'), math.max(redis.call('PTTL', KEYS[2]), 0)}
+return {name, pair, tonumber(redis.call('GET', KEYS[2]) or '0'), math.max(redis.call('PTTL', KEYS[2]), 0),
+        redis.call('ZCARD', KEYS[3])}
 """
 
 # Count one failed login of a name from an address. When the (name, address) pair or the name over all
@@ -127,6 +129,7 @@ class LoginState:
     pair_lock_ms: int
     ip_failures: int
     ip_reset_ms: int
+    users: int  # none yet: the first start has not created the admin
 
     @property
     def lock_ms(self) -> int:
@@ -304,7 +307,8 @@ class UserStore:
 
     async def login_state(self, norm: str, ip: str) -> LoginState:
         k = self.db.keys
-        reply = await self.db.script(LOGIN_STATE)(keys=[k.login_guard(norm), k.ip_login_failures(ip)], args=[ip])
+        keys = [k.login_guard(norm), k.ip_login_failures(ip), k.users]
+        reply = await self.db.script(LOGIN_STATE)(keys=keys, args=[ip])
         return LoginState(*(int(v) for v in reply))
 
     async def login_failed(self, norm: str, ip: str, policy: LoginPolicy) -> tuple[int, int]:

@@ -123,6 +123,8 @@ async def login(call: Call) -> web.StreamResponse:
         raise ApiError("rate", f"Too many failed logins from this address; try again in {_wait(state.ip_reset_ms)}.")
     if state.lock_ms:
         raise ApiError("login", f"Too many failed logins; try again in {_wait(state.lock_ms)}.")
+    if not state.users:  # a new cluster a moment before its first start: not a failure to count
+        raise ApiError("login", "The first start is not finished yet; try again in a moment.")
     user = await users.get(username)
     found = user or {}
     if not await verify(password, str(found.get("salt", "")), found.get("password") if user else None):
