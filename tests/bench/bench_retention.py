@@ -25,8 +25,8 @@ from cluster.node import NodeRuntime
 from storage import codec
 from storage.connection import Database, connect
 from storage.keyspace import Keyspace
-from tests.bench.bench_search import jobs
 from tests.authkit import wait_until
+from tests.bench.bench_search import jobs
 from tests.bench.loadgen import percentile
 from tests.servers import RedisServer
 
