@@ -14,7 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from api.cli import build_parser, settings_from
+from api.settings import ConfigError
+from storage.bus import InvalidationBus
 from storage.connection import Database
+from storage.users import LoginPolicy, UserStore
 from tests.authkit import Site, ok, open_site
 from tests.servers import ROOT, RedisServer
 
@@ -233,3 +237,30 @@ async def test_force_password_change_is_reported_until_the_password_changes(site
     assert resumed["code"] == 0 and "force_password_change" not in resumed
     _, data = await site.call("login", {"username": "admin", "password": "a better one"}, ns="user")
     assert data["code"] == 0 and "force_password_change" not in data and "force_password_change" not in data["user"]
+
+
+# -- configuration and the counters themselves -----------------------------------------------------------
+
+
+def test_lock_options_from_flags_and_environment() -> None:
+    args = build_parser().parse_args(["serve", "--login-lock", "30"])
+    env = {"PODIUM_MAX_FAILED_LOGINS_PER_HOUR": "7", "PODIUM_LOGIN_LOCK_MAX": "600", "PODIUM_JOB_MAX_ROWS": "10"}
+    settings = settings_from(args, env)
+    assert (settings.max_failed_logins_per_hour, settings.login_lock_s, settings.login_lock_max_s) == (7, 30, 600)
+    assert settings.job_max_rows == 10 and settings.max_sessions_per_user == 100
+    with pytest.raises(ConfigError, match="--login-lock-max 10: must be between --login-lock"):
+        settings_from(build_parser().parse_args(["serve", "--login-lock-max", "10"]), {})
+    with pytest.raises(ConfigError, match="--max-sessions-per-user -1"):
+        settings_from(build_parser().parse_args(["serve", "--max-sessions-per-user", "-1"]), {})
+
+
+async def test_many_addresses_do_not_grow_the_counters_without_bound(db: Database) -> None:
+    users = UserStore(db, InvalidationBus(db))
+    key = db.keys.login_guard("victim")
+    await db.client.hset(key, mapping={f"n:10.0.{i // 250}.{i % 250}": 1 for i in range(4001)})
+    await db.client.hset(key, mapping={"n": 3, "w": int(time.time() * 1000)})
+    await users.login_failed("victim", "10.9.9.9", LoginPolicy())
+    fields = await db.client.hgetall(key)
+    assert {k if isinstance(k, str) else k.decode() for k in fields} == {"n", "w", "n:10.9.9.9", "w:10.9.9.9"}
+    assert int(fields[b"n"]) == 4  # the name-wide count survives
+    assert 0 < await db.client.pttl(key) <= (3600 + 3600) * 1000

@@ -30,14 +30,16 @@ def config(**changes: Any) -> MaintenanceConfig:
 
 
 async def add_jobs(node: NodeRuntime, count: int, *, days_ago: float, event: str) -> list[str]:
-    ids = []
+    ids: list[str] = []
     for n in range(count):
         completed = time.time() - days_ago * DAY + n
-        job = {"id": generate_id("j"), "state": "complete", "code": 0, "event": event, "category": "general",
-               "plugin": "testplug", "server": "s1", "source": "scheduler", "tags": ["_success"],
-               "started": completed - 2, "completed": completed, "elapsed": 2}  # fmt: skip
+        job: dict[str, Any] = {
+            "id": generate_id("j"), "state": "complete", "code": 0, "event": event, "category": "general",
+            "plugin": "testplug", "server": "s1", "source": "scheduler", "tags": ["_success"],
+            "started": completed - 2, "completed": completed, "elapsed": 2,
+        }  # fmt: skip
         assert await node.stores.jobs.launch(node.fence(), job)
-        ids.append(job["id"])
+        ids.append(str(job["id"]))
     return ids
 
 

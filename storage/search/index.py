@@ -206,13 +206,13 @@ class Indexer:
             held = [(rid, int(slot)) for rid, slot in zip(records, found, strict=True) if slot is not None]
         replies: list[Any] = []
         if held:
-            keys: dict[int, int] = {}  # chunk -> position of its `all` key (its `rows` key follows)
-            args: list[int] = [self.row_width]
+            chunks: dict[int, int] = {}  # chunk -> position of its `all` key (its `rows` key follows)
+            wanted: list[int] = [self.row_width]
             for _, slot in held:
-                position = keys.setdefault(slot >> CHUNK_BITS, 2 * len(keys) + 1)
-                args += [position, slot & (CHUNK - 1)]
-            names = [self.key(part, str(c)) for c in keys for part in ("all", "rows")]
-            replies = await self.db.script(SLOT_ROWS)(keys=names, args=args)
+                position = chunks.setdefault(slot >> CHUNK_BITS, 2 * len(chunks) + 1)
+                wanted += [position, slot & (CHUNK - 1)]
+            names = [self.key(part, str(c)) for c in chunks for part in ("all", "rows")]
+            replies = await self.db.script(SLOT_ROWS)(keys=names, args=wanted)
         packed = Payload()
         indexed = 0
         for i, (rid, slot) in enumerate(held):
