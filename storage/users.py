@@ -9,15 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from redis.exceptions import ResponseError
 
 from . import codec
 from .bus import InvalidationBus
 from .cache import KeyedCache
-from .connection import Database
-from .errors import Conflict
+from .connection import UNAVAILABLE_ERRORS, Database
+from .errors import Conflict, FencedError
 from .fence import Fence, FencedBatch
 from .scripts import fenced
+
+log = structlog.get_logger("podium.users")
+CLEANUP_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, FencedError)
 
 Record = dict[str, Any]
 
@@ -193,8 +197,13 @@ class UserStore:
     async def delete(self, fence: Fence, user: Record) -> None:
         norm = normalize(str(user["username"]))
         await self._write_user(fence, "delete", user)
-        await self.drop_sessions(fence, norm)
-        await self.db.client.delete(self.db.keys.security_log(norm), self.db.keys.login_guard(norm))
+        # The user is gone, and with it every session's standing (a session of a missing user is refused):
+        # what is left is cleanup, which must not turn the committed delete into an error.
+        try:
+            await self.drop_sessions(fence, norm)
+            await self.db.client.delete(self.db.keys.security_log(norm), self.db.keys.login_guard(norm))
+        except CLEANUP_ERRORS as exc:
+            log.warning("user_cleanup_failed", username=norm, error=repr(exc))
 
     async def page(self, offset: int, limit: int) -> tuple[list[Record], int]:
         """Users in creation order, one page, plus the total."""

@@ -237,7 +237,8 @@ async def update(call: Call) -> Reply:
     await call.stores.users.save(call.node.fence(), user)
     if new_password:
         await log_activity(call, "user_password", f"Password changed: {username}", user=public(user))
-        # A password change ends this user's other sessions.
+        # A password change ends this user's other sessions. Unlike the activity record this may fail the
+        # call: the sessions of someone who just changed a password must not carry on unnoticed.
         await call.stores.users.drop_sessions(call.node.fence(), normalize(username), keep=call.who.session_id)
     else:
         await log_activity(call, "user_update", f"User updated own profile: {username}", user=public(user))
