@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import structlog
+
+from storage.connection import STORE_DOWN_ERRORS, UNAVAILABLE_ERRORS
 from storage.ids import generate_id
 
 from .call import Call
+
+log = structlog.get_logger("podium.activity")
 
 # Never copied into an activity record, at any depth.
 SECRET_FIELDS = frozenset({"password", "salt", "key", "plain_key", "new_password", "old_password", "csrf_token",
@@ -56,6 +62,27 @@ def build_record(call: Call | None, action: str, description: str, username: str
     return rec
 
 
+@contextlib.asynccontextmanager
+async def post_commit(step: str) -> AsyncIterator[None]:
+    """Run a step that follows a committed write (activity record, security log, ...): a failure is
+    logged and swallowed, never answered. The write happened; an error reply would make the client
+    retry it and get "already exists", or think a change it made was not made."""
+    try:
+        yield
+    except (*STORE_DOWN_ERRORS, *UNAVAILABLE_ERRORS) as exc:
+        log.warning("post_commit_step_failed", step=step, error=repr(exc))
+    except Exception:
+        log.exception("post_commit_step_failed", step=step)
+
+
 async def log_activity(call: Call, action: str, description: str, **objects: Any) -> None:
-    """Write one activity record for a request (system actions call build_record(None, ...) directly)."""
+    """Write one activity record for a request (system actions call build_record(None, ...) directly).
+    Called after the write it records, so it never raises (see post_commit)."""
+    async with post_commit(f"activity:{action}"):
+        await call.stores.activity.add(build_record(call, action, description, **objects))
+
+
+async def audit_activity(call: Call, action: str, description: str, **objects: Any) -> None:
+    """Write an activity record that must exist before the call may answer (e.g. a secret revealed):
+    unlike log_activity, a failure fails the call."""
     await call.stores.activity.add(build_record(call, action, description, **objects))

@@ -44,6 +44,15 @@ ENV = {
     "free_accounts": "PODIUM_FREE_ACCOUNTS",
     "session_days": "PODIUM_SESSION_DAYS",
     "login_ip_limit": "PODIUM_LOGIN_IP_LIMIT",
+    "max_failed_logins_per_hour": "PODIUM_MAX_FAILED_LOGINS_PER_HOUR",
+    "login_user_limit": "PODIUM_LOGIN_USER_LIMIT",
+    "login_lock": "PODIUM_LOGIN_LOCK",
+    "login_lock_max": "PODIUM_LOGIN_LOCK_MAX",
+    "job_max_rows": "PODIUM_JOB_MAX_ROWS",
+    "activity_max_rows": "PODIUM_ACTIVITY_MAX_ROWS",
+    "job_expire_days": "PODIUM_JOB_EXPIRE_DAYS",
+    "activity_expire_days": "PODIUM_ACTIVITY_EXPIRE_DAYS",
+    "max_sessions_per_user": "PODIUM_MAX_SESSIONS_PER_USER",
     "scheduler_grace": "PODIUM_SCHEDULER_GRACE",
     "max_jobs_per_min": "PODIUM_MAX_JOBS_PER_MIN",
 }
@@ -76,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--free-accounts", choices=["on", "off"], help="allow self sign-up (default off)")
     serve.add_argument("--session-days", metavar="N", help="session lifetime in days (default 365)")
     serve.add_argument("--login-ip-limit", metavar="N", help="failed logins per address per 10 min (default 20)")
+    serve.add_argument("--max-failed-logins-per-hour", metavar="N",
+                       help="failed logins of one name from one address before a temporary lock (default 5)")
+    serve.add_argument("--login-user-limit", metavar="N",
+                       help="failed logins of one name from all addresses per hour before a lock (default 50)")
+    serve.add_argument("--login-lock", metavar="S", help="first temporary login lock, doubled per lock (default 60)")
+    serve.add_argument("--login-lock-max", metavar="S", help="longest temporary login lock (default 3600)")
+    serve.add_argument("--job-max-rows", metavar="N", help="job records kept (default 100000, 0 = all)")
+    serve.add_argument("--activity-max-rows", metavar="N", help="activity records kept (default 100000, 0 = all)")
+    serve.add_argument("--job-expire-days", metavar="N", help="delete jobs completed N days ago (default 0 = off)")
+    serve.add_argument("--activity-expire-days", metavar="N", help="delete activity N days old (default 0 = off)")
+    serve.add_argument("--max-sessions-per-user", metavar="N", help="sessions kept per user (default 100)")
     serve.add_argument("--scheduler-grace", metavar="S", help="launch slots missed by up to S seconds (default 60)")
     serve.add_argument("--max-jobs-per-min", metavar="N", help="scheduler brake (default 100)")
 
@@ -83,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
     status.add_argument("--data-dir", metavar="DIR", help="data dir of a node with the embedded store")
     status.add_argument("--cluster", metavar="NAME", help="cluster name (default podium)")
+
+    user = sub.add_parser("user", help="recover a user account directly in the store (no API key needed)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    helps = {"unlock": "lift the account lock and every temporary login lock",
+             "password": "set a new password (from stdin, or prompted) and end every session"}  # fmt: skip
+    for name, text in helps.items():
+        cmd = user_sub.add_parser(name, help=text)
+        cmd.add_argument("username")
+        cmd.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
+        cmd.add_argument("--data-dir", metavar="DIR", help="data dir of a node with the embedded store")
+        cmd.add_argument("--cluster", metavar="NAME", help="cluster name (default podium)")
     return parser
 
 
@@ -164,6 +195,17 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         free_accounts=_flag(_pick(args, env, "free_accounts", "off")),
         session_days=_int(_pick(args, env, "session_days", "365"), "--session-days"),
         login_ip_limit=_int(_pick(args, env, "login_ip_limit", "20"), "--login-ip-limit"),
+        max_failed_logins_per_hour=_int(
+            _pick(args, env, "max_failed_logins_per_hour", "5"), "--max-failed-logins-per-hour"
+        ),
+        login_user_limit=_int(_pick(args, env, "login_user_limit", "50"), "--login-user-limit"),
+        login_lock_s=_int(_pick(args, env, "login_lock", "60"), "--login-lock"),
+        login_lock_max_s=_int(_pick(args, env, "login_lock_max", "3600"), "--login-lock-max"),
+        job_max_rows=_int(_pick(args, env, "job_max_rows", "100000"), "--job-max-rows"),
+        activity_max_rows=_int(_pick(args, env, "activity_max_rows", "100000"), "--activity-max-rows"),
+        job_expire_days=_int(_pick(args, env, "job_expire_days", "0"), "--job-expire-days"),
+        activity_expire_days=_int(_pick(args, env, "activity_expire_days", "0"), "--activity-expire-days"),
+        max_sessions_per_user=_int(_pick(args, env, "max_sessions_per_user", "100"), "--max-sessions-per-user"),
         scheduler_grace_s=_int(_pick(args, env, "scheduler_grace", "60"), "--scheduler-grace"),
         max_jobs_per_min=_int(_pick(args, env, "max_jobs_per_min", "100"), "--max-jobs-per-min"),
         test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
@@ -176,6 +218,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         if args.command == "serve":
             return _serve(settings_from(args, environ))
+        if args.command == "user":
+            return _user(args, environ)
         return _status(args, environ)
     except ConfigError as exc:
         print(f"podium: error: {exc}", file=sys.stderr)
@@ -200,6 +244,20 @@ def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     url = _pick(args, env, "redis", "") or socket_url(data_dir)
     cluster = _pick(args, env, "cluster", "podium")
     print(asyncio.run(cluster_status(url, cluster)))
+    return 0
+
+
+def _user(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .useradmin import read_new_password, set_password, unlock
+
+    data_dir = Path(_pick(args, env, "data_dir", "data"))
+    url = _pick(args, env, "redis", "") or socket_url(data_dir)
+    cluster = _pick(args, env, "cluster", "podium")
+    if args.user_command == "unlock":
+        print(asyncio.run(unlock(url, cluster, args.username)))
+    else:
+        password = read_new_password()
+        print(asyncio.run(set_password(url, cluster, args.username, password)))
     return 0
 
 

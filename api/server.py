@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from cluster import __version__
+from cluster.maintenance import MaintenanceConfig, maintenance_service
 from cluster.node import NodeRuntime, load_node_id
 from cluster.scheduler import SchedulerConfig, scheduler_service
 from storage.connection import Database, connect, redacted, wait_reachable
@@ -50,6 +51,16 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
         grace_s=settings.scheduler_grace_s,
         stagger_ms=settings.scheduler_stagger_ms,
         max_jobs_per_min=settings.max_jobs_per_min,
+    )
+
+
+def maintenance_config(settings: Settings) -> MaintenanceConfig:
+    return MaintenanceConfig(
+        job_max_rows=settings.job_max_rows,
+        job_expire_days=settings.job_expire_days,
+        activity_max_rows=settings.activity_max_rows,
+        activity_expire_days=settings.activity_expire_days,
+        max_sessions_per_user=settings.max_sessions_per_user,
     )
 
 
@@ -92,7 +103,11 @@ async def serve(settings: Settings) -> None:
             node_id,
             settings.advertise_url,
             lease_ms=settings.lease_ms,
-            services=[first_start, scheduler_service(scheduler_config(settings))],
+            services=[
+                first_start,
+                scheduler_service(scheduler_config(settings)),
+                maintenance_service(maintenance_config(settings)),
+            ],
             stores=Stores.open(db, secret_key),
             control=db.with_own_pool(),  # the lease and the heartbeat never wait behind requests
         )

@@ -59,6 +59,17 @@ class Settings:
     free_accounts: bool = False  # self sign-up through /api/user/create
     session_days: int = 365
     login_ip_limit: int = 20  # failed logins per client address per 10 minutes; 0 = no limit
+    # Failed logins lock a name temporarily (xyOps: User.max_failed_logins_per_hour), never the account.
+    max_failed_logins_per_hour: int = 5  # per name and client address; 0 = no limit
+    login_user_limit: int = 50  # per name from all addresses per hour; 0 = no limit
+    login_lock_s: int = 60  # first lock; each further lock doubles it ...
+    login_lock_max_s: int = 3600  # ... up to this
+    # Retention, applied by the primary's maintenance (xyOps: db_maint.jobs/activity.max_rows).
+    job_max_rows: int = 100_000  # 0 = no cap
+    activity_max_rows: int = 100_000
+    job_expire_days: int = 0  # also delete job records completed longer ago; 0 = keep by count only
+    activity_expire_days: int = 0
+    max_sessions_per_user: int = 100  # a login beyond it ends the user's oldest session; 0 = no cap
     scheduler_grace_s: int = 60  # missed scheduled slots younger than this are launched after a failover
     scheduler_stagger_ms: int = 50
     max_jobs_per_min: int = 100
@@ -102,6 +113,7 @@ class Settings:
             parts = urlsplit(self.advertise)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"--advertise {self.advertise!r}: must be an http(s):// URL")
+        self._validate_logins_and_retention()
         return self
 
     def _validate_redis(self) -> None:
@@ -114,3 +126,26 @@ class Settings:
             raise ConfigError(f"--redis-pool {self.redis_pool}: must be between 1 and 10000")
         if not 0.1 <= self.redis_pool_timeout <= 600:
             raise ConfigError(f"--redis-pool-timeout {self.redis_pool_timeout:g}: must be between 0.1 and 600 s")
+
+    def _validate_logins_and_retention(self) -> None:
+        counts = {
+            "--max-failed-logins-per-hour": self.max_failed_logins_per_hour,
+            "--login-user-limit": self.login_user_limit,
+            "--job-max-rows": self.job_max_rows,
+            "--activity-max-rows": self.activity_max_rows,
+            "--max-sessions-per-user": self.max_sessions_per_user,
+        }
+        for option, value in counts.items():
+            if value < 0:
+                raise ConfigError(f"{option} {value}: must be 0 or more")
+        if not 1 <= self.login_lock_s <= 86400:
+            raise ConfigError(f"--login-lock {self.login_lock_s}: must be between 1 and 86400 seconds")
+        if not self.login_lock_s <= self.login_lock_max_s <= 7 * 86400:
+            raise ConfigError(
+                f"--login-lock-max {self.login_lock_max_s}: must be between --login-lock ({self.login_lock_s}) "
+                "and 604800 seconds"
+            )
+        for option, days in (("--job-expire-days", self.job_expire_days),
+                             ("--activity-expire-days", self.activity_expire_days)):  # fmt: skip
+            if not 0 <= days <= 36500:
+                raise ConfigError(f"{option} {days}: must be between 0 and 36500")

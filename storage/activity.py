@@ -8,8 +8,9 @@ from typing import Any
 
 from . import codec
 from .connection import Database
-from .search.index import Column, Indexer, IndexSpec
-from .search.query import parse, restrict
+from .fence import Fence
+from .search.index import Column, Indexer, IndexSpec, Op
+from .search.query import Everything, Query, Range, parse, restrict
 
 Record = dict[str, Any]
 
@@ -24,6 +25,11 @@ def _raw(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+def index_fields(record: Record) -> Record:
+    """The searchable view of an activity record."""
+    return {"action": record.get("action", ""), "keywords": record.get("keywords", []), "date": record.get("epoch", 0)}
+
+
 class ActivityStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -34,9 +40,7 @@ class ActivityStore:
         would not be, so the record goes first)."""
         rid = str(record["id"])
         await self.db.client.set(self.db.keys.activity(rid), codec.pack(record))
-        fields = {"action": record.get("action", ""), "keywords": record.get("keywords", []),
-                  "date": record.get("epoch", 0)}  # fmt: skip
-        await self.index.add(rid, fields, order=time.time() * 1000)
+        await self.index.add(rid, index_fields(record), order=time.time() * 1000)
 
     async def get_many(self, ids: list[str]) -> list[Record]:
         if not ids:
@@ -51,3 +55,20 @@ class ActivityStore:
         parsed = restrict(parse(query, ACTIVITY_INDEX), *(parse(q, ACTIVITY_INDEX) for q in also))
         found = await self.index.search(parsed, offset=offset, limit=limit, sort_dir=sort_dir)
         return await self.get_many(found.ids), found.total
+
+    async def oldest(self, limit: int, *, before: float | None = None, offset: int = 0) -> tuple[list[str], int]:
+        """Ids of records, oldest first, and how many there are; with `before` (epoch s) only those
+        dated before it. Answered by the index, so no record is read."""
+        root = Everything() if before is None else Range("date", high=before, high_open=True)
+        found = await self.index.search(Query(root), offset=offset, limit=limit, sort_dir=1)
+        return found.ids, found.total
+
+    async def delete_many(self, fence: Fence, ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Delete records and their index entries in one fenced step (retention). Returns how many
+        went, and the ids whose record was already gone."""
+        raws = await self.db.client.mget([self.db.keys.activity(i) for i in ids]) if ids else []
+        records = {rid: index_fields(dict(codec.unpack(_raw(raw))))
+                   for rid, raw in zip(ids, raws, strict=True) if raw is not None}  # fmt: skip
+        also: list[Op] = [("DEL", [self.db.keys.activity(rid)], []) for rid in records]
+        await self.index.remove_fenced(fence, records, also)
+        return len(records), [rid for rid, raw in zip(ids, raws, strict=True) if raw is None]

@@ -17,8 +17,8 @@ from .connection import Database
 from .errors import Conflict
 from .fence import Fence, FencedBatch
 from .scripts import fenced
-from .search.index import Column, Indexer, IndexSpec
-from .search.query import parse, restrict
+from .search.index import Column, Indexer, IndexSpec, Op
+from .search.query import Everything, Query, Range, parse, restrict
 
 Record = dict[str, Any]
 CLAIM_TTL_S = 8 * 86400  # claims outlive any catch-up window the scheduler replays
@@ -213,3 +213,25 @@ class JobStore:
         batch.add("SREM", [k.jobs_unindexed], job_id)
         await fence.execute(batch)
         await self.index.remove(job_id, index_fields(job))
+
+    async def oldest(
+        self, limit: int, *, before: float | None = None, offset: int = 0
+    ) -> tuple[list[str], int]:
+        """Ids of final jobs, earliest started first (the `_id` order, several times cheaper to select
+        than a sort by `completed`), and how many there are; with `before` (epoch s) only those
+        completed before it. Answered by the index, so no record is read."""
+        root = Everything() if before is None else Range("completed", high=before, high_open=True)
+        found = await self.index.search(Query(root), offset=offset, limit=limit, sort_dir=1)
+        return found.ids, found.total
+
+    async def delete_many(self, fence: Fence, ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Delete final jobs and their index entries in one fenced step (retention). Returns how many
+        went, and the ids whose record was already gone (their entries cannot be told apart here)."""
+        k = self.db.keys
+        jobs = await self.get_many(ids)
+        records = {job_id: index_fields(job) for job_id, job in zip(ids, jobs, strict=True) if job is not None}
+        also: list[Op] = []
+        for job_id in records:
+            also += [("DEL", [k.job(job_id)], []), ("SREM", [k.jobs_unindexed], [job_id])]
+        await self.index.remove_fenced(fence, records, also)
+        return len(records), [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]

@@ -102,9 +102,11 @@ class Keyspace:
         """LIST msgpack security entries of one user, newest first, capped."""
         return self.key("security", norm)
 
-    def login_failures(self, norm: str) -> str:
-        """STRING failed-login counter of one user, expires an hour after the first failure."""
-        return self.key("login_fail", "user", norm)
+    def login_guard(self, norm: str) -> str:
+        """HASH failed-login counters and temporary locks of one user name (existing or not), overall and
+        per client address: n, w, locks, until and n:<addr>, w:<addr>, locks:<addr>, until:<addr>
+        (storage/users.py LOGIN_FAILED). PX: forgotten after a quiet window plus the longest lock."""
+        return self.key("login_guard", norm)
 
     def ip_login_failures(self, ip: str) -> str:
         """STRING failed-login counter of one client address, per window."""

@@ -5,17 +5,23 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from redis.exceptions import ResponseError
 
 from . import codec
 from .bus import InvalidationBus
 from .cache import KeyedCache
-from .connection import Database
-from .errors import Conflict
+from .connection import UNAVAILABLE_ERRORS, Database
+from .errors import Conflict, FencedError
 from .fence import Fence, FencedBatch
 from .scripts import fenced
+
+log = structlog.get_logger("podium.users")
+CLEANUP_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, FencedError)
 
 Record = dict[str, Any]
 
@@ -29,7 +35,9 @@ SESSION_KIND = "session"
 # ARGV[5] msgpack record, ARGV[6] created ms, ARGV[7] channel,
 # ARGV[8] for update: the stored record's expected `revision` ('' = any; a missing one counts as 0)
 # return 1; errors "EXISTS", "NOTFOUND", "REVISION"
-USER_WRITE = fenced("""
+# USER_WRITE is this body behind the fence; `UserStore.operator_update` runs the body alone (it never
+# reads KEYS[1], KEYS[2], ARGV[1] or ARGV[2]).
+USER_WRITE_BODY = """
 local cur = redis.call('EXISTS', KEYS[3])
 if ARGV[3] == 'create' then
   if cur == 1 then return redis.error_reply('EXISTS') end
@@ -48,7 +56,88 @@ else
 end
 redis.call('PUBLISH', ARGV[7], 'user|' .. ARGV[4])
 return 1
-""")
+"""
+USER_WRITE = fenced(USER_WRITE_BODY)
+
+# Where a login for one name from one address stands, on the Redis clock.
+# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address, KEYS[3] users zset
+# ARGV[1] address
+# return {name lock ms left, lock ms left for this address, address failures, address counter ms left,
+#         number of users}
+LOGIN_STATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local g = redis.call('HMGET', KEYS[1], 'until', 'until:' .. ARGV[1])
+local name = math.max(tonumber(g[1] or '0') - now, 0)
+local pair = math.max(tonumber(g[2] or '0') - now, 0)
+return {name, pair, tonumber(redis.call('GET', KEYS[2]) or '0'), math.max(redis.call('PTTL', KEYS[2]), 0),
+        redis.call('ZCARD', KEYS[3])}
+"""
+
+# Count one failed login of a name from an address. When the (name, address) pair or the name over all
+# addresses reaches its limit within the window, that scope is locked for a backoff that starts at the
+# first lock time and doubles with each further lock, up to the longest; its count starts again.
+# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address
+# ARGV[1] address, ARGV[2] pair limit, ARGV[3] name limit, ARGV[4] window ms, ARGV[5] first lock ms,
+# ARGV[6] longest lock ms, ARGV[7] address limit, ARGV[8] address window s (a limit of 0 counts nothing)
+# return {name lock ms, pair lock ms} started by this failure (0 = none)
+LOGIN_FAILED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window, first, longest = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local function fail(suffix, limit)
+  if limit <= 0 then return 0 end
+  local w = tonumber(redis.call('HGET', KEYS[1], 'w' .. suffix) or '0')
+  if now - w >= window then redis.call('HSET', KEYS[1], 'w' .. suffix, now, 'n' .. suffix, 0) end
+  if redis.call('HINCRBY', KEYS[1], 'n' .. suffix, 1) < limit then return 0 end
+  local locks = redis.call('HINCRBY', KEYS[1], 'locks' .. suffix, 1)
+  local ms = longest
+  if locks <= 30 then ms = math.min(first * 2 ^ (locks - 1), longest) end
+  redis.call('HSET', KEYS[1], 'until' .. suffix, now + ms, 'n' .. suffix, 0, 'w' .. suffix, now)
+  return ms
+end
+-- Many addresses against one name: forget the per-address state (the name-wide limit still holds).
+if redis.call('HLEN', KEYS[1]) > 4000 then
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.find(f, ':', 1, true) then redis.call('HDEL', KEYS[1], f) end
+  end
+end
+local pair = fail(':' .. ARGV[1], tonumber(ARGV[2]))
+local name = fail('', tonumber(ARGV[3]))
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], window + longest) end
+if tonumber(ARGV[7]) > 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[8], 'NX')
+end
+return {name, pair}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginPolicy:
+    """When failed logins lock a name for a while (a limit of 0 is off). Locks are temporary and
+    apply to names whether or not a user has them, so they say nothing about which users exist."""
+
+    pair_limit: int = 5  # failures of one name from one address per window
+    name_limit: int = 50  # failures of one name from all addresses per window
+    ip_limit: int = 20  # failures from one address for all names per ip window (answered `rate`)
+    window_s: int = 3600
+    ip_window_s: int = 600
+    lock_s: int = 60  # the first lock; each further lock of the same scope doubles it
+    lock_max_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    name_lock_ms: int
+    pair_lock_ms: int
+    ip_failures: int
+    ip_reset_ms: int
+    users: int  # none yet: the first start has not created the admin
+
+    @property
+    def lock_ms(self) -> int:
+        return max(self.name_lock_ms, self.pair_lock_ms)
 
 
 def normalize(username: str) -> str:
@@ -108,8 +197,13 @@ class UserStore:
     async def delete(self, fence: Fence, user: Record) -> None:
         norm = normalize(str(user["username"]))
         await self._write_user(fence, "delete", user)
-        await self.drop_sessions(fence, norm)
-        await self.db.client.delete(self.db.keys.security_log(norm), self.db.keys.login_failures(norm))
+        # The user is gone, and with it every session's standing (a session of a missing user is refused):
+        # what is left is cleanup, which must not turn the committed delete into an error.
+        try:
+            await self.drop_sessions(fence, norm)
+            await self.db.client.delete(self.db.keys.security_log(norm), self.db.keys.login_guard(norm))
+        except CLEANUP_ERRORS as exc:
+            log.warning("user_cleanup_failed", username=norm, error=repr(exc))
 
     async def page(self, offset: int, limit: int) -> tuple[list[Record], int]:
         """Users in creation order, one page, plus the total."""
@@ -136,7 +230,8 @@ class UserStore:
             return None
         return found
 
-    async def create_session(self, fence: Fence, session_id: str, session: Record) -> None:
+    async def create_session(self, fence: Fence, session_id: str, session: Record, max_sessions: int = 0) -> None:
+        """Store a session; with `max_sessions`, the user's oldest sessions beyond it end."""
         digest = session_digest(session_id)
         norm = normalize(str(session["username"]))
         ttl_ms = max(1000, int((float(session["expires"]) - time.time()) * 1000))
@@ -144,9 +239,39 @@ class UserStore:
         batch = FencedBatch()
         batch.add("SET", [k.session(digest)], codec.pack(session), "PX", ttl_ms)
         batch.add("SADD", [k.user_sessions(norm)], digest)
+        batch.add("SCARD", [k.user_sessions(norm)])
         batch.add("PUBLISH", [], k.invalidate_channel, f"{SESSION_KIND}|{digest}")
-        await fence.execute(batch)
+        reply = await fence.execute(batch)
         self.sessions.invalidate(digest)
+        if max_sessions and int(reply[2]) > max_sessions:
+            await self.trim_sessions(fence, norm, max_sessions)
+
+    async def trim_sessions(self, fence: Fence, norm: str, keep: int) -> int:
+        """End a user's oldest sessions (by `created`) beyond `keep`, and forget ids of sessions that
+        expired by themselves. Returns how many live sessions were ended."""
+        members = await self.db.client.smembers(self.db.keys.user_sessions(norm))
+        digests = sorted(_raw(m).decode() for m in members)
+        if len(digests) <= keep:
+            return 0
+        raws = await self.db.client.mget([self.db.keys.session(d) for d in digests])
+        gone = [d for d, raw in zip(digests, raws, strict=True) if raw is None]
+        live = sorted((float(codec.unpack(_raw(raw)).get("created") or 0), d)
+                      for d, raw in zip(digests, raws, strict=True) if raw is not None)  # fmt: skip
+        ended = [d for _, d in live[: max(len(live) - keep, 0)]]
+        await self._drop_digests(fence, norm, gone + ended)
+        return len(ended)
+
+    async def session_counts(self, offset: int, limit: int) -> list[tuple[str, int]]:
+        """(normalised name, number of session ids held) for one page of users in creation order."""
+        k = self.db.keys
+        names = [_raw(n).decode() for n in await self.db.client.zrange(k.users, offset, offset + limit - 1)]
+        if not names:
+            return []
+        async with self.db.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.scard(k.user_sessions(name))  # type: ignore[unused-awaitable]  # queued
+            counts = await pipe.execute()
+        return [(name, int(count)) for name, count in zip(names, counts, strict=True)]
 
     async def delete_session(self, fence: Fence, session_id: str, username: str) -> None:
         await self._drop_digests(fence, normalize(username), [session_digest(session_id)])
@@ -189,16 +314,69 @@ class UserStore:
             total, raws = await pipe.execute()
         return [dict(codec.unpack(_raw(r))) for r in raws], int(total)
 
-    async def count_failure(self, key: str, window_s: int) -> int:
-        """INCR a failure counter whose window starts at the first failure."""
+    async def login_state(self, norm: str, ip: str) -> LoginState:
+        k = self.db.keys
+        keys = [k.login_guard(norm), k.ip_login_failures(ip), k.users]
+        reply = await self.db.script(LOGIN_STATE)(keys=keys, args=[ip])
+        return LoginState(*(int(v) for v in reply))
+
+    async def login_failed(self, norm: str, ip: str, policy: LoginPolicy) -> tuple[int, int]:
+        """Count a failed login; returns the (name, pair) lock in ms that it started (0 = none)."""
+        k = self.db.keys
+        p = policy
+        reply = await self.db.script(LOGIN_FAILED)(
+            keys=[k.login_guard(norm), k.ip_login_failures(ip)],
+            args=[ip, p.pair_limit, p.name_limit, p.window_s * 1000, p.lock_s * 1000, p.lock_max_s * 1000,
+                  p.ip_limit, p.ip_window_s],
+        )  # fmt: skip
+        return int(reply[0]), int(reply[1])
+
+    async def login_succeeded(self, norm: str, ip: str) -> None:
+        """The right password from this address: its failures and backoff for this name are forgotten
+        (the name-wide count is not: an attacker elsewhere keeps counting towards it)."""
+        await self.db.client.hdel(self.db.keys.login_guard(norm), *(f"{f}:{ip}" for f in ("w", "n", "locks", "until")))
+
+    async def clear_login_guard(self, norm: str) -> None:
+        """Forget every failure and temporary lock of a name (an administrator's unlock)."""
+        await self.db.client.delete(self.db.keys.login_guard(norm))
+
+    # -- operator writes (`podium user ...`, no fence) ---------------------------
+    # The CLI is not a node and holds no lease. Its writes are safe unfenced because the user write is
+    # a compare-and-set on the record's revision: it never overwrites a change it has not read, and
+    # any save the primary prepared from an older copy is refused in turn (Conflict "revision"). Only
+    # the CLI calls these.
+    async def operator_update(self, username: str, change: Callable[[Record], bool]) -> Record | None:
+        """Apply `change` to a copy of the stored user and save it if `change` says it changed something;
+        None if there is no such user."""
+        k = self.db.keys
+        norm = normalize(username)
+        for _ in range(10):
+            user = await self._load_user(norm)
+            if user is None:
+                return None
+            read = int(user.get("revision") or 0)
+            if not change(user):
+                return user
+            user["revision"] = read + 1
+            args = ["", "", "update", norm, codec.pack(user), int(time.time() * 1000), k.invalidate_channel, str(read)]
+            try:
+                await self.db.script(USER_WRITE_BODY)(keys=[k.leader, k.epoch, k.user(norm), k.users], args=args)
+            except ResponseError as exc:
+                if str(exc).startswith(("REVISION", "NOTFOUND")):
+                    continue  # changed or deleted meanwhile: read again
+                raise
+            self.users.invalidate(norm)
+            return user
+        raise Conflict("revision", f"user {username} keeps changing; try again")
+
+    async def operator_drop_sessions(self, norm: str) -> int:
+        """End every session of a user (deleting needs no fence: nothing stale can be written back)."""
+        k = self.db.keys
+        digests = [_raw(m).decode() for m in await self.db.client.smembers(k.user_sessions(norm))]
         async with self.db.client.pipeline(transaction=True) as pipe:
-            pipe.incr(key)  # type: ignore[unused-awaitable]
-            pipe.expire(key, window_s, nx=True)  # type: ignore[unused-awaitable]
-            count, _ = await pipe.execute()
-        return int(count)
-
-    async def failures(self, key: str) -> int:
-        return int(await self.db.client.get(key) or 0)
-
-    async def clear_failures(self, key: str) -> None:
-        await self.db.client.delete(key)
+            for digest in digests:
+                pipe.delete(k.session(digest))  # type: ignore[unused-awaitable]  # queued
+                pipe.srem(k.user_sessions(norm), digest)  # type: ignore[unused-awaitable]
+                pipe.publish(k.invalidate_channel, f"{SESSION_KIND}|{digest}")  # type: ignore[unused-awaitable]
+            await pipe.execute()
+        return len(digests)

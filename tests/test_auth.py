@@ -1,4 +1,5 @@
-"""Users, sessions, API keys, roles, CSRF, lockout and the activity log on one in-process node."""
+"""Users, sessions, API keys, roles, CSRF and the activity log on one in-process node (lockout:
+test_login_lockout.py)."""
 
 from __future__ import annotations
 
@@ -103,21 +104,6 @@ async def test_roles_merge_and_apply_on_next_request(site: Site, admin: dict[str
     assert (await site.call("create_role", {"title": "Refused"}, headers=key))[0] == 403
     await site.call("update_role", {"id": "editors", "enabled": True, "privileges": {}}, headers=admin)
     assert (await site.call("create_role", {"title": "Refused"}, headers=key))[0] == 403
-
-
-async def test_lockout_after_five_failures_until_unlocked(site: Site, admin: dict[str, str]) -> None:
-    body = {"username": "bob", "email": "bob@example.com", "full_name": "Bob", "password": "correct horse"}
-    assert (await site.call("admin_create", body, ns="user", headers=admin))[1]["code"] == 0
-    for _ in range(5):
-        _, data = await site.call("login", {"username": "bob", "password": "wrong"}, ns="user")
-        assert data["code"] == "login"
-    refused = await site.call("login", {"username": "bob", "password": "correct horse"}, ns="user")
-    assert refused[1]["code"] == "login"
-    _, got = await site.call("admin_get_user", {"username": "bob"}, ns="user", headers=admin)
-    assert got["user"]["locked"] is True
-    await site.call("admin_update", {"username": "bob", "unlock": True}, ns="user", headers=admin)
-    sid, _ = await site.login("bob", "correct horse")
-    assert sid
 
 
 async def test_ip_limit_on_failed_logins(db: Database, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from storage import codec
 from storage.families import SECRETS
 from storage.secretbox import SecretBox, SecretBoxError
 
-from ..activity import log_activity
+from ..activity import audit_activity
 from ..call import Call
 from ..definitions import FamilySpec, Field, Record, register_family, shown
 from ..errors import ApiError, bad_param
@@ -134,5 +134,6 @@ async def decrypt_secret(call: Call) -> Reply:
     if record is None:
         raise ApiError("secret", f"Secret not found: {secret_id}")  # xyOps answers `secret` here, not notfound
     variables = open_variables(call, record)
-    await log_activity(call, "secret_access", str(record.get("title", "")), secret=shown(SECRET_SPEC, record))
+    # Audited before it is revealed: no record, no secret.
+    await audit_activity(call, "secret_access", str(record.get("title", "")), secret=shown(SECRET_SPEC, record))
     return {"fields": variables}

@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import math
 import secrets
 import time
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from storage.errors import Conflict
 from storage.families import ROLES
-from storage.users import normalize
+from storage.users import LoginPolicy, normalize
 
 from .. import params as P
-from ..activity import log_activity
+from ..activity import log_activity, post_commit
 from ..call import Call
 from ..errors import ApiError
-from ..passwords import check_password, hash_password, new_salt
+from ..passwords import check_password, hash_password, new_salt, verify
 from ..principal import DEFAULT_USER_PRIVILEGES, PRIVILEGES, holds_admin
 from ..registry import ADMIN, HANDLERS, NONE, SESSION, Reply
+from ..settings import Settings
 from ..transport import json_reply
 from ..typedefs import AUTH
 from ..validate import boolean, privilege_map, string_list, text
 
+log = structlog.get_logger("podium.users")
+
 USERNAME = r"[\w\-\.]+"
 PASSWORD_LEN = 1024
-LOCK_AFTER = 5  # failed logins within LOCK_WINDOW_S lock the account until an admin unlocks it
-LOCK_WINDOW_S = 3600
-IP_WINDOW_S = 600
 LOGIN_FAILED = "Username or password is incorrect."
 BLOCKED_NAMES = frozenset({"admin", "root", "system", "administrator", "podium", "xyops", "api", "user", "users"})
 # What a user may set on their own account (user/update, user_settings): the xyOps UI's profile and
@@ -96,7 +97,28 @@ def _session_reply(call: Call, user: dict[str, Any], session: dict[str, Any]) ->
     reply: dict[str, Any] = {"code": 0, "username": user["username"], "user": public(user)}
     if call.settings.use_csrf:
         reply["csrf_token"] = session.get("csrf_token", "")
+    if user.get("force_password_change"):
+        reply["force_password_change"] = True  # a client should insist on a new password (user/update)
     return reply
+
+
+def login_policy(settings: Settings) -> LoginPolicy:
+    return LoginPolicy(
+        pair_limit=settings.max_failed_logins_per_hour,
+        name_limit=settings.login_user_limit,
+        ip_limit=settings.login_ip_limit,
+        lock_s=settings.login_lock_s,
+        lock_max_s=settings.login_lock_max_s,
+    )
+
+
+def _seconds(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
+
+
+def _wait(ms: int) -> str:
+    seconds = _seconds(ms)
+    return "1 second" if seconds == 1 else f"{seconds} seconds"
 
 
 def _set_cookie(call: Call, resp: web.StreamResponse, value: str, max_age: int) -> None:
@@ -107,31 +129,40 @@ def _set_cookie(call: Call, resp: web.StreamResponse, value: str, max_age: int) 
 @HANDLERS.add("login", ns="user", write=True, privilege=NONE, csrf=False,
               args=(P.text("username", required=True, max_len=P.ID_LEN), PASSWORD_ARG))
 async def login(call: Call) -> web.StreamResponse:
+    """Failed logins lock the name temporarily (per address, then everywhere), never the account:
+    existing sessions carry on, and an API key or `podium user unlock` always gets an admin in.
+    Every attempt that is not refused up front costs one bcrypt check, whatever the account."""
     users = call.stores.users
-    keys = call.node.db.keys
     username = text(call.params, "username")
     password = text(call.params, "password")
-    limit = call.settings.login_ip_limit
-    if limit and await users.failures(keys.ip_login_failures(call.ip)) >= limit:
-        raise ApiError("rate", "Too many failed logins from this address; try again later.")
+    norm = normalize(username)
+    policy = login_policy(call.settings)
+    state = await users.login_state(norm, call.ip)
+    if policy.ip_limit and state.ip_failures >= policy.ip_limit:
+        raise ApiError("rate", f"Too many failed logins from this address; try again in {_wait(state.ip_reset_ms)}.")
+    if state.lock_ms:
+        raise ApiError("login", f"Too many failed logins; try again in {_wait(state.lock_ms)}.")
+    if not state.users:  # a new cluster a moment before its first start: not a failure to count
+        raise ApiError("login", "The first start is not finished yet; try again in a moment.")
     user = await users.get(username)
-    ok = False
-    if user is not None and user.get("active", 1) and not user.get("locked"):
-        ok = await check_password(password, str(user.get("salt", "")), str(user.get("password", "")))
-    if not ok:
-        if limit:
-            await users.count_failure(keys.ip_login_failures(call.ip), IP_WINDOW_S)
-        if user is not None and not user.get("locked"):
-            count = await users.count_failure(keys.login_failures(normalize(username)), LOCK_WINDOW_S)
-            if count >= LOCK_AFTER:
-                locked = {**user, "locked": True, "modified": int(time.time())}
-                with contextlib.suppress(Conflict):  # changed meanwhile: the next failure locks it
-                    await users.save(call.node.fence(), locked)
-                await log_activity(call, "user_lock", f"Account locked after {count} failed logins",
-                                   user=public(locked))  # fmt: skip
+    found = user or {}
+    if not await verify(password, str(found.get("salt", "")), found.get("password") if user else None):
+        name_ms, pair_ms = await users.login_failed(norm, call.ip, policy)
+        if name_ms or pair_ms:
+            seconds = _seconds(max(name_ms, pair_ms))
+            log.warning("login_locked", username=norm, ip=call.ip, seconds=seconds, everywhere=bool(name_ms))
+            if user is not None:
+                where = "from every address" if name_ms else f"from {call.ip}"
+                await log_activity(call, "user_lock", f"Logins as {user['username']} {where} paused for {seconds} s "
+                                   "after failed logins", user=public(user))  # fmt: skip
         raise ApiError("login", LOGIN_FAILED)
     assert user is not None
-    await users.clear_failures(keys.login_failures(normalize(username)))
+    # The right password: only now may the reply say why the account cannot log in.
+    if not user.get("active", 1):
+        raise ApiError("login", "User account is disabled.")
+    if user.get("locked"):
+        raise ApiError("login", "User account is locked.")
+    await users.login_succeeded(norm, call.ip)
     session_id = secrets.token_hex(32)
     now = time.time()
     session = {
@@ -143,9 +174,11 @@ async def login(call: Call) -> web.StreamResponse:
         "expires": int(now + call.settings.session_days * 86400),
         "csrf_token": secrets.token_hex(32) if call.settings.use_csrf else "",
     }
-    await users.create_session(call.node.fence(), session_id, session)
-    await users.log_security(str(user["username"]), {"action": "user_login", "epoch": int(now), "ip": call.ip,
-                                                     "useragent": session["useragent"]})  # fmt: skip
+    await users.create_session(call.node.fence(), session_id, session, call.settings.max_sessions_per_user)
+    # The session exists: what follows is bookkeeping and must not turn the login into an error.
+    async with post_commit("security_log"):
+        await users.log_security(str(user["username"]), {"action": "user_login", "epoch": int(now), "ip": call.ip,
+                                                         "useragent": session["useragent"]})  # fmt: skip
     await log_activity(call, "user_login", f"User logged in: {user['username']}", username=str(user["username"]),
                        user=public(user))  # fmt: skip
     resp = json_reply(_session_reply(call, user, session), rid=call.request_id)
@@ -225,7 +258,8 @@ async def update(call: Call) -> Reply:
     await call.stores.users.save(call.node.fence(), user)
     if new_password:
         await log_activity(call, "user_password", f"Password changed: {username}", user=public(user))
-        # A password change ends this user's other sessions.
+        # A password change ends this user's other sessions. Unlike the activity record this may fail the
+        # call: the sessions of someone who just changed a password must not carry on unnoticed.
         await call.stores.users.drop_sessions(call.node.fence(), normalize(username), keep=call.who.session_id)
     else:
         await log_activity(call, "user_update", f"User updated own profile: {username}", user=public(user))
@@ -257,7 +291,7 @@ async def _existing(call: Call) -> dict[str, Any]:
 @HANDLERS.add("admin_update", ns="user", write=True, privilege=ADMIN,
               args=(P.text("username", required=True, max_len=P.ID_LEN), *PROFILE, *ACCESS_ARGS,
                     P.obj("privileges", max_bytes=8192), PASSWORD_ARG.with_(name="new_password", required=False),
-                    P.flag("unlock", False)))
+                    P.flag("unlock", False), P.flag("locked", doc="set or lift the manual lock")))
 async def admin_update(call: Call) -> Reply:
     user = copy.deepcopy(await _existing(call))
     username = str(user["username"])
@@ -279,9 +313,14 @@ async def admin_update(call: Call) -> Reply:
     if new_password:
         user["salt"] = new_salt()
         user["password"] = await hash_password(new_password, user["salt"])
+    if "locked" in call.params:  # the administrator's own lock, kept until lifted (temporary ones expire)
+        if boolean(call.params, "locked", False):
+            user["locked"] = True
+        else:
+            user.pop("locked", None)
     if new_password or boolean(call.params, "unlock", False):
         user.pop("locked", None)
-        await call.stores.users.clear_failures(call.node.db.keys.login_failures(normalize(username)))
+        await call.stores.users.clear_login_guard(normalize(username))
     user["modified"] = int(time.time())
     await call.stores.users.save(call.node.fence(), user)
     if not user["active"] or new_password:

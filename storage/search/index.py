@@ -27,7 +27,8 @@ Numbers and dates are bit-sliced: a range costs 1-3 BITOPs per bit plane. Sortin
 with a bit-sliced top-K over (sorter, order, id), so `total` is exact and paging is exact in either
 direction. Writes are one-key commands (SETBIT, SADD, SREM, SETRANGE, HDEL): `index_ops` hands them
 out for a FencedBatch or a MULTI with the record itself; `add`, `remove` and `add_many` apply them
-atomically through APPLY_OPS, folding each key's SETBITs into BITFIELD calls.
+atomically through APPLY_OPS, folding each key's SETBITs into BITFIELD calls; `remove_fenced` does the
+same behind the fence, together with deleting the records.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ from typing import Any
 
 from .. import codec
 from ..connection import Database
+from ..fence import Fence
 from .plan import Compiler, has, planes
 from .query import Query, QueryError, parse
-from .scripts import APPLY_OPS, SEARCH, SLOT_ALLOCATE, VACUUM_CHUNK
+from .scripts import APPLY_OPS, FENCED_APPLY_OPS, SEARCH, SLOT_ALLOCATE, SLOT_ROWS, VACUUM_CHUNK
 from .sinks import Op, OpList, Payload, Sink, ones
 from .spec import CHUNK, CHUNK_BITS, ORDER, Column, IndexSpec, number_value, text_tokens, word_values
 
@@ -193,6 +195,42 @@ class Indexer:
         self._emit(packed, record_id, slot, order, None, record)
         await self._run(packed)
         return True
+
+    async def remove_fenced(self, fence: Fence, records: Mapping[str, Record], also: Iterable[Op] = ()) -> int:
+        """Take records (each exactly as indexed) out of the index and run the one-key commands `also`
+        (deleting the records themselves) in one fenced script: a deposed primary changes nothing, and
+        no crash parts a record from its entries. Returns how many of the records were indexed."""
+        held: list[tuple[str, int]] = []
+        if records:
+            found = await self.db.client.hmget(self.key("slots"), list(records))
+            held = [(rid, int(slot)) for rid, slot in zip(records, found, strict=True) if slot is not None]
+        replies: list[Any] = []
+        if held:
+            chunks: dict[int, int] = {}  # chunk -> position of its `all` key (its `rows` key follows)
+            wanted: list[int] = [self.row_width]
+            for _, slot in held:
+                position = chunks.setdefault(slot >> CHUNK_BITS, 2 * len(chunks) + 1)
+                wanted += [position, slot & (CHUNK - 1)]
+            names = [self.key(part, str(c)) for c in chunks for part in ("all", "rows")]
+            replies = await self.db.script(SLOT_ROWS)(keys=names, args=wanted)
+        packed = Payload()
+        indexed = 0
+        for i, (rid, slot) in enumerate(held):
+            live, row = replies[2 * i], replies[2 * i + 1]
+            if not live:
+                packed.call("HDEL", self.key("slots"), rid)
+                continue
+            raw = row if isinstance(row, bytes) else str(row).encode()
+            (order,) = struct.unpack(">d", raw.ljust(8, b"\0"))
+            self._emit(packed, rid, slot, order, None, records[rid])
+            indexed += 1
+        for command, keys, args in also:
+            if len(keys) != 1:
+                raise ValueError(f"{command}: commands run with index changes touch exactly one key")
+            packed.call(command, keys[0], *args)
+        if packed.packed:
+            await fence.run(FENCED_APPLY_OPS, list(packed.positions), [codec.pack_for_lua(packed.packed)])
+        return indexed
 
     async def _live(self, slot: int) -> bool:
         chunk = str(slot >> CHUNK_BITS)

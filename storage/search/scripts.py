@@ -6,6 +6,8 @@ into per-chunk strings) are passed chunk by chunk: vector v, chunk c is KEYS[2 +
 
 from __future__ import annotations
 
+from ..scripts import fenced
+
 # Give record ids their slots: an id keeps the slot it has, a new id takes the next one. Slots are
 # never reused, so a slot allocated for a write that then failed is only a hole.
 # KEYS[1] id -> slot hash, KEYS[2] slot counter
@@ -40,6 +42,35 @@ for _, op in ipairs(ops) do
 end
 return #ops
 """
+
+# Liveness and order of slots, read in one call before taking records out (Indexer.remove_fenced).
+# KEYS for each chunk in play: its `all` bitmap, then its `rows` table
+# ARGV[1] row width, then per slot: the position of its chunk's `all` key in KEYS, its bit in the chunk
+# return {live1, order1, live2, order2, ...}: live 0 or 1, order the first 8 bytes of the slot's row
+SLOT_ROWS = """
+local w = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV, 2 do
+  local k, bit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  out[#out + 1] = redis.call('GETBIT', KEYS[k], bit)
+  out[#out + 1] = redis.call('GETRANGE', KEYS[k + 1], bit * w, bit * w + 7)
+end
+return out
+"""
+
+# APPLY_OPS behind the fence: index changes that go with a primary-only write of the records themselves
+# (retention deletes a batch of records and their index entries in one step).
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3 ..] the keys the commands touch
+# ARGV[1] node id, ARGV[2] epoch, ARGV[3] msgpack list of {command, key position (1 = KEYS[3]), arguments...}
+# return the number of commands applied; error "FENCED ..." when the fence refuses
+FENCED_APPLY_OPS = fenced("""
+local ops = cmsgpack.unpack(ARGV[3])
+for _, op in ipairs(ops) do
+  op[2] = KEYS[op[2] + 2]
+  redis.call(unpack(op))
+end
+return #ops
+""")
 
 # Run a compiled search: load sparse sets into temp vectors, run the BITOP program on every chunk,
 # count, select the requested page with a bit-sliced top-K over the sort keys, and read its ids.

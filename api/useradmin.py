@@ -1,0 +1,105 @@
+"""`podium user unlock|password USERNAME`: account recovery straight in the store, for when no
+administrator can log in (every admin locked out, password lost) and no admin API key is at hand.
+
+These commands run beside the nodes, not as one, so they hold no lease. They use the store's operator
+writes (storage/users.py `operator_update`), which are compare-and-set on the user's revision instead of
+fenced: see there why that is safe.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from storage.activity import ActivityStore
+from storage.bus import InvalidationBus
+from storage.connection import Database, connect, redacted, wait_reachable
+from storage.errors import BadRedisURL, StorageError
+from storage.keyspace import Keyspace, valid_cluster_name
+from storage.users import UserStore, normalize
+
+from .activity import build_record
+from .passwords import hash_password, new_salt
+from .settings import ConfigError
+
+
+@asynccontextmanager
+async def _store(url: str, cluster: str) -> AsyncIterator[Database]:
+    if not valid_cluster_name(cluster):
+        raise ConfigError(f"--cluster {cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
+    try:
+        client = connect(url)
+    except BadRedisURL as exc:
+        raise ConfigError(str(exc)) from None
+    db = Database(client, Keyspace(cluster))
+    try:
+        try:
+            await wait_reachable(db.client, attempts=3, delay=0.2)
+        except StorageError:
+            raise ConfigError(f"Redis at {redacted(url)} is unreachable") from None
+        yield db
+    finally:
+        await db.aclose()
+
+
+async def _change(db: Database, username: str, change: Callable[[dict[str, Any]], bool], what: str) -> None:
+    users = UserStore(db, InvalidationBus(db))
+    if await users.operator_update(username, change) is None:
+        raise ConfigError(f"user {username!r} not found")
+    record = build_record(None, "user_update", f"{what}: {username} (podium user, on the store)",
+                          user={"username": username})  # fmt: skip
+    await ActivityStore(db).add(record)
+
+
+async def unlock(url: str, cluster: str, username: str) -> str:
+    """Lift the administrator's lock (`locked`) and every temporary login lock of the name."""
+    async with _store(url, cluster) as db:
+        found: list[bool] = []
+
+        def lift(user: dict[str, Any]) -> bool:
+            found.append(bool(user.pop("locked", None)))
+            if found[-1]:
+                user["modified"] = int(time.time())
+            return found[-1]
+
+        await _change(db, username, lift, "User unlocked")
+        await UserStore(db, InvalidationBus(db)).clear_login_guard(normalize(username))
+    state = "account lock lifted" if found and found[-1] else "account was not locked"
+    return f"user {username}: {state}; temporary login locks cleared"
+
+
+async def set_password(url: str, cluster: str, username: str, password: str) -> str:
+    """A new salt and bcrypt hash (as the API sets them), the account unlocked, every session ended."""
+    salt = new_salt()
+    hashed = await hash_password(password, salt)
+
+    def reset(user: dict[str, Any]) -> bool:
+        user.update(salt=salt, password=hashed, modified=int(time.time()))
+        user.pop("force_password_change", None)
+        user.pop("locked", None)
+        return True
+
+    async with _store(url, cluster) as db:
+        await _change(db, username, reset, "Password changed")
+        users = UserStore(db, InvalidationBus(db))
+        await users.clear_login_guard(normalize(username))
+        ended = await users.operator_drop_sessions(normalize(username))
+    return f"user {username}: password changed; {ended} session(s) ended"
+
+
+def read_new_password() -> str:
+    """From a prompt (asked twice) on a terminal, else the first line of stdin."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if first != getpass.getpass("Repeat it: "):
+            raise ConfigError("the passwords do not match")
+        password = first
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ConfigError("no password given (type it at the prompt or pipe it on stdin)")
+    return password

@@ -1,0 +1,142 @@
+"""Retention: a primary-only service that trims job records, activity records and sessions.
+
+It runs shortly after this node becomes primary and then every `interval_s`. Old records are found
+through the time-ordered search indexes (never a scan of the records), deleted together with their
+index entries in bounded fenced batches (a deposed primary deletes nothing), and the loop yields between
+batches, so a large backlog never holds up the node. What was removed is logged.
+
+Limits (xyOps `db_maint.<table>.max_rows` keeps the newest rows of a table; `*_expire_days` is ours):
+jobs and activity beyond `*_max_rows`, or older than `*_expire_days`; each user's oldest sessions
+beyond `max_sessions_per_user` (also applied at every login, storage/users.py `create_session`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from storage.errors import FencedError
+from storage.fence import Fence
+
+from .node import NodeRuntime, NotPrimary
+
+log = structlog.get_logger("podium.maintenance")
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceConfig:
+    job_max_rows: int = 100_000  # 0 = no cap
+    job_expire_days: int = 0  # 0 = no age limit
+    activity_max_rows: int = 100_000
+    activity_expire_days: int = 0
+    max_sessions_per_user: int = 100  # 0 = no cap
+    interval_s: float = 600.0
+    first_run_s: float = 30.0  # after taking the primary: let a failover settle first
+    batch: int = 500  # old records found per index query
+    step: int = 100  # records deleted per fenced script: each blocks the store (and this loop) only briefly
+
+
+@dataclass(slots=True)
+class Removed:
+    jobs: int = 0
+    activity: int = 0
+    sessions: int = 0
+
+
+class Trimmed(Protocol):
+    """A record family maintenance can trim (storage/jobs.py JobStore, storage/activity.py ActivityStore)."""
+
+    async def oldest(self, limit: int, *, before: float | None = None, offset: int = 0) -> tuple[list[str], int]: ...
+
+    async def delete_many(self, fence: Fence, ids: Sequence[str]) -> tuple[int, list[str]]: ...
+
+
+class Maintenance:
+    def __init__(self, node: NodeRuntime, config: MaintenanceConfig) -> None:
+        self.node = node
+        self.config = config
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = self.config.first_run_s
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            try:
+                await self.run_once(stop)
+            except (FencedError, NotPrimary):
+                return  # deposed: the node's runtime stops this service
+            except Exception as exc:  # one failed pass must not end retention
+                log.warning("maintenance_failed", error=repr(exc))
+            delay = self.config.interval_s
+
+    async def run_once(self, stop: asyncio.Event | None = None) -> Removed:
+        """One full pass. Raises NotPrimary / FencedError as soon as this node is not primary."""
+        cfg, stores = self.config, self.node.stores
+        started = time.monotonic()
+        now = time.time()
+        removed = Removed()
+        for family, max_rows, days, field in (
+            (stores.jobs, cfg.job_max_rows, cfg.job_expire_days, "jobs"),
+            (stores.activity, cfg.activity_max_rows, cfg.activity_expire_days, "activity"),
+        ):
+            count = await self._trim(family, stop, before=now - days * 86400) if days else 0
+            count += await self._trim(family, stop, max_rows=max_rows) if max_rows else 0
+            setattr(removed, field, count)
+        removed.sessions = await self._trim_sessions(stop)
+        if removed.jobs or removed.activity or removed.sessions:
+            log.info("maintenance_removed", jobs=removed.jobs, activity=removed.activity,
+                     sessions=removed.sessions, seconds=round(time.monotonic() - started, 3))  # fmt: skip
+        return removed
+
+    async def _trim(
+        self, family: Trimmed, stop: asyncio.Event | None, *, before: float | None = None, max_rows: int = 0
+    ) -> int:
+        """Delete, oldest first, records dated before `before`, or all but the newest `max_rows`."""
+        removed = 0
+        skipped = 0  # index entries whose record is already gone: stepped over (they are the oldest left)
+        while stop is None or not stop.is_set():
+            ids, total = await family.oldest(self.config.batch, before=before, offset=skipped)
+            if max_rows:
+                ids = ids[: max(total - skipped - max_rows, 0)]
+            if not ids:
+                break
+            for at in range(0, len(ids), self.config.step):
+                done, gone = await family.delete_many(self.node.fence(), ids[at : at + self.config.step])
+                removed += done
+                skipped += len(gone)
+                await asyncio.sleep(0)
+        return removed
+
+    async def _trim_sessions(self, stop: asyncio.Event | None) -> int:
+        cap = self.config.max_sessions_per_user
+        if not cap:
+            return 0
+        users = self.node.stores.users
+        ended = offset = 0
+        while stop is None or not stop.is_set():
+            page = await users.session_counts(offset, self.config.batch)
+            if not page:
+                break
+            for norm, count in page:
+                if count > cap:
+                    ended += await users.trim_sessions(self.node.fence(), norm, cap)
+            offset += len(page)
+            await asyncio.sleep(0)
+        return ended
+
+
+def maintenance_service(config: MaintenanceConfig) -> Any:
+    """A primary service (see NodeRuntime) running retention."""
+
+    async def service(node: NodeRuntime, stop: asyncio.Event) -> None:
+        await Maintenance(node, config).run(stop)
+
+    return service
