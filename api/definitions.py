@@ -27,7 +27,7 @@ from .errors import ApiError, bad_param
 from .principal import PRIVILEGES, Principal, require_unrestricted
 from .registry import AUTH, HANDLERS, Registry, Reply
 from .transport import accepts_gzip, bytes_reply, encode
-from .validate import RESERVED_WORDS, boolean, integer, no_reserved_keys, privilege_map, string_list, text, title
+from .validate import RESERVED_WORDS, no_reserved_keys, privilege_map, title
 
 Record = dict[str, Any]
 # A hook may change the record before it is stored and return extra reply keys.
@@ -52,7 +52,10 @@ class Field:
         kind, name = self.kind, self.name
         if kind in ("text", "title", "icon"):
             default_len = {"title": P.TITLE_LEN, "icon": 64}.get(kind, P.TEXT_LEN)
-            return P.text(name, max_len=self.max_len or default_len)
+            pattern = r"[\w\-]+" if kind == "icon" else self.pattern
+            # An optional text may be cleared with "": the pattern applies to anything else.
+            return P.text(name, max_len=self.max_len or default_len,
+                          pattern=f"(?:{pattern})|" if pattern is not None else None)  # fmt: skip
         if kind in ("bool", "flag01"):
             return P.flag(name)
         if kind == "int":
@@ -110,42 +113,17 @@ class FamilySpec:
         return self.activity or self.singular
 
 
-def _number(f: Field, params: Record) -> Any:
-    value = params[f.name]
-    if isinstance(value, bool):
-        raise bad_param(f.name, "must be a number")
-    if isinstance(value, int | float):
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise bad_param(f.name, "must be a number") from None
-
-
-def _object(f: Field, params: Record) -> Any:
-    if not isinstance(params[f.name], dict):
-        raise bad_param(f.name, "must be an object")
-    return params[f.name]
-
-
-# Field kind -> converter of the raw parameter (each raises ApiError naming the field).
+# What a field kind means beyond its declared type (the declarations in Field.param() have checked the type
+# and bounds before a handler runs); kinds not listed are stored as validated.
 _CONVERTERS: dict[str, Callable[[Field, Record], Any]] = {
-    "text": lambda f, p: text(p, f.name, pattern=f.pattern, required=False),
     "title": lambda f, p: title(p, f.name, required=False),
-    "icon": lambda f, p: text(p, f.name, pattern=r"[\w\-]+", required=False),
-    "bool": lambda f, p: boolean(p, f.name, bool(f.default)),
-    "flag01": lambda f, p: 1 if boolean(p, f.name, True) else 0,
-    "int": lambda f, p: integer(p, f.name, int(f.default or 0), minimum=0),
-    "number": _number,
-    "strings": lambda f, p: string_list(p, f.name),
+    "flag01": lambda f, p: 1 if p[f.name] else 0,
     "privileges": lambda f, p: privilege_map(p, f.name, PRIVILEGES),
-    "object": _object,
-    "any": lambda f, p: p[f.name],
 }
 
 
 def clean_fields(spec: FamilySpec, params: Record, *, creating: bool) -> Record:
-    """Validated field values from params: all of them (with defaults) on create, the given ones on update."""
+    """Field values from validated params: all of them (with defaults) on create, the given ones on update."""
     no_reserved_keys(params)
     out: Record = {}
     for f in spec.fields:
@@ -156,7 +134,8 @@ def clean_fields(spec: FamilySpec, params: Record, *, creating: bool) -> Record:
             if creating and f.default is not None:
                 out[f.name] = copy.deepcopy(f.default)
             continue
-        value = _CONVERTERS[f.kind](f, params)
+        convert = _CONVERTERS.get(f.kind)
+        value = convert(f, params) if convert is not None else params[f.name]
         if f.required and (value is None or (isinstance(value, str) and not value.strip())):  # xyOps: /\S/
             raise ApiError("api", f"Missing parameter: {f.name}")
         out[f.name] = value
@@ -239,7 +218,7 @@ class Definitions:
         return bytes_reply(cached[1], rid=call.request_id)
 
     async def get_one(self, call: Call) -> Reply:
-        found = await self.lookup(call, text(call.params, "id"))
+        found = await self.lookup(call, call.params["id"])
         reply: Reply = {self.spec.singular: shown(self.spec, found)}
         if self.spec.describe is not None:
             reply.update(await self.spec.describe(call, found))
@@ -275,7 +254,7 @@ class Definitions:
 
     async def update(self, call: Call) -> Reply:
         spec = self.spec
-        obj_id = text(call.params, "id")
+        obj_id = call.params["id"]
         changes = clean_fields(spec, call.params, creating=False)
         wanted = call.params.get("revision")
         for _ in range(5):
@@ -304,7 +283,7 @@ class Definitions:
 
     async def delete(self, call: Call) -> Reply:
         spec = self.spec
-        obj_id = text(call.params, "id")
+        obj_id = call.params["id"]
         current = await call.stores.defs.get(spec.family, obj_id)
         if current is None:
             raise ApiError(spec.singular, f"{self.label} not found: {obj_id}")

@@ -6,7 +6,8 @@ generated from the same declarations. Every string has a maximum length, every n
 store (64-bit integers, finite floats), every list a maximum length and every free-form value a maximum
 encoded size, so nothing unbounded reaches a handler or the store.
 
-Absent, `null` and (for non-text kinds) `""` all mean "not given", as xyOps' parameter handling treats them.
+Absent, `null` and (except for optional text) `""` all mean "not given", as xyOps' parameter handling treats
+them.
 Undeclared keys pass through unchanged unless the handler is declared `closed` (then they are refused).
 """
 
@@ -223,7 +224,9 @@ class Validator:
         self._validator = SchemaValidator(self.schema)
         self._defaults = {p.name: p.default for p in self.params if p.default is not None}
         self._names = frozenset(names)
-        self._blank = tuple((p.name, _NOT_GIVEN_TEXT if p.kind == "text" else _NOT_GIVEN) for p in self.params)
+        # An optional text may be "" (clearing a field); a required one may not (xyOps' "Missing parameter").
+        self._blank = tuple((p.name, _NOT_GIVEN_TEXT if p.kind == "text" and not p.required else _NOT_GIVEN)
+                            for p in self.params)  # fmt: skip
 
     def __call__(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validated params (declared defaults filled in); ApiError `api` naming the first bad field."""

@@ -39,10 +39,12 @@ def integer(params: Mapping[str, Any], name: str, default: int, *, minimum: int 
         raise bad_param(name, "must be an integer")
     try:
         out = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise bad_param(name, "must be an integer") from None
     if minimum is not None and out < minimum:
         raise bad_param(name, f"must be at least {minimum}")
+    if not -(2**53) <= out <= 2**53:  # 1e308 is an integer to Python; the store and JavaScript clients disagree
+        raise bad_param(name, "is out of range")
     return out
 
 

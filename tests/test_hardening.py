@@ -171,7 +171,7 @@ async def test_user_settings_takes_only_the_profile_fields(site: Site, admin: di
     async def settings(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return await post_raw(site, "user_settings", json.dumps(body), headers=admin)
 
-    cases: list[tuple[dict[str, Any], str]] = [({"revision": "abc"}, "revision"), ({"blob": "x" * 5_000_000}, "blob"),
+    cases: list[tuple[dict[str, Any], str]] = [({"revision": "abc"}, "revision"), ({"blob": "x" * 500_000}, "blob"),
                         ({"email": {"$ne": 1}}, "email"), ({"full_name": ["x", "x"]}, "full_name"),
                         ({"privileges": {"admin": True}}, "privileges"), ({"volume": 99}, "volume"),
                         ({"searches": [{"name": "x" * 70_000}]}, "searches")]  # fmt: skip
@@ -262,3 +262,17 @@ async def test_openapi_document_covers_the_registry(site: Site) -> None:
     assert body["properties"]["query"]["maxLength"] == 4096
     assert "get" not in paths["/api/app/create_event/v1"]  # a body-only write is POST only
     assert paths["/api/app/create_event/v1"]["post"]["security"]
+
+
+async def test_json_bodies_are_bounded_for_known_callers_too(site: Site, admin: dict[str, str]) -> None:
+    """A known caller may send up to --max-json-bytes of JSON, and no more objects and values than any real
+    request holds: building millions of tiny lists would block the loop for seconds."""
+    many = b'{"x":[' + b"[]," * 150_000 + b"[]]}"
+    status, data = await post_raw(site, "get_global_state", many, headers=admin)
+    assert (status, data["code"]) == (400, "api") and "too many JSON values" in data["description"], data
+    huge = json.dumps({"x": "a" * (site.settings.max_json_bytes + 10)})
+    status, data = await post_raw(site, "get_global_state", huge, headers=admin)
+    assert (status, data["code"]) == (413, "api"), data
+    fine = json.dumps({"x": [[1, 2]] * 20_000})
+    status, data = await post_raw(site, "update_global_state", fine, headers=admin)
+    assert (status, data["code"]) == (200, 0), data

@@ -25,7 +25,7 @@ from ..registry import ADMIN, HANDLERS, NONE, SESSION, Reply
 from ..settings import Settings
 from ..transport import json_reply
 from ..typedefs import AUTH
-from ..validate import boolean, privilege_map, string_list, text
+from ..validate import privilege_map
 
 log = structlog.get_logger("podium.users")
 
@@ -50,7 +50,9 @@ PROFILE_FIELDS = tuple(p.name for p in PROFILE)
 USERNAME_ARG = P.text("username", required=True, max_len=P.ID_LEN, pattern=USERNAME)
 PASSWORD_ARG = P.text("password", required=True, max_len=PASSWORD_LEN)
 ACCESS_ARGS = (P.flag("active"), P.strings("roles"), P.strings("categories"), P.strings("groups"))
-NEW_ACCOUNT_ARGS = (USERNAME_ARG, PASSWORD_ARG, *PROFILE[:2], *ACCESS_ARGS)  # username, password, name, email
+EMAIL = r"[^@\s]+@[^@\s]+"
+NEW_ACCOUNT_ARGS = (USERNAME_ARG, PASSWORD_ARG, P.text("full_name", required=True, max_len=P.TITLE_LEN),
+                    P.text("email", required=True, max_len=P.TITLE_LEN, pattern=EMAIL), *ACCESS_ARGS)  # fmt: skip
 COOKIE = "session_id"
 
 
@@ -60,21 +62,23 @@ def public(user: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _new_user(params: dict[str, Any], privileges: dict[str, bool]) -> dict[str, Any]:
-    username = text(params, "username", pattern=USERNAME)
-    password = text(params, "password")
+    """A new user record from validated NEW_ACCOUNT_ARGS."""
+    for name in ("username", "password", "full_name"):  # declared required; blank is missing too (xyOps /\S/)
+        if not params[name].strip():
+            raise ApiError("api", f"Missing parameter: {name}")
     now = int(time.time())
     salt = new_salt()
     user: dict[str, Any] = {
-        "username": username,
-        "full_name": text(params, "full_name"),
-        "email": text(params, "email", pattern=r"[^@\s]+@[^@\s]+"),
-        "active": 1 if boolean(params, "active", True) else 0,
+        "username": params["username"],
+        "full_name": params["full_name"],
+        "email": params["email"],
+        "active": 1 if params.get("active", True) else 0,
         "privileges": privileges,
-        "roles": string_list(params, "roles") or [],
-        "categories": string_list(params, "categories") or [],
-        "groups": string_list(params, "groups") or [],
+        "roles": params.get("roles") or [],
+        "categories": params.get("categories") or [],
+        "groups": params.get("groups") or [],
         "salt": salt,
-        "password": await hash_password(password, salt),
+        "password": await hash_password(params["password"], salt),
         "created": now,
         "modified": now,
     }
@@ -133,8 +137,7 @@ async def login(call: Call) -> web.StreamResponse:
     existing sessions carry on, and an API key or `podium user unlock` always gets an admin in.
     Every attempt that is not refused up front costs one bcrypt check, whatever the account."""
     users = call.stores.users
-    username = text(call.params, "username")
-    password = text(call.params, "password")
+    username, password = call.params["username"], call.params["password"]
     norm = normalize(username)
     policy = login_policy(call.settings)
     state = await users.login_state(norm, call.ip)
@@ -224,7 +227,7 @@ async def create(call: Call) -> Reply:
     """Self sign-up, only when free accounts are enabled."""
     if not call.settings.free_accounts:
         raise ApiError("access", "Only administrators can create new users.")
-    username = text(call.params, "username", pattern=USERNAME)
+    username = call.params["username"]
     if username.lower() in BLOCKED_NAMES:
         raise ApiError("api", f"Username is reserved: {username}")
     user = await _new_user(call.params, dict.fromkeys(DEFAULT_USER_PRIVILEGES, True))
@@ -238,18 +241,18 @@ async def create(call: Call) -> Reply:
               args=(P.text("username", required=True, max_len=P.ID_LEN), PASSWORD_ARG.with_(name="old_password"),
                     PASSWORD_ARG.with_(name="new_password", required=False), *PROFILE))
 async def update(call: Call) -> Reply:
-    """Own profile and password; needs the current password. Privileges and roles are ignored."""
-    username = text(call.params, "username")
+    """Own profile and password; needs the current password. Privileges and roles are refused (closed)."""
+    username = call.params["username"]
     if normalize(username) != normalize(call.who.id):
         raise ApiError("access", "You can only update your own account.")
-    old = text(call.params, "old_password")
+    old = call.params["old_password"]
     user = copy.deepcopy(dict(call.who.record))
     if not await check_password(old, str(user.get("salt", "")), str(user.get("password", ""))):
         raise ApiError("login", "Your current password is incorrect.")
     for field in PROFILE_FIELDS:
         if field in call.params:
             user[field] = call.params[field]
-    new_password = text(call.params, "new_password", required=False)
+    new_password = call.params.get("new_password")
     if new_password:
         user["salt"] = new_salt()
         user["password"] = await hash_password(new_password, user["salt"])
@@ -281,7 +284,7 @@ async def admin_create(call: Call) -> Reply:
 
 async def _existing(call: Call) -> dict[str, Any]:
     """The user named by the `username` param, or a `notfound` error."""
-    username = text(call.params, "username")
+    username = call.params["username"]
     user = await call.stores.users.get(username)
     if user is None:
         raise ApiError("notfound", f"User not found: {username}")
@@ -298,27 +301,27 @@ async def admin_update(call: Call) -> Reply:
     for field in PROFILE_FIELDS:
         if field in call.params:
             user[field] = call.params[field]
-    if "active" in call.params:
-        user["active"] = 1 if boolean(call.params, "active", True) else 0
-    privileges = privilege_map(call.params, "privileges", PRIVILEGES)
+    p = call.params
+    if "active" in p:
+        user["active"] = 1 if p["active"] else 0
+    privileges = privilege_map(p, "privileges", PRIVILEGES)
     if privileges is not None:
         user["privileges"] = privileges
     for field in ("roles", "categories", "groups"):
-        values = string_list(call.params, field)
-        if values is not None:
-            user[field] = values
+        if field in p:
+            user[field] = p[field]
     if holds_admin(user, await call.stores.defs.all(ROLES)):  # admins, also by role, have no resource limits
         user["categories"], user["groups"] = [], []
-    new_password = text(call.params, "new_password", required=False)
+    new_password = p.get("new_password")
     if new_password:
         user["salt"] = new_salt()
         user["password"] = await hash_password(new_password, user["salt"])
-    if "locked" in call.params:  # the administrator's own lock, kept until lifted (temporary ones expire)
-        if boolean(call.params, "locked", False):
+    if "locked" in p:  # the administrator's own lock, kept until lifted (temporary ones expire)
+        if p["locked"]:
             user["locked"] = True
         else:
             user.pop("locked", None)
-    if new_password or boolean(call.params, "unlock", False):
+    if new_password or p["unlock"]:
         user.pop("locked", None)
         await call.stores.users.clear_login_guard(normalize(username))
     user["modified"] = int(time.time())
