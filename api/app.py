@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from cluster.node import NodeRuntime
@@ -17,6 +19,10 @@ from .typedefs import AUTH, NODE, REGISTRY, SETTINGS
 
 # `/api/app/NAME`, `/api/app/NAME/v1` and `/api/app/NAME/v1/<tail>` all reach NAME (digest 1.1).
 API_PATH = r"/api/{ns:app|user}/{name:\w+}{tail:(/.*)?}"
+
+
+# Options of the runner (and of test servers): bodies are never decompressed by aiohttp (see read_body).
+RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
 def create_app(settings: Settings, node: NodeRuntime) -> web.Application:

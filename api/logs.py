@@ -48,7 +48,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     tail: list[Any] = (
-        [structlog.dev.ConsoleRenderer()]
+        [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]  # never frame locals
         if console
         else [_TRACEBACKS, structlog.processors.JSONRenderer()]
     )

@@ -97,7 +97,7 @@ def document(registry: Registry) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for handler in registry:
         ops: dict[str, Any] = {"post": _operation(handler, "post")}
-        if not handler.write or handler.params is not Params.WRITE:
+        if handler.params is not Params.WRITE:  # body-only calls ignore the query: POST is their form
             ops["get"] = _operation(handler, "get")
         paths[f"/api/{handler.ns}/{handler.name}/v1"] = ops
     return {

@@ -171,9 +171,10 @@ def field_schema(p: Param) -> CoreSchema:
     if p.kind == "text":
         schema = _text_schema(p)
     elif p.kind == "int":
-        schema = cs.int_schema(ge=_int_or_none(p.ge), le=_int_or_none(p.le))
+        schema = cs.no_info_before_validator_function(_no_bool, cs.int_schema(ge=_int_or_none(p.ge),
+                                                                              le=_int_or_none(p.le)))  # fmt: skip
     elif p.kind == "number":
-        schema = cs.float_schema(ge=p.ge, le=p.le, allow_inf_nan=False)
+        schema = cs.no_info_before_validator_function(_no_bool, cs.float_schema(ge=p.ge, le=p.le, allow_inf_nan=False))
     elif p.kind == "bool":
         schema = cs.bool_schema()
     elif p.kind == "strings":
@@ -189,6 +190,13 @@ def field_schema(p: Param) -> CoreSchema:
     else:
         raise ValueError(f"unknown parameter kind {p.kind!r}")
     return schema
+
+
+def _no_bool(value: Any) -> Any:
+    """JSON true is not the number 1 (pydantic's lax mode would take it)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
 
 
 def _int_or_none(value: float | None) -> int | None:
@@ -241,8 +249,7 @@ class Validator:
         for name, default in self._defaults.items():
             if name not in out:
                 out[name] = default if not isinstance(default, list | dict) else type(default)(default)
-        if len(out) > len(self._names):
-            _check_extras(out, self._names)
+        _check_extras(out, self._names)
         return out
 
     def json_schema(self) -> dict[str, Any]:
@@ -276,23 +283,25 @@ def _GENERATOR() -> _Generator:
 
 
 def _check_extras(params: Mapping[str, Any], declared: frozenset[str]) -> None:
-    """Undeclared values (filters, overrides, state paths) are bounded too: name length and encoded size."""
+    """Undeclared values (filters, overrides, state paths) are bounded too: name length, and the encoded size
+    of all of them together (they may end up stored, e.g. as a job's overrides)."""
+    total = 0
     for key, value in params.items():
         if key in declared:
             continue
         if len(key) > ID_LEN:
             raise ApiError("api", f"Parameter name is too long: {key[:32]}...")
         if isinstance(value, str):
-            too_big = len(value) > OBJECT_BYTES
+            total += len(value) + len(key)
         elif isinstance(value, int | float | bool) or value is None:
-            continue
+            total += 8 + len(key)
         else:
             try:
-                too_big = encoded_size(value) > OBJECT_BYTES
+                total += encoded_size(value) + len(key)
             except ValueError as exc:
                 raise ApiError("api", f"Parameter '{key}' {exc}.") from None
-        if too_big:
-            raise ApiError("api", f"Parameter '{key}' is larger than {OBJECT_BYTES} bytes.")
+        if total > OBJECT_BYTES:
+            raise ApiError("api", f"Undeclared parameters (from '{key}') are larger than {OBJECT_BYTES} bytes in all.")
 
 
 # pydantic error type -> how the rest of the API words the same problem (never quoting the value).
@@ -310,7 +319,7 @@ _WORDING = {
 
 def _api_error(exc: ValidationError) -> ApiError:
     err = exc.errors(include_url=False, include_context=True, include_input=False)[0]
-    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]]
+    parts = [str(p)[:64] if not isinstance(p, int) else f"[{p}]" for p in err["loc"]]  # names may be hostile
     loc = "".join(p if p.startswith("[") or i == 0 else f".{p}" for i, p in enumerate(parts)) or "body"
     if err["type"] == "missing":
         return ApiError("api", f"Missing parameter: {loc}")

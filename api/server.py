@@ -23,7 +23,7 @@ from storage.keyspace import Keyspace
 from storage.secretkey import SecretKeyMismatch, ensure_secret_key
 from storage.stores import Stores
 
-from .app import create_app
+from .app import RUNNER_OPTIONS, create_app
 from .bootstrap import first_start
 from .logs import AccessLogger
 from .settings import ConfigError, Settings
@@ -114,6 +114,7 @@ async def serve(settings: Settings) -> None:
         app = create_app(settings, node)
         runner = web.AppRunner(
             app,
+            **RUNNER_OPTIONS,
             handle_signals=False,
             access_log_class=AccessLogger,
             access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,

@@ -178,8 +178,12 @@ async def read_body(
     or an unsupported type."""
     if not request.body_exists:
         return {}, {}
+    # Bodies are never decompressed (the runner is built with auto_decompress off): a few KiB of gzip can
+    # expand to gigabytes inside the parser, before any limit here could apply.
+    if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        raise ApiError("api", "Compressed request bodies are not accepted; send the body uncompressed.", status=415)
     ctype = request.content_type
-    if json_limit is not None and ctype not in _FORM_TYPES:
+    if json_limit is not None and ctype != "multipart/form-data":  # JSON and urlencoded are parsed on the loop
         limit = min(limit, json_limit)
     length = request.content_length
     if length is not None and length > limit:
@@ -196,7 +200,9 @@ async def read_body(
             if not isinstance(data, dict):
                 raise ApiError("api", "Request body must be a JSON object.")
             return data, {}
-    except web.HTTPRequestEntityTooLarge:
+    except web.HTTPRequestEntityTooLarge as exc:
+        if "form fields" in (exc.text or ""):
+            raise ApiError("api", f"Too many form fields: {exc.text}", status=413) from None
         raise BodyTooLarge(limit, anonymous) from None
     raise ApiError(
         "api", f"Unsupported Content-Type '{ctype}': send application/json or multipart/form-data.", status=415

@@ -9,6 +9,7 @@ from typing import Any
 from . import codec
 from .connection import Database
 from .fence import Fence
+from .pages import fetch_page
 from .search.index import Column, Indexer, IndexSpec, Op
 from .search.query import Everything, Query, Range, parse, restrict
 
@@ -54,7 +55,8 @@ class ActivityStore:
         """Records matching `query` and every query in `also` (each parsed on its own, then ANDed)."""
         parsed = restrict(parse(query, ACTIVITY_INDEX), *(parse(q, ACTIVITY_INDEX) for q in also))
         found = await self.index.search(parsed, offset=offset, limit=limit, sort_dir=sort_dir)
-        return await self.get_many(found.ids), found.total
+        rows = await fetch_page(self.db.client, [self.db.keys.activity(i) for i in found.ids])
+        return [r for r in rows if r is not None], found.total
 
     async def oldest(self, limit: int, *, before: float | None = None, offset: int = 0) -> tuple[list[str], int]:
         """Ids of records, oldest first, and how many there are; with `before` (epoch s) only those

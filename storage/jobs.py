@@ -16,6 +16,7 @@ from . import codec
 from .connection import Database
 from .errors import Conflict
 from .fence import Fence, FencedBatch
+from .pages import fetch_page
 from .scripts import fenced
 from .search.index import Column, Indexer, IndexSpec, Op
 from .search.query import Everything, Query, Range, parse, restrict
@@ -201,7 +202,7 @@ class JobStore:
         """Jobs matching `query` and every query in `also` (each parsed on its own, then ANDed)."""
         parsed = restrict(parse(query, JOBS_INDEX), *(parse(q, JOBS_INDEX) for q in also))
         found = await self.index.search(parsed, offset=offset, limit=limit, sort_by=sort_by, sort_dir=sort_dir)
-        jobs = await self.get_many(found.ids)
+        jobs = await fetch_page(self.db.client, [self.db.keys.job(i) for i in found.ids])
         return [j for j in jobs if j is not None], found.total
 
     async def delete(self, fence: Fence, job: Record) -> None:

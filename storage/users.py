@@ -74,17 +74,25 @@ return {name, pair, tonumber(redis.call('GET', KEYS[2]) or '0'), math.max(redis.
         redis.call('ZCARD', KEYS[3])}
 """
 
-# Count one failed login of a name from an address. When the (name, address) pair or the name over all
-# addresses reaches its limit within the window, that scope is locked for a backoff that starts at the
-# first lock time and doubles with each further lock, up to the longest; its count starts again.
+# Count one failed login of a name from an address, or one about to be checked: a login is charged before
+# its password is checked (and refunded by LOGIN_REFUND when it was right), so a burst sent in parallel is
+# counted before any bcrypt runs. An attempt while the pair or the name is locked, or the address is over
+# its limit, is refused and counts nothing. When the (name, address) pair or the name over all addresses
+# reaches its limit within the window, that scope is locked for a backoff that starts at the first lock
+# time and doubles with each further lock, up to the longest; its count starts again.
 # KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address
 # ARGV[1] address, ARGV[2] pair limit, ARGV[3] name limit, ARGV[4] window ms, ARGV[5] first lock ms,
 # ARGV[6] longest lock ms, ARGV[7] address limit, ARGV[8] address window s (a limit of 0 counts nothing)
-# return {name lock ms, pair lock ms} started by this failure (0 = none)
+# return {name lock ms, pair lock ms} started by this failure (0 = none), or {-1, -1} when refused
 LOGIN_FAILED = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window, first, longest = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local g = redis.call('HMGET', KEYS[1], 'until', 'until:' .. ARGV[1])
+if tonumber(g[1] or '0') > now or tonumber(g[2] or '0') > now then return {-1, -1} end
+if tonumber(ARGV[7]) > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[7]) then
+  return {-1, -1}
+end
 local function fail(suffix, limit)
   if limit <= 0 then return 0 end
   local w = tonumber(redis.call('HGET', KEYS[1], 'w' .. suffix) or '0')
@@ -110,6 +118,18 @@ if tonumber(ARGV[7]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[8], 'NX')
 end
 return {name, pair}
+"""
+
+
+# A charged login had the right password: forget the pair's failures and backoff, and take the charge
+# back from the name-wide and address counts.
+# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address; ARGV[1] address
+# return 1
+LOGIN_REFUND = """
+redis.call('HDEL', KEYS[1], 'w:' .. ARGV[1], 'n:' .. ARGV[1], 'locks:' .. ARGV[1], 'until:' .. ARGV[1])
+if tonumber(redis.call('HGET', KEYS[1], 'n') or '0') > 0 then redis.call('HINCRBY', KEYS[1], 'n', -1) end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
+return 1
 """
 
 
@@ -321,7 +341,8 @@ class UserStore:
         return LoginState(*(int(v) for v in reply))
 
     async def login_failed(self, norm: str, ip: str, policy: LoginPolicy) -> tuple[int, int]:
-        """Count a failed login; returns the (name, pair) lock in ms that it started (0 = none)."""
+        """Count a failed (or about to be checked) login; returns the (name, pair) lock in ms that it started
+        (0 = none), or (-1, -1) when a lock or the address limit refuses the attempt outright."""
         k = self.db.keys
         p = policy
         reply = await self.db.script(LOGIN_FAILED)(
@@ -332,9 +353,11 @@ class UserStore:
         return int(reply[0]), int(reply[1])
 
     async def login_succeeded(self, norm: str, ip: str) -> None:
-        """The right password from this address: its failures and backoff for this name are forgotten
-        (the name-wide count is not: an attacker elsewhere keeps counting towards it)."""
-        await self.db.client.hdel(self.db.keys.login_guard(norm), *(f"{f}:{ip}" for f in ("w", "n", "locks", "until")))
+        """The right password from this address: its failures and backoff for this name are forgotten, and the
+        charge taken before the check is given back (the name-wide count of other failures is kept: an
+        attacker elsewhere keeps counting towards it)."""
+        k = self.db.keys
+        await self.db.script(LOGIN_REFUND)(keys=[k.login_guard(norm), k.ip_login_failures(ip)], args=[ip])
 
     async def clear_login_guard(self, norm: str) -> None:
         """Forget every failure and temporary lock of a name (an administrator's unlock)."""

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
+from api.app import RUNNER_OPTIONS, create_app
 from api.bootstrap import first_start
 from api.settings import Settings
 from cluster.node import NodeRuntime
@@ -71,7 +71,7 @@ async def open_site(db: Database, data_dir: Path, **settings: Any) -> AsyncItera
     config = Settings(data_dir=data_dir, **settings)
     stores = Stores.open(db, secret_key="test-secret-" + db.keys.cluster)
     node = NodeRuntime(db, "n1", "http://127.0.0.1:5522", lease_ms=3000, services=[first_start], stores=stores)
-    site = Site(TestClient(TestServer(create_app(config, node))), node, config)
+    site = Site(TestClient(TestServer(create_app(config, node), **RUNNER_OPTIONS)), node, config)
     await site.client.start_server()
     await node.start()
     try:

@@ -4,6 +4,7 @@ own-account fields, logout CSRF, page caps and the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 import pytest
 
 from api.registry import HANDLERS
+from storage import codec
+from storage.connection import Database
+from storage.pages import fetch_page
 from tests.authkit import Site, ok
 
 
@@ -276,3 +280,67 @@ async def test_json_bodies_are_bounded_for_known_callers_too(site: Site, admin: 
     fine = json.dumps({"x": [[1, 2]] * 20_000})
     status, data = await post_raw(site, "update_global_state", fine, headers=admin)
     assert (status, data["code"]) == (200, 0), data
+
+
+# -- found by review: compressed bodies, undeclared keys, page bytes, schema sizes, login bursts ---------
+
+
+async def test_a_compressed_body_is_refused_unread(site: Site, admin: dict[str, str]) -> None:
+    bomb = gzip.compress(b"{" + b" " * (64 * 1024 * 1024) + b"}", compresslevel=9)
+    for headers in ({}, admin):
+        status, data = await post_raw(site, "get_global_state", bomb, headers={**headers, "Content-Encoding": "gzip"})
+        assert (status, data["code"]) == (415, "api"), data
+    assert site.node.is_primary
+
+
+async def test_undeclared_keys_are_bounded_whatever_is_declared(site: Site, admin: dict[str, str]) -> None:
+    status, data = await site.call("get_event", {"id": "x", "k" * 200: 1}, headers=admin)
+    assert (status, data["code"]) == (400, "api") and "too long" in data["description"], data
+    status, data = await site.call("run_event", {"id": "x", "icon": _deep(300)}, headers=admin)
+    assert (status, data["code"]) == (400, "api") and "'icon'" in data["description"], data
+    many = {f"k{i}": "x" * 60_000 for i in range(5)}
+    status, data = await site.call("run_event", {"id": "x", **many}, headers=admin)
+    assert (status, data["code"]) == (400, "api") and "in all" in data["description"], data
+
+
+def _deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_booleans_are_not_numbers(site: Site, admin: dict[str, str]) -> None:
+    status, data = await site.call("search_activity", {"limit": True}, headers=admin)
+    assert (status, data["code"]) == (400, "api") and "'limit'" in data["description"], data
+
+
+async def test_parameter_schemas_are_bounded_in_entries_and_patterns(site: Site, admin: dict[str, str]) -> None:
+    base = {"title": "P", "type": "event", "command": "true"}
+    fields = [{"id": f"p{i}", "type": "text", "title": "T"} for i in range(101)]
+    status, data = await site.call("create_plugin", {**base, "params": fields}, headers=admin)
+    assert (status, data["code"]) == (400, "api") and "at most 100" in data["description"], data
+    patterned = [{"id": f"p{i}", "type": "text", "title": "T", "regex": f"^a{{{i}}}$"} for i in range(51)]
+    status, data = await site.call("create_plugin", {**base, "params": patterned}, headers=admin)
+    assert (status, data["code"]) == (400, "api") and "with a regex" in data["description"], data
+    await ok(site, "create_plugin", {**base, "params": patterned[:50]}, admin)
+
+
+async def test_a_page_of_records_stops_at_its_byte_budget(db: Database) -> None:
+    keys = [f"{db.keys.cluster}:page:{i}" for i in range(10)]
+    for i, key in enumerate(keys):
+        await db.client.set(key, codec.pack({"i": i, "pad": "x" * 1000}))
+    rows = await fetch_page(db.client, [*keys[:3], f"{db.keys.cluster}:page:none", *keys[3:]], budget=3500)
+    assert [r["i"] if r else None for r in rows] == [0, 1, 2, None]  # the 4th record would pass 3,500 bytes
+    one = await fetch_page(db.client, keys, budget=10)
+    assert [r["i"] if r else None for r in one] == [0]  # never an empty page while records remain
+
+
+async def test_a_burst_of_parallel_logins_runs_no_more_checks_than_the_limit(site: Site) -> None:
+    async def attempt() -> str:
+        resp = await site.client.post("/api/user/login/v1", json={"username": "admin", "password": "wrong"})
+        return str((await resp.json())["description"])
+
+    replies = await asyncio.gather(*(attempt() for _ in range(30)))
+    checked = [r for r in replies if r == "Username or password is incorrect."]
+    assert 1 <= len(checked) <= 5, replies  # the default: 5 failures of one name from one address

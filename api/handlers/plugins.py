@@ -18,6 +18,8 @@ KILL = frozenset({"none", "parent", "all"})
 FORMATS = frozenset({"text", "json", "xml"})
 PARAM_TYPES = frozenset({"text", "textarea", "code", "json", "checkbox", "select", "bucket", "system", "hidden",
                          "toolset", "group"})  # fmt: skip
+MAX_PARAMS = 100
+MAX_PATTERNS = 50
 PARAM_ID = re.compile(r"[A-Za-z_][\w\-\.]*")
 
 
@@ -28,16 +30,22 @@ def check_params(params: Any, where: str = "params") -> list[dict[str, Any]]:
         return []
     if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
         raise bad_param(where, "must be an array of objects")
+    # Each regex is compiled here, on the event loop (up to about 1 ms each at the pattern limits).
+    if len(params) > MAX_PARAMS:
+        raise bad_param(where, f"may hold at most {MAX_PARAMS} parameters")
+    if sum(1 for p in params if p.get("regex")) > MAX_PATTERNS:
+        raise bad_param(where, f"may hold at most {MAX_PATTERNS} parameters with a regex")
     seen: set[str] = set()
     for i, param in enumerate(params):
         pid = param.get("id")
-        if not isinstance(pid, str) or not PARAM_ID.fullmatch(pid):
-            raise ApiError("api", f"{where}[{i}]: 'id' must start with a letter or _ and use word characters")
+        if not isinstance(pid, str) or len(pid) > 128 or not PARAM_ID.fullmatch(pid):
+            raise ApiError("api", f"{where}[{i}]: 'id' must start with a letter or _ and use word characters "
+                                  "(at most 128)")
         if pid in seen:
             raise ApiError("api", f"{where}[{i}]: duplicate id '{pid}'")
         seen.add(pid)
         if param.get("type") not in PARAM_TYPES:
-            raise ApiError("api", f"{where}[{i}] ({pid}): unknown type '{param.get('type')}'")
+            raise ApiError("api", f"{where}[{i}] ({pid}): unknown type '{str(param.get('type'))[:40]}'")
         if param.get("type") not in ("hidden", "system") and not param.get("title"):
             raise ApiError("api", f"{where}[{i}] ({pid}): missing 'title'")
         if reserved_override(pid):

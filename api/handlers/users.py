@@ -147,10 +147,13 @@ async def login(call: Call) -> web.StreamResponse:
         raise ApiError("login", f"Too many failed logins; try again in {_wait(state.lock_ms)}.")
     if not state.users:  # a new cluster a moment before its first start: not a failure to count
         raise ApiError("login", "The first start is not finished yet; try again in a moment.")
+    # Charged before the check, so a burst in parallel cannot run more checks than the limits allow.
+    name_ms, pair_ms = await users.login_failed(norm, call.ip, policy)
+    if name_ms < 0:
+        raise ApiError("login", "Too many failed logins; try again in a moment.")
     user = await users.get(username)
     found = user or {}
     if not await verify(password, str(found.get("salt", "")), found.get("password") if user else None):
-        name_ms, pair_ms = await users.login_failed(norm, call.ip, policy)
         if name_ms or pair_ms:
             seconds = _seconds(max(name_ms, pair_ms))
             log.warning("login_locked", username=norm, ip=call.ip, seconds=seconds, everywhere=bool(name_ms))
