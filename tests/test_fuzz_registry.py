@@ -78,8 +78,10 @@ def base_body(handler: Handler, params: list[Param], ids: dict[str, str]) -> dic
 
 async def readback(site: Site, key: dict[str, str]) -> int:
     """Every list, object and job must still read after the fuzzing: a stored value must not poison reads."""
-    calls: list[tuple[str, dict[str, Any]]] = [("get_multiple", {"lists": "all"}), ("search_jobs", {"query": "*", "limit": 1000}),
-             ("search_activity", {"query": "*", "limit": 1000}), ("get_active_jobs", {})]  # fmt: skip
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("get_multiple", {"lists": "all"}), ("search_jobs", {"query": "*", "limit": 1000}),
+        ("search_activity", {"query": "*", "limit": 1000}), ("get_active_jobs", {}),
+    ]  # fmt: skip
     for plural, spec in FAMILY_SPECS.items():
         _, data = await site.call(f"get_{plural}", headers=key)
         assert data["code"] != "internal", (plural, data)
