@@ -108,6 +108,11 @@ class Keyspace:
         (storage/users.py LOGIN_FAILED). PX: forgotten after a quiet window plus the longest lock."""
         return self.key("login_guard", norm)
 
+    def login_known(self, norm: str) -> str:
+        """HASH client address -> last successful login (ms) of one user name; PX 30 days from the last. The
+        name-wide temporary lock does not apply to these addresses (storage/users.py)."""
+        return self.key("login_known", norm)
+
     def ip_login_failures(self, ip: str) -> str:
         """STRING failed-login counter of one client address, per window."""
         return self.key("login_fail", "ip", ip)

@@ -59,15 +59,18 @@ return 1
 """
 USER_WRITE = fenced(USER_WRITE_BODY)
 
-# Where a login for one name from one address stands, on the Redis clock.
-# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address, KEYS[3] users zset
-# ARGV[1] address
+# Where a login for one name from one address stands, on the Redis clock. The name-wide lock does not
+# apply to an address this name has logged in from (KEYS[4]): strangers elsewhere cannot lock the owner
+# out of the places the owner logs in from; the per-address limits still hold there.
+# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address, KEYS[3] users zset,
+# KEYS[4] known addresses of the name; ARGV[1] address
 # return {name lock ms left, lock ms left for this address, address failures, address counter ms left,
 #         number of users}
 LOGIN_STATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local g = redis.call('HMGET', KEYS[1], 'until', 'until:' .. ARGV[1])
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then g[1] = '0' end
 local name = math.max(tonumber(g[1] or '0') - now, 0)
 local pair = math.max(tonumber(g[2] or '0') - now, 0)
 return {name, pair, tonumber(redis.call('GET', KEYS[2]) or '0'), math.max(redis.call('PTTL', KEYS[2]), 0),
@@ -80,7 +83,8 @@ return {name, pair, tonumber(redis.call('GET', KEYS[2]) or '0'), math.max(redis.
 # its limit, is refused and counts nothing. When the (name, address) pair or the name over all addresses
 # reaches its limit within the window, that scope is locked for a backoff that starts at the first lock
 # time and doubles with each further lock, up to the longest; its count starts again.
-# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address
+# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address, KEYS[3] known
+# addresses of the name (exempt from the name-wide lock, see LOGIN_STATE)
 # ARGV[1] address, ARGV[2] pair limit, ARGV[3] name limit, ARGV[4] window ms, ARGV[5] first lock ms,
 # ARGV[6] longest lock ms, ARGV[7] address limit, ARGV[8] address window s (a limit of 0 counts nothing)
 # return {name lock ms, pair lock ms} started by this failure (0 = none), or {-1, -1} when refused
@@ -89,6 +93,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window, first, longest = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local g = redis.call('HMGET', KEYS[1], 'until', 'until:' .. ARGV[1])
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then g[1] = '0' end
 if tonumber(g[1] or '0') > now or tonumber(g[2] or '0') > now then return {-1, -1} end
 if tonumber(ARGV[7]) > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[7]) then
   return {-1, -1}
@@ -121,14 +126,22 @@ return {name, pair}
 """
 
 
-# A charged login had the right password: forget the pair's failures and backoff, and take the charge
-# back from the name-wide and address counts.
-# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address; ARGV[1] address
+# A charged login had the right password: forget the pair's failures and backoff, take the charge back
+# from the name-wide and address counts, and remember the address as one this name logs in from (at most
+# KNOWN_ADDRESSES of them: past that the list starts again; kept 30 days from the last login).
+# KEYS[1] login guard hash of the name, KEYS[2] failed-login counter of the address, KEYS[3] known
+# addresses of the name; ARGV[1] address
 # return 1
 LOGIN_REFUND = """
 redis.call('HDEL', KEYS[1], 'w:' .. ARGV[1], 'n:' .. ARGV[1], 'locks:' .. ARGV[1], 'until:' .. ARGV[1])
 if tonumber(redis.call('HGET', KEYS[1], 'n') or '0') > 0 then redis.call('HINCRBY', KEYS[1], 'n', -1) end
 if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 and redis.call('HLEN', KEYS[3]) >= 50 then
+  redis.call('DEL', KEYS[3])
+end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[3], ARGV[1], tonumber(t[1]) * 1000)
+redis.call('PEXPIRE', KEYS[3], 30 * 86400 * 1000)
 return 1
 """
 
@@ -221,7 +234,8 @@ class UserStore:
         # what is left is cleanup, which must not turn the committed delete into an error.
         try:
             await self.drop_sessions(fence, norm)
-            await self.db.client.delete(self.db.keys.security_log(norm), self.db.keys.login_guard(norm))
+            await self.db.client.delete(self.db.keys.security_log(norm), self.db.keys.login_guard(norm),
+                                         self.db.keys.login_known(norm))
         except CLEANUP_ERRORS as exc:
             log.warning("user_cleanup_failed", username=norm, error=repr(exc))
 
@@ -336,7 +350,7 @@ class UserStore:
 
     async def login_state(self, norm: str, ip: str) -> LoginState:
         k = self.db.keys
-        keys = [k.login_guard(norm), k.ip_login_failures(ip), k.users]
+        keys = [k.login_guard(norm), k.ip_login_failures(ip), k.users, k.login_known(norm)]
         reply = await self.db.script(LOGIN_STATE)(keys=keys, args=[ip])
         return LoginState(*(int(v) for v in reply))
 
@@ -346,7 +360,7 @@ class UserStore:
         k = self.db.keys
         p = policy
         reply = await self.db.script(LOGIN_FAILED)(
-            keys=[k.login_guard(norm), k.ip_login_failures(ip)],
+            keys=[k.login_guard(norm), k.ip_login_failures(ip), k.login_known(norm)],
             args=[ip, p.pair_limit, p.name_limit, p.window_s * 1000, p.lock_s * 1000, p.lock_max_s * 1000,
                   p.ip_limit, p.ip_window_s],
         )  # fmt: skip
@@ -357,7 +371,8 @@ class UserStore:
         charge taken before the check is given back (the name-wide count of other failures is kept: an
         attacker elsewhere keeps counting towards it)."""
         k = self.db.keys
-        await self.db.script(LOGIN_REFUND)(keys=[k.login_guard(norm), k.ip_login_failures(ip)], args=[ip])
+        keys = [k.login_guard(norm), k.ip_login_failures(ip), k.login_known(norm)]
+        await self.db.script(LOGIN_REFUND)(keys=keys, args=[ip])
 
     async def clear_login_guard(self, norm: str) -> None:
         """Forget every failure and temporary lock of a name (an administrator's unlock)."""

@@ -101,6 +101,14 @@ async def test_many_addresses_lock_the_name_everywhere_for_a_while(db: Database,
         assert (status, data["code"]) == (401, "login") and data["description"].startswith(LOCKED), data
         # Live sessions carry on through a name-wide lock.
         await ok(site, "get_global_state", None, {"X-Session-ID": sid})
+        # The owner's own address (site.login() came from 127.0.0.1) is not locked out by the strangers.
+        status, data = await login_from(site, "127.0.0.1", "admin", "admin")
+        assert (status, data["code"]) == (200, 0), data
+        # ... but a wrong password from it still counts towards its own, per-address limit.
+        for _ in range(5):
+            await login_from(site, "127.0.0.1", "admin", "wrong")
+        status, data = await login_from(site, "127.0.0.1", "admin", "admin")
+        assert data["description"].startswith(LOCKED), data
 
 
 async def test_address_limit_answers_rate_with_the_wait(db: Database, tmp_path: Path) -> None:
