@@ -3,7 +3,7 @@
 Starts two `podium serve` nodes (embedded store, access log off) on free loopback ports: one from
 `--before DIR` (a checkout of an earlier commit, e.g. `git worktree add /tmp/base <commit>`) and one from
 this tree. On each it logs in as admin and makes an admin API key, stores a few jobs' worth of nothing, and
-then loads, interleaved over `--rounds`, GET ping, get_global_state and search_jobs?query=*&limit=5 with
+then loads, interleaved over `--rounds`, GET ping, get_global_state, search_jobs?query=*&limit=5 and get_plugins with
 the key, using wrk (one thread, `--concurrency` connections) in its own process. Prints req/s per round and
 the median ratio after/before per endpoint. Everything it starts it stops.
 
@@ -32,6 +32,7 @@ PATHS = {
     "ping": "/api/app/ping/v1",
     "get_global_state": "/api/app/get_global_state/v1",
     "search_jobs": "/api/app/search_jobs/v1?query=*&limit=5",
+    "get_plugins": "/api/app/get_plugins/v1",
 }
 
 
