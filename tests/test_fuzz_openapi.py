@@ -118,6 +118,7 @@ def test_schemathesis_finds_no_crash(node: Node) -> None:
     after = _health(node.url)
     assert after["master"] is True and after["epoch"] == before["epoch"], (before, after)
     assert calls > 500
+    print(f"schemathesis: {calls} requests")
     spool = Path(node.directory) / "data" / "tmp"
     assert not spool.exists() or not any(spool.iterdir()), list(spool.iterdir())
     assert "handler_failed" not in node.log_text()

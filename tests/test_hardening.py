@@ -327,10 +327,10 @@ async def test_parameter_schemas_are_bounded_in_entries_and_patterns(site: Site,
 
 
 async def test_a_page_of_records_stops_at_its_byte_budget(db: Database) -> None:
-    keys = [f"{db.keys.cluster}:page:{i}" for i in range(10)]
+    keys = [db.keys.job(f"pg{i}") for i in range(10)]
     for i, key in enumerate(keys):
         await db.client.set(key, codec.pack({"i": i, "pad": "x" * 1000}))
-    rows = await fetch_page(db.client, [*keys[:3], f"{db.keys.cluster}:page:none", *keys[3:]], budget=3500)
+    rows = await fetch_page(db.client, [*keys[:3], db.keys.job("missing"), *keys[3:]], budget=3500)
     assert [r["i"] if r else None for r in rows] == [0, 1, 2, None]  # the 4th record would pass 3,500 bytes
     one = await fetch_page(db.client, keys, budget=10)
     assert [r["i"] if r else None for r in one] == [0]  # never an empty page while records remain
