@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from storage.connection import Database, connect, redacted, wait_reachable
 from storage.errors import BadRedisURL, StorageError
@@ -13,7 +15,10 @@ from storage.nodes import NodeStore
 from .settings import ConfigError
 
 
-async def cluster_status(url: str, cluster: str) -> str:
+@asynccontextmanager
+async def operator_store(url: str, cluster: str) -> AsyncIterator[Database]:
+    """The store as the operator commands (`status`, `user`) reach it; a bad URL or cluster name, or a store
+    that does not answer, is a ConfigError (one line, exit 2)."""
     if not valid_cluster_name(cluster):
         raise ConfigError(f"--cluster {cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
     try:
@@ -26,10 +31,15 @@ async def cluster_status(url: str, cluster: str) -> str:
             await wait_reachable(db.client, attempts=3, delay=0.2)
         except StorageError:
             raise ConfigError(f"Redis at {redacted(url)} is unreachable") from None
-        holder, epoch = await LeaseStore(db).holder()
-        nodes = await NodeStore(db).live()
+        yield db
     finally:
         await db.aclose()
+
+
+async def cluster_status(url: str, cluster: str) -> str:
+    async with operator_store(url, cluster) as db:
+        holder, epoch = await LeaseStore(db).holder()
+        nodes = await NodeStore(db).live()
     lines = [
         f"cluster  {cluster}  (redis {redacted(url)})",
         f"primary  {holder or '(none)'}  epoch {epoch}",

@@ -11,39 +11,18 @@ from __future__ import annotations
 import getpass
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 from storage.activity import ActivityStore
 from storage.bus import InvalidationBus
-from storage.connection import Database, connect, redacted, wait_reachable
-from storage.errors import BadRedisURL, StorageError
-from storage.keyspace import Keyspace, valid_cluster_name
+from storage.connection import Database
 from storage.users import UserStore, normalize
 
 from .activity import build_record
 from .passwords import hash_password, new_salt
 from .settings import ConfigError
-
-
-@asynccontextmanager
-async def _store(url: str, cluster: str) -> AsyncIterator[Database]:
-    if not valid_cluster_name(cluster):
-        raise ConfigError(f"--cluster {cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
-    try:
-        client = connect(url)
-    except BadRedisURL as exc:
-        raise ConfigError(str(exc)) from None
-    db = Database(client, Keyspace(cluster))
-    try:
-        try:
-            await wait_reachable(db.client, attempts=3, delay=0.2)
-        except StorageError:
-            raise ConfigError(f"Redis at {redacted(url)} is unreachable") from None
-        yield db
-    finally:
-        await db.aclose()
+from .status import operator_store
 
 
 async def _change(db: Database, username: str, change: Callable[[dict[str, Any]], bool], what: str) -> None:
@@ -57,7 +36,7 @@ async def _change(db: Database, username: str, change: Callable[[dict[str, Any]]
 
 async def unlock(url: str, cluster: str, username: str) -> str:
     """Lift the administrator's lock (`locked`) and every temporary login lock of the name."""
-    async with _store(url, cluster) as db:
+    async with operator_store(url, cluster) as db:
         found: list[bool] = []
 
         def lift(user: dict[str, Any]) -> bool:
@@ -83,7 +62,7 @@ async def set_password(url: str, cluster: str, username: str, password: str) -> 
         user.pop("locked", None)
         return True
 
-    async with _store(url, cluster) as db:
+    async with operator_store(url, cluster) as db:
         await _change(db, username, reset, "Password changed")
         users = UserStore(db, InvalidationBus(db))
         await users.clear_login_guard(normalize(username))
