@@ -292,7 +292,7 @@ def _check_extras(params: Mapping[str, Any], declared: frozenset[str]) -> None:
         if len(key) > ID_LEN:
             raise ApiError("api", f"Parameter name is too long: {key[:32]}...")
         if isinstance(value, str):
-            total += len(value) + len(key)
+            total += (len(value) if value.isascii() else len(value.encode(errors="replace"))) + len(key)
         elif isinstance(value, int | float | bool) or value is None:
             total += 8 + len(key)
         else:

@@ -26,7 +26,7 @@ from structlog.contextvars import bind_contextvars
 
 from cluster.node import NodeRuntime, NotPrimary
 from storage.connection import STORE_DOWN_ERRORS
-from storage.errors import Conflict, FencedError
+from storage.errors import Conflict, FencedError, PageTooLarge
 
 from .call import Call, Upload
 from .errors import ApiError, master_error
@@ -358,6 +358,8 @@ async def _failure(exc: Exception, request: web.Request, api: str, rid: str, pre
         body = {"code": "conflict", "description": "This was changed by another request meanwhile; reload it and "
                                                    "try again."}  # fmt: skip
         return json_reply(body, 409, rid=rid)
+    if isinstance(exc, PageTooLarge):  # a search page over its byte budget: the caller asks for fewer rows
+        return json_reply({"code": "api", "description": f"Parameter 'limit' is too large here: {exc}."}, 400, rid=rid)
     if isinstance(exc, NotPrimary | FencedError):
         err = await redirect(request.app[NODE])
         return json_reply(err.body(), err.status, pretty=pretty, rid=rid)

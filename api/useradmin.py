@@ -66,6 +66,7 @@ async def set_password(url: str, cluster: str, username: str, password: str) -> 
         await _change(db, username, reset, "Password changed")
         users = UserStore(db, InvalidationBus(db))
         await users.clear_login_guard(normalize(username))
+        await users.forget_known_addresses(normalize(username))
         ended = await users.operator_drop_sessions(normalize(username))
     return f"user {username}: password changed; {ended} session(s) ended"
 

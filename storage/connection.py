@@ -132,12 +132,19 @@ class FairPool(aioredis.ConnectionPool):
             await connection.connect()
 
     async def release(self, connection: Any) -> None:
-        try:
-            await super().release(connection)
-        finally:
-            if connection in self._holders:
-                self._holders.discard(connection)
-                self._turns.release()
+        # Run to the end even if the caller is cancelled meanwhile (as redis-py's Pipeline.reset shields its
+        # release), and give the permit back only once the connection is back in the pool: a release cut off
+        # while it waits for the pool's lock would leave the connection counted in use with its permit gone.
+        task = asyncio.ensure_future(super().release(connection))
+        task.add_done_callback(lambda done: self._return_permit(connection, done))
+        await asyncio.shield(task)
+
+    def _return_permit(self, connection: Any, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled():
+            done.exception()  # seen here too, so a release nobody waits for any more is not reported as lost
+        if connection in self._holders:
+            self._holders.discard(connection)
+            self._turns.release()
 
 
 def connect(

@@ -29,3 +29,11 @@ class Conflict(StorageError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(detail or reason)
         self.reason = reason
+
+
+class PageTooLarge(StorageError):
+    """The records of one page hold more than the page byte budget (storage/pages.py)."""
+
+    def __init__(self, fits: int, budget: int) -> None:
+        super().__init__(f"the rows asked for hold more than {budget // (1024 * 1024)} MiB; ask for at most {fits}")
+        self.fits = fits

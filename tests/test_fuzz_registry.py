@@ -71,8 +71,8 @@ def base_body(handler: Handler, params: list[Param], ids: dict[str, str]) -> dic
     target = handler.name.split("_", 1)[-1]
     if "id" in body and not handler.name.startswith("delete_"):  # deletes keep a placeholder: objects stay
         body["id"] = ids.get(target) or ids.get(target.removeprefix("event_")) or body["id"]
-        if handler.name in ("run_event", "get_event_history", "flush_event_queue"):
-            body["id"] = ids["event"]
+    if handler.name in ("run_event", "get_event_history", "flush_event_queue"):  # `id` is optional for runs
+        body["id"] = ids["event"]
     return body
 
 

@@ -14,6 +14,7 @@ import pytest
 from api.registry import HANDLERS
 from storage import codec
 from storage.connection import Database
+from storage.errors import PageTooLarge
 from storage.pages import fetch_page
 from tests.authkit import Site, ok
 
@@ -330,10 +331,13 @@ async def test_a_page_of_records_stops_at_its_byte_budget(db: Database) -> None:
     keys = [db.keys.job(f"pg{i}") for i in range(10)]
     for i, key in enumerate(keys):
         await db.client.set(key, codec.pack({"i": i, "pad": "x" * 1000}))
-    rows = await fetch_page(db.client, [*keys[:3], db.keys.job("missing"), *keys[3:]], budget=3500)
-    assert [r["i"] if r else None for r in rows] == [0, 1, 2, None]  # the 4th record would pass 3,500 bytes
-    one = await fetch_page(db.client, keys, budget=10)
-    assert [r["i"] if r else None for r in one] == [0]  # never an empty page while records remain
+    rows = await fetch_page(db.client, [*keys[:3], db.keys.job("missing"), *keys[3:5]], budget=5500)
+    assert [r["i"] if r else None for r in rows] == [0, 1, 2, None, 3, 4]
+    with pytest.raises(PageTooLarge) as refused:  # refused whole: xyOps clients page by offset += limit
+        await fetch_page(db.client, keys, budget=3500)
+    assert refused.value.fits == 3
+    one = await fetch_page(db.client, keys[:1], budget=10)
+    assert [r["i"] if r else None for r in one] == [0]  # one record alone is always served
 
 
 async def test_a_burst_of_parallel_logins_runs_no_more_checks_than_the_limit(site: Site) -> None:

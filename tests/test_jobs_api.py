@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
+from api.app import RUNNER_OPTIONS, create_app
 from api.settings import Settings
 from cluster.launcher import Launch, build_job
 from cluster.node import NodeRuntime
@@ -610,7 +610,7 @@ async def test_search_jobs(site: Site, admin: Headers, db: Database, tmp_path: P
     # A satellite answers exactly as the primary does.
     node = NodeRuntime(db, "n2", "http://127.0.0.1:5532", lease_ms=3000,
                        stores=Stores.open(db, secret_key=site.node.stores.secret_key))  # fmt: skip
-    satellite = TestClient(TestServer(create_app(Settings(data_dir=tmp_path / "sat"), node)))
+    satellite = TestClient(TestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
     await satellite.start_server()
     await node.start()
     try:

@@ -131,7 +131,8 @@ async def test_manual_lock_and_disabled_account_need_the_right_password_to_be_to
     status, data = await site.call("get_global_state", headers={"X-Session-ID": sid})
     assert (status, data["description"]) == (401, "User account is locked.")
     await ok(site, "admin_update", {"username": "bob", "unlock": True, "active": 0}, bob, ns="user")
-    assert (await attempt(site, "bob", "correct horse"))["description"] == "User account is disabled."
+    for _ in range(8):  # the right password is never counted as a failure, so this never turns into a lock
+        assert (await attempt(site, "bob", "correct horse"))["description"] == "User account is disabled."
     await ok(site, "admin_update", {"username": "bob", "active": 1}, bob, ns="user")
     await site.login("bob", "correct horse")
 
@@ -267,8 +268,39 @@ async def test_many_addresses_do_not_grow_the_counters_without_bound(db: Databas
     key = db.keys.login_guard("victim")
     await db.client.hset(key, mapping={f"n:10.0.{i // 250}.{i % 250}": 1 for i in range(4001)})
     await db.client.hset(key, mapping={"n": 3, "w": int(time.time() * 1000)})
+    await users.login_charge("victim", "10.9.9.9", LoginPolicy())
     await users.login_failed("victim", "10.9.9.9", LoginPolicy())
     fields = await db.client.hgetall(key)
     assert {k if isinstance(k, str) else k.decode() for k in fields} == {"n", "w", "n:10.9.9.9", "w:10.9.9.9"}
     assert int(fields[b"n"]) == 4  # the name-wide count survives
     assert 0 < await db.client.pttl(key) <= (3600 + 3600) * 1000
+
+
+async def test_the_right_password_never_starts_a_lock(db: Database, tmp_path: Path) -> None:
+    async for site in open_site(db, tmp_path / "d", login_ip_limit=0, login_user_limit=4):
+        for n in range(2, 5):  # three failures of the name from elsewhere: one short of its limit
+            await login_from(site, f"127.0.0.{n}", "admin", "wrong")
+        status, data = await login_from(site, "127.0.0.8", "admin", "admin")  # the fourth attempt is right
+        assert (status, data["code"]) == (200, 0), data
+        status, data = await login_from(site, "127.0.0.9", "admin", "admin")
+        assert (status, data["code"]) == (200, 0), data  # no name-wide lock was started by the right password
+
+
+async def test_a_new_password_forgets_the_known_addresses(db: Database, tmp_path: Path) -> None:
+    async for site in open_site(db, tmp_path / "d", login_ip_limit=0, login_user_limit=4):
+        sid, _ = await site.login()  # 127.0.0.1 is now an address admin logs in from
+        await ok(site, "admin_create", BOB, {"X-Session-ID": sid}, ns="user")
+        bob_sid, _ = await site.login("bob", BOB["password"])
+        for n in range(2, 6):
+            await login_from(site, f"127.0.0.{n}", "bob", "wrong")  # bob's name is locked everywhere
+        status, data = await login_from(site, "127.0.0.1", "bob", BOB["password"])
+        assert (status, data["code"]) == (200, 0), data  # ... but not at bob's own address
+        # A password reset (which also lifts the locks): whoever logged in from there with the old password
+        # is not trusted any more, so a new name-wide lock holds at that address too.
+        await ok(site, "admin_update", {"username": "bob", "new_password": "new horse"}, {"X-Session-ID": sid},
+                 ns="user")  # fmt: skip
+        for n in range(2, 6):
+            await login_from(site, f"127.0.0.{n}", "bob", "wrong")
+        status, data = await login_from(site, "127.0.0.1", "bob", "new horse")
+        assert data["description"].startswith(LOCKED), data
+        assert bob_sid

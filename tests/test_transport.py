@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.typing import Processor
 
-from api.app import create_app
+from api.app import RUNNER_OPTIONS, create_app
 from api.errors import MASTER_DESCRIPTION, NO_PRIMARY_DESCRIPTION
 from api.settings import DEFAULT_MAX_BODY, Settings
 from cluster.node import NodeRuntime
@@ -73,7 +73,7 @@ async def make_edge(db: Database, tmp_path: Path) -> AsyncIterator[MakeEdge]:
     async def make(*, primary: bool = True, max_body_bytes: int = DEFAULT_MAX_BODY, test_hooks: bool = True) -> Edge:
         settings = Settings(data_dir=tmp_path / "data", test_hooks=test_hooks, max_body_bytes=max_body_bytes)
         node = NodeRuntime(db, "n1", NODE_URL, lease_ms=LEASE_MS)
-        edge = Edge(TestClient(TestServer(create_app(settings, node))), node, settings)
+        edge = Edge(TestClient(TestServer(create_app(settings, node), **RUNNER_OPTIONS)), node, settings)
         made.append(edge)
         await edge.client.start_server()
         await node.start()

@@ -148,12 +148,15 @@ async def login(call: Call) -> web.StreamResponse:
     if not state.users:  # a new cluster a moment before its first start: not a failure to count
         raise ApiError("login", "The first start is not finished yet; try again in a moment.")
     # Charged before the check, so a burst in parallel cannot run more checks than the limits allow.
-    name_ms, pair_ms = await users.login_failed(norm, call.ip, policy)
-    if name_ms < 0:
+    charged = await users.login_charge(norm, call.ip, policy)
+    if charged == -2:
+        raise ApiError("rate", "Too many failed logins from this address; try again later.")
+    if charged < 0:
         raise ApiError("login", "Too many failed logins; try again in a moment.")
     user = await users.get(username)
     found = user or {}
     if not await verify(password, str(found.get("salt", "")), found.get("password") if user else None):
+        name_ms, pair_ms = await users.login_failed(norm, call.ip, policy)
         if name_ms or pair_ms:
             seconds = _seconds(max(name_ms, pair_ms))
             log.warning("login_locked", username=norm, ip=call.ip, seconds=seconds, everywhere=bool(name_ms))
@@ -163,11 +166,11 @@ async def login(call: Call) -> web.StreamResponse:
                                    "after failed logins", user=public(user))  # fmt: skip
         raise ApiError("login", LOGIN_FAILED)
     assert user is not None
-    # The right password: only now may the reply say why the account cannot log in.
-    if not user.get("active", 1):
-        raise ApiError("login", "User account is disabled.")
-    if user.get("locked"):
-        raise ApiError("login", "User account is locked.")
+    # The right password: only now may the reply say why the account cannot log in (and it is not a
+    # failure to count, nor an address to remember).
+    if not user.get("active", 1) or user.get("locked"):
+        await users.login_succeeded(norm, call.ip, remember=False)
+        raise ApiError("login", "User account is disabled." if not user.get("active", 1) else "User account is locked.")
     await users.login_succeeded(norm, call.ip)
     session_id = secrets.token_hex(32)
     now = time.time()
@@ -267,6 +270,7 @@ async def update(call: Call) -> Reply:
         # A password change ends this user's other sessions. Unlike the activity record this may fail the
         # call: the sessions of someone who just changed a password must not carry on unnoticed.
         await call.stores.users.drop_sessions(call.node.fence(), normalize(username), keep=call.who.session_id)
+        await call.stores.users.forget_known_addresses(normalize(username))
     else:
         await log_activity(call, "user_update", f"User updated own profile: {username}", user=public(user))
     return {"user": public(user)}
@@ -294,6 +298,25 @@ async def _existing(call: Call) -> dict[str, Any]:
     return user
 
 
+async def _credentials(call: Call, user: dict[str, Any]) -> str:
+    """admin_update's password and locks: a new password (returned) re-hashes and unlocks; `locked` sets
+    or lifts the administrator's own lock (temporary ones expire); `unlock` lifts every lock."""
+    p = call.params
+    new_password: str = p.get("new_password") or ""
+    if new_password:
+        user["salt"] = new_salt()
+        user["password"] = await hash_password(new_password, user["salt"])
+    if "locked" in p:
+        if p["locked"]:
+            user["locked"] = True
+        else:
+            user.pop("locked", None)
+    if new_password or p["unlock"]:
+        user.pop("locked", None)
+        await call.stores.users.clear_login_guard(normalize(str(user["username"])))
+    return new_password
+
+
 @HANDLERS.add("admin_update", ns="user", write=True, privilege=ADMIN,
               args=(P.text("username", required=True, max_len=P.ID_LEN), *PROFILE, *ACCESS_ARGS,
                     P.obj("privileges", max_bytes=8192), PASSWORD_ARG.with_(name="new_password", required=False),
@@ -315,22 +338,13 @@ async def admin_update(call: Call) -> Reply:
             user[field] = p[field]
     if holds_admin(user, await call.stores.defs.all(ROLES)):  # admins, also by role, have no resource limits
         user["categories"], user["groups"] = [], []
-    new_password = p.get("new_password")
-    if new_password:
-        user["salt"] = new_salt()
-        user["password"] = await hash_password(new_password, user["salt"])
-    if "locked" in p:  # the administrator's own lock, kept until lifted (temporary ones expire)
-        if p["locked"]:
-            user["locked"] = True
-        else:
-            user.pop("locked", None)
-    if new_password or p["unlock"]:
-        user.pop("locked", None)
-        await call.stores.users.clear_login_guard(normalize(username))
+    new_password = await _credentials(call, user)
     user["modified"] = int(time.time())
     await call.stores.users.save(call.node.fence(), user)
     if not user["active"] or new_password:
         await call.stores.users.drop_sessions(call.node.fence(), normalize(username))
+    if new_password or user.get("locked"):
+        await call.stores.users.forget_known_addresses(normalize(username))
     await log_activity(call, "user_update", f"User updated: {username}", user=public(user))
     return {"user": public(user)}
 
