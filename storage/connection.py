@@ -132,15 +132,22 @@ class FairPool(aioredis.ConnectionPool):
             await connection.connect()
 
     async def release(self, connection: Any) -> None:
-        # Run to the end even if the caller is cancelled meanwhile (as redis-py's Pipeline.reset shields its
-        # release), and give the permit back only once the connection is back in the pool: a release cut off
-        # while it waits for the pool's lock would leave the connection counted in use with its permit gone.
-        task = asyncio.ensure_future(super().release(connection))
-        task.add_done_callback(lambda done: self._return_permit(connection, done))
-        await asyncio.shield(task)
+        # A release can only be cut off where it waits: for the pool's lock, or to disconnect a connection
+        # marked for reconnection. Then it runs on its own to the end (as redis-py's Pipeline.reset shields
+        # its release) and the permit comes back once the connection is back in the pool; otherwise it would
+        # stay counted in use with its permit gone. The common case waits for nothing and costs no task.
+        if self._lock.locked() or connection.should_reconnect():
+            task = asyncio.ensure_future(super().release(connection))
+            task.add_done_callback(lambda done: self._return_permit(connection, done))
+            await asyncio.shield(task)
+            return
+        try:
+            await super().release(connection)
+        finally:
+            self._return_permit(connection)
 
-    def _return_permit(self, connection: Any, done: asyncio.Future[Any]) -> None:
-        if not done.cancelled():
+    def _return_permit(self, connection: Any, done: asyncio.Future[Any] | None = None) -> None:
+        if done is not None and not done.cancelled():
             done.exception()  # seen here too, so a release nobody waits for any more is not reported as lost
         if connection in self._holders:
             self._holders.discard(connection)
