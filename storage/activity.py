@@ -55,7 +55,7 @@ class ActivityStore:
         """Records matching `query` and every query in `also` (each parsed on its own, then ANDed)."""
         parsed = restrict(parse(query, ACTIVITY_INDEX), *(parse(q, ACTIVITY_INDEX) for q in also))
         found = await self.index.search(parsed, offset=offset, limit=limit, sort_dir=sort_dir)
-        rows = await fetch_page(self.db.client, [self.db.keys.activity(i) for i in found.ids])
+        rows = await fetch_page(self.db, [self.db.keys.activity(i) for i in found.ids])
         return [r for r in rows if r is not None], found.total
 
     async def oldest(self, limit: int, *, before: float | None = None, offset: int = 0) -> tuple[list[str], int]:

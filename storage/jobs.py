@@ -202,7 +202,7 @@ class JobStore:
         """Jobs matching `query` and every query in `also` (each parsed on its own, then ANDed)."""
         parsed = restrict(parse(query, JOBS_INDEX), *(parse(q, JOBS_INDEX) for q in also))
         found = await self.index.search(parsed, offset=offset, limit=limit, sort_by=sort_by, sort_dir=sort_dir)
-        jobs = await fetch_page(self.db.client, [self.db.keys.job(i) for i in found.ids])
+        jobs = await fetch_page(self.db, [self.db.keys.job(i) for i in found.ids])
         return [j for j in jobs if j is not None], found.total
 
     async def delete(self, fence: Fence, job: Record) -> None:

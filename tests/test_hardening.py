@@ -331,12 +331,12 @@ async def test_a_page_of_records_stops_at_its_byte_budget(db: Database) -> None:
     keys = [db.keys.job(f"pg{i}") for i in range(10)]
     for i, key in enumerate(keys):
         await db.client.set(key, codec.pack({"i": i, "pad": "x" * 1000}))
-    rows = await fetch_page(db.client, [*keys[:3], db.keys.job("missing"), *keys[3:5]], budget=5500)
+    rows = await fetch_page(db, [*keys[:3], db.keys.job("missing"), *keys[3:5]], budget=5500)
     assert [r["i"] if r else None for r in rows] == [0, 1, 2, None, 3, 4]
     with pytest.raises(PageTooLarge) as refused:  # refused whole: xyOps clients page by offset += limit
-        await fetch_page(db.client, keys, budget=3500)
+        await fetch_page(db, keys, budget=3500)
     assert refused.value.fits == 3
-    one = await fetch_page(db.client, keys[:1], budget=10)
+    one = await fetch_page(db, keys[:1], budget=10)
     assert [r["i"] if r else None for r in one] == [0]  # one record alone is always served
 
 
