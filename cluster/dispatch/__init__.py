@@ -1,0 +1,1 @@
+"""Dispatch on the primary: the job state machine, server selection, limits, queues, retries, finish."""
