@@ -17,6 +17,7 @@ from typing import Any
 from storage.activity import ActivityStore
 from storage.bus import InvalidationBus
 from storage.connection import Database
+from storage.logins import LoginGuard
 from storage.users import UserStore, normalize
 
 from .activity import build_record
@@ -46,7 +47,7 @@ async def unlock(url: str, cluster: str, username: str) -> str:
             return found[-1]
 
         await _change(db, username, lift, "User unlocked")
-        await UserStore(db, InvalidationBus(db)).clear_login_guard(normalize(username))
+        await LoginGuard(db).clear(normalize(username))
     state = "account lock lifted" if found and found[-1] else "account was not locked"
     return f"user {username}: {state}; temporary login locks cleared"
 
@@ -64,9 +65,9 @@ async def set_password(url: str, cluster: str, username: str, password: str) -> 
 
     async with operator_store(url, cluster) as db:
         await _change(db, username, reset, "Password changed")
-        users = UserStore(db, InvalidationBus(db))
-        await users.clear_login_guard(normalize(username))
-        await users.forget_known_addresses(normalize(username))
+        users, logins = UserStore(db, InvalidationBus(db)), LoginGuard(db)
+        await logins.clear(normalize(username))
+        await logins.forget_known_addresses(normalize(username))
         ended = await users.operator_drop_sessions(normalize(username))
     return f"user {username}: password changed; {ended} session(s) ended"
 

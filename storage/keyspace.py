@@ -105,7 +105,7 @@ class Keyspace:
     def login_guard(self, norm: str) -> str:
         """HASH failed-login counters and temporary locks of one user name (existing or not), overall and
         per client address: n, w, locks, until and n:<addr>, w:<addr>, locks:<addr>, until:<addr>
-        (storage/users.py LOGIN_FAILED). PX: forgotten after a quiet window plus the longest lock."""
+        (storage/logins.py). PX: forgotten after a quiet window plus the longest lock."""
         return self.key("login_guard", norm)
 
     def login_known(self, norm: str) -> str:

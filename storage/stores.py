@@ -9,6 +9,7 @@ from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
 from .jobs import JobStore
+from .logins import LoginGuard
 from .ratelimit import RateLimiter
 from .state import StateStore
 from .users import UserStore
@@ -20,6 +21,7 @@ class Stores:
     bus: InvalidationBus
     defs: DefinitionStore
     users: UserStore
+    logins: LoginGuard
     state: StateStore
     rates: RateLimiter
     activity: ActivityStore
@@ -34,6 +36,7 @@ class Stores:
             bus=bus,
             defs=DefinitionStore(db, bus),
             users=UserStore(db, bus),
+            logins=LoginGuard(db),
             state=StateStore(db, bus),
             rates=RateLimiter(db),
             activity=ActivityStore(db),

@@ -16,9 +16,8 @@ import pytest
 
 from api.cli import build_parser, settings_from
 from api.settings import ConfigError
-from storage.bus import InvalidationBus
 from storage.connection import Database
-from storage.users import LoginPolicy, UserStore
+from storage.logins import LoginGuard, LoginPolicy
 from tests.authkit import Site, ok, open_site
 from tests.servers import ROOT, RedisServer
 
@@ -264,12 +263,12 @@ def test_lock_options_from_flags_and_environment() -> None:
 
 
 async def test_many_addresses_do_not_grow_the_counters_without_bound(db: Database) -> None:
-    users = UserStore(db, InvalidationBus(db))
+    logins = LoginGuard(db)
     key = db.keys.login_guard("victim")
     await db.client.hset(key, mapping={f"n:10.0.{i // 250}.{i % 250}": 1 for i in range(4001)})
     await db.client.hset(key, mapping={"n": 3, "w": int(time.time() * 1000)})
-    await users.login_charge("victim", "10.9.9.9", LoginPolicy())
-    await users.login_failed("victim", "10.9.9.9", LoginPolicy())
+    await logins.charge("victim", "10.9.9.9", LoginPolicy())
+    await logins.failed("victim", "10.9.9.9", LoginPolicy())
     fields = await db.client.hgetall(key)
     assert {k if isinstance(k, str) else k.decode() for k in fields} == {"n", "w", "n:10.9.9.9", "w:10.9.9.9"}
     assert int(fields[b"n"]) == 4  # the name-wide count survives

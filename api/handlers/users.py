@@ -13,7 +13,8 @@ from aiohttp import web
 
 from storage.errors import Conflict
 from storage.families import ROLES
-from storage.users import LoginPolicy, normalize
+from storage.logins import LoginPolicy
+from storage.users import normalize
 
 from .. import params as P
 from ..activity import log_activity, post_commit
@@ -136,11 +137,11 @@ async def login(call: Call) -> web.StreamResponse:
     """Failed logins lock the name temporarily (per address, then everywhere), never the account:
     existing sessions carry on, and an API key or `podium user unlock` always gets an admin in.
     Every attempt that is not refused up front costs one bcrypt check, whatever the account."""
-    users = call.stores.users
+    users, logins = call.stores.users, call.stores.logins
     username, password = call.params["username"], call.params["password"]
     norm = normalize(username)
     policy = login_policy(call.settings)
-    state = await users.login_state(norm, call.ip)
+    state = await logins.state(norm, call.ip)
     if policy.ip_limit and state.ip_failures >= policy.ip_limit:
         raise ApiError("rate", f"Too many failed logins from this address; try again in {_wait(state.ip_reset_ms)}.")
     if state.lock_ms:
@@ -148,7 +149,7 @@ async def login(call: Call) -> web.StreamResponse:
     if not state.users:  # a new cluster a moment before its first start: not a failure to count
         raise ApiError("login", "The first start is not finished yet; try again in a moment.")
     # Charged before the check, so a burst in parallel cannot run more checks than the limits allow.
-    charged = await users.login_charge(norm, call.ip, policy)
+    charged = await logins.charge(norm, call.ip, policy)
     if charged == -2:
         raise ApiError("rate", "Too many failed logins from this address; try again later.")
     if charged < 0:
@@ -156,7 +157,7 @@ async def login(call: Call) -> web.StreamResponse:
     user = await users.get(username)
     found = user or {}
     if not await verify(password, str(found.get("salt", "")), found.get("password") if user else None):
-        name_ms, pair_ms = await users.login_failed(norm, call.ip, policy)
+        name_ms, pair_ms = await logins.failed(norm, call.ip, policy)
         if name_ms or pair_ms:
             seconds = _seconds(max(name_ms, pair_ms))
             log.warning("login_locked", username=norm, ip=call.ip, seconds=seconds, everywhere=bool(name_ms))
@@ -169,9 +170,9 @@ async def login(call: Call) -> web.StreamResponse:
     # The right password: only now may the reply say why the account cannot log in (and it is not a
     # failure to count, nor an address to remember).
     if not user.get("active", 1) or user.get("locked"):
-        await users.login_succeeded(norm, call.ip, remember=False)
+        await logins.succeeded(norm, call.ip, remember=False)
         raise ApiError("login", "User account is disabled." if not user.get("active", 1) else "User account is locked.")
-    await users.login_succeeded(norm, call.ip)
+    await logins.succeeded(norm, call.ip)
     session_id = secrets.token_hex(32)
     now = time.time()
     session = {
@@ -270,7 +271,7 @@ async def update(call: Call) -> Reply:
         # A password change ends this user's other sessions. Unlike the activity record this may fail the
         # call: the sessions of someone who just changed a password must not carry on unnoticed.
         await call.stores.users.drop_sessions(call.node.fence(), normalize(username), keep=call.who.session_id)
-        await call.stores.users.forget_known_addresses(normalize(username))
+        await call.stores.logins.forget_known_addresses(normalize(username))
     else:
         await log_activity(call, "user_update", f"User updated own profile: {username}", user=public(user))
     return {"user": public(user)}
@@ -313,7 +314,7 @@ async def _credentials(call: Call, user: dict[str, Any]) -> str:
             user.pop("locked", None)
     if new_password or p["unlock"]:
         user.pop("locked", None)
-        await call.stores.users.clear_login_guard(normalize(str(user["username"])))
+        await call.stores.logins.clear(normalize(str(user["username"])))
     return new_password
 
 
@@ -344,7 +345,7 @@ async def admin_update(call: Call) -> Reply:
     if not user["active"] or new_password:
         await call.stores.users.drop_sessions(call.node.fence(), normalize(username))
     if new_password or user.get("locked"):
-        await call.stores.users.forget_known_addresses(normalize(username))
+        await call.stores.logins.forget_known_addresses(normalize(username))
     await log_activity(call, "user_update", f"User updated: {username}", user=public(user))
     return {"user": public(user)}
 
