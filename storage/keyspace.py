@@ -110,7 +110,7 @@ class Keyspace:
 
     def login_known(self, norm: str) -> str:
         """HASH client address -> last successful login (ms) of one user name; PX 30 days from the last. The
-        name-wide temporary lock does not apply to these addresses (storage/users.py)."""
+        name-wide temporary lock does not apply to these addresses (storage/logins.py)."""
         return self.key("login_known", norm)
 
     def ip_login_failures(self, ip: str) -> str:
