@@ -33,6 +33,21 @@ def key_hash(plain: str, key_id: str) -> str:
     return hashlib.sha256((plain + key_id).encode()).hexdigest()
 
 
+def _session_source(request: web.Request, body_reserved: Mapping[str, Any]) -> tuple[str, bool]:
+    """(session id, came from the cookie): the cookie, else X-Session-ID, else the body's `session_id`."""
+    cookie = request.cookies.get("session_id")
+    if cookie:
+        return cookie, True
+    value = request.headers.get("X-Session-ID") or body_reserved.get("session_id")
+    return (str(value), False) if value else ("", False)
+
+
+def _key_source(request: web.Request, body_reserved: Mapping[str, Any], query_reserved: Mapping[str, Any]) -> str:
+    """The API key: X-API-Key, else the body's `api_key`, else the query's."""
+    value = request.headers.get("X-API-Key") or body_reserved.get("api_key") or query_reserved.get("api_key")
+    return str(value) if value else ""
+
+
 def _csrf_method(request: web.Request, write: bool) -> bool:
     return write or request.method not in ("GET", "HEAD")
 
@@ -53,23 +68,10 @@ class Authenticator:
 
     def session_id(self, call: Call) -> tuple[str, bool]:
         """(session id, came from the cookie)."""
-        req = call.request
-        cookie = req.cookies.get("session_id")
-        if cookie:
-            return cookie, True
-        header = req.headers.get("X-Session-ID")
-        if header:
-            return header, False
-        body = call.body_reserved.get("session_id")
-        return (str(body), False) if body else ("", False)
+        return _session_source(call.request, call.body_reserved)
 
     def api_key(self, call: Call) -> str:
-        value = (
-            call.request.headers.get("X-API-Key")
-            or call.body_reserved.get("api_key")
-            or call.query_reserved.get("api_key")
-        )
-        return str(value) if value else ""
+        return _key_source(call.request, call.body_reserved, call.query_reserved)
 
     async def authenticate(
         self, call: Call, privilege: str | None, *, csrf: bool = True, write: bool = False
@@ -93,8 +95,7 @@ class Authenticator:
         """Authenticate from what arrives before the body (cookie, headers, query), so a body is only read
         in full for a known caller. None when the credential, or a cookie session's CSRF token, can only be
         in the body; bad credentials in the headers are refused here, before the body is read."""
-        cookie = request.cookies.get("session_id")
-        sid, from_cookie = (cookie, True) if cookie else (request.headers.get("X-Session-ID", ""), False)
+        sid, from_cookie = _session_source(request, {})
         if sid:
             needs_csrf = from_cookie and _csrf_method(request, write)
             if needs_csrf and self.use_csrf and not request.headers.get("X-CSRF-Token"):
@@ -102,8 +103,8 @@ class Authenticator:
             return await self._session(request, {}, sid, needs_csrf)
         if privilege == SESSION:
             return None
-        plain = request.headers.get("X-API-Key") or query_reserved.get("api_key")
-        return await self._key(str(plain)) if plain else None
+        plain = _key_source(request, {}, query_reserved)
+        return await self._key(plain) if plain else None
 
     async def check_cookie_csrf(self, call: Call) -> None:
         """A write that needs no privilege (logout) still acts on a cookie session: the token is required."""

@@ -148,21 +148,12 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-def _no_surrogates(value: str) -> str:
-    """Query strings and form fields can carry lone surrogates (undecodable bytes); the store cannot."""
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise ValueError("is not valid UTF-8 text") from None
-    return value
-
-
 def _text_schema(p: Param) -> CoreSchema:
     if p.choices:
         return cs.literal_schema(list(p.choices))
-    inner = cs.str_schema(max_length=p.max_len, pattern=p.pattern, strict=p.strict or None)
-    return cs.no_info_after_validator_function(_no_surrogates, inner)
+    # Lone surrogates never get this far: the transport refuses them in query strings and form fields, and
+    # orjson in JSON bodies.
+    return cs.str_schema(max_length=p.max_len, pattern=p.pattern, strict=p.strict or None)
 
 
 def field_schema(p: Param) -> CoreSchema:
@@ -178,7 +169,7 @@ def field_schema(p: Param) -> CoreSchema:
     elif p.kind == "bool":
         schema = cs.bool_schema()
     elif p.kind == "strings":
-        item = cs.no_info_after_validator_function(_no_surrogates, cs.str_schema(max_length=p.item_len))
+        item = cs.str_schema(max_length=p.item_len)
         schema = cs.no_info_before_validator_function(_split_csv, cs.list_schema(item, max_length=p.max_len))
     elif p.kind == "object":
         mapping = cs.dict_schema(cs.str_schema(), cs.any_schema())

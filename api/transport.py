@@ -89,12 +89,10 @@ def json_reply(body: dict[str, Any], status: int = 200, *, pretty: bool = False,
 
 
 def _checked_text(key: str, value: str) -> str:
-    """Query strings and form fields may decode to lone surrogates, which nothing downstream can store."""
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise ApiError("api", f"Parameter '{key[:64]}' is not valid UTF-8 text.") from None
+    """Query strings and form fields may decode to lone surrogates, which nothing downstream can store (JSON
+    bodies cannot: orjson refuses them), so this is the one place text is checked for them."""
+    if not _encodable(value):
+        raise ApiError("api", f"Parameter '{key[:64]}' is not valid UTF-8 text.")
     return value
 
 
@@ -163,6 +161,8 @@ def _surrogate_path(raw: bytes) -> str:
 
 
 def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
     try:
         text.encode()
     except UnicodeEncodeError:
