@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from cluster.watchdog import ms
+
 from .transport import json_reply
 from .typedefs import NODE
 
@@ -24,7 +26,7 @@ async def health(request: web.Request) -> web.StreamResponse:
         "primary": node.primary_url,
         "loop_lag_ms": node.watchdog.stats_ms(),  # last / p99 / max over the last minute
         # The longest time between two renews over the last minute; the primary steps down at 0.7 x lease.
-        "renew_gap_ms": round(max(node.election.renew_gaps, default=0.0) * 1000, 1),
+        "renew_gap_ms": ms(max(node.election.renew_gaps, default=0.0)),
     }
     if not primary:
         body["description"] = "This node is not the primary." if body["primary"] else "No primary is elected."

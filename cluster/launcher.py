@@ -137,7 +137,7 @@ async def build_job(stores: Stores, launch: Launch) -> Record:
     job["params"] = {k: expand(v, context) for k, v in job["params"].items()}
     for key, value in job["params"].items():  # `_xy_override_<prop>` params set job props (not core ones)
         prop = key[len(OVERRIDE_PREFIX) :]
-        if key.startswith(OVERRIDE_PREFIX) and prop and not reserved_override(key):
+        if key.startswith(OVERRIDE_PREFIX) and prop and prop not in CORE_FIELDS:
             job[prop] = copy.deepcopy(value)
     return job
 

@@ -11,6 +11,7 @@ from storage.models import LiveNode, NodeRecord
 from storage.nodes import NodeStore
 
 from . import __version__
+from .watchdog import ms
 
 HEARTBEAT_S = 1.0
 
@@ -62,6 +63,6 @@ def make_record(
         hostname=socket.gethostname(),
         load=load_average(),
         redis_ok=redis_ok,
-        loop_lag_ms=round(loop_lag_s * 1000, 1),
+        loop_lag_ms=ms(loop_lag_s),
     )
 

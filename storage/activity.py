@@ -44,10 +44,14 @@ class ActivityStore:
         await self.index.add(rid, index_fields(record), order=time.time() * 1000)
 
     async def get_many(self, ids: list[str]) -> list[Record]:
+        return [r for r in await self._fetch(ids) if r is not None]
+
+    async def _fetch(self, ids: Sequence[str]) -> list[Record | None]:
+        """The records at `ids`, in order, None where one is gone."""
         if not ids:
             return []
         raws = await self.db.client.mget([self.db.keys.activity(i) for i in ids])
-        return [dict(codec.unpack(_raw(r))) for r in raws if r is not None]
+        return [None if r is None else dict(codec.unpack(_raw(r))) for r in raws]
 
     async def search(
         self, query: str, offset: int, limit: int, sort_dir: int = -1, *, also: Sequence[str] = ()
@@ -68,9 +72,8 @@ class ActivityStore:
     async def delete_many(self, fence: Fence, ids: Sequence[str]) -> tuple[int, list[str]]:
         """Delete records and their index entries in one fenced step (retention). Returns how many
         went, and the ids whose record was already gone."""
-        raws = await self.db.client.mget([self.db.keys.activity(i) for i in ids]) if ids else []
-        records = {rid: index_fields(dict(codec.unpack(_raw(raw))))
-                   for rid, raw in zip(ids, raws, strict=True) if raw is not None}  # fmt: skip
+        found = await self._fetch(ids)
+        records = {rid: index_fields(rec) for rid, rec in zip(ids, found, strict=True) if rec is not None}
         also: list[Op] = [("DEL", [self.db.keys.activity(rid)], []) for rid in records]
         await self.index.remove_fenced(fence, records, also)
-        return len(records), [rid for rid, raw in zip(ids, raws, strict=True) if raw is None]
+        return len(records), [rid for rid, rec in zip(ids, found, strict=True) if rec is None]
