@@ -43,6 +43,9 @@ class Handler:
     args: Validator | None  # the declared parameters, applied before the handler runs
     csrf: bool = True  # a cookie session must send its CSRF token (write calls; see transport)
     doc: str = ""
+    # A write any node may answer (agents' uploads and finishes, enrolment): it changes nothing only the primary
+    # may change, or hands the change to the primary through Redis.
+    anywhere: bool = False
 
 
 class Registry:
@@ -60,12 +63,13 @@ class Registry:
         args: tuple[Param, ...] | None = None,
         closed: bool = False,
         csrf: bool = True,
+        anywhere: bool = False,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Decorator: declare a handler. Write handlers read the body only unless told otherwise.
 
         `args` declares every parameter the handler reads (api/params.py); `closed` refuses undeclared keys;
         `csrf=False` only for calls whose credential is not the cookie (login creates one, magic links carry
-        their own token)."""
+        their own token); `anywhere=True` lets a satellite answer a write (see Handler.anywhere)."""
 
         def register(func: HandlerFunc) -> HandlerFunc:
             key = (ns, name)
@@ -74,7 +78,7 @@ class Registry:
             style = params or (Params.WRITE if write else Params.READ)
             validator = Validator(args, closed) if args is not None else None
             doc = (func.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-            self._handlers[key] = Handler(ns, name, func, write, privilege, style, validator, csrf, doc)
+            self._handlers[key] = Handler(ns, name, func, write, privilege, style, validator, csrf, doc, anywhere)
             return func
 
         return register

@@ -303,7 +303,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if request.method not in _METHODS:
             raise ApiError("api", f"Method {request.method} is not allowed; use GET or POST.", status=405)
         node = app[NODE]
-        if handler.write and not node.is_primary:
+        if handler.write and not handler.anywhere and not node.is_primary:
             raise await redirect(node)
         settings = app[SETTINGS]
         auth = app[AUTH]

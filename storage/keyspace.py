@@ -160,6 +160,75 @@ class Keyspace:
         """HASH event id -> scheduled minutes counted by its `nth` trigger."""
         return self.key("sched", "nth")
 
+    # -- servers (agents) --------------------------------------------------------
+    def server(self, server_id: str) -> str:
+        """STRING msgpack server record, kept after the agent disconnects (storage/servers.py)."""
+        return self.key("server", server_id)
+
+    @property
+    def servers_online(self) -> str:
+        """ZSET server id -> liveness expiry (ms, Redis clock), renewed by the node holding its socket."""
+        return self.key("servers", "online")
+
+    @property
+    def servers_owner(self) -> str:
+        """HASH server id -> '<node id>|<connection id>' of the socket that joined last (a newer join wins)."""
+        return self.key("servers", "owner")
+
+    def enrol_token(self, digest: str) -> str:
+        """STRING msgpack enrolment grant of `get_satellite_token`, keyed by sha256 of the token; EX = expiry."""
+        return self.key("enrol", digest)
+
+    # -- agent streams (storage/agents.py) ---------------------------------------------
+    def agent_commands(self, server_id: str) -> str:
+        """STREAM frames for one agent (launch_job, abort_job, update, ...), read by the node holding its
+        socket; capped by MAXLEN."""
+        return self.key("agent", "cmds", server_id)
+
+    @property
+    def agent_cursors(self) -> str:
+        """HASH server id -> id of the last command stream entry sent to that agent's socket."""
+        return self.key("agent", "cursors")
+
+    @property
+    def dispatch_inbox(self) -> str:
+        """STREAM agent reports for the primary (jobs updates, finishes, meta rows), from every node."""
+        return self.key("dispatch", "inbox")
+
+    @property
+    def dispatch_cursor(self) -> str:
+        """STRING id of the last inbox entry the primary has applied (fenced)."""
+        return self.key("dispatch", "cursor")
+
+    @property
+    def dispatch_robin(self) -> str:
+        """HASH event id -> round_robin counter of server selection."""
+        return self.key("dispatch", "robin")
+
+    # -- job logs (storage/logs.py) ------------------------------------------------------
+    def job_log(self, job_id: str) -> str:
+        """STRING live output of a running job, appended in arrival order; moved to the file store on finish."""
+        return self.key("joblog", job_id)
+
+    def job_log_meta(self, job_id: str) -> str:
+        """HASH of a live log: recv (bytes received, the agent's offset), size (bytes kept), cut (1 once
+        truncated at the cap)."""
+        return self.key("joblog_meta", job_id)
+
+    # -- file store, Redis backend (storage/files) ------------------------------------------
+    def file(self, path: str) -> str:
+        """STRING bytes of one stored file (`files/jobs/<job>/<random>/<name>`, `logs/jobs/<job>/log.txt.gz`)."""
+        return self.key("file", path)
+
+    def file_meta(self, path: str) -> str:
+        """HASH {size, modified, type} of one stored file."""
+        return self.key("file_meta", path)
+
+    @property
+    def files_bytes(self) -> str:
+        """STRING total bytes held by the Redis file store (checked against its cap)."""
+        return self.key("files", "bytes")
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .activity import ActivityStore
+from .agents import AgentStreams
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
@@ -26,6 +27,7 @@ class Stores:
     rates: RateLimiter
     activity: ActivityStore
     jobs: JobStore
+    agents: AgentStreams
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -41,5 +43,6 @@ class Stores:
             rates=RateLimiter(db),
             activity=ActivityStore(db),
             jobs=JobStore(db),
+            agents=AgentStreams(db),
             secret_key=secret_key,
         )
