@@ -64,9 +64,9 @@ class AgentStreams:
         if not cursors:
             return {}
         keys = self.db.keys
-        streams = {keys.agent_commands(sid): cur for sid, cur in cursors.items()}
+        streams: dict[Any, Any] = {keys.agent_commands(sid): cur for sid, cur in cursors.items()}
         by_key = {keys.agent_commands(sid): sid for sid in cursors}
-        reply = await (client or self.db.client).xread(streams, count=count, block=block_ms)
+        reply: Any = await (client or self.db.client).xread(streams, count=count, block=block_ms)
         out: dict[str, list[tuple[str, Record]]] = {}
         for stream, entries in reply or []:
             out[by_key[_text(stream)]] = _entries(entries)
@@ -81,24 +81,24 @@ class AgentStreams:
 
     async def save_cursors(self, cursors: Mapping[str, str]) -> None:
         if cursors:
-            await self.db.client.hset(self.db.keys.agent_cursors, mapping=dict(cursors))
+            await self.db.client.hset(self.db.keys.agent_cursors, mapping=dict[Any, Any](cursors))
 
     async def drop(self, server_id: str) -> None:
         """Forget an agent's stream (delete_server)."""
-        pipe = self.db.client.pipeline(transaction=True)
-        pipe.delete(self.db.keys.agent_commands(server_id))
-        pipe.hdel(self.db.keys.agent_cursors, server_id)
-        await pipe.execute()
+        async with self.db.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.db.keys.agent_commands(server_id))  # type: ignore[unused-awaitable]  # queued
+            pipe.hdel(self.db.keys.agent_cursors, server_id)  # type: ignore[unused-awaitable]
+            await pipe.execute()
 
     # -- reports for the primary ---------------------------------------------------------
     async def post(self, entries: Sequence[Record]) -> None:
         """Add reports to the primary's inbox (one round trip for several)."""
         if not entries:
             return
-        pipe = self.db.client.pipeline(transaction=False)
-        for entry in entries:
-            pipe.xadd(self.db.keys.dispatch_inbox, {"f": codec.pack(entry)})
-        await pipe.execute()
+        async with self.db.client.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.xadd(self.db.keys.dispatch_inbox, {"f": codec.pack(entry)})  # type: ignore[unused-awaitable]
+            await pipe.execute()
 
     async def inbox_cursor(self) -> str:
         raw = await self.db.client.get(self.db.keys.dispatch_cursor)
@@ -107,8 +107,8 @@ class AgentStreams:
     async def read_inbox(
         self, after: str, *, block_ms: int, count: int = INBOX_BATCH, client: Any = None
     ) -> list[tuple[str, Record]]:
-        reply = await (client or self.db.client).xread({self.db.keys.dispatch_inbox: after}, count=count,
-                                                       block=block_ms)  # fmt: skip
+        streams: dict[Any, Any] = {self.db.keys.dispatch_inbox: after}
+        reply: Any = await (client or self.db.client).xread(streams, count=count, block=block_ms)
         return _entries(reply[0][1]) if reply else []
 
     def inbox_done_ops(self, batch: FencedBatch, last_id: str) -> None:
