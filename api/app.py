@@ -8,7 +8,7 @@ from aiohttp import web
 
 from cluster.node import NodeRuntime
 
-from . import handlers  # noqa: F401 - importing registers every handler
+from . import gateway, handlers  # noqa: F401 - importing registers every handler
 from .auth import Authenticator
 from .health import health
 from .openapi import OPENAPI, openapi_json
@@ -36,4 +36,5 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_route("*", "/api/{rest:.*}", not_found)
+    gateway.install(app)  # `/`: the agents' WebSocket
     return app

@@ -55,6 +55,11 @@ ENV = {
     "max_sessions_per_user": "PODIUM_MAX_SESSIONS_PER_USER",
     "scheduler_grace": "PODIUM_SCHEDULER_GRACE",
     "max_jobs_per_min": "PODIUM_MAX_JOBS_PER_MIN",
+    "dead_job_timeout": "PODIUM_DEAD_JOB_TIMEOUT",
+    "finishing_timeout": "PODIUM_FINISHING_TIMEOUT",
+    "abort_timeout": "PODIUM_ABORT_TIMEOUT",
+    "job_log_max_bytes": "PODIUM_JOB_LOG_MAX_BYTES",
+    "agent": "PODIUM_AGENT",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -98,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-sessions-per-user", metavar="N", help="sessions kept per user (default 100)")
     serve.add_argument("--scheduler-grace", metavar="S", help="launch slots missed by up to S seconds (default 60)")
     serve.add_argument("--max-jobs-per-min", metavar="N", help="scheduler brake (default 100)")
+    serve.add_argument("--dead-job-timeout", metavar="S", help="abort a job silent for S seconds (default 120)")
+    serve.add_argument("--finishing-timeout", metavar="S", help="complete a job finishing for S s (default 120)")
+    serve.add_argument("--abort-timeout", metavar="S", help="complete an unanswered abort after S s (default 30)")
+    serve.add_argument("--job-log-max-bytes", metavar="N", help="stored output per job (default 134217728)")
+    serve.add_argument("--no-agent", dest="agent", action="store_const", const="off",
+                       help="do not run this machine's agent with the node")  # fmt: skip
 
     status = sub.add_parser("status", help="print the cluster's nodes, roles, primary and epoch")
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
@@ -208,6 +219,11 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         max_sessions_per_user=_int(_pick(args, env, "max_sessions_per_user", "100"), "--max-sessions-per-user"),
         scheduler_grace_s=_int(_pick(args, env, "scheduler_grace", "60"), "--scheduler-grace"),
         max_jobs_per_min=_int(_pick(args, env, "max_jobs_per_min", "100"), "--max-jobs-per-min"),
+        dead_job_timeout_s=_int(_pick(args, env, "dead_job_timeout", "120"), "--dead-job-timeout"),
+        finishing_timeout_s=_int(_pick(args, env, "finishing_timeout", "120"), "--finishing-timeout"),
+        abort_timeout_s=_int(_pick(args, env, "abort_timeout", "30"), "--abort-timeout"),
+        job_log_max_bytes=_int(_pick(args, env, "job_log_max_bytes", str(128 * 1024 * 1024)), "--job-log-max-bytes"),
+        agent=_flag(_pick(args, env, "agent", "on")),
         test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
     ).validate()
 

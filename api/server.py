@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from cluster import __version__
+from cluster.dispatch.machine import DispatchConfig, Dispatcher, dispatch_service
 from cluster.maintenance import MaintenanceConfig, maintenance_service
 from cluster.node import NodeRuntime, load_node_id
 from cluster.scheduler import SchedulerConfig, scheduler_service
@@ -25,6 +26,7 @@ from storage.stores import Stores
 
 from .app import RUNNER_OPTIONS, create_app
 from .bootstrap import first_start
+from .childagent import ChildAgent, local_url
 from .logs import AccessLogger
 from .settings import ConfigError, Settings
 
@@ -51,6 +53,14 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
         grace_s=settings.scheduler_grace_s,
         stagger_ms=settings.scheduler_stagger_ms,
         max_jobs_per_min=settings.max_jobs_per_min,
+    )
+
+
+def dispatch_config(settings: Settings) -> DispatchConfig:
+    return DispatchConfig(
+        dead_job_timeout_s=settings.dead_job_timeout_s,
+        finishing_timeout_s=settings.finishing_timeout_s,
+        abort_timeout_s=settings.abort_timeout_s,
     )
 
 
@@ -98,19 +108,22 @@ async def serve(settings: Settings) -> None:
             raise ConfigError(f"--secret-key: {exc}") from None
 
         node_id = load_node_id(settings.data_dir)
+        dispatcher: Dispatcher | None = None
         node = NodeRuntime(
             db,
             node_id,
             settings.advertise_url,
             lease_ms=settings.lease_ms,
-            services=[
-                first_start,
-                scheduler_service(scheduler_config(settings)),
-                maintenance_service(maintenance_config(settings)),
-            ],
+            services=[first_start],
             stores=Stores.open(db, secret_key),
             control=db.with_own_pool(),  # the lease and the heartbeat never wait behind requests
         )
+        dispatcher = node.dispatcher = Dispatcher(node, dispatch_config(settings))
+        node.services += [
+            dispatch_service(dispatcher),
+            scheduler_service(scheduler_config(settings)),
+            maintenance_service(maintenance_config(settings)),
+        ]
         app = create_app(settings, node)
         runner = web.AppRunner(
             app,
@@ -129,6 +142,10 @@ async def serve(settings: Settings) -> None:
 
         await node.start()
         stack.push_async_callback(node.stop)
+        if settings.agent:
+            child = ChildAgent(settings, local_url(settings, settings.port), secret_key)
+            await child.start()
+            stack.push_async_callback(child.stop)
         log.info(
             "node_started",
             node=node_id,

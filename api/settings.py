@@ -73,6 +73,12 @@ class Settings:
     scheduler_grace_s: int = 60  # missed scheduled slots younger than this are launched after a failover
     scheduler_stagger_ms: int = 50
     max_jobs_per_min: int = 100
+    # Jobs (cluster/dispatch): how long a silent job, a finishing job and an unanswered abort may last.
+    dead_job_timeout_s: int = 120
+    finishing_timeout_s: int = 120
+    abort_timeout_s: int = 30
+    job_log_max_bytes: int = 128 * 1024 * 1024  # one job's stored output; a job's `log` limit may lower it
+    agent: bool = True  # run this machine's agent as a child process of the node
     test_hooks: bool = False
 
     @property
@@ -97,6 +103,10 @@ class Settings:
             ("--scheduler-grace", self.scheduler_grace_s, 0, 86400),
             ("--max-jobs-per-min", self.max_jobs_per_min, 1, None),
             ("--login-ip-limit", self.login_ip_limit, 0, None),
+            ("--dead-job-timeout", self.dead_job_timeout_s, 1, 86400 * 7),
+            ("--finishing-timeout", self.finishing_timeout_s, 1, 86400),
+            ("--abort-timeout", self.abort_timeout_s, 1, 86400),
+            ("--job-log-max-bytes", self.job_log_max_bytes, 1024, 1 << 40),
         ]
 
     def validate(self) -> Settings:

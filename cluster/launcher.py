@@ -1,9 +1,10 @@
 """The one launch path: scheduler, run_event, magic links and run_event actions all come through here.
 
-A job record is built from a copy of the event (digest 3.2 step 1), then stored by one fenced script
-together with its scheduler claim. Until agents exist no server can be chosen, so a job is queued when
-a queue limit has room and otherwise completes at once with code `abort`, as xyOps does when no server
-matches, and lands in the job history.
+A job record is built from a copy of the event (digest 3.2 step 1), placed by the dispatcher
+(cluster/dispatch/machine.py), then stored by one fenced script together with its scheduler claim and the
+agent's frame. A node without a dispatcher (tools and tests of the scheduler alone) cannot choose a server,
+so a job is queued when a queue limit has room and otherwise completes at once with code `abort`, as xyOps
+does when no server matches, and lands in the job history.
 """
 
 from __future__ import annotations
@@ -164,9 +165,26 @@ def settle_without_servers(job: Record, queued_now: int) -> Record:
 
 
 async def launch_job(node: NodeRuntime, launch: Launch) -> Record | None:
-    """Build, settle and store a job through the fence. None when its scheduled slot was already taken."""
+    """Build, place and store a job through the fence. None when its scheduled slot was already taken.
+
+    With the dispatcher running (the primary), a `ready` job is placed before it is stored: on a server (and
+    the agent's `launch_job` frame is queued in the same fenced write), in its queue, or aborted."""
     stores = node.stores
     job = await build_job(stores, launch)
+    dispatcher = node.dispatcher
+    if dispatcher is not None and dispatcher.loaded:
+        frame = dispatcher.place(job, time.time()) if job["state"] == "ready" else None
+        dispatcher.reserve(job)
+        stored = False
+        try:
+            stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.cursor,
+                                              frame=frame)  # fmt: skip
+        finally:
+            dispatcher.settled(job, stored)
+        return job if stored else None
+    if dispatcher is not None:  # the dispatcher is loading: it takes the job from Redis as `ready`
+        stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.cursor)
+        return job if stored else None
     queued = 0
     limits = job.get("limits") or []
     if job["state"] == "ready" and any(lim.get("type") == "queue" and lim.get("enabled") for lim in limits):

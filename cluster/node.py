@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,6 +29,9 @@ from .election import Election
 from .loops import cancel_and_wait, run_periodic
 from .registry import Registry, make_record
 from .watchdog import LoopWatchdog
+
+if TYPE_CHECKING:
+    from .dispatch.machine import Dispatcher
 
 log = structlog.get_logger("podium.node")
 
@@ -78,6 +81,7 @@ class NodeRuntime:
         self.registry = Registry(NodeStore(self.control), self._record)
         self.watchdog = LoopWatchdog()
         self.services = list(services or [])
+        self.dispatcher: Dispatcher | None = None  # the job state machine, when this node runs one
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._primary_stop: asyncio.Event | None = None

@@ -45,7 +45,7 @@ def socket_url(data_dir: Path) -> str:
     return f"unix://{socket_path(data_dir).resolve()}"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Linux only: the server gets SIGTERM if the node is killed (even with kill -9), so no orphan
     # keeps the data dir's socket and AOF busy.
     try:
@@ -96,7 +96,7 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

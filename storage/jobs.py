@@ -13,9 +13,11 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from . import codec
+from .agents import COMMANDS_MAXLEN
 from .connection import Database
 from .errors import Conflict
 from .fence import Fence, FencedBatch
+from .keyspace import Keyspace
 from .pages import fetch_page
 from .scripts import fenced
 from .search.index import Column, Indexer, IndexSpec, Op
@@ -44,12 +46,14 @@ JOBS_INDEX = IndexSpec(
     sorters=("completed", "elapsed"),
 )
 
-# Launch one job: claim its scheduled slot (if any), store it, file it, advance the cursor.
+# Launch one job: claim its scheduled slot (if any), store it, file it, advance the cursor, and queue the
+# `launch_job` frame for its agent when the dispatcher placed it on a server at once.
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] claim key (ignored when ARGV[4] == ''), KEYS[4] job record,
-# KEYS[5] active zset, KEYS[6] unindexed set, KEYS[7] cursor hash
+# KEYS[5] active zset, KEYS[6] unindexed set, KEYS[7] cursor hash, KEYS[8] agent command stream
 # ARGV[1] node id, ARGV[2] epoch, ARGV[3] job id, ARGV[4] "1" to claim, ARGV[5] claim ttl s,
 # ARGV[6] msgpack job, ARGV[7] "active" | "final", ARGV[8] started (score),
-# ARGV[9] cursor event id ('' = none), ARGV[10] cursor second
+# ARGV[9] cursor event id ('' = none), ARGV[10] cursor second, ARGV[11] msgpack frame ('' = none),
+# ARGV[12] stream maxlen
 # return 1 launched, 0 the slot was already claimed (nothing written)
 JOB_LAUNCH = fenced("""
 if ARGV[4] == '1' then
@@ -64,6 +68,9 @@ end
 if ARGV[9] ~= '' then
   local cur = tonumber(redis.call('HGET', KEYS[7], ARGV[9]) or '0')
   if tonumber(ARGV[10]) > cur then redis.call('HSET', KEYS[7], ARGV[9], ARGV[10]) end
+end
+if ARGV[11] ~= '' then
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[12], '*', 'f', ARGV[11])
 end
 return 1
 """)
@@ -89,6 +96,35 @@ redis.call('SADD', KEYS[5], ARGV[3])
 return 1
 """)
 
+# Write live jobs and queue agent frames, in one step: the dispatcher's every transition short of finishing.
+# A job is written only while it is still active, so a write computed before a finish can never bring the
+# finished job back. ARGV[3] is a msgpack list of ops:
+#   {"job", <index of its record key in KEYS>, id, msgpack record, started score as text}
+#   {"cmd", <index of the agent stream key in KEYS>, msgpack frame}
+#   {"cursor", <index of the inbox cursor key>, <index of the inbox stream key>, last applied entry id}
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] active zset, KEYS[4..] the keys the ops name
+# ARGV[1] node id, ARGV[2] epoch, ARGV[3] ops, ARGV[4] stream maxlen
+# return the number of jobs written
+JOB_WRITE = fenced("""
+local ops = cmsgpack.unpack(ARGV[3])
+local written = 0
+for _, op in ipairs(ops) do
+  if op[1] == 'job' then
+    if redis.call('ZSCORE', KEYS[3], op[3]) then
+      redis.call('SET', KEYS[op[2]], op[4])
+      redis.call('ZADD', KEYS[3], op[5], op[3])
+      written = written + 1
+    end
+  elseif op[1] == 'cmd' then
+    redis.call('XADD', KEYS[op[2]], 'MAXLEN', '~', ARGV[4], '*', 'f', op[3])
+  elseif op[1] == 'cursor' then
+    redis.call('SET', KEYS[op[2]], op[4])
+    redis.call('XTRIM', KEYS[op[3]], 'MINID', op[4])
+  end
+end
+return written
+""")
+
 
 def _raw(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
@@ -110,6 +146,36 @@ def index_fields(job: Record) -> Record:
         "tickets": job.get("tickets") or [],
         "elapsed": job.get("elapsed", 0),
     }
+
+
+class JobWrite:
+    """Live job records and agent frames for one JOB_WRITE."""
+
+    def __init__(self, keys: Keyspace) -> None:
+        self._k = keys
+        self.keys: list[str] = []
+        self.ops: list[list[Any]] = []
+
+    def _key(self, key: str) -> int:
+        try:
+            return self.keys.index(key) + 4  # KEYS[1..3] are the leader, the epoch and the active set
+        except ValueError:
+            self.keys.append(key)
+            return len(self.keys) + 3
+
+    def job(self, job: Record) -> JobWrite:
+        job_id = str(job["id"])
+        self.ops.append(["job", self._key(self._k.job(job_id)), job_id, codec.pack(job),
+                         repr(float(job.get("started", 0)))])  # fmt: skip
+        return self
+
+    def frame(self, server_id: str, cmd: str, data: Record) -> JobWrite:
+        self.ops.append(["cmd", self._key(self._k.agent_commands(server_id)), codec.pack({"cmd": cmd, "data": data})])
+        return self
+
+    def inbox_done(self, entry_id: str) -> JobWrite:
+        self.ops.append(["cursor", self._key(self._k.dispatch_cursor), self._key(self._k.dispatch_inbox), entry_id])
+        return self
 
 
 class JobStore:
@@ -134,22 +200,32 @@ class JobStore:
 
     async def launch(
         self, fence: Fence, job: Record, *, claim: tuple[str, int] | None = None,
-        cursor: tuple[str, int] | None = None,
+        cursor: tuple[str, int] | None = None, frame: tuple[str, Record] | None = None,
     ) -> bool:  # fmt: skip
-        """Store a new job (fenced, atomic with its slot claim and cursor). False if the slot was taken."""
+        """Store a new job (fenced, atomic with its slot claim and cursor, and with the frame (server id,
+        {cmd, data}) its agent is to receive). False if the slot was taken."""
         k = self.db.keys
         job_id = str(job["id"])
         claim_key = k.sched_claim(*claim) if claim else k.sched_claim("-", 0)
         final = job.get("state") == "complete"
+        stream = k.agent_commands(frame[0]) if frame else k.agent_commands("-")
         done = await fence.run(
             JOB_LAUNCH,
-            [claim_key, k.job(job_id), k.jobs_active, k.jobs_unindexed, k.sched_cursor],
+            [claim_key, k.job(job_id), k.jobs_active, k.jobs_unindexed, k.sched_cursor, stream],
             [job_id, "1" if claim else "", CLAIM_TTL_S, codec.pack(job), "final" if final else "active",
-             float(job.get("started", 0)), cursor[0] if cursor else "", cursor[1] if cursor else 0],
+             repr(float(job.get("started", 0))), cursor[0] if cursor else "", cursor[1] if cursor else 0,
+             codec.pack(frame[1]) if frame else "", COMMANDS_MAXLEN],
         )  # fmt: skip
         if int(done) == 1 and final:
             await self.index_one(job)
         return int(done) == 1
+
+    async def write(self, fence: Fence, batch: JobWrite) -> int:
+        """Apply a JobWrite (fenced); returns how many jobs were still active and written."""
+        if not batch.ops:
+            return 0
+        return int(await fence.run(JOB_WRITE, [self.db.keys.jobs_active, *batch.keys],
+                                   [codec.pack_for_lua(batch.ops), COMMANDS_MAXLEN]))  # fmt: skip
 
     async def finish(self, fence: Fence, job: Record) -> None:
         k = self.db.keys
@@ -161,6 +237,13 @@ class JobStore:
                 raise Conflict("notfound", f"job {job['id']} is not active") from None
             raise
         await self.index_one(job)
+
+    async def replace(self, fence: Fence, old: Record, new: Record) -> None:
+        """Rewrite a completed job (tags, tickets, update_job) and move its search entries."""
+        job_id = str(old["id"])
+        await fence.execute(FencedBatch().add("SET", [self.db.keys.job(job_id)], codec.pack(new)))
+        await self.index.remove(job_id, index_fields(old))
+        await self.index_one(new)
 
     async def index_one(self, job: Record) -> None:
         await self.index.add(str(job["id"]), index_fields(job), order=float(job.get("started", 0)) * 1000)
@@ -196,7 +279,13 @@ class JobStore:
         return {_raw(k).decode(): int(v) for k, v in raw.items()}
 
     async def search(
-        self, query: str, *, offset: int, limit: int, sort_by: str = "_id", sort_dir: int = -1,
+        self,
+        query: str,
+        *,
+        offset: int,
+        limit: int,
+        sort_by: str = "_id",
+        sort_dir: int = -1,
         also: Sequence[str] = (),
     ) -> tuple[list[Record], int]:
         """Jobs matching `query` and every query in `also` (each parsed on its own, then ANDed)."""
@@ -215,9 +304,7 @@ class JobStore:
         await fence.execute(batch)
         await self.index.remove(job_id, index_fields(job))
 
-    async def oldest(
-        self, limit: int, *, before: float | None = None, offset: int = 0
-    ) -> tuple[list[str], int]:
+    async def oldest(self, limit: int, *, before: float | None = None, offset: int = 0) -> tuple[list[str], int]:
         """Ids of final jobs, earliest started first (the `_id` order, several times cheaper to select
         than a sort by `completed`), and how many there are; with `before` (epoch s) only those
         completed before it. Answered by the index, so no record is read."""

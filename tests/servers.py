@@ -107,7 +107,9 @@ class Node:
 
     def start(self, env: dict[str, str] | None = None) -> Node:
         self.directory.mkdir(parents=True, exist_ok=True)
-        environ = {**os.environ, "PODIUM_TEST_HOOKS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+        # No agent unless a test asks for one (PODIUM_AGENT=on): most tests want jobs that find no server.
+        environ = {**os.environ, "PODIUM_TEST_HOOKS": "1", "PODIUM_AGENT": "off", "PYTHONPATH": str(ROOT),
+                   **(env or {})}  # fmt: skip
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT)
         log.close()

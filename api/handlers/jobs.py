@@ -166,12 +166,16 @@ async def flush_event_queue(call: Call) -> Reply:
     """Drop every queued job of an event (silently, as xyOps does); answers how many."""
     event_id = call.params["id"]
     queued = [j for j in await call.stores.jobs.active() if j.get("event") == event_id and j.get("state") == "queued"]
-    fence = call.node.fence()
     for job in queued:
         if not can_see(call.who, job):
             raise ApiError("access", f"You do not have access to the jobs of event {event_id}.")
-    for job in queued:
-        await call.stores.jobs.delete(fence, job)
+    dispatcher = call.node.dispatcher
+    if dispatcher is not None and dispatcher.loaded:
+        queued = await dispatcher.flush_queue(event_id)
+    else:
+        fence = call.node.fence()
+        for job in queued:
+            await call.stores.jobs.delete(fence, job)
     if queued:
         await log_activity(call, "queue_flush", f"Flushed {len(queued)} queued job(s) of event {event_id}",
                            event={"id": event_id})  # fmt: skip

@@ -17,6 +17,7 @@ import structlog
 from storage import codec
 from storage.families import SECRETS
 from storage.secretbox import SecretBox, SecretBoxError
+from storage.stores import Stores
 
 from ..activity import audit_activity
 from ..call import Call
@@ -109,8 +110,11 @@ secrets = register_family(SECRET_SPEC)
 
 def open_variables(call: Call, record: Record) -> list[dict[str, str]]:
     """The decrypted [{name, value}] of a stored secret; ApiError `secret` if it cannot be opened."""
+    return _open(_box(call), record)
+
+
+def _open(box: SecretBox, record: Record) -> list[dict[str, str]]:
     secret_id = str(record.get("id"))
-    box = _box(call)
     try:
         blob = base64.b64decode(str(record.get(ENCRYPTED) or ""), validate=True)
         variables = codec.unpack(box.open_(blob, _aad(secret_id)))
@@ -124,6 +128,27 @@ def open_variables(call: Call, record: Record) -> list[dict[str, str]]:
         reason = "stored data is malformed"
     log.warning("secret_decrypt_failed", secret=secret_id, reason=reason)
     raise ApiError("secret", f"Failed to decrypt secret {secret_id}: {reason}.")
+
+
+async def granted_variables(stores: Stores, job: Record) -> dict[str, str]:
+    """The environment a job's plugin receives (`sec` of launch_job): the variables of every enabled secret
+    granted to the job's event, category or plugin (digest 3.14). A secret that cannot be opened is left out
+    (and logged by _open), so one broken secret does not stop every job."""
+    wanted = (("events", job.get("event")), ("categories", job.get("category")), ("plugins", job.get("plugin")))
+    out: dict[str, str] = {}
+    box: SecretBox | None = None
+    for record in await stores.defs.all(SECRETS):
+        if not record.get("enabled", True) or not any(v and v in (record.get(k) or []) for k, v in wanted):
+            continue
+        try:
+            box = box or SecretBox(stores.secret_key)
+            variables = _open(box, record)
+        except (ApiError, SecretBoxError):
+            continue
+        for var in variables:
+            if NAME.fullmatch(str(var.get("name", ""))):
+                out[str(var["name"])] = str(var.get("value", ""))
+    return out
 
 
 @HANDLERS.add("decrypt_secret", write=False, privilege=ADMIN, args=(ident(),))

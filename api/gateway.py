@@ -1,0 +1,412 @@
+"""The agent WebSocket gateway: xySat frames in and out, on every node (primary and satellites).
+
+An agent connects to `ws://host:port/` (the upgrade of `/`; a plain GET of `/` stays free). Frames are JSON text
+`{"cmd", "data"}` both ways. Handshake: `hello` -> `hello {nonce, id}` -> `join {token}` -> `joined`. The token is
+sha256_hex(nonce + secret_key) or the per-server sha256_hex(server_id + secret_key). Unauthenticated sockets are
+closed after 30 s, silent ones after 30 s (an `echo` goes out every 5 s); agent messages may be up to 64 MiB
+(xySat sends log batches of up to 32 MiB), every other socket keeps aiohttp's small default.
+
+What arrives is handed on through Redis: job reports go to the primary's inbox stream (the primary alone
+changes job state), log output is appended to the job's live log right here (any node may), and commands for the
+agent are read from its stream and sent on the socket. So an agent may use any node, and when the node holding
+its socket dies it reconnects to another one and its jobs carry on (xyOps sends agents to the primary only).
+
+Foreign agents (xySat itself) are sent to the primary with `redirect {host}`, as xyOps does: xySat finishes a
+job only after `GET /health` on the node it is connected to says `master: true`, and it reconnects to the
+redirect host on its own port, so it must sit on the primary (and every node must listen on the same port for
+it). Podium's own agent says so in `hello.info.podium`; it finishes through whichever node it is connected to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import re
+import secrets as pysecrets
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import structlog
+from aiohttp import WSMsgType, web
+from cluster.servers import merge_join
+
+from cluster import __version__
+from cluster.node import NodeRuntime
+from storage.connection import UNAVAILABLE_ERRORS, Database
+from storage.families import GROUPS, PLUGINS
+from storage.ids import generate_id
+
+from .settings import Settings
+from .typedefs import NODE, SETTINGS
+
+log = structlog.get_logger("podium.gateway")
+
+AGENT_MAX_MSG = 64 * 1024 * 1024
+AUTH_TIMEOUT_S = 30.0
+PING_EVERY_S = 5.0
+SILENT_TIMEOUT_S = 30.0
+ONLINE_TTL_MS = 10_000  # liveness an agent's entry keeps without a renew (renewed every TOUCH_EVERY_S)
+TOUCH_EVERY_S = 2.0
+RELAY_BLOCK_MS = 250
+MAX_REPORT_BYTES = 4 * 1024 * 1024  # one `jobs` message, as the inbox stores it
+_SERVER_ID = re.compile(r"[a-z0-9_]{1,64}")
+_HOSTNAME_LEN = 253
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def server_token(server_id: str, secret_key: str) -> str:
+    """The per-server auth token an agent may hold instead of the cluster secret."""
+    return sha256_hex(server_id + secret_key)
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+class AgentConn:
+    """One agent socket on this node."""
+
+    def __init__(self, gateway: AgentGateway, ws: web.WebSocketResponse, ip: str) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.ip = ip
+        self.conn_id = pysecrets.token_hex(6)
+        self.server_id = ""
+        self.owner = ""
+        self.podium = False
+        self.cursor = "0-0"
+        self.heard = time.monotonic()
+        self.log_caps: dict[str, int] = {}  # job id -> log cap, for jobs of this agent seen live
+
+    async def send(self, cmd: str, data: Any) -> None:
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(orjson.dumps({"cmd": cmd, "data": data}).decode())
+
+    async def _receive(self, timeout: float) -> dict[str, Any] | None:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type != WSMsgType.TEXT:
+            return None if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR) else {}
+        self.heard = time.monotonic()
+        try:
+            frame = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            return {}
+        return frame if isinstance(frame, dict) else {}
+
+    async def run(self) -> None:
+        try:
+            if await self._handshake():
+                await self._serve()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            await self.gateway.detach(self)
+            if not self.ws.closed:
+                await self.ws.close()
+
+    # -- the handshake -----------------------------------------------------------------------
+    async def _handshake(self) -> bool:
+        deadline = time.monotonic() + AUTH_TIMEOUT_S
+        nonce = ""
+        hello: Mapping[str, Any] = {}
+        while True:
+            frame = await self._receive(max(0.1, deadline - time.monotonic()))
+            if frame is None:
+                return False
+            cmd, data = frame.get("cmd"), frame.get("data")
+            if not isinstance(data, Mapping):
+                continue
+            if cmd == "hello":
+                hello = data
+                nonce = await self._hello(data)
+                if not nonce:
+                    return False
+            elif cmd == "join" and nonce:
+                return await self._join(hello, str(data.get("token", "")), nonce)
+
+    async def _hello(self, data: Mapping[str, Any]) -> str:
+        node = self.gateway.node
+        info = data.get("info")
+        self.podium = isinstance(info, Mapping) and bool(info.get("podium"))
+        if not self.podium and not node.is_primary:
+            rec = await node.locate_primary()
+            host = urlsplit(rec.url).hostname if rec else None
+            if host:
+                await self.send("redirect", {"host": host, "url": rec.url if rec else ""})
+            else:
+                await self.send("retry", {})
+            return ""
+        server_id = str(data.get("id") or "")
+        hostname = str(data.get("hostname") or "")[:_HOSTNAME_LEN]
+        if server_id and not _SERVER_ID.fullmatch(server_id):
+            await self.send("auth_failure", {"description": "Invalid server id."})
+            return ""
+        if not server_id:
+            server_id = generate_id("s")
+        else:
+            stored = await node.stores.servers.get(server_id)
+            online = await node.stores.servers.owner(server_id)
+            if stored is not None and online and stored.get("hostname") not in ("", hostname):
+                await self.send("auth_failure", {"description": f"Server id {server_id} is in use by another host."})
+                return ""
+        self.server_id = server_id
+        nonce = pysecrets.token_hex(32)
+        await self.send("hello", {"nonce": nonce, "id": server_id})
+        return nonce
+
+    async def _join(self, hello: Mapping[str, Any], token: str, nonce: str) -> bool:
+        gw = self.gateway
+        secret = gw.node.stores.secret_key
+        if not token or not (_same(token, sha256_hex(nonce + secret)) or
+                             _same(token, server_token(self.server_id, secret))):  # fmt: skip
+            await self.send("auth_failure", {"description": "Authentication failed."})
+            log.warning("agent_auth_failed", ip=self.ip, server=self.server_id)
+            return False
+        stores = gw.node.stores
+        groups = await stores.defs.all(GROUPS)
+        stored = await stores.servers.get(self.server_id)
+        record = merge_join(stored, {**hello, "id": self.server_id, "ip": self.ip}, time.time(), groups)
+        self.owner = f"{gw.node.node_id}|{self.conn_id}"
+        self.cursor = (await stores.agents.cursors([self.server_id]))[self.server_id]
+        await stores.servers.join(record, self.owner, ONLINE_TTL_MS)
+        await gw.attach(self)
+        await stores.agents.post([{"server": self.server_id, "cmd": "joined", "data": {}, "node": gw.node.node_id}])
+        plugins = [p for p in await stores.defs.all(PLUGINS) if p.get("type", "event") == "event"]
+        masters, urls = gw.masters()
+        await self.send("joined", {
+            "config": {}, "masterData": {"masters": masters, "urls": urls}, "groups": record.get("groups", []),
+            "plugins": plugins, "commands": [], "numServers": len(await stores.servers.online()),
+            "features": {"api_finish_job": True, "log_offsets": True},
+        })  # fmt: skip
+        log.info("agent_joined", server=self.server_id, hostname=record.get("hostname"), ip=self.ip,
+                 podium=self.podium)  # fmt: skip
+        return True
+
+    # -- after the handshake -------------------------------------------------------------------
+    async def _serve(self) -> None:
+        while True:
+            frame = await self._receive(SILENT_TIMEOUT_S)
+            if frame is None:
+                return
+            cmd, data = frame.get("cmd"), frame.get("data")
+            if cmd == "job_log" and isinstance(data, Mapping):
+                await self._job_log(data)
+            elif cmd == "jobs" and isinstance(data, Mapping) and data:
+                await self._report("jobs", data)
+            elif cmd == "job_meta" and isinstance(data, Mapping):
+                await self._report("meta", {"id": str(data.get("id", "")), "text": str(data.get("text", ""))[:1000]})
+            elif cmd in ("notice", "warning", "error", "critical") and isinstance(data, Mapping):
+                log.info("agent_notice", level=cmd, server=self.server_id,
+                         description=str(data.get("description", ""))[:500])  # fmt: skip
+
+    async def _report(self, cmd: str, data: Mapping[str, Any]) -> None:
+        if len(orjson.dumps(data)) > MAX_REPORT_BYTES:
+            log.warning("agent_report_too_large", server=self.server_id, cmd=cmd)
+            return
+        entry = {"server": self.server_id, "cmd": cmd, "data": data, "node": self.gateway.node.node_id}
+        await self.gateway.node.stores.agents.post([entry])
+
+    async def _job_log(self, data: Mapping[str, Any]) -> None:
+        job_id, text = str(data.get("id", "")), data.get("text")
+        if not isinstance(text, str):
+            return
+        cap = self.log_caps.get(job_id)
+        if cap is None:
+            cap = await self.gateway.log_cap(job_id, self.server_id)
+            if cap is None:
+                return  # not a live job of this agent
+            self.log_caps[job_id] = cap
+            if len(self.log_caps) > 10_000:
+                self.log_caps.pop(next(iter(self.log_caps)))
+        offset = data.get("offset")
+        offset = offset if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 else None
+        received = await self.gateway.node.stores.logs.append(job_id, text, offset, cap)
+        if offset is not None:
+            await self.send("log_ack", {job_id: received})
+
+    async def deliver(self, frame: Mapping[str, Any]) -> None:
+        """Send one command from the agent's stream; `launch_job` is expanded from the job record now."""
+        cmd, data = str(frame.get("cmd")), frame.get("data") or {}
+        if cmd == "launch_job":
+            payload = await self.gateway.launch_payload(str(data.get("id")), self.server_id)
+            if payload is None:
+                return  # no longer active on this server (aborted, or finished by a timeout meanwhile)
+            data = payload
+        await self.send(cmd, data)
+
+
+class AgentGateway:
+    """Every agent socket this node holds, and the tasks that serve them."""
+
+    def __init__(self, node: NodeRuntime, settings: Settings) -> None:
+        self.node = node
+        self.settings = settings
+        self.conns: dict[str, AgentConn] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._own: Database | None = None
+
+    # -- connections ---------------------------------------------------------------------------
+    async def attach(self, conn: AgentConn) -> None:
+        old = self.conns.get(conn.server_id)
+        self.conns[conn.server_id] = conn
+        if old is not None and old is not conn:
+            old.server_id = ""  # its detach must not take the new socket's entry away
+            await old.ws.close()
+
+    async def detach(self, conn: AgentConn) -> None:
+        if not conn.server_id or self.conns.get(conn.server_id) is not conn:
+            return
+        del self.conns[conn.server_id]
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            if await self.node.stores.servers.leave(conn.server_id, conn.owner):
+                await self.node.stores.agents.post([{"server": conn.server_id, "cmd": "left", "data": {},
+                                                     "node": self.node.node_id}])  # fmt: skip
+        log.info("agent_left", server=conn.server_id)
+
+    def masters(self) -> tuple[list[str], list[str]]:
+        """Hosts (for xySat, which adds its own port) and base URLs (for Podium's agent) of the live nodes."""
+        urls = sorted({n.record.url for n in self.node.registry.view if n.record.url} | {self.node.url})
+        hosts = sorted({urlsplit(u).hostname or "" for u in urls} - {""})
+        return hosts, urls
+
+    async def log_cap(self, job_id: str, server_id: str) -> int | None:
+        """The log cap of a live job of this agent, or None when it is not one."""
+        job = await self.node.stores.jobs.get(job_id)
+        if job is None or job.get("state") == "complete" or job.get("server") != server_id:
+            return None
+        cap = int(self.settings.job_log_max_bytes)
+        for limit in job.get("limits") or []:
+            if isinstance(limit, Mapping) and limit.get("type") == "log" and limit.get("enabled", True):
+                amount = limit.get("amount")
+                if isinstance(amount, int) and amount > 0:
+                    cap = min(cap, amount)
+        return cap
+
+    async def launch_payload(self, job_id: str, server_id: str) -> dict[str, Any] | None:
+        stores = self.node.stores
+        job = await stores.jobs.get(job_id)
+        if job is None or job.get("state") != "active" or job.get("server") != server_id:
+            return None
+        server = await stores.servers.get(server_id) or {}
+        details = {"input": job.get("input") or {}, "serverData": server.get("userData") or {},
+                   "versions": {"podium": __version__}}  # fmt: skip
+        if job.get("workflowData"):
+            details["workflowData"] = job["workflowData"]
+        return {"job": job, "details": details, "sec": await job_secrets(self.node, job)}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """GET /: an agent's WebSocket upgrade, else a short plain answer (the place of a UI)."""
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.Response(text="Podium\n", content_type="text/plain")
+        ws = web.WebSocketResponse(max_msg_size=AGENT_MAX_MSG, autoping=True, compress=False)
+        await ws.prepare(request)
+        await AgentConn(self, ws, request.remote or "").run()
+        return ws
+
+    async def start(self) -> None:
+        self._own = self.node.db.with_own_pool(2, client_name="podium-relay")
+        self._tasks = [asyncio.create_task(self._relay()), asyncio.create_task(self._keepalive())]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for conn in list(self.conns.values()):
+            await conn.ws.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._own is not None:
+            await self._own.aclose()
+
+    async def _keepalive(self) -> None:
+        """Echo every agent, drop silent ones, renew liveness, and close sockets a newer one replaced."""
+        last_touch = 0.0
+        while not self._stop.is_set():
+            await asyncio.sleep(PING_EVERY_S if not self.conns else min(PING_EVERY_S, TOUCH_EVERY_S))
+            now = time.monotonic()
+            for conn in list(self.conns.values()):
+                if now - conn.heard > SILENT_TIMEOUT_S:
+                    await conn.ws.close()
+                else:
+                    await conn.send("echo", {"id": generate_id("e"), "last_ping_ms": int(time.time() * 1000)})
+            if now - last_touch >= TOUCH_EVERY_S and self.conns:
+                last_touch = now
+                owned = {sid: c.owner for sid, c in self.conns.items()}
+                try:
+                    lost = await self.node.stores.servers.touch(owned, ONLINE_TTL_MS)
+                except UNAVAILABLE_ERRORS:
+                    continue
+                for sid in lost:
+                    replaced = self.conns.pop(sid, None)
+                    if replaced is not None:
+                        replaced.server_id = ""  # replaced: its detach must not mark the server offline
+                        await replaced.ws.close()
+
+    async def _relay(self) -> None:
+        """Commands from the agents' streams to their sockets."""
+        assert self._own is not None
+        agents = self.node.stores.agents
+        while not self._stop.is_set():
+            if not self.conns:
+                await asyncio.sleep(0.05)
+                continue
+            cursors = {sid: c.cursor for sid, c in self.conns.items()}
+            try:
+                batch = await agents.read_commands(cursors, block_ms=RELAY_BLOCK_MS, client=self._own.client)
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("relay_read_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            sent: dict[str, str] = {}
+            for sid, entries in batch.items():
+                conn = self.conns.get(sid)
+                if conn is None:
+                    continue
+                for entry_id, frame in entries:
+                    try:
+                        await conn.deliver(frame)
+                    except UNAVAILABLE_ERRORS as exc:
+                        log.warning("relay_deliver_failed", error=str(exc))
+                        break
+                    conn.cursor = sent[sid] = entry_id
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await agents.save_cursors(sent)
+
+
+async def job_secrets(node: NodeRuntime, job: Mapping[str, Any]) -> dict[str, str]:
+    """`sec` of launch_job: the variables of every secret granted to the job's event, category or plugin."""
+    from .handlers.secrets import granted_variables  # the secret box lives with the secrets handlers
+
+    return await granted_variables(node.stores, dict(job))
+
+
+async def _on_startup(app: web.Application) -> None:
+    await app[GATEWAY].start()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[GATEWAY].stop()
+
+
+GATEWAY = web.AppKey("gateway", AgentGateway)
+
+
+def install(app: web.Application) -> None:
+    """Route `/` to the gateway and run it with the app."""
+    gateway = AgentGateway(app[NODE], app[SETTINGS])
+    app[GATEWAY] = gateway
+    app.router.add_get("/", gateway.handle)
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)

@@ -1,0 +1,140 @@
+"""Job calls that change jobs (digest 3.2): abort, finish (agents), skip a delay, tags, tickets, update.
+
+Live jobs change only through the primary's dispatcher (cluster/dispatch/machine.py), which owns their state;
+completed ones are rewritten here, fenced, with their search entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from cluster.dispatch.machine import Dispatcher
+
+from ..activity import log_activity
+from ..call import Call
+from ..errors import ApiError
+from ..params import OBJECT_BYTES, ident, obj, strings, text
+from ..registry import ADMIN, HANDLERS, NONE, Params, Reply
+from .jobs import _job, _light
+
+FINAL_BYTES = 4 * 1024 * 1024  # a final update carries the job's output data
+
+
+def _dispatcher(call: Call) -> Dispatcher:
+    dispatcher = call.node.dispatcher
+    if dispatcher is None or not dispatcher.loaded:
+        raise ApiError("job", "The job dispatcher is starting; try again in a moment.")
+    return dispatcher
+
+
+def _sha256(text_: str) -> str:
+    return hashlib.sha256(text_.encode()).hexdigest()
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def agent_may_finish(secret_key: str, job: dict[str, Any], auth: str, server: str) -> bool:
+    """The agent credentials of finish_job and upload_job_file (digest 3.2): sha256(id + secret), or with
+    `server` that server's token (sha256(server + secret)) or sha256(id + token), for a job running there.
+    ⚠ xyOps also wants the server online; a finish is accepted while its socket is down (it arrives by HTTP)."""
+    job_id = str(job.get("id"))
+    if not auth:
+        return False
+    if server:
+        token = _sha256(server + secret_key)
+        return job.get("server") == server and (_same(auth, token) or _same(auth, _sha256(job_id + token)))
+    return _same(auth, _sha256(job_id + secret_key))
+
+
+@HANDLERS.add("finish_job", write=True, privilege=NONE, csrf=False, anywhere=True,
+              args=(ident(), text("auth", required=True, max_len=128), ident("server", required=False),
+                    obj("job", required=True, max_bytes=FINAL_BYTES)))  # fmt: skip
+async def finish_job(call: Call) -> Reply:
+    """An agent's final update. Any node takes it: it goes to the primary's inbox in Redis (so a finish is never
+    lost to a failover). Idempotent: a finish of a completed job answers success and changes nothing."""
+    p = call.params
+    job = await call.stores.jobs.get(p["id"])
+    if job is None:
+        raise ApiError("job", f"Job not found: {p['id']}")
+    if not agent_may_finish(call.stores.secret_key, job, p["auth"], p.get("server") or ""):
+        raise ApiError("access", "Authentication failed.")
+    if job.get("state") == "complete":
+        return {}
+    entry = {"server": str(job.get("server") or ""), "cmd": "finish", "data": {"id": p["id"], "job": p["job"]},
+             "node": call.node.node_id}  # fmt: skip
+    await call.stores.agents.post([entry])
+    return {}
+
+
+def _abort_reason(call: Call) -> str:
+    who = call.who
+    if who.kind == "key":
+        return f"Manually aborted by API Key: {who.record.get('title') or who.id}"
+    return f"Manually aborted by user: {who.id}"
+
+
+@HANDLERS.add("abort_job", write=True, privilege="abort_jobs", args=(ident(),))
+async def abort_job(call: Call) -> Reply:
+    job = await _job(call, call.params["id"])
+    if job.get("state") == "complete" or not await _dispatcher(call).abort(str(job["id"]), _abort_reason(call)):
+        raise ApiError("job", f"Job is not active: {job['id']}")
+    await log_activity(call, "job_abort", f"Aborted job {job['id']}", job=_light(job))
+    return {}
+
+
+@HANDLERS.add("job_skip_delay", write=True, privilege="run_jobs", args=(ident(),))
+async def job_skip_delay(call: Call) -> Reply:
+    job = await _job(call, call.params["id"])
+    if not await _dispatcher(call).skip_delay(str(job["id"])):
+        raise ApiError("job", f"Job has no delay to skip: {job['id']}")
+    return {}
+
+
+async def _rewrite_final(call: Call, job: dict[str, Any], changes: dict[str, Any]) -> None:
+    if job.get("state") != "complete":
+        raise ApiError("job", f"Job is still active: {job['id']}")
+    await call.stores.jobs.replace(call.node.fence(), job, {**job, **changes})
+
+
+@HANDLERS.add("manage_job_tags", write=True, privilege="tag_jobs", closed=True,
+              args=(ident(), strings("tags", required=True, max_items=100)))  # fmt: skip
+async def manage_job_tags(call: Call) -> Reply:
+    """Replace the tags of a completed job. (⚠ xyOps refuses any extra body key, before auth, so a body
+    `api_key` trips it; here credentials are never counted as parameters.)"""
+    job = await _job(call, call.params["id"])
+    await _rewrite_final(call, job, {"tags": sorted(set(call.params["tags"]))})
+    await log_activity(call, "job_tags", f"Changed the tags of job {job['id']}", job={"id": job["id"]})
+    return {}
+
+
+@HANDLERS.add("manage_job_tickets", write=True, privilege="edit_tickets", closed=True,
+              args=(ident(), strings("tickets", required=True, max_items=100)))  # fmt: skip
+async def manage_job_tickets(call: Call) -> Reply:
+    job = await _job(call, call.params["id"])
+    await _rewrite_final(call, job, {"tickets": list(dict.fromkeys(call.params["tickets"]))})
+    return {}
+
+
+# What update_job may never change: identity and the state machine's own fields.
+_FIXED = frozenset({"id", "state", "server", "event", "started", "completed", "final", "aborting"})
+
+
+@HANDLERS.add("update_job", write=True, privilege=ADMIN, params=Params.WRITE,
+              args=(ident(), obj("job", max_bytes=OBJECT_BYTES, doc="fields to merge (or give them at the top)")))
+async def update_job(call: Call) -> Reply:
+    """Shallow-merge fields into a live job (through the dispatcher) or a completed one."""
+    job = await _job(call, call.params["id"])
+    fields = dict(call.params.get("job") or {})
+    fields.update({k: v for k, v in call.params.items() if k not in ("id", "job")})
+    bad = sorted(set(fields) & _FIXED)
+    if bad:
+        raise ApiError("api", f"Job property may not be changed: {bad[0]}")
+    if job.get("state") == "complete":
+        await _rewrite_final(call, job, fields)
+    elif await _dispatcher(call).patch(str(job["id"]), fields) is None:
+        raise ApiError("job", f"Job is not active: {job['id']}")
+    return {}
