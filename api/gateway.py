@@ -237,9 +237,13 @@ class AgentConn:
         """Send one command from the agent's stream; `launch_job` is expanded from the job record now."""
         cmd, data = str(frame.get("cmd")), frame.get("data") or {}
         if cmd == "launch_job":
-            payload = await self.gateway.launch_payload(str(data.get("id")), self.server_id)
+            job_id = str(data.get("id"))
+            payload = await self.gateway.launch_payload(job_id, self.server_id)
             if payload is None:
                 return  # no longer active on this server (aborted, or finished by a timeout meanwhile)
+            # Podium's agent drops a launch it has seen; xySat would run it again, so it gets each job once.
+            if not self.podium and not await self.gateway.node.stores.agents.claim_delivery(job_id):
+                return
             data = payload
         await self.send(cmd, data)
 

@@ -83,6 +83,10 @@ class AgentStreams:
         if cursors:
             await self.db.client.hset(self.db.keys.agent_cursors, mapping=dict[Any, Any](cursors))
 
+    async def claim_delivery(self, job_id: str) -> bool:
+        """True the first time a job's launch is handed to a socket (see Keyspace.job_delivered)."""
+        return bool(await self.db.client.set(self.db.keys.job_delivered(job_id), "1", nx=True, ex=86400))
+
     async def drop(self, server_id: str) -> None:
         """Forget an agent's stream (delete_server)."""
         async with self.db.client.pipeline(transaction=True) as pipe:

@@ -190,6 +190,11 @@ class Keyspace:
         """HASH server id -> id of the last command stream entry sent to that agent's socket."""
         return self.key("agent", "cursors")
 
+    def job_delivered(self, job_id: str) -> str:
+        """STRING set (NX, EX 1 day) when a job's `launch_job` went to a foreign agent (xySat), which does not
+        drop a launch it already runs: a command stream read again after a node died is not sent twice."""
+        return self.key("agent", "delivered", job_id)
+
     @property
     def dispatch_inbox(self) -> str:
         """STREAM agent reports for the primary (jobs updates, finishes, meta rows), from every node."""
