@@ -218,7 +218,7 @@ def merge_join(
     automatic groups unless it brought some. Groups are then re-derived (see regroup), `modified` is now and
     the keywords are rebuilt. `ip` is the socket's address (else the hello's). HelloError for a hello that
     names no valid id or host name."""
-    server_id = str(hello.get("id") or "")
+    server_id = hello.get("id")
     if not valid_server_id(server_id):
         raise HelloError("id", "must be 1-32 characters of a-z, 0-9 and _")
     hostname = clean_hostname(hello.get("hostname"))
@@ -241,7 +241,7 @@ def merge_join(
                   "userData": {}}  # fmt: skip
         manual = clean_group_ids(initial.get("groups"))
         auto = not manual
-    record.update(id=server_id, hostname=hostname, ip=address, info=info)
+    record.update(id=str(server_id), hostname=hostname, ip=address, info=info)
     record["autoGroup"], record["groups"] = regroup(hostname, auto, manual, groups)
     record["modified"] = int(now)
     record["keywords"] = keywords(record)
