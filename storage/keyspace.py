@@ -175,6 +175,11 @@ class Keyspace:
         """HASH server id -> '<node id>|<connection id>' of the socket that joined last (a newer join wins)."""
         return self.key("servers", "owner")
 
+    def server_indexed(self, server_id: str) -> str:
+        """STRING msgpack {s: slot, o: order, f: fields}: one server exactly as the `servers` search index holds it,
+        written in the same MULTI as its index entries, so a re-index diffs against the truth (storage/servers.py)."""
+        return self.key("server_indexed", server_id)
+
     def enrol_token(self, digest: str) -> str:
         """STRING msgpack enrolment grant of `get_satellite_token`, keyed by sha256 of the token; EX = expiry."""
         return self.key("enrol", digest)

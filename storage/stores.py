@@ -12,6 +12,7 @@ from .definitions import DefinitionStore
 from .jobs import JobStore
 from .logins import LoginGuard
 from .ratelimit import RateLimiter
+from .servers import ServerStore
 from .state import StateStore
 from .users import UserStore
 
@@ -28,6 +29,7 @@ class Stores:
     activity: ActivityStore
     jobs: JobStore
     agents: AgentStreams
+    servers: ServerStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -44,5 +46,6 @@ class Stores:
             activity=ActivityStore(db),
             jobs=JobStore(db),
             agents=AgentStreams(db),
+            servers=ServerStore(db),
             secret_key=secret_key,
         )

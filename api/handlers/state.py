@@ -10,6 +10,7 @@ from ..errors import ApiError, bad_param
 from ..params import OBJECT_BYTES, encoded_size
 from ..registry import ADMIN, AUTH, HANDLERS, Reply
 from ..validate import RESERVED_WORDS
+from .servers import visible_online
 
 _PATH_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -50,7 +51,7 @@ async def update_global_state(call: Call) -> Reply:
 
 @HANDLERS.add("get_servers", write=False, privilege=AUTH, args=())
 async def get_servers(call: Call) -> Reply:
-    """`masters`: every live conductor node from the registry. `servers` (agents) come with the agent issue."""
+    """`servers`: the online agents the caller may see, by id; `masters`: every live conductor node."""
     node = call.node
     primary_id = node.election.primary_id
     masters: dict[str, Any] = {}
@@ -69,4 +70,4 @@ async def get_servers(call: Call) -> Reply:
                 "load": rec.load, "pid": rec.pid, "epoch": rec.epoch, "role": rec.role, "loop_lag_ms": rec.loop_lag_ms,
             },
         }
-    return {"servers": {}, "masters": masters}
+    return {"servers": await visible_online(call), "masters": masters}
