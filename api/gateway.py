@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import re
 import secrets as pysecrets
 import time
 from collections.abc import Mapping
@@ -33,13 +32,14 @@ from urllib.parse import urlsplit
 import orjson
 import structlog
 from aiohttp import WSMsgType, web
-from cluster.servers import merge_join
 
 from cluster import __version__
 from cluster.node import NodeRuntime
+from cluster.servers import HelloError, merge_join
 from storage.connection import UNAVAILABLE_ERRORS, Database
 from storage.families import GROUPS, PLUGINS
 from storage.ids import generate_id
+from storage.servers import valid_server_id
 
 from .settings import Settings
 from .typedefs import NODE, SETTINGS
@@ -54,7 +54,6 @@ ONLINE_TTL_MS = 10_000  # liveness an agent's entry keeps without a renew (renew
 TOUCH_EVERY_S = 2.0
 RELAY_BLOCK_MS = 250
 MAX_REPORT_BYTES = 4 * 1024 * 1024  # one `jobs` message, as the inbox stores it
-_SERVER_ID = re.compile(r"[a-z0-9_]{1,64}")
 _HOSTNAME_LEN = 253
 
 
@@ -147,7 +146,7 @@ class AgentConn:
             return ""
         server_id = str(data.get("id") or "")
         hostname = str(data.get("hostname") or "")[:_HOSTNAME_LEN]
-        if server_id and not _SERVER_ID.fullmatch(server_id):
+        if server_id and not valid_server_id(server_id):
             await self.send("auth_failure", {"description": "Invalid server id."})
             return ""
         if not server_id:
@@ -174,7 +173,11 @@ class AgentConn:
         stores = gw.node.stores
         groups = await stores.defs.all(GROUPS)
         stored = await stores.servers.get(self.server_id)
-        record = merge_join(stored, {**hello, "id": self.server_id, "ip": self.ip}, time.time(), groups)
+        try:
+            record = merge_join(stored, {**hello, "id": self.server_id}, time.time(), groups, ip=self.ip)
+        except HelloError as exc:
+            await self.send("auth_failure", {"description": str(exc)})
+            return False
         self.owner = f"{gw.node.node_id}|{self.conn_id}"
         self.cursor = (await stores.agents.cursors([self.server_id]))[self.server_id]
         await stores.servers.join(record, self.owner, ONLINE_TTL_MS)

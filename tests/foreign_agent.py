@@ -70,7 +70,7 @@ class ForeignAgent:
                 async with self._http.ws_connect(f"ws://{host}:{self.port}/", max_msg_size=0) as ws:
                     self._ws = ws
                     redirect = await self._session(ws, host)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             self._ws = None
             if redirect:
@@ -144,7 +144,7 @@ class ForeignAgent:
         while True:
             try:
                 return await step()
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError):
                 await asyncio.sleep(1.0)
 
     async def _upload(self, base: str, job_id: str, auth: str) -> dict[str, Any]:

@@ -72,4 +72,5 @@ async def test_a_deposed_primary_writes_nothing(db: Database) -> None:
     assert stored is not None and "progress" not in stored
     assert int(await db.client.exists(db.keys.agent_commands("s1"))) == 0
     assert await jobs.get("j2") is None
-    assert codec.unpack(await db.client.get(db.keys.job("j1")))["state"] == "active"
+    raw = await db.client.get(db.keys.job("j1"))
+    assert isinstance(raw, bytes) and codec.unpack(raw)["state"] == "active"
