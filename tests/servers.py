@@ -76,18 +76,23 @@ class RedisServer:
 class Node:
     """One `podium serve` process."""
 
-    def __init__(self, index: int, directory: Path, redis_url: str | None, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, index: int, directory: Path, redis_url: str | None, extra: Sequence[str] = (),
+        host: str = "127.0.0.1", port: int | None = None, env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.index = index
         self.directory = directory
         self.redis_url = redis_url
         self.extra = list(extra)
-        self.port = free_port()
+        self.host = host
+        self.port = port or free_port()
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = directory / "node.log"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -100,7 +105,7 @@ class Node:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "api.cli", "serve", "--data-dir", str(self.directory / "data"),
-               "--bind", f"127.0.0.1:{self.port}", "--log-format", "json", *self.extra]  # fmt: skip
+               "--bind", f"{self.host}:{self.port}", "--log-format", "json", *self.extra]  # fmt: skip
         if self.redis_url:
             cmd += ["--redis", self.redis_url]
         return cmd
@@ -109,7 +114,7 @@ class Node:
         self.directory.mkdir(parents=True, exist_ok=True)
         # No agent unless a test asks for one (PODIUM_AGENT=on): most tests want jobs that find no server.
         environ = {**os.environ, "PODIUM_TEST_HOOKS": "1", "PODIUM_AGENT": "off", "PYTHONPATH": str(ROOT),
-                   **(env or {})}  # fmt: skip
+                   **self.env, **(env or {})}  # fmt: skip
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT)
         log.close()
@@ -152,10 +157,15 @@ class Node:
 class Cluster:
     """A Redis server plus N nodes; every process it starts it also stops."""
 
-    def __init__(self, root: Path, size: int = 3, extra: Sequence[str] = ()) -> None:
+    def __init__(self, root: Path, size: int = 3, extra: Sequence[str] = (), *, env: dict[str, str] | None = None,
+                 hosts: Sequence[str] = ()) -> None:  # fmt: skip
+        """`hosts`: one loopback address per node, all on one port (as xySat needs: it follows a redirect
+        to another host on its own port)."""
         self.root = root
         self.redis = RedisServer(root / "redis")
-        self.nodes = [Node(i, root / f"node{i}", self.redis.url, extra) for i in range(size)]
+        port = free_port() if hosts else None
+        self.nodes = [Node(i, root / f"node{i}", self.redis.url, extra, host=hosts[i] if hosts else "127.0.0.1",
+                           port=port, env=env) for i in range(size)]  # fmt: skip
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Cluster:
@@ -224,3 +234,53 @@ class Cluster:
             return all([await self.health(n) is not None for n in self.nodes if n.running])
 
         await self.wait_for(up, timeout)
+
+
+class AgentProcess:
+    """One `podium agent` process with a per-server token (derived here from the cluster secret)."""
+
+    def __init__(self, directory: Path, urls: Sequence[str], server_id: str, token: str,
+                 extra: Sequence[str] = ()) -> None:  # fmt: skip
+        self.directory = directory
+        self.urls = list(urls)
+        self.server_id = server_id
+        self.token = token
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / "agent.log"
+
+    def command(self) -> list[str]:
+        urls = [arg for url in self.urls for arg in ("--url", url)]
+        return [sys.executable, "-m", "api.cli", "agent", *urls, "--server-id", self.server_id,
+                "--data-dir", str(self.directory / "data"), *self.extra]  # fmt: skip
+
+    def start(self) -> AgentProcess:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        environ = {**os.environ, "PYTHONPATH": str(ROOT), "PODIUM_AGENT_TOKEN": self.token}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT)
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> None:
+        if self.proc is None or not self.running:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
