@@ -14,6 +14,7 @@ import zlib
 
 from .connection import Database
 from .files import FileStore, check_path
+from .files.base import as_bytes as _bytes
 
 CHUNK = 1 << 20  # bytes read per GETRANGE while compressing
 THREAD_ABOVE = 1 << 20  # logs larger than this are compressed in a thread
@@ -124,13 +125,13 @@ class LogStore:
         """Bytes [start, end) of the live log."""
         if end <= start:
             return b""
-        return bytes(await self.db.client.getrange(self.db.keys.job_log(job_id), start, end - 1))
+        return _bytes(await self.db.client.getrange(self.db.keys.job_log(job_id), start, end - 1))
 
     async def tail(self, job_id: str, nbytes: int) -> bytes:
         """The last `nbytes` bytes of the live log (all of it when shorter)."""
         if nbytes <= 0:
             return b""
-        return bytes(await self.db.client.getrange(self.db.keys.job_log(job_id), -nbytes, -1))
+        return _bytes(await self.db.client.getrange(self.db.keys.job_log(job_id), -nbytes, -1))
 
     async def finalize(self, job_id: str) -> tuple[str, int] | None:
         """Gzip the live log into the file store, then drop the live log. Returns (path, bytes of text), or None
@@ -153,8 +154,8 @@ class LogStore:
         parts.append(compressor.flush())
         await self.files.put(path, b"".join(parts), content_type="application/gzip")
         async with self.db.client.pipeline(transaction=True) as pipe:
-            pipe.delete(log_key)
-            pipe.expire(meta_key, DONE_TTL_S)
+            pipe.delete(log_key)  # type: ignore[unused-awaitable]  # queued, not awaited
+            pipe.expire(meta_key, DONE_TTL_S)  # type: ignore[unused-awaitable]
             await pipe.execute()
         return path, size
 

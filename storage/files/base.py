@@ -64,6 +64,11 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def as_bytes(value: bytes | str) -> bytes:
+    """A Redis reply as bytes (the client answers bytes; its annotations say bytes or str)."""
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def guess_type(path: str) -> str:
     """Content type from the name (`.gz` logs are served as their gzip bytes)."""
     found, _ = mimetypes.guess_type(path, strict=False)

@@ -15,8 +15,18 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from ..connection import Database
-from .base import CHUNK, DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, FileInfo, FileTooLarge, StorageFull, check_path
-from .base import check_prefix, guess_type
+from .base import (
+    CHUNK,
+    DEFAULT_MAX_FILE,
+    DEFAULT_MAX_TOTAL,
+    FileInfo,
+    FileTooLarge,
+    StorageFull,
+    check_path,
+    check_prefix,
+    guess_type,
+)
+from .base import as_bytes as _bytes
 
 STAGING_TTL_S = 3600  # an upload interrupted mid-way is forgotten after this
 PREFIX_BATCH = 500
@@ -125,8 +135,8 @@ class RedisFileStore:
                 if first and int(await client.get(k.files_bytes) or 0) + received > self.max_bytes_total:
                     raise StorageFull(self.max_bytes_total)  # refused early; the commit checks again
                 async with client.pipeline(transaction=True) as pipe:
-                    pipe.append(staging, chunk)
-                    pipe.expire(staging, STAGING_TTL_S)
+                    pipe.append(staging, chunk)  # type: ignore[unused-awaitable]  # queued, not awaited
+                    pipe.expire(staging, STAGING_TTL_S)  # type: ignore[unused-awaitable]
                     await pipe.execute()
             if received == 0:
                 return await self.put(path, b"", content_type=content_type)
@@ -144,13 +154,13 @@ class RedisFileStore:
 
     async def get(self, path: str) -> bytes | None:
         raw = await self.db.client.get(self.db.keys.file(check_path(path)))
-        return None if raw is None else bytes(raw)
+        return None if raw is None else _bytes(raw)
 
     async def read(self, path: str, chunk: int = CHUNK) -> AsyncIterator[bytes]:
         key = self.db.keys.file(check_path(path))
         start = 0
         while True:
-            piece = bytes(await self.db.client.getrange(key, start, start + chunk - 1))
+            piece = _bytes(await self.db.client.getrange(key, start, start + chunk - 1))
             if piece:
                 yield piece
             if len(piece) < chunk:
