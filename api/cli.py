@@ -15,6 +15,8 @@ from storage.embedded import socket_url
 from .settings import (
     DEFAULT_ANON_BODY,
     DEFAULT_BIND,
+    DEFAULT_FILE_MAX,
+    DEFAULT_FILE_STORE_MAX,
     DEFAULT_LEASE_MS,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_JSON,
@@ -55,6 +57,9 @@ ENV = {
     "max_sessions_per_user": "PODIUM_MAX_SESSIONS_PER_USER",
     "scheduler_grace": "PODIUM_SCHEDULER_GRACE",
     "max_jobs_per_min": "PODIUM_MAX_JOBS_PER_MIN",
+    "file_store": "PODIUM_FILE_STORE",
+    "file_max_bytes": "PODIUM_FILE_MAX_BYTES",
+    "file_store_max_bytes": "PODIUM_FILE_STORE_MAX_BYTES",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -98,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-sessions-per-user", metavar="N", help="sessions kept per user (default 100)")
     serve.add_argument("--scheduler-grace", metavar="S", help="launch slots missed by up to S seconds (default 60)")
     serve.add_argument("--max-jobs-per-min", metavar="N", help="scheduler brake (default 100)")
+    serve.add_argument("--file-store", metavar="redis|DIR",
+                       help="job files and finished logs: in Redis, or a directory every node shares (default redis)")
+    serve.add_argument("--file-max-bytes", metavar="N", help=f"largest stored file (default {DEFAULT_FILE_MAX})")
+    serve.add_argument("--file-store-max-bytes", metavar="N",
+                       help=f"total bytes the Redis file store holds (default {DEFAULT_FILE_STORE_MAX})")  # fmt: skip
 
     status = sub.add_parser("status", help="print the cluster's nodes, roles, primary and epoch")
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
@@ -208,6 +218,11 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         max_sessions_per_user=_int(_pick(args, env, "max_sessions_per_user", "100"), "--max-sessions-per-user"),
         scheduler_grace_s=_int(_pick(args, env, "scheduler_grace", "60"), "--scheduler-grace"),
         max_jobs_per_min=_int(_pick(args, env, "max_jobs_per_min", "100"), "--max-jobs-per-min"),
+        file_store=_pick(args, env, "file_store", "redis"),
+        file_max_bytes=_int(_pick(args, env, "file_max_bytes", str(DEFAULT_FILE_MAX)), "--file-max-bytes"),
+        file_store_max_bytes=_int(
+            _pick(args, env, "file_store_max_bytes", str(DEFAULT_FILE_STORE_MAX)), "--file-store-max-bytes"
+        ),
         test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
     ).validate()
 

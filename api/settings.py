@@ -17,6 +17,8 @@ DEFAULT_LEASE_MS = 3000
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_ANON_BODY = 64 * 1024
 DEFAULT_MAX_JSON = 4 * 1024 * 1024
+DEFAULT_FILE_MAX = 256 * 1024 * 1024
+DEFAULT_FILE_STORE_MAX = 2 * 1024 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -73,6 +75,10 @@ class Settings:
     scheduler_grace_s: int = 60  # missed scheduled slots younger than this are launched after a failover
     scheduler_stagger_ms: int = 50
     max_jobs_per_min: int = 100
+    # The file store (storage/files): "redis", or the directory of a filesystem every node shares.
+    file_store: str = "redis"
+    file_max_bytes: int = DEFAULT_FILE_MAX  # one file (an upload, a finished log)
+    file_store_max_bytes: int = DEFAULT_FILE_STORE_MAX  # everything in the Redis backend together
     test_hooks: bool = False
 
     @property
@@ -97,6 +103,8 @@ class Settings:
             ("--scheduler-grace", self.scheduler_grace_s, 0, 86400),
             ("--max-jobs-per-min", self.max_jobs_per_min, 1, None),
             ("--login-ip-limit", self.login_ip_limit, 0, None),
+            ("--file-max-bytes", self.file_max_bytes, 1024, None),
+            ("--file-store-max-bytes", self.file_store_max_bytes, 1024, None),
         ]
 
     def validate(self) -> Settings:
@@ -114,6 +122,8 @@ class Settings:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"--advertise {self.advertise!r}: must be an http(s):// URL")
         self._validate_logins_and_retention()
+        if not self.file_store.strip():
+            raise ConfigError("--file-store '': use redis or a directory")
         return self
 
     def _validate_redis(self) -> None:
