@@ -108,7 +108,7 @@ async def _log_chunks(call: Call, job: dict[str, Any]) -> AsyncIterator[bytes] |
     job's log is still being moved); None when it has none."""
     job_id = str(job["id"])
     path = log_path(job_id)
-    for source in (("stored", "live") if _complete(job) else ("live", "stored")):
+    for source in ("stored", "live") if _complete(job) else ("live", "stored"):
         if source == "live":
             size = await call.stores.logs.size(job_id)
             if size:
@@ -303,9 +303,10 @@ async def _follow(call: Call, resp: web.StreamResponse, watch: _Watch, job: dict
     await resp.write(_sse("end", {}))
 
 
-@HANDLERS.add("stream_job", write=False, privilege=AUTH,
-              args=(JOB_ID, integer("offset", None, ge=0, le=MAX_OFFSET,
-                                    doc="byte offset of the output to resume from (or the Last-Event-ID header)")))
+RESUME = integer("offset", None, ge=0, le=MAX_OFFSET, doc="output byte offset to resume from (or Last-Event-ID)")
+
+
+@HANDLERS.add("stream_job", write=False, privilege=AUTH, args=(JOB_ID, RESUME))
 async def stream_job(call: Call) -> web.StreamResponse:
     """Server-Sent Events: `start`, `update` every second while the job runs, `log` events {offset, text} with
     its output as it arrives (each with the offset after it as its id), a final `update` and `end`."""
@@ -406,7 +407,7 @@ async def _receive(call: Call) -> dict[str, Any]:
     checked against the limit, so an unauthenticated sender never reaches the store."""
     reader = await call.request.multipart()
     fields: dict[str, str] = {}
-    key, size, spooled = "", 0, None
+    key, size, spooled, stored = "", 0, None, False
     limit = call.stores.files.max_file_bytes
     try:
         while (part := await reader.next()) is not None:
@@ -419,6 +420,7 @@ async def _receive(call: Call) -> dict[str, Any]:
                 if "id" in fields and "auth" in fields:
                     key = await _authorize(call, fields)
                     size = await call.stores.files.put_stream(key, _part_chunks(part))
+                    stored = True
                 else:
                     spooled = _spool_path(call)
                     await _spool(part, spooled, limit)
@@ -431,6 +433,10 @@ async def _receive(call: Call) -> dict[str, Any]:
                 raise ApiError("api", "Parameter 'file1' is missing (the file, as a multipart file field).")
             key = await _authorize(call, fields)
             size = await call.stores.files.put_stream(key, _file_chunks(spooled))
+    except BaseException:
+        if stored:  # the rest of the body was refused: the upload as a whole did not happen
+            await call.stores.files.delete(key)
+        raise
     finally:
         if spooled is not None:
             spooled.unlink(missing_ok=True)
