@@ -297,7 +297,8 @@ async def _follow(call: Call, resp: web.StreamResponse, watch: _Watch, job: dict
             return  # no `end`: the client may resume from the last `log` id
         await asyncio.sleep(TICK_S)
         tick += 1
-        job = await call.stores.jobs.get(job_id)
+        if tick % UPDATE_EVERY == 0:  # the record once a second (it can be large); the log's length every tick
+            job = await call.stores.jobs.get(job_id)
     await _send_output(resp, watch, _rest(call, job_id, watch.offset), last=True)
     await resp.write(_sse("update", _final(job, job_id)))
     await resp.write(_sse("end", {}))
