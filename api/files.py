@@ -38,6 +38,11 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def same(given: str, expected: str) -> bool:
+    """Constant-time comparison of a credential (as bytes: any text a caller sends is comparable)."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
 def server_token(server_id: str, secret_key: str) -> str:
     """The agent's own token (digest 5.1 `auth_token`): sha256_hex(server id + secret key)."""
     return sha256_hex(server_id + secret_key)
@@ -86,7 +91,7 @@ async def _allowed(request: web.Request, key: str) -> bool:
     stores = request.app[NODE].stores
     server, auth = request.query.get("server", ""), request.query.get("auth", "")
     if server and auth:
-        return hmac.compare_digest(auth, server_token(server, stores.secret_key))
+        return same(auth, server_token(server, stores.secret_key))
     who = await _caller(request)
     if who is None:
         return False

@@ -97,7 +97,7 @@ async def test_upload_with_each_credential(site: Site, admin: Headers, satellite
         assert (status, data["code"], data["size"]) == (200, 0, 12), data
         keys.append(data["key"])
     # File first, fields after: spooled, then checked, then stored.
-    status, data = await upload(site.client, a_file(b"late fields") + job_auth(site, job["id"]))
+    status, data = await upload(site.client, [*a_file(b"late fields"), *job_auth(site, job["id"]), ("_name", "a/b")])
     assert (status, data["code"], data["size"]) == (200, 0, 11), data
     keys.append(data["key"])
     # Any node takes uploads (a write that is not the primary's to make).
@@ -120,6 +120,9 @@ async def test_upload_refusals(site: Site, satellite: Client) -> None:
     refusals: list[tuple[Fields, int, str, str]] = [
         ([("id", job["id"]), ("auth", sha(job["id"] + "wrong"))], 403, "auth", "Authentication failure"),
         ([("id", job["id"]), ("auth", "a" * 64), ("server", "s1")], 403, "auth", "Authentication failure"),
+        ([("id", job["id"]), ("auth", "é" * 64)], 403, "auth", "Authentication failure"),
+        # A field named like something internal changes nothing.
+        ([("id", job["id"]), ("auth", "b" * 64), ("_name", "../x")], 403, "auth", "Authentication failure"),
         # A valid token of another server: not the server this job runs on.
         ([("id", job["id"]), ("auth", sha("s2" + secret)), ("server", "s2")], 403, "auth", "Authentication failure"),
         ([("id", "../../etc"), ("auth", "x")], 400, "api", "'id'"),
@@ -215,6 +218,7 @@ async def test_get_files_access(site: Site, admin: Headers) -> None:
     # Agents read with their server token.
     assert (await fetch("/" + key, server="s7", auth=sha("s7" + secret)))[:2] == (200, b"general data")
     assert (await fetch("/" + key, server="s7", auth=sha("s8" + secret)))[0] == 403
+    assert (await fetch("/" + key, server="s7", auth="é"))[0] == 403
     # Unknown, malformed and hostile paths.
     assert (await fetch("/" + key.replace("report-1.txt", "other.txt"), admin))[0] == 404
     for bad in ("/files/jobs/%2e%2e/%2e%2e/etc/passwd", "/files/jobs/x%00y", "/files/.hidden", "/files/a//b"):

@@ -108,7 +108,7 @@ async def test_view_and_download_live_then_stored(site: Site, admin: Headers) ->
     resp = await get(site, "download_job_log", id=job["id"], t=t)
     assert resp.headers["Content-Disposition"] == f"attachment; filename=Podium-Job-Log-{job['id']}.txt"
     assert await resp.text() == text
-    for bad in ("wrong", t[:-1] + ("A" if t[-1] != "A" else "B")):
+    for bad in ("wrong", t[:-1] + ("A" if t[-1] != "A" else "B"), "é" * 22):
         resp = await get(site, "view_job_log", id=job["id"], t=bad)
         assert resp.status == 403 and "Authentication failed" in await resp.text()
     resp = await get(site, "download_job_log", id=job["id"], t="x")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import re
 import secrets
 import time
@@ -28,7 +27,7 @@ from storage.logs import MAX_OFFSET, log_path
 
 from ..call import Call
 from ..errors import ApiError, bad_param
-from ..files import sha256_hex, stream_out
+from ..files import same, sha256_hex, stream_out
 from ..params import ID_LEN, Validator, integer, text
 from ..registry import AUTH, HANDLERS, NONE, Reply
 from .jobs import can_see, download_token
@@ -135,7 +134,7 @@ async def get_job_log(call: Call) -> web.StreamResponse:
 
 async def _log_by_token(call: Call, download: bool) -> web.StreamResponse:
     job_id = call.params["id"]
-    if not hmac.compare_digest(call.params["t"], download_token(job_id, call.stores.secret_key)):
+    if not same(call.params["t"], download_token(job_id, call.stores.secret_key)):
         return _text(403, "(Authentication failed.)\n")
     job = await call.stores.jobs.get(job_id)
     if job is None:
@@ -343,14 +342,14 @@ def agent_may_upload(job: dict[str, Any], job_id: str, auth: str, server: str, s
     """digest 3.2 finish_job: sha256_hex(id + secret), or with `server` that server's token (or sha256_hex(id +
     token), a runner's per-job token) from the server the job runs on."""
     if not server:
-        return hmac.compare_digest(auth, sha256_hex(job_id + secret))
+        return same(auth, sha256_hex(job_id + secret))
     token = sha256_hex(server + secret)
-    good = hmac.compare_digest(auth, token) or hmac.compare_digest(auth, sha256_hex(job_id + token))
+    good = same(auth, token) or same(auth, sha256_hex(job_id + token))
     return good and job.get("server") == server
 
 
-async def _authorize(call: Call, fields: dict[str, str]) -> str:
-    """Check the upload's fields and credentials; returns the storage key for its file."""
+async def _authorize(call: Call, fields: dict[str, str], name: str) -> str:
+    """Check the upload's fields and credentials; returns the storage key for its file (stored as `name`)."""
     params = UPLOAD_FIELDS(dict(fields))
     job_id, server = params["id"], params.get("server") or ""
     job = await call.stores.jobs.get(job_id)
@@ -360,7 +359,7 @@ async def _authorize(call: Call, fields: dict[str, str]) -> str:
         # ⚠ xyOps takes files for jobs that have finished too ("files may come in late"); Podium only while
         # the job is active (an agent uploads before it finishes), so nothing attaches to a closed record.
         raise ApiError("job", f"Job is not active: {job_id}")
-    return f"files/jobs/{job_id}/{secrets.token_hex(12)}/{fields.get('_name', 'file')}"
+    return f"files/jobs/{job_id}/{secrets.token_hex(12)}/{name}"
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
@@ -408,7 +407,7 @@ async def _receive(call: Call) -> dict[str, Any]:
     checked against the limit, so an unauthenticated sender never reaches the store."""
     reader = await call.request.multipart()
     fields: dict[str, str] = {}
-    key, size, spooled, stored = "", 0, None, False
+    key, size, spooled, stored, name = "", 0, None, False, "file"
     limit = call.stores.files.max_file_bytes
     try:
         while (part := await reader.next()) is not None:
@@ -417,9 +416,9 @@ async def _receive(call: Call) -> dict[str, Any]:
             if part.name == "file1":
                 if key or spooled:
                     raise ApiError("api", "Send one file (field 'file1') per upload.")
-                fields["_name"] = stored_name(part.filename or "file")
+                name = stored_name(part.filename or "file")
                 if "id" in fields and "auth" in fields:
-                    key = await _authorize(call, fields)
+                    key = await _authorize(call, fields, name)
                     size = await call.stores.files.put_stream(key, _part_chunks(part))
                     stored = True
                 else:
@@ -432,7 +431,7 @@ async def _receive(call: Call) -> dict[str, Any]:
         if not key:
             if spooled is None:
                 raise ApiError("api", "Parameter 'file1' is missing (the file, as a multipart file field).")
-            key = await _authorize(call, fields)
+            key = await _authorize(call, fields, name)
             size = await call.stores.files.put_stream(key, _file_chunks(spooled))
     except BaseException:
         if stored:  # the rest of the body was refused: the upload as a whole did not happen
