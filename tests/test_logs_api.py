@@ -8,6 +8,7 @@ dispatcher does; output is appended with LogStore directly, as the agent gateway
 from __future__ import annotations
 
 import gzip
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -254,6 +255,16 @@ async def test_stream_job_resumes_from_an_offset(site: Site, admin: Headers) -> 
     limited = await limited_user(site, admin)
     resp = await get(site, "stream_job", limited, id=job["id"])
     assert resp.status == 404
+    for headers in ({}, {"X-API-Key": "x" * 43}):
+        resp = await get(site, "stream_job", headers, id=job["id"])
+        assert resp.status == 401 and (await resp.json())["code"] == "session"
+    # A magic link's stream token stands in for a session.
+    stream_token = hashlib.sha256(("stream" + job["id"] + stores(site).secret_key).encode()).hexdigest()
+    resp = await get(site, "stream_job", id=job["id"], token=stream_token)
+    got = [ev async for ev in events(resp)]
+    assert "".join(ev["data"]["text"] for ev in got if ev["event"] == "log") == output and got[-1]["event"] == "end"
+    resp = await get(site, "stream_job", id=job["id"], token="0" * 64)
+    assert resp.status == 400 and "Authentication failed" in (await resp.json())["description"]
 
 
 async def test_stored_log_under_logs_path(site: Site, admin: Headers) -> None:

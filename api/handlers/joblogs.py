@@ -30,6 +30,7 @@ from ..errors import ApiError, bad_param
 from ..files import same, sha256_hex, stream_out
 from ..params import ID_LEN, Validator, integer, text
 from ..registry import AUTH, HANDLERS, NONE, Reply
+from ..typedefs import AUTH as AUTH_KEY
 from .jobs import can_see, download_token
 
 log = structlog.get_logger("podium.joblogs")
@@ -306,11 +307,30 @@ async def _follow(call: Call, resp: web.StreamResponse, watch: _Watch, job: dict
 RESUME = integer("offset", None, ge=0, le=MAX_OFFSET, doc="output byte offset to resume from (or Last-Event-ID)")
 
 
-@HANDLERS.add("stream_job", write=False, privilege=AUTH, args=(JOB_ID, RESUME))
+STREAM_TOKEN = text("token", max_len=64, pattern=r"[0-9a-f]+", doc="a magic link's `stream` token, instead of auth")
+
+
+async def _stream_caller(call: Call) -> dict[str, Any]:
+    """The job, for a caller with a magic link's stream token (sha256_hex('stream' + id + secret), any job it
+    names) or, as every other read, a session or API key that can see the job."""
+    job_id = call.params["id"]
+    if call.params.get("token"):
+        if not same(call.params["token"], sha256_hex("stream" + job_id + call.stores.secret_key)):
+            raise ApiError("api", "Authentication failed.")
+        job = await call.stores.jobs.get(job_id)
+        if job is None:
+            raise ApiError("notfound", f"Failed to locate job: {job_id}")
+        return job
+    call.user = await call.request.app[AUTH_KEY].authenticate(call, AUTH, write=False)
+    return await _visible_job(call, job_id)
+
+
+@HANDLERS.add("stream_job", write=False, privilege=NONE, args=(JOB_ID, RESUME, STREAM_TOKEN))
 async def stream_job(call: Call) -> web.StreamResponse:
     """Server-Sent Events: `start`, `update` every second while the job runs, `log` events {offset, text} with
-    its output as it arrives (each with the offset after it as its id), a final `update` and `end`."""
-    job = await _visible_job(call, call.params["id"])
+    its output as it arrives (each with the offset after it as its id), a final `update` and `end`. Needs a
+    session or API key, or a magic link's `token`."""
+    job = await _stream_caller(call)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})  # fmt: skip
     await resp.prepare(call.request)
