@@ -10,6 +10,8 @@ from cluster.node import NodeRuntime
 
 from . import gateway, handlers  # noqa: F401 - importing registers every handler
 from .auth import Authenticator
+from .files import ROUTE as FILES_ROUTE
+from .files import serve_file
 from .health import health
 from .openapi import OPENAPI, openapi_json
 from .registry import HANDLERS, TEST_HANDLERS
@@ -35,6 +37,7 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     app[OPENAPI] = []
     app.router.add_get("/health", health)
     app.router.add_get("/api/openapi.json", openapi_json)
+    app.router.add_get(FILES_ROUTE, serve_file)  # stored files at "/" + their key (a File object's `path`)
     app.router.add_route("*", "/api/{rest:.*}", not_found)
     gateway.install(app)  # `/`: the agents' WebSocket
     return app

@@ -15,6 +15,8 @@ from storage.embedded import socket_url
 from .settings import (
     DEFAULT_ANON_BODY,
     DEFAULT_BIND,
+    DEFAULT_FILE_MAX,
+    DEFAULT_FILE_STORE_MAX,
     DEFAULT_LEASE_MS,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_JSON,
@@ -60,6 +62,9 @@ ENV = {
     "abort_timeout": "PODIUM_ABORT_TIMEOUT",
     "job_log_max_bytes": "PODIUM_JOB_LOG_MAX_BYTES",
     "agent": "PODIUM_AGENT",
+    "file_store": "PODIUM_FILE_STORE",
+    "file_max_bytes": "PODIUM_FILE_MAX_BYTES",
+    "file_store_max_bytes": "PODIUM_FILE_STORE_MAX_BYTES",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -109,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--job-log-max-bytes", metavar="N", help="stored output per job (default 134217728)")
     serve.add_argument("--no-agent", dest="agent", action="store_const", const="off",
                        help="do not run this machine's agent with the node")  # fmt: skip
+    serve.add_argument("--file-store", metavar="redis|DIR",
+                       help="job files and finished logs: in Redis, or a directory every node shares (default redis)")
+    serve.add_argument("--file-max-bytes", metavar="N", help=f"largest stored file (default {DEFAULT_FILE_MAX})")
+    serve.add_argument("--file-store-max-bytes", metavar="N",
+                       help=f"total bytes the Redis file store holds (default {DEFAULT_FILE_STORE_MAX})")  # fmt: skip
 
     status = sub.add_parser("status", help="print the cluster's nodes, roles, primary and epoch")
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
@@ -224,6 +234,11 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         abort_timeout_s=_int(_pick(args, env, "abort_timeout", "30"), "--abort-timeout"),
         job_log_max_bytes=_int(_pick(args, env, "job_log_max_bytes", str(128 * 1024 * 1024)), "--job-log-max-bytes"),
         agent=_flag(_pick(args, env, "agent", "on")),
+        file_store=_pick(args, env, "file_store", "redis"),
+        file_max_bytes=_int(_pick(args, env, "file_max_bytes", str(DEFAULT_FILE_MAX)), "--file-max-bytes"),
+        file_store_max_bytes=_int(
+            _pick(args, env, "file_store_max_bytes", str(DEFAULT_FILE_STORE_MAX)), "--file-store-max-bytes"
+        ),
         test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
     ).validate()
 

@@ -46,6 +46,9 @@ class Handler:
     # A write any node may answer (agents' uploads and finishes, enrolment): it changes nothing only the primary
     # may change, or hands the change to the primary through Redis.
     anywhere: bool = False
+    # The handler reads the request body itself (streamed uploads, bounded by their own limit); the transport
+    # reads none, so params hold the query only.
+    own_body: bool = False
 
 
 class Registry:
@@ -64,12 +67,14 @@ class Registry:
         closed: bool = False,
         csrf: bool = True,
         anywhere: bool = False,
+        own_body: bool = False,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Decorator: declare a handler. Write handlers read the body only unless told otherwise.
 
         `args` declares every parameter the handler reads (api/params.py); `closed` refuses undeclared keys;
         `csrf=False` only for calls whose credential is not the cookie (login creates one, magic links carry
-        their own token); `anywhere=True` lets a satellite answer a write (see Handler.anywhere)."""
+        their own token); `anywhere=True` lets a satellite answer a write (see Handler.anywhere); `own_body=True` leaves
+        the body to the handler (see Handler.own_body)."""
 
         def register(func: HandlerFunc) -> HandlerFunc:
             key = (ns, name)
@@ -78,7 +83,8 @@ class Registry:
             style = params or (Params.WRITE if write else Params.READ)
             validator = Validator(args, closed) if args is not None else None
             doc = (func.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-            self._handlers[key] = Handler(ns, name, func, write, privilege, style, validator, csrf, doc, anywhere)
+            self._handlers[key] = Handler(ns, name, func, write, privilege, style, validator, csrf, doc, anywhere,
+                                          own_body)  # fmt: skip
             return func
 
         return register

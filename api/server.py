@@ -8,6 +8,7 @@ import errno
 import logging
 import signal
 import socket
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -20,6 +21,7 @@ from cluster.scheduler import SchedulerConfig, scheduler_service
 from storage.connection import Database, connect, redacted, wait_reachable
 from storage.embedded import EmbeddedServer
 from storage.errors import StorageError
+from storage.files import FileStore, open_file_store
 from storage.keyspace import Keyspace
 from storage.secretkey import SecretKeyMismatch, ensure_secret_key
 from storage.stores import Stores
@@ -74,6 +76,17 @@ def maintenance_config(settings: Settings) -> MaintenanceConfig:
     )
 
 
+def file_store(settings: Settings, db: Database) -> FileStore:
+    """The `--file-store` backend; a directory must exist or be creatable (checked before the node starts)."""
+    if settings.file_store != "redis":
+        try:
+            Path(settings.file_store).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--file-store {settings.file_store!r}: {exc.strerror or exc}") from None
+    return open_file_store(settings.file_store, db, max_file_bytes=settings.file_max_bytes,
+                           max_bytes_total=settings.file_store_max_bytes)  # fmt: skip
+
+
 async def serve(settings: Settings) -> None:
     check_port_free(settings.host, settings.port)
     try:
@@ -115,7 +128,7 @@ async def serve(settings: Settings) -> None:
             settings.advertise_url,
             lease_ms=settings.lease_ms,
             services=[first_start],
-            stores=Stores.open(db, secret_key),
+            stores=Stores.open(db, secret_key, files=file_store(settings, db)),
             control=db.with_own_pool(),  # the lease and the heartbeat never wait behind requests
         )
         dispatcher = node.dispatcher = Dispatcher(node, dispatch_config(settings))

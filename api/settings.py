@@ -17,6 +17,8 @@ DEFAULT_LEASE_MS = 3000
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_ANON_BODY = 64 * 1024
 DEFAULT_MAX_JSON = 4 * 1024 * 1024
+DEFAULT_FILE_MAX = 256 * 1024 * 1024
+DEFAULT_FILE_STORE_MAX = 2 * 1024 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -79,6 +81,10 @@ class Settings:
     abort_timeout_s: int = 30
     job_log_max_bytes: int = 128 * 1024 * 1024  # one job's stored output; a job's `log` limit may lower it
     agent: bool = True  # run this machine's agent as a child process of the node
+    # The file store (storage/files): "redis", or the directory of a filesystem every node shares.
+    file_store: str = "redis"
+    file_max_bytes: int = DEFAULT_FILE_MAX  # one file (an upload, a finished log)
+    file_store_max_bytes: int = DEFAULT_FILE_STORE_MAX  # everything in the Redis backend together
     test_hooks: bool = False
 
     @property
@@ -107,6 +113,8 @@ class Settings:
             ("--finishing-timeout", self.finishing_timeout_s, 1, 86400),
             ("--abort-timeout", self.abort_timeout_s, 1, 86400),
             ("--job-log-max-bytes", self.job_log_max_bytes, 1024, 1 << 40),
+            ("--file-max-bytes", self.file_max_bytes, 1024, None),
+            ("--file-store-max-bytes", self.file_store_max_bytes, 1024, None),
         ]
 
     def validate(self) -> Settings:
@@ -124,6 +132,8 @@ class Settings:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"--advertise {self.advertise!r}: must be an http(s):// URL")
         self._validate_logins_and_retention()
+        if not self.file_store.strip():
+            raise ConfigError("--file-store '': use redis or a directory")
         return self
 
     def _validate_redis(self) -> None:

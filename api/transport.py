@@ -311,7 +311,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         who = None
         if handler.privilege is not None:
             who = await auth.from_headers(request, q_reserved, handler.privilege, write=handler.write)
-        body_raw, files = await _body(request, settings, known=who is not None)
+        body_raw, files = ({}, {}) if handler.own_body else await _body(request, settings, known=who is not None)
         body, reserved = split_reserved(body_raw.items())
         call = Call(
             request=request,

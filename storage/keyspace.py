@@ -239,6 +239,16 @@ class Keyspace:
         """STRING total bytes held by the Redis file store (checked against its cap)."""
         return self.key("files", "bytes")
 
+    @property
+    def files_index(self) -> str:
+        """ZSET every path held by the Redis file store, all scored 0, so a prefix is one ZRANGEBYLEX."""
+        return self.key("files", "index")
+
+    def file_staging(self, token: str) -> str:
+        """STRING an upload the Redis file store is still receiving (APPENDed in chunks, EX 1 h), renamed onto
+        file(path) once complete."""
+        return self.key("file_staging", token)
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""

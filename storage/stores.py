@@ -9,8 +9,10 @@ from .agents import AgentStreams
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
+from .files import FileStore, RedisFileStore
 from .jobs import JobStore
 from .logins import LoginGuard
+from .logs import LogStore
 from .ratelimit import RateLimiter
 from .servers import ServerStore
 from .state import StateStore
@@ -30,11 +32,15 @@ class Stores:
     jobs: JobStore
     agents: AgentStreams
     servers: ServerStore
+    files: FileStore
+    logs: LogStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
-    def open(cls, db: Database, secret_key: str = "") -> Stores:
+    def open(cls, db: Database, secret_key: str = "", *, files: FileStore | None = None) -> Stores:
+        """`files`: the file store backend (default: the Redis one with its default caps)."""
         bus = InvalidationBus(db)
+        files = files if files is not None else RedisFileStore(db)
         return cls(
             db=db,
             bus=bus,
@@ -47,5 +53,7 @@ class Stores:
             jobs=JobStore(db),
             agents=AgentStreams(db),
             servers=ServerStore(db),
+            files=files,
+            logs=LogStore(db, files),
             secret_key=secret_key,
         )

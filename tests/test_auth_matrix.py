@@ -112,7 +112,10 @@ async def test_every_guarded_handler_refuses(pair: Pair, handlers: list[Handler]
 def test_matrix_covers_the_registry() -> None:
     names = {h.name for h in GUARDED}
     unguarded = {h.name for h in HANDLERS if h.privilege is None}
-    # magic links and agent enrolment (satellite/config?t=) carry their own credential (a token in the URL).
-    allowed = {"ping", "echo", "error", "login", "logout", "resume_session", "create", "magic", "satellite"}
-    assert unguarded <= allowed, unguarded
+    # magic links and agent enrolment (satellite/config?t=) carry their own credential (a token in the URL), so do
+    # the job log links (get_job's `token`), stream_job (a session or key, or a magic link's stream token:
+    # tests/test_logs_api.py), agents' uploads and finishes (a hash of the job or server id with the secret;
+    # tests/test_files_api.py).
+    assert unguarded <= {"ping", "echo", "error", "login", "logout", "resume_session", "create", "magic", "satellite",
+                         "view_job_log", "download_job_log", "upload_job_file", "stream_job", "finish_job"}, unguarded
     assert {"get_global_state", "create_api_key", "search_activity", "admin_get_users", "update_role"} <= names

@@ -26,6 +26,8 @@ from tests.servers import Node, wait_port
 SKIP = frozenset({"echo", "test_web_hook", "logout_all", "logout"})
 EXAMPLES = 20  # per operation and caller: about 130 operations x 2 callers in a minute or two
 LEAKS = ("Traceback", 'File "/', "bcrypt", "$2b$", "hunter2")
+# Calls whose replies are text by contract (a job log, or its refusal as text, as xyOps answers a browser).
+TEXT_REPLIES = ("/view_job_log/", "/download_job_log/")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,8 @@ def check_reply(status: int, text: str, ctype: str, where: str) -> None:
         assert leak not in text, (where, leak, text[:500])
     if status == 400 and ctype.startswith("text/plain"):
         return  # refused by the HTTP parser itself (e.g. a request line over 8 KiB): it never reached the API
+    if ctype.startswith("text/plain") and status in (200, 403, 404) and any(p in where for p in TEXT_REPLIES):
+        return
     try:
         data = json.loads(text)
     except ValueError:
