@@ -38,6 +38,16 @@ class Spool:
         self.used = max(0, self.used - size)
 
 
+def _whole(data: bytes, limit: int) -> int:
+    """The longest prefix of data, at most `limit` bytes, that ends on a UTF-8 character boundary."""
+    if limit >= len(data):
+        return len(data)
+    cut = max(0, limit)
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:  # data[cut] continues a character: cut before it
+        cut -= 1
+    return cut
+
+
 class LogBuffer:
     """One job's output: `write` text, `next_chunk` to send, `ack` what the conductor stored, `rewind` on reconnect.
 
@@ -69,14 +79,24 @@ class LogBuffer:
 
     def write(self, text: str) -> None:
         data = text.encode("utf-8", errors="replace")
-        if not data:
-            return
-        if len(self._mem) + len(data) > self.mem_limit and not self._spill(len(data)):
-            self.dropped += len(data)
+        if data and self.dropped and not self._room(len(data)):
+            self.dropped += len(data)  # still no room: one marker will cover it all
             return
         self._note_dropped()
-        self._mem += data
-        self.size += len(data)
+        while data:
+            room = self.mem_limit - len(self._mem)
+            piece = data[: _whole(data, room)] if room < len(data) else data
+            if not piece:
+                if not self._spill():
+                    self.dropped += len(data)
+                    return
+                continue
+            self._mem += piece
+            self.size += len(piece)
+            data = data[len(piece) :]
+
+    def _room(self, size: int) -> bool:
+        return len(self._mem) + size <= self.mem_limit or self.spool.used + len(self._mem) <= self.spool.limit
 
     def close(self) -> None:
         """The output has ended: report any drop still pending."""
@@ -89,12 +109,10 @@ class LogBuffer:
             self._mem += marker
             self.size += len(marker)
 
-    def _spill(self, incoming: int) -> bool:
-        """Move memory to the spool file; False when the budget cannot take memory plus what is incoming."""
-        need = len(self._mem) + incoming
-        if not self.spool.take(need):
+    def _spill(self) -> bool:
+        """Move memory to the spool file; False when the budget cannot take it."""
+        if not self._mem or not self.spool.take(len(self._mem)):
             return False
-        self.spool.give_back(incoming)  # the incoming bytes stay in memory for now
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as handle:
             handle.write(self._mem)
@@ -110,22 +128,9 @@ class LogBuffer:
         start = self.sent
         data = self._read(start, min(self.size, start + limit))
         if start + len(data) < self.size:  # the stream's end is always a whole character
-            data = data[: self._boundary(data)]
+            data = data[: _whole(data, len(data)) or len(data)]
         self.sent = start + len(data)
         return start, data.decode("utf-8", errors="replace")
-
-    def _boundary(self, data: bytes) -> int:
-        """Where a chunk that is not the last may end: before a partial UTF-8 sequence at its tail."""
-        end = len(data)
-        back = 0
-        while back < 4 and end - back - 1 >= 0 and (data[end - back - 1] & 0xC0) == 0x80:
-            back += 1
-        lead = end - back - 1
-        if lead < 0:
-            return end
-        first = data[lead]
-        length = 1 if first < 0x80 else 2 if first >> 5 == 0b110 else 3 if first >> 4 == 0b1110 else 4
-        return end if back + 1 >= length else lead or end
 
     def _read(self, start: int, end: int) -> bytes:
         out = bytearray()
