@@ -1,4 +1,4 @@
-"""The `podium` command: `serve` a node, or print the cluster's `status`."""
+"""The `podium` command: `serve` a node, print the cluster's `status`, or run an `agent`."""
 
 from __future__ import annotations
 
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
     status.add_argument("--data-dir", metavar="DIR", help="data dir of a node with the embedded store")
     status.add_argument("--cluster", metavar="NAME", help="cluster name (default podium)")
+
+    agent = sub.add_parser("agent", help="run jobs for a cluster (podium agent --help)", add_help=False)
+    agent.add_argument("agent_args", nargs=argparse.REMAINDER)
 
     user = sub.add_parser("user", help="recover a user account directly in the store (no API key needed)")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -215,6 +218,10 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = os.environ if env is None else env
     args = build_parser().parse_args(argv)
+    if args.command == "agent":
+        from cluster.agent.main import run
+
+        return run(args.agent_args, environ)
     try:
         if args.command == "serve":
             return _serve(settings_from(args, environ))

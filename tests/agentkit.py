@@ -69,3 +69,21 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def exists(path: str | Path) -> bool:
+    return os.path.exists(path)
+
+
+def text_of(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+async def appears(path: Path) -> str:
+    """The file's text once a process has written it."""
+    while not (text := text_of(path)):  # noqa: ASYNC110 (another process writes it)
+        await asyncio.sleep(0.02)
+    return text

@@ -8,7 +8,7 @@ import pwd
 import sys
 from pathlib import Path
 
-from tests.agentkit import finished, make_runner, output, run_job, running
+from tests.agentkit import appears, exists, finished, make_runner, output, run_job, running
 
 
 def sh(script: str) -> dict[str, str]:
@@ -44,11 +44,11 @@ async def test_records_on_stdout_set_progress_and_code(tmp_path: Path) -> None:
 async def test_stdin_has_the_job_and_env_has_its_params(tmp_path: Path) -> None:
     runner, events = make_runner(tmp_path)
     script = "import json,os,sys; j=json.loads(sys.stdin.readline()); print(j['type'], j['id'], os.environ['color'])"
-    run = await run_job(runner, events, {"command": f"{sys.executable} -c \"{script}\"", "params": {"color": "red"}})
+    run = await run_job(runner, events, {"command": f'{sys.executable} -c "{script}"', "params": {"color": "red"}})
     assert output(run) == "event j1 red\n"
-    assert not Path(run.job["cwd"]).exists() or runner.runs  # cwd is removed by forget(), not before
+    assert exists(run.job["cwd"])  # the caller removes it with forget(), once the job is reported
     runner.forget(run)
-    assert not Path(run.job["cwd"]).exists()
+    assert not exists(run.job["cwd"])
 
 
 async def test_a_plugin_script_is_written_and_appended(tmp_path: Path) -> None:
@@ -67,12 +67,11 @@ async def test_a_duplicate_launch_is_ignored(tmp_path: Path) -> None:
 
 
 async def _abort_when_started(kill: str, tmp_path: Path, script: str, **settings: float) -> tuple[int, int, object]:
-    runner, events = make_runner(tmp_path, **settings)  # type: ignore[arg-type]
+    runner, events = make_runner(tmp_path, **settings)
     marker = tmp_path / "child.pid"
     run = runner.launch({"id": "k", "kill": kill, **sh(script)}, {}, {}, "")
     assert run is not None
-    while not marker.exists() or not marker.read_text().strip():
-        await asyncio.sleep(0.02)
+    await appears(marker)
     await asyncio.sleep(0.05)
     assert runner.abort("k", "stop it")
     await finished(events, "k")
@@ -105,7 +104,7 @@ async def test_kill_none_leaves_the_process_and_finishes_now(tmp_path: Path) -> 
 
 
 async def test_sigkill_after_the_timeout_for_a_process_ignoring_sigterm(tmp_path: Path) -> None:
-    script = f"trap \"\" TERM; echo $$ > {tmp_path}/child.pid; while :; do sleep 0.05; done"
+    script = f'trap "" TERM; echo $$ > {tmp_path}/child.pid; while :; do sleep 0.05; done'
     parent, _, run = await _abort_when_started("all", tmp_path, script, kill_timeout=0.5)
     assert not running(parent)
     assert ("k", f"Child did not exit, killing harder: {parent}") in run.events.metas  # type: ignore[attr-defined]
