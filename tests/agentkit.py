@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,13 @@ async def appears(path: Path) -> str:
     while not (text := text_of(path)):  # noqa: ASYNC110 (another process writes it)
         await asyncio.sleep(0.02)
     return text
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Wait for something a job's process makes true."""
+    while not predicate():  # noqa: ASYNC110 (set by another process's output)
+        await asyncio.sleep(0.02)
+
+
+def size_of(path: str | Path) -> int:
+    return os.path.getsize(path)

@@ -224,6 +224,7 @@ class Runner:
         if run.job.get("code") == "abort":  # aborted while its files came down
             return
         run.plugin = plugin
+        run.job.setdefault("pid", 0)  # a built-in has no process of its own
         await self._wait(run, plugin, launch)
 
     async def _fetch_inputs(self, run: JobRun) -> None:

@@ -52,11 +52,12 @@ def docker_argv(docker: str, params: Mapping[str, Any], job: Mapping[str, Any], 
 class DockerPlugin(ProcessPlugin):
     """Runs the job in a container through the docker CLI."""
 
-    def __init__(self) -> None:
+    def __init__(self, search_path: str | None = None) -> None:
         super().__init__([])
+        self.search_path = search_path  # where to look for the CLI (default: the job's PATH)
 
     async def run(self, launch: Launch, sink: Sink) -> int:
-        docker = shutil.which("docker", path=launch.env.get("PATH"))
+        docker = shutil.which("docker", path=self.search_path or launch.env.get("PATH"))
         if docker is None:
             sink.record({"xy": 1, "code": 1, "description": f"Unable to locate docker CLI on {socket.gethostname()}"})
             return 1
