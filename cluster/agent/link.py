@@ -70,6 +70,7 @@ class Link:
         self.session = session
         self.idle_timeout = idle_timeout
         self.backoff_max = backoff_max
+        self.rejoin_delay = 0.25
         self.base_url: str | None = None  # of the node we are joined to
         self.authed = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -101,11 +102,12 @@ class Link:
                 self._closed()
             if self._stopping:
                 break
-            if joined:
-                backoff = BACKOFF_START
-            if self._target is not None and not joined:
+            if self._target is not None:
                 continue  # a redirect: go there at once
-            if not joined:
+            if joined:  # a link that joined and then dropped: reconnect soon, but never in a hot loop
+                backoff = BACKOFF_START
+                await asyncio.sleep(self.rejoin_delay)
+            else:
                 await asyncio.sleep(backoff)
                 backoff = min(self.backoff_max, backoff * 2)
         return 0

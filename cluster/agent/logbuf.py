@@ -126,9 +126,9 @@ class LogBuffer:
         if self.sent >= self.size:
             return None
         start = self.sent
-        data = self._read(start, min(self.size, start + limit))
-        if start + len(data) < self.size:  # the stream's end is always a whole character
-            data = data[: _whole(data, len(data)) or len(data)]
+        data = self._read(start, min(self.size, start + limit + 1))  # one byte more: is the cut inside a character?
+        if len(data) > limit:
+            data = data[: _whole(data, limit) or limit]
         self.sent = start + len(data)
         return start, data.decode("utf-8", errors="replace")
 

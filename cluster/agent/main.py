@@ -180,8 +180,13 @@ async def _enrol(config: AgentConfig, state: State, session: aiohttp.ClientSessi
         delay = min(30.0, delay * 2)
 
 
-async def serve(config: AgentConfig, environ: Mapping[str, str] | None = None) -> int:
-    """Run the agent until SIGINT/SIGTERM (0) or an auth failure (1). The programmatic entry point."""
+async def serve(config: AgentConfig, environ: Mapping[str, str] | None = None,
+                stop: asyncio.Event | None = None) -> int:  # fmt: skip
+    """Run the agent until `stop` is set (or, without one, SIGINT/SIGTERM) (0), or an auth failure (1).
+
+    The programmatic entry point: `await serve(AgentConfig(urls=("http://127.0.0.1:5522",), token=...,
+    server_id=..., data_dir=Path(...)), stop=event)`. Raises ConfigError for bad options or refused enrolment.
+    """
     state = load_state(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     remove_stale(config.data_dir / "spool")
@@ -200,15 +205,14 @@ async def serve(config: AgentConfig, environ: Mapping[str, str] | None = None) -
             lambda handler: Link(list(config.urls), state, config.hostname, info, handler, session),
             conductor,
         )  # fmt: skip
-        return await _lifetime(agent)
+        return await _lifetime(agent, stop or asyncio.Event(), signals=stop is None)
     finally:
         await session.close()
 
 
-async def _lifetime(agent: Agent) -> int:
+async def _lifetime(agent: Agent, stop: asyncio.Event, signals: bool) -> int:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM) if signals else ():
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     tasks = [asyncio.create_task(agent.flusher()), asyncio.create_task(agent.ticker())]
@@ -223,7 +227,7 @@ async def _lifetime(agent: Agent) -> int:
         await agent.link.stop()
         return await link
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM) if signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
         for task in (*tasks, stopper, link):
