@@ -217,11 +217,12 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
-    if args.command == "agent":
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["agent"]:  # the agent parses its own options
         from cluster.agent.main import run
 
-        return run(args.agent_args, environ)
+        return run(words[1:], environ)
+    args = build_parser().parse_args(words)
     try:
         if args.command == "serve":
             return _serve(settings_from(args, environ))

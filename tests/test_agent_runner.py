@@ -8,6 +8,7 @@ import pwd
 import sys
 from pathlib import Path
 
+from cluster.agent.runner import JobRun, Runner
 from tests.agentkit import appears, exists, finished, make_runner, output, run_job, running
 
 
@@ -66,7 +67,10 @@ async def test_a_duplicate_launch_is_ignored(tmp_path: Path) -> None:
     await finished(events, "dup")
 
 
-async def _abort_when_started(kill: str, tmp_path: Path, script: str, **settings: float) -> tuple[int, int, object]:
+Started = tuple[int, int, JobRun, Runner]  # the job's pid, its child's pid, the run, the runner
+
+
+async def _abort_when_started(kill: str, tmp_path: Path, script: str, **settings: float) -> Started:
     runner, events = make_runner(tmp_path, **settings)
     marker = tmp_path / "child.pid"
     run = runner.launch({"id": "k", "kill": kill, **sh(script)}, {}, {}, "")
@@ -75,37 +79,39 @@ async def _abort_when_started(kill: str, tmp_path: Path, script: str, **settings
     await asyncio.sleep(0.05)
     assert runner.abort("k", "stop it")
     await finished(events, "k")
-    return run.job["pid"], int(marker.read_text()), run
+    return run.job["pid"], int(await appears(marker)), run, runner
 
 
 async def test_kill_all_ends_the_whole_process_group(tmp_path: Path) -> None:
     script = f"sleep 300 & echo $! > {tmp_path}/child.pid; wait"
-    parent, child, run = await _abort_when_started("all", tmp_path, script)
+    parent, child, run, _ = await _abort_when_started("all", tmp_path, script)
     assert not running(parent) and not running(child)
-    assert run.job["code"] == "abort" and run.job["description"] == "stop it"  # type: ignore[attr-defined]
+    assert run.job["code"] == "abort" and run.job["description"] == "stop it"
 
 
 async def test_kill_parent_leaves_the_other_processes(tmp_path: Path) -> None:
     script = f"sleep 300 >/dev/null 2>&1 & echo $! > {tmp_path}/child.pid; wait"
-    parent, child, _ = await _abort_when_started("parent", tmp_path, script)
+    parent, child, _, runner = await _abort_when_started("parent", tmp_path, script)
     try:
         assert not running(parent) and running(child)
     finally:
         os.kill(child, 9)
+        await runner.close()
 
 
 async def test_kill_none_leaves_the_process_and_finishes_now(tmp_path: Path) -> None:
     script = f"echo $$ > {tmp_path}/child.pid; sleep 300"
-    parent, _, run = await _abort_when_started("none", tmp_path, script)
+    parent, _, run, runner = await _abort_when_started("none", tmp_path, script)
     try:
-        assert running(parent) and run.job["code"] == "abort"  # type: ignore[attr-defined]
+        assert running(parent) and run.job["code"] == "abort"
     finally:
         os.killpg(parent, 9)
+        await runner.close()
 
 
 async def test_sigkill_after_the_timeout_for_a_process_ignoring_sigterm(tmp_path: Path) -> None:
     script = f'trap "" TERM; echo $$ > {tmp_path}/child.pid; while :; do sleep 0.05; done'
-    parent, _, run = await _abort_when_started("all", tmp_path, script, kill_timeout=0.5)
+    parent, _, run, _ = await _abort_when_started("all", tmp_path, script, kill_timeout=0.5)
     assert not running(parent)
     assert ("k", f"Child did not exit, killing harder: {parent}") in run.events.metas  # type: ignore[attr-defined]
 

@@ -343,6 +343,8 @@ class Runner:
         for run in list(self.runs.values()):
             if run.plugin is not None and run.task is not None and not run.task.done():
                 run.plugin.signal(signal.SIGKILL, True)
+        if self._orphans:  # processes left running (kill mode none): a moment for those already ending
+            await asyncio.wait(set(self._orphans), timeout=1.0)
         tasks = [r.task for r in self.runs.values() if r.task is not None] + list(self._orphans)
         for task in tasks:
             task.cancel()
