@@ -8,6 +8,8 @@ import pwd
 import sys
 from pathlib import Path
 
+import pytest
+
 from cluster.agent.runner import JobRun, Runner
 from tests.agentkit import appears, exists, finished, make_runner, output, run_job, running
 
@@ -124,6 +126,15 @@ async def test_the_current_user_by_name_and_an_unknown_user(tmp_path: Path) -> N
     run = await run_job(runner, events, {"id": "j2", "command": "/bin/true", "uid": "no-such-user-podium"})
     assert run.job["code"] == 1 and "User does not exist" in run.job["description"]
     assert run.job["pid"] == 0
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="switching accounts needs root")
+async def test_a_job_runs_as_another_account_without_the_agents_groups(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    runner, events = make_runner(tmp_path)
+    run = await run_job(runner, events, {"command": "/bin/sh -c 'id -u; id -G; echo $HOME'", "uid": "nobody"})
+    uid, groups, home = output(run).split("\n")[:3]
+    assert int(uid) == nobody.pw_uid and "0" not in groups.split() and home == nobody.pw_dir
 
 
 async def test_a_missing_program_fails_with_code_1(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ class Agent:
                                           for r in self.runner.runs.values()})  # fmt: skip
             for run in self.runner.runs.values():
                 run.log.rewind()
-                self.meta(run, "Reconnected to conductor")
+                self.meta(run, "Lost connection to conductor; reconnected")
         self._wake.set()
 
     def disconnected(self) -> None:

@@ -87,6 +87,13 @@ class Account:
     shell: str
     switch: bool
 
+    def groups(self) -> list[int]:
+        """The account's supplementary groups (a job must not keep the agent's)."""
+        try:
+            return os.getgrouplist(self.username, self.gid)
+        except OSError:
+            return [self.gid]
+
     def env(self) -> dict[str, str]:
         return {"username": self.username, "home": self.home, "shell": self.shell}
 

@@ -61,7 +61,7 @@ class Link:
 
     def __init__(self, urls: list[str], state: State, hostname: str, info: Mapping[str, Any], handler: Handler,
                  session: aiohttp.ClientSession, *, idle_timeout: float = IDLE_TIMEOUT,
-                 backoff_max: float = BACKOFF_MAX) -> None:  # fmt: skip
+                 backoff_max: float = BACKOFF_MAX, initial: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         self.urls = urls
         self.state = state
         self.hostname = hostname
@@ -70,6 +70,7 @@ class Link:
         self.session = session
         self.idle_timeout = idle_timeout
         self.backoff_max = backoff_max
+        self.initial = dict(initial or {})  # enrolment's `initial` fields, merged into hello
         self.rejoin_delay = 0.25
         self.base_url: str | None = None  # of the node we are joined to
         self.authed = asyncio.Event()
@@ -136,7 +137,8 @@ class Link:
         joined = False
         async with ws:
             self._ws = ws
-            await self._raw("hello", {"hostname": self.hostname, "id": self.state.server_id, "info": self.info})
+            hello = {**self.initial, "hostname": self.hostname, "id": self.state.server_id, "info": self.info}
+            await self._raw("hello", hello)
             while not self._stopping:
                 try:
                     msg = await asyncio.wait_for(ws.receive(), self.idle_timeout)

@@ -173,6 +173,8 @@ async def _enrol(config: AgentConfig, state: State, session: aiohttp.ClientSessi
             state.server_id, state.auth_token = reply["server_id"], str(reply["auth_token"])
             hosts = reply.get("hosts")
             state.hosts = [str(h) for h in hosts][:100] if isinstance(hosts, list) else []
+            if isinstance(reply.get("initial"), dict):
+                state.config["initial"] = reply["initial"]  # sent with every hello, as xySat does
             state.save()
             log.info("enrolled server=%s", state.server_id)
             return
@@ -199,10 +201,12 @@ async def serve(config: AgentConfig, environ: Mapping[str, str] | None = None,
         settings = RunnerSettings(data_dir=config.data_dir, version=agent_version, kill_timeout=config.kill_timeout,
                                   max_jobs=config.max_jobs, environ=dict(environ or os.environ))  # fmt: skip
         info = hello_info(agent_version, config.hostname)
+        initial = state.config.get("initial")
         agent = Agent(
             lambda events: Runner(settings, events, download=lambda f, d: conductor.download(
                 agent.link.base_url or "", f, d)),
-            lambda handler: Link(list(config.urls), state, config.hostname, info, handler, session),
+            lambda handler: Link(list(config.urls), state, config.hostname, info, handler, session,
+                                 initial=initial if isinstance(initial, dict) else None),
             conductor,
         )  # fmt: skip
         return await _lifetime(agent, stop or asyncio.Event(), signals=stop is None)

@@ -49,6 +49,7 @@ class Launch:
     secrets: Mapping[str, Any] = field(default_factory=dict)
     user: int | None = None  # set only when the job runs as another account
     group: int | None = None
+    extra_groups: list[int] | None = None  # that account's groups, not the agent's
 
     @property
     def params(self) -> dict[str, Any]:
@@ -95,6 +96,8 @@ class ProcessPlugin(Plugin):
             extra["user"] = launch.user
         if launch.group is not None:
             extra["group"] = launch.group
+        if launch.extra_groups is not None:
+            extra["extra_groups"] = launch.extra_groups
         self.process = await asyncio.create_subprocess_exec(
             *(argv or self.argv), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=launch.cwd, env=launch.env, start_new_session=True,

@@ -211,6 +211,8 @@ class Runner:
         run.cwd.mkdir(parents=True, mode=0o777)
         await self._fetch_inputs(run)
         user = account(run.job)
+        if user.switch:
+            os.chown(run.cwd, user.uid, user.gid)  # the job's own directory belongs to the account it runs as
         env = plugin_env(clean_env(settings.environ, str(run.cwd)), run.job, details=run.details, secrets=secrets,
                          job_env=self.job_env, version=settings.version, log_file=str(run.cwd / ".job.log"),
                          base_url=run.base_url, account=user.env())  # fmt: skip
@@ -220,7 +222,8 @@ class Runner:
                  "activity": None}  # fmt: skip
         launch = Launch(job=run.job, stdin=(json.dumps(stdin, separators=(",", ":")) + "\n").encode(), env=env,
                         cwd=run.cwd, temp_dir=settings.data_dir.resolve(), base_url=run.base_url, secrets=secrets,
-                        user=user.uid if user.switch else None, group=user.gid if user.switch else None)  # fmt: skip
+                        user=user.uid if user.switch else None, group=user.gid if user.switch else None,
+                        extra_groups=user.groups() if user.switch else None)  # fmt: skip
         if run.job.get("code") == "abort":  # aborted while its files came down
             return
         run.plugin = plugin
