@@ -201,7 +201,7 @@ class Runner:
         if not run.job.get("complete"):
             run.job.update(code=1, description=description, complete=True)
         run.job.setdefault("pid", 0)
-        log.warning("job_setup_failed job=%s", run.id)
+        log.warning("job_failed_to_start job=%s", run.id)
 
     async def _start_and_wait(self, run: JobRun, secrets: dict[str, Any]) -> None:
         settings = self.settings
@@ -279,6 +279,8 @@ class Runner:
             self._exit_code(run, status)
 
     def _exit_code(self, run: JobRun, status: int) -> None:
+        # xySat waits 1 s after the exit for a completion record still in flight; here every byte of stdout has
+        # been read before run() returns, so nothing can still arrive and the exit is handled at once.
         shown = signal_name(status) if status < 0 else str(status)
         run.meta(f"Child exited with code: {shown}")
         job = run.job
