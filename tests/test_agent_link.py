@@ -121,6 +121,10 @@ async def test_abort_from_the_conductor(peer: Peer, tmp_path: Path) -> None:
         await peer.wait(lambda: peer.joins == 1)
         await peer.send("launch_job", launch("j5", "echo 10%\nsleep 300\n"))
         await peer.wait(lambda: any(u.get("j5", {}).get("progress") == 0.1 for u in peer.got("jobs")))
+        await peer.wait(lambda: any("procs" in u.get("j5", {}) for u in peer.got("jobs")))  # the 1 s tick
+        ticked = next(u["j5"] for u in peer.got("jobs") if "procs" in u.get("j5", {}))
+        assert ticked["mem"]["count"] >= 1 and ticked["mem"]["current"] > 0 and "cpu" in ticked
+        assert str(ticked["pid"]) in ticked["procs"]
         await peer.send("abort_job", {"id": "j5", "reason": "user said so"})
         await peer.wait(lambda: "j5" in peer.finished)
     job = peer.finished["j5"]["job"]

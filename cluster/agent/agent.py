@@ -163,20 +163,25 @@ class Agent:
             runs = [r for r in self.runner.runs.values() if r.job.get("state") != "complete"]
             if not runs or not self.link.authed.is_set():
                 continue
-            await asyncio.to_thread(self._measure, runs)
+            pids = []
+            for run in runs:
+                pid = run.job.get("pid")
+                if isinstance(pid, int) and pid > 0 and not run.job.get("complete"):
+                    self.meters.setdefault(run.id, TreeMeter())
+                    pids.append((run.id, pid))
+            figures = await asyncio.to_thread(self._measure, pids)
+            for run in runs:  # applied here, on the loop: other tasks read these jobs
+                if run.id in figures and figures[run.id] is not None:
+                    run.job["procs"] = figures[run.id]
+                else:
+                    run.job.pop("procs", None)
             if await self.link.send("jobs", {r.id: self.report(r, procs=True) for r in runs}):
                 for run in runs:
                     self._sent(run)
 
-    def _measure(self, runs: list[JobRun]) -> None:
-        for run in runs:
-            pid = run.job.get("pid")
-            if isinstance(pid, int) and pid > 0 and not run.job.get("complete"):
-                procs = self.meters.setdefault(run.id, TreeMeter()).sample(pid)
-                if procs is None:
-                    run.job.pop("procs", None)
-                else:
-                    run.job["procs"] = procs
+    def _measure(self, runs: list[tuple[str, int]]) -> dict[str, dict[str, Any] | None]:
+        """In a thread: each job's process tree (meters are only touched here and in report())."""
+        return {job_id: self.meters[job_id].sample(pid) for job_id, pid in runs}
 
     # Finishing
     async def finish(self, run: JobRun) -> None:

@@ -77,6 +77,7 @@ class Link:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._next = 0
         self._target: str | None = None  # a redirect's node, tried next
+        self._redirects = 0
         self._stopping = False
         self.connects = 0
 
@@ -104,7 +105,10 @@ class Link:
             if self._stopping:
                 break
             if self._target is not None:
-                continue  # a redirect: go there at once
+                self._redirects += 1
+                if self._redirects <= 3:
+                    continue  # a redirect: go there at once (but two nodes sending each other back off)
+            self._redirects = 0
             if joined:  # a link that joined and then dropped: reconnect soon, but never in a hot loop
                 backoff = BACKOFF_START
                 await asyncio.sleep(self.rejoin_delay)
