@@ -31,6 +31,7 @@ class Peer:
     logs: dict[str, bytearray] = field(default_factory=dict)
     uploads: list[tuple[str, str, bytes]] = field(default_factory=list)
     finished: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # served at /files/<path>
     joins: int = 0
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -42,6 +43,7 @@ class Peer:
         app.router.add_post("/api/app/upload_job_file", self._upload)
         app.router.add_post("/api/app/finish_job", self._finish)
         app.router.add_get("/api/app/satellite/config", self._config)
+        app.router.add_get("/files/{path:.+}", self._file)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -137,6 +139,12 @@ class Peer:
         self.finished[body["id"]] = body
         self.changed.set()
         return web.json_response({"code": 0})
+
+    async def _file(self, request: web.Request) -> web.Response:
+        if request.query.get("auth") != self.token or request.query.get("server") != self.server_id:
+            return web.Response(status=403)
+        body = self.files.get(request.match_info["path"])
+        return web.Response(status=404) if body is None else web.Response(body=body)
 
     async def _config(self, request: web.Request) -> web.Response:
         if request.query.get("t") != "good-key":

@@ -91,6 +91,23 @@ async def test_echo_and_a_duplicate_launch(peer: Peer, tmp_path: Path) -> None:
     assert peer.logs["j2"].decode() == "once\n"
 
 
+async def test_input_files_are_downloaded_into_the_job_directory(peer: Peer, tmp_path: Path) -> None:
+    peer.files["jobs/j0/abc/in.txt"] = b"input body\n"
+    async with agent(config_for(peer, tmp_path)):
+        await peer.wait(lambda: peer.joins == 1)
+        job = launch("j6", "cat data.txt\n")
+        job["details"]["input"] = {"files": [{"path": "jobs/j0/abc/in.txt", "filename": "data.txt"}]}
+        await peer.send("launch_job", job)
+        missing = launch("j7", "echo never\n")
+        missing["details"]["input"] = {"files": [{"path": "jobs/none", "filename": "x"}]}
+        await peer.send("launch_job", missing)
+        await peer.wait(lambda: "j6" in peer.finished and "j7" in peer.finished)
+    assert peer.logs["j6"].decode() == "input body\n" and peer.finished["j6"]["job"]["code"] == 0
+    failed = peer.finished["j7"]["job"]
+    assert failed["code"] == 1 and failed["description"].startswith("Setup Error: Failed to download job file: x")
+    assert "j7" not in peer.logs
+
+
 async def test_after_a_reconnect_unacknowledged_output_is_sent_again(peer: Peer, tmp_path: Path) -> None:
     peer.drop_after_log = True
     script = "#!/bin/sh\necho first\nsleep 1\necho second\n"
