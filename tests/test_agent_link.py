@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import stat
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from api.cli import main as cli_main
 from cluster.agent.main import AgentConfig, ConfigError, parse, run, serve
 from tests.agent_peer import Peer
 
@@ -200,3 +204,32 @@ def test_options_come_from_the_environment_too() -> None:
                          "PODIUM_AGENT_SERVER_ID": "s9", "PODIUM_AGENT_MAX_JOBS": "4"})  # fmt: skip
     assert config.urls == ("http://a:1", "https://b:2") and config.token == "t" and config.max_jobs == 4
     assert "token=" not in repr(config)  # the token stays out of logs and tracebacks
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_podium_command_hands_agent_options_to_the_agent(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["agent", "--url", "ftp://nowhere"], {}) == 2
+    assert "podium agent: error: --url 'ftp://nowhere'" in capsys.readouterr().err
+
+
+async def test_podium_agent_as_a_process_joins_runs_a_job_and_stops_on_sigterm(peer: Peer, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": ROOT, "PODIUM_AGENT_TOKEN": peer.token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "api.cli", "agent", "--url", peer.url, "--server-id", peer.server_id,
+        "--data-dir", str(tmp_path / "a"), "--log-level", "warning", env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await peer.wait(lambda: peer.joins == 1)
+        await peer.send("launch_job", launch("p1", "echo from the process\n"))
+        await peer.wait(lambda: "p1" in peer.finished)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert peer.logs["p1"].decode() == "from the process\n"
+    assert proc.stderr is not None
+    assert peer.token not in (await proc.stderr.read()).decode()
