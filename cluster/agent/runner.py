@@ -207,12 +207,15 @@ class Runner:
         settings = self.settings
         if settings.max_jobs and sum(1 for r in self.runs.values() if r.plugin) >= settings.max_jobs:
             raise SetupError(f"Setup Error: This server is already running {settings.max_jobs} jobs")
-        shutil.rmtree(run.cwd, ignore_errors=True)
-        run.cwd.mkdir(parents=True, mode=0o777)
-        await self._fetch_inputs(run)
         user = account(run.job)
-        if user.switch:
-            os.chown(run.cwd, user.uid, user.gid)  # the job's own directory belongs to the account it runs as
+        try:
+            shutil.rmtree(run.cwd, ignore_errors=True)
+            run.cwd.mkdir(parents=True, mode=0o777)
+            if user.switch:
+                os.chown(run.cwd, user.uid, user.gid)  # the job's own directory belongs to the account it runs as
+        except OSError as exc:
+            raise SetupError(f"Setup Error: Cannot make the job directory: {exc.strerror or exc}") from None
+        await self._fetch_inputs(run)
         env = plugin_env(clean_env(settings.environ, str(run.cwd)), run.job, details=run.details, secrets=secrets,
                          job_env=self.job_env, version=settings.version, log_file=str(run.cwd / ".job.log"),
                          base_url=run.base_url, account=user.env())  # fmt: skip
