@@ -183,7 +183,10 @@ class Link:
             self.learn(data.get("masterData"))
             self.authed.set()
             log.info("joined url=%s server=%s", url, self.state.server_id)
-            await self.handler.joined(data)
+            try:
+                await self.handler.joined(data)
+            except Exception:  # the link stays up: a bug in handling must not cost the connection
+                log.exception("joined_handler_failed")
             return True
         elif cmd == "auth_failure":
             raise AuthFailure(str(data.get("description") or "authentication failed"))
@@ -199,7 +202,10 @@ class Link:
         elif cmd == "masterData":
             self.learn(data)
         elif self.authed.is_set():
-            self.handler.command(cmd, data)
+            try:
+                self.handler.command(cmd, data)
+            except Exception:
+                log.exception("command_failed cmd=%s", cmd)
         return False
 
     def learn(self, master_data: Any) -> None:

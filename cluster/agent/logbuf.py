@@ -13,6 +13,7 @@ line that says how much was lost, so offsets always count exactly the bytes that
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 MEM_LIMIT = 4 * 1024 * 1024
@@ -174,9 +175,15 @@ class LogBuffer:
         self._file_start = self._file_end = self.size
 
 
-def remove_stale(directory: Path) -> None:
-    """Spool files left by an earlier run of the agent (their jobs cannot be resumed)."""
-    if directory.is_dir():
-        for name in os.listdir(directory):
-            if name.endswith(".log"):
-                (directory / name).unlink(missing_ok=True)
+def remove_stale(data_dir: Path) -> None:
+    """What an earlier run of the agent left: spool files, job directories, scripts (those jobs cannot be resumed;
+    their conductor times them out)."""
+    for sub in ("spool", "jobs", "scripts"):
+        directory = data_dir / sub
+        if directory.is_dir():
+            for name in os.listdir(directory):
+                path = directory / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)

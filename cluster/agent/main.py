@@ -191,7 +191,7 @@ async def serve(config: AgentConfig, environ: Mapping[str, str] | None = None,
     """
     state = load_state(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale(config.data_dir / "spool")
+    remove_stale(config.data_dir)
     agent_version = version()
     session = aiohttp.ClientSession()
     try:
