@@ -8,6 +8,7 @@ not to, and records uploads and finish_job calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -58,12 +59,13 @@ class Peer:
             await self._runner.cleanup()
 
     async def wait(self, what: Any, timeout: float = 30) -> None:
-        """Until what() is true (it is checked each time something arrives)."""
+        """Until what() is true (checked each time something arrives, and every 50 ms)."""
 
         async def loop() -> None:
             while not what():
                 self.changed.clear()
-                await self.changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 0.05)
 
         await asyncio.wait_for(loop(), timeout)
 

@@ -9,15 +9,18 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from api.cli import main as cli_main
+from cluster.agent.link import Link
 from cluster.agent.main import AgentConfig, ConfigError, parse, run, serve
+from cluster.agent.state import State
 from tests.agent_peer import Peer
 
 
@@ -233,3 +236,51 @@ async def test_podium_agent_as_a_process_joins_runs_a_job_and_stops_on_sigterm(p
     assert peer.logs["p1"].decode() == "from the process\n"
     assert proc.stderr is not None
     assert peer.token not in (await proc.stderr.read()).decode()
+
+
+class Quiet:
+    """A link handler that only counts."""
+
+    def __init__(self) -> None:
+        self.joined_count = 0
+        self.dropped = 0
+
+    async def joined(self, data: Mapping[str, Any]) -> None:
+        self.joined_count += 1
+
+    def command(self, cmd: str, data: Any) -> None:
+        pass
+
+    def disconnected(self) -> None:
+        self.dropped += 1
+
+
+async def test_a_silent_conductor_is_dropped_and_rejoined(peer: Peer, tmp_path: Path) -> None:
+    state = State(tmp_path / "config.json", server_id="s1", auth_token=peer.token)
+    handler = Quiet()
+    async with aiohttp.ClientSession() as session:
+        link = Link([peer.url], state, "box", {}, handler, session, idle_timeout=0.3)
+        task = asyncio.create_task(link.run())
+        await peer.wait(lambda: peer.joins >= 2)  # nothing was sent for 0.3 s: dropped, then joined again
+        await link.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+    assert handler.joined_count >= 2 and handler.dropped >= 1
+
+
+async def test_retry_reconnects_and_update_config_persists_a_new_token(peer: Peer, tmp_path: Path) -> None:
+    async with agent(config_for(peer, tmp_path)):
+        await peer.wait(lambda: peer.joins == 1)
+        await peer.send("retry", {})
+        await peer.wait(lambda: peer.joins == 2)
+        peer.token = "rotated-token"
+        await peer.send("updateConfig", {"auth_token": "rotated-token"})
+        await peer.wait(lambda: json.loads(config_file(tmp_path)).get("auth_token") == "rotated-token")
+        await peer.send("launch_job", launch("j8", "echo rotated\n"))
+        await peer.wait(lambda: "j8" in peer.finished)  # finish_job is accepted with the new token
+
+
+def config_file(tmp_path: Path) -> str:
+    try:
+        return (tmp_path / "a" / "config.json").read_text()
+    except FileNotFoundError:
+        return "{}"
