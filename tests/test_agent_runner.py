@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cluster.agent.runner import JobRun, Runner
-from tests.agentkit import appears, exists, finished, make_runner, output, run_job, running
+from tests.agentkit import appears, exists, finished, make_runner, output, run_job, running, until
 
 
 def sh(script: str) -> dict[str, str]:
@@ -154,3 +154,14 @@ async def test_output_spills_to_disk_and_past_the_spool_it_is_dropped(tmp_path: 
     assert run.log.path.exists()
     runner.forget(run)
     assert not run.log.path.exists() and runner.spool.used == 0
+
+
+async def test_past_max_jobs_a_launch_fails_with_code_1(tmp_path: Path) -> None:
+    runner, events = make_runner(tmp_path, max_jobs=1)
+    first = runner.launch({"id": "m1", "command": "/bin/sleep 30"}, {}, {}, "")
+    assert first is not None
+    await until(lambda: bool(first.job.get("pid")))
+    second = await run_job(runner, events, {"id": "m2", "command": "/bin/true"})
+    assert second.job["code"] == 1 and "already running 1 jobs" in second.job["description"]
+    runner.abort("m1", "done")
+    await finished(events, "m1")
