@@ -1,4 +1,4 @@
-"""The `podium` command: `serve` a node, or print the cluster's `status`."""
+"""The `podium` command: `serve` a node, print the cluster's `status`, or run an `agent`."""
 
 from __future__ import annotations
 
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--data-dir", metavar="DIR", help="data dir of a node with the embedded store")
     status.add_argument("--cluster", metavar="NAME", help="cluster name (default podium)")
 
+    agent = sub.add_parser("agent", help="run jobs for a cluster (podium agent --help)", add_help=False)
+    agent.add_argument("agent_args", nargs=argparse.REMAINDER)
+
     user = sub.add_parser("user", help="recover a user account directly in the store (no API key needed)")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     helps = {"unlock": "lift the account lock and every temporary login lock",
@@ -245,7 +248,12 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["agent"]:  # the agent parses its own options
+        from cluster.agent.main import run
+
+        return run(words[1:], environ)
+    args = build_parser().parse_args(words)
     try:
         if args.command == "serve":
             return _serve(settings_from(args, environ))

@@ -1,0 +1,264 @@
+"""The agent: the runner's events become frames on the link, the link's commands drive the runner.
+
+Reporting: every second a `jobs` frame with every running job (with cpu/mem of its process tree), and at once
+on a change (without `procs`); held fields (data, serverData, workflowData) only in the final report; one-shot
+fields (push, table, html, markdown, text) dropped once sent. Output goes out as `job_log {id, text, offset}`
+batched every 50 ms (or at once past 1 MiB) and is kept until `log_ack`. Nothing is queued while disconnected:
+after `joined` a `jobs` frame re-attaches every job (`reconnected`) and unacknowledged output is sent again.
+
+Finishing a job (retried until accepted): state 'finishing' -> wait (up to 60 s while connected) until its log
+is acknowledged -> upload its files -> state 'complete' -> POST finish_job until code 0 (or code 'job': the
+conductor does not know it or has it complete already) -> delete its working directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .conductor import CallError, Conductor
+from .link import Link
+from .logbuf import CHUNK
+from .output import HELD
+from .runner import JobRun, Runner
+from .sysinfo import TreeMeter
+
+log = logging.getLogger("podium.agent")
+
+ONE_SHOT = ("push", "table", "html", "markdown", "text")
+LOCAL_ONLY = ("procs",)
+TICK = 1.0
+FLUSH = 0.05
+ACK_WAIT = 60.0
+MAX_FILES = 1000
+MAX_META = 10_000
+
+
+class Agent:
+    """Ties a Runner to a Link (implements both Runner events and the Link handler)."""
+
+    def __init__(self, runner_factory: Any, link_factory: Any, conductor: Conductor) -> None:
+        self.conductor = conductor
+        self.runner: Runner = runner_factory(self)
+        self.link: Link = link_factory(self)
+        self.meters: dict[str, TreeMeter] = {}
+        self.state_extra: dict[str, Any] = {}  # groups, plugins, commands from `joined` / `update`
+        self._dirty: dict[str, JobRun] = {}
+        self._metas: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._finishing: set[asyncio.Task[None]] = set()
+
+    # Runner events
+    def changed(self, run: JobRun) -> None:
+        self._dirty[run.id] = run
+        self._wake.set()
+
+    def logged(self, run: JobRun) -> None:
+        if run.log.unsent >= CHUNK:
+            self._wake.set()
+
+    def meta(self, run: JobRun, text: str) -> None:
+        log.debug("job_meta job=%s text=%s", run.id, text)
+        if self.link.authed.is_set() and len(self._metas) < MAX_META:
+            self._metas.append((run.id, text))
+            self._wake.set()
+
+    def exited(self, run: JobRun) -> None:
+        task = asyncio.create_task(self.finish(run))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    # Link handler
+    async def joined(self, data: Mapping[str, Any]) -> None:
+        config = data.get("config")
+        if isinstance(config, dict):
+            job_env = config.get("job_env")
+            self.runner.job_env = job_env if isinstance(job_env, dict) else {}
+        self.state_extra.update({k: data[k] for k in ("groups", "plugins", "commands", "features") if k in data})
+        if self.runner.runs:
+            now = time.time()
+            await self.link.send("jobs", {r.id: {**self.report(r), "reconnected": now}
+                                          for r in self.runner.runs.values()})  # fmt: skip
+            for run in self.runner.runs.values():
+                run.log.rewind()
+                self.meta(run, "Lost connection to conductor; reconnected")
+        self._wake.set()
+
+    def disconnected(self) -> None:
+        self._metas.clear()
+        for run in self.runner.runs.values():
+            run.log.rewind()
+
+    def command(self, cmd: str, data: Any) -> None:
+        if cmd == "launch_job" and isinstance(data.get("job"), dict):
+            details = data.get("details") if isinstance(data.get("details"), dict) else {}
+            sec = data.get("sec") if isinstance(data.get("sec"), dict) else {}
+            self.runner.launch(data["job"], details, sec, self.link.base_url or "")
+        elif cmd == "abort_job" and isinstance(data.get("id"), str):
+            if not self.runner.abort(data["id"], str(data.get("reason") or "Aborted")):
+                log.info("abort_ignored job=%s", data["id"])
+        elif cmd == "log_ack":
+            for job_id, offset in data.items():
+                run = self.runner.runs.get(job_id)
+                if run is not None and isinstance(offset, int):
+                    run.log.ack(offset)
+            self._acked.set()
+        elif cmd == "update":
+            self.state_extra.update(data)
+        elif cmd == "updateConfig":
+            state = self.link.state
+            if isinstance(data.get("auth_token"), str) and data["auth_token"]:
+                state.auth_token = self.conductor.token = data["auth_token"]
+            state.config.update({k: v for k, v in data.items() if k != "auth_token"})
+            state.save()
+        else:
+            log.debug("command_ignored cmd=%s", cmd)
+
+    # Reporting
+    def report(self, run: JobRun, procs: bool = False) -> dict[str, Any]:
+        job = {k: v for k, v in run.job.items() if k not in HELD and (procs or k not in LOCAL_ONLY)}
+        meter = self.meters.get(run.id)
+        if meter is not None and meter.cpu:
+            job.update(cpu=dict(meter.cpu), mem=dict(meter.mem))
+        return job
+
+    def _sent(self, run: JobRun) -> None:
+        for key in ONE_SHOT:
+            run.job.pop(key, None)
+
+    async def flusher(self) -> None:
+        """Sends changes, meta lines and output, in that order, every 50 ms or when woken."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH)
+            self._wake.clear()
+            if not self.link.authed.is_set():
+                continue
+            dirty, self._dirty = self._dirty, {}
+            if dirty and await self.link.send("jobs", {i: self.report(r) for i, r in dirty.items()}):
+                for run in dirty.values():
+                    self._sent(run)
+            metas, self._metas = self._metas, []
+            for job_id, text in metas:
+                await self.link.send("job_meta", {"id": job_id, "text": text})
+            for run in list(self.runner.runs.values()):
+                while (chunk := run.log.next_chunk()) is not None:
+                    if not await self.link.send("job_log", {"id": run.id, "text": chunk[1], "offset": chunk[0]}):
+                        break
+
+    async def ticker(self) -> None:
+        """Every second: every job not yet complete, with its process tree's figures."""
+        while True:
+            await asyncio.sleep(TICK)
+            runs = [r for r in self.runner.runs.values() if r.job.get("state") != "complete"]
+            if not runs or not self.link.authed.is_set():
+                continue
+            pids = []
+            for run in runs:
+                pid = run.job.get("pid")
+                if isinstance(pid, int) and pid > 0 and not run.job.get("complete"):
+                    self.meters.setdefault(run.id, TreeMeter())
+                    pids.append((run.id, pid))
+            figures = await asyncio.to_thread(self._measure, pids)
+            for run in runs:  # applied here, on the loop: other tasks read these jobs
+                if run.id in figures and figures[run.id] is not None:
+                    run.job["procs"] = figures[run.id]
+                else:
+                    run.job.pop("procs", None)
+            if await self.link.send("jobs", {r.id: self.report(r, procs=True) for r in runs}):
+                for run in runs:
+                    self._sent(run)
+
+    def _measure(self, runs: list[tuple[str, int]]) -> dict[str, dict[str, Any] | None]:
+        """In a thread: each job's process tree (meters are only touched here and in report())."""
+        return {job_id: self.meters[job_id].sample(pid) for job_id, pid in runs}
+
+    # Finishing
+    async def finish(self, run: JobRun) -> None:
+        job = run.job
+        job.update(complete=True, progress=1.0, state="finishing")
+        job.pop("procs", None)
+        self.meta(run, "Job is finishing")
+        self.changed(run)
+        await self._wait_for_acks(run)
+        base_url = await self._base_url()
+        files = collect_files(job.get("files"), run.cwd)
+        try:
+            job["files"] = [await self.conductor.upload(base_url, run.id, path, name) for path, name, _ in files]
+            for path, _, delete in files:
+                if delete:
+                    path.unlink(missing_ok=True)
+        except (CallError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            job.update(code=getattr(exc, "code", None) or "upload", description=str(exc) or "Upload failed", files=[])
+        job["state"] = "complete"
+        final = {**self.report(run), **run.output.held, "log_size": run.log.size}
+        while True:
+            base_url = await self._base_url()
+            try:
+                reply = await self.conductor.finish(base_url, run.id, final)
+            except (CallError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.info("finish_retry job=%s error=%s", run.id, exc)
+                reply = {}
+            if reply.get("code") in (0, "job"):
+                break
+            await asyncio.sleep(1.0)
+        log.info("job_finished job=%s code=%s", run.id, job.get("code"))
+        self.meters.pop(run.id, None)
+        self.runner.forget(run)
+
+    async def _wait_for_acks(self, run: JobRun) -> None:
+        waited = 0.0
+        while not run.log.complete and waited < ACK_WAIT:
+            self._acked.clear()
+            start = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), 0.25)
+            if self.link.authed.is_set():
+                waited += time.monotonic() - start
+
+    async def _base_url(self) -> str:
+        while True:
+            await self.link.authed.wait()
+            if self.link.base_url:
+                return self.link.base_url
+            await asyncio.sleep(0.1)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for jobs being finished (on shutdown)."""
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=timeout)
+
+
+def collect_files(files: Any, cwd: Path) -> list[tuple[Path, str, bool]]:
+    """The job's `files` (string | [path, filename(, delete)] | {path, filename, delete}), globbed in cwd."""
+    out: list[tuple[Path, str, bool]] = []
+    legacy = cwd / ".job.log"
+    entries = list(files) if isinstance(files, list) else []
+    for entry in entries[:MAX_FILES]:
+        if isinstance(entry, str):
+            path, name, delete = entry, None, False
+        elif isinstance(entry, list) and entry:
+            path, name, delete = entry[0], (entry[1:2] or [None])[0], bool((entry[2:3] or [False])[0])
+        elif isinstance(entry, dict) and entry.get("path"):
+            path, name, delete = entry["path"], entry.get("filename"), bool(entry.get("delete"))
+        else:
+            continue
+        full = os.path.join(cwd, str(path))
+        if name:
+            if os.path.isfile(full):
+                out.append((Path(full), str(name), delete))
+            continue
+        out += [(Path(p), os.path.basename(p), delete) for p in sorted(glob.glob(full)) if os.path.isfile(p)]
+    if legacy.is_file() and legacy.stat().st_size:
+        out.append((legacy, "job.log", True))
+    return out[:MAX_FILES]
