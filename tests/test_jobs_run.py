@@ -4,6 +4,7 @@ dead-job timeout, and queue and concurrency limits over several agents. Real nod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -73,7 +74,8 @@ async def test_abort_kills_the_process_group_and_kill_none_leaves_it(single: tup
     await asyncio.sleep(1.0)
     assert all(alive(p) for p in kept)
     for pid in kept:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the parent ends once its child is gone
+            os.kill(pid, signal.SIGKILL)
 
 
 async def test_dead_job_timeout_aborts_a_job_whose_agent_died(tmp_path: Path) -> None:
@@ -94,7 +96,8 @@ async def test_dead_job_timeout_aborts_a_job_whose_agent_died(tmp_path: Path) ->
         finally:
             worker.kill9()
             for pid in sleepers(worker.directory):
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 async def test_queue_and_concurrency_limits_over_several_agents(tmp_path: Path) -> None:
