@@ -127,7 +127,8 @@ class ForeignAgent:
         files = [await self._retry(lambda: self._upload(base, job_id, auth))]
         final = {"id": job_id, "auth": auth, "job": {**job, "state": "complete", "complete": True, "code": self.code,
                                                      "description": "" if not self.code else "failed",
-                                                     "files": files, "data": {"answer": 42}}}  # fmt: skip
+                                                     "files": files, "data": {"answer": 42},
+                                                     "serverData": {"last_job": job_id}}}  # fmt: skip
         await self._retry(lambda: self._post(f"{base}/api/app/finish_job", final))
         self.finished.append(job_id)
 

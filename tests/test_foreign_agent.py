@@ -60,6 +60,8 @@ async def test_foreign_agent_runs_and_finishes_a_job(cluster: Cluster, where: st
         job = await run_one(jobs, primary, agent)
         assert job["code"] == 0 and job["server"] == agent.server_id, job
         assert job["data"] == {"answer": 42}
+        server = (await jobs.ok(satellite, "get_server", {"id": agent.server_id}, method="GET"))["server"]
+        assert server["userData"] == {"last_job": job["id"]}  # a job's serverData joins its server's userData
         files = job["files"]
         assert isinstance(files, list) and len(files) == 1 and files[0]["filename"] == "report.txt"
         log = await jobs.log(satellite, str(job["id"]))

@@ -300,7 +300,24 @@ class Dispatcher:
             self._stale = True
             raise
         self.kick()  # a slot is free
+        await self._merge_server_data(final)
         return True
+
+    async def _merge_server_data(self, final: Record) -> None:
+        """A job's `serverData` joins its server's `userData` once it is complete (digest 3.2 finishJob). After
+        the finish, so a failure here is logged, never a reason to finish again."""
+        data, server_id = final.get("serverData"), str(final.get("server") or "")
+        if not isinstance(data, Mapping) or not data or not server_id:
+            return
+
+        async def merge(record: Record) -> Record:
+            user: dict[str, Any] = record["userData"] if isinstance(record.get("userData"), dict) else {}
+            return {**record, "userData": {**user, **data}}
+
+        try:
+            await self.node.stores.servers.modify(server_id, merge)
+        except Exception as exc:
+            log.warning("server_data_merge_failed", server=server_id, job=final.get("id"), error=str(exc))
 
     # -- calls from handlers (primary only) ----------------------------------------------------
     async def abort(self, job_id: str, reason: str) -> bool:
