@@ -241,3 +241,38 @@ async def test_a_new_primary_adopts_jobs_and_a_deposed_one_writes_nothing(db: Da
                 await second.dispatcher.patch(other["id"], {"status": "should not land"})
             assert "status" not in await second.job(other["id"])
             await db.client.set(db.keys.leader, site.node.node_id)
+
+
+async def test_job_calls_through_the_api(bench: Bench) -> None:
+    sid, _ = await bench.site.login()
+    admin = {"X-Session-ID": sid}
+
+    async def ok(name: str, body: Job) -> Job:
+        status, data = await bench.site.call(name, body, headers=admin)
+        assert (status, data.get("code")) == (200, 0), (name, data)
+        return data
+
+    done = await bench.launch(await bench.event(targets=["nowhere"]))
+    await ok("manage_job_tags", {"id": done["id"], "tags": ["blue", "red", "blue"]})
+    assert (await bench.job(done["id"]))["tags"] == ["blue", "red"]
+    found = await ok("search_jobs", {"query": "tags:blue"})
+    assert [r["id"] for r in found["rows"]] == [done["id"]]
+    assert (await ok("search_jobs", {"query": "tags:_error"}))["rows"] == []  # the old tags left the index
+    await ok("manage_job_tickets", {"id": done["id"], "tickets": ["t1"]})
+    assert (await bench.job(done["id"]))["tickets"] == ["t1"]
+    await bench.join("s1")
+    await until(lambda: asyncio.sleep(0, "s1" in bench.dispatcher.servers))
+    live = await bench.launch(await bench.event(), start_delay=3600)
+    status, data = await bench.site.call("manage_job_tags", {"id": live["id"], "tags": ["x"]}, headers=admin)
+    assert data["code"] == "job"  # live jobs keep their tags until they complete
+    await ok("update_job", {"id": live["id"], "job": {"label": "nightly"}})
+    assert (await bench.job(live["id"]))["label"] == "nightly"
+    status, data = await bench.site.call("update_job", {"id": live["id"], "state": "complete"}, headers=admin)
+    assert (status, data["code"]) == (400, "api") and "state" in data["description"]
+    await ok("job_skip_delay", {"id": live["id"]})
+    await state_is(bench, live["id"], "active")
+    await ok("abort_job", {"id": live["id"]})
+    assert (await bench.frames("s1"))[-1]["cmd"] == "abort_job"
+    assert (await bench.job(live["id"]))["aborting"]["reason"] == "Manually aborted by user: admin"
+    status, data = await bench.site.call("abort_job", {"id": done["id"]}, headers=admin)
+    assert data["code"] == "job"
