@@ -70,6 +70,7 @@ class Tally:
         self.load: dict[str, float] = {}
         self.on_server: dict[str, int] = {}
         self.queued: dict[str, set[str]] = {}
+        self.waiting: set[str] = set()  # ids in a WAITING state: what a step looks at, not every job
         self._seen: dict[str, tuple[str, str, str, float]] = {}
 
     def clear(self) -> None:
@@ -87,6 +88,8 @@ class Tally:
                 self.on_server[server] = self.on_server.get(server, 0) + 1
         elif state == "queued":
             self.queued.setdefault(key, set()).add(str(job["id"]))
+        if state in WAITING:
+            self.waiting.add(str(job["id"]))
 
     def forget(self, job_id: str) -> None:
         seen = self._seen.pop(job_id, None)
@@ -100,6 +103,7 @@ class Tally:
                 self.on_server[server] -= 1
         elif state == "queued":
             self.queued.get(key, set()).discard(job_id)
+        self.waiting.discard(job_id)
 
 
 class Dispatcher:
@@ -120,6 +124,7 @@ class Dispatcher:
         self._wake_writer = asyncio.Event()
         self._stale = False
         self._pending: dict[str, Record] = {}  # placed by a launch whose write has not landed yet
+        self._deadlines_at = 0.0  # when the deadlines were last checked (they need the tick, not every kick)
 
     # -- the view ---------------------------------------------------------------------------
     async def load(self) -> None:
@@ -434,24 +439,34 @@ class Dispatcher:
         now = time.time()
         placed = await self._place_waiting(now)
         self._renumber()
-        await self._deadlines(now)
+        if now - self._deadlines_at >= self.config.tick_s * 0.9:
+            self._deadlines_at = now
+            await self._deadlines(now)
         if placed:
             await self.flush()
 
     async def _place_waiting(self, now: float) -> bool:
         placed = False
-        waiting = (j for j in self.jobs.values() if j.get("state") in WAITING and str(j["id"]) not in self._pending)
+        blocked: set[str] = set()  # queues whose first job had to stay: the ones behind it wait too
+        waiting = [self.jobs[i] for i in self.tally.waiting if i in self.jobs and i not in self._pending]
         for job in sorted(waiting, key=limits.queue_order):
             if job.get("state") in DELAYED:
                 if float(job.get("until") or 0) > now:
                     continue
                 job["state"] = "ready"
                 job.pop("until", None)
+            key, was = limits.similar_key(job), job.get("state")
+            if was == "queued" and key in blocked:
+                continue
             frame = self.place(job, now)
             if job.get("state") == "complete":
                 self.untrack(job)
                 await self.node.stores.jobs.finish(self.node.fence(), job)
                 continue
+            if job.get("state") == "queued":
+                blocked.add(key)
+                if was == "queued":
+                    continue  # still waiting, unchanged
             self._mark(job)
             if frame is not None:
                 self._send(frame[0], frame[1]["cmd"], frame[1]["data"])

@@ -110,13 +110,12 @@ async def throughput(root: Path, nodes: int, agents: int, own: bool, clients: in
         done0, (ops0, rcpu0) = await completed(jobs, primary), await redis_ops(c)
         cpu0, acpu0, t0 = cpu(node_pids), cpu(agent_pids), time.monotonic()
         await asyncio.gather(*(client() for _ in range(clients)))
-        while True:  # let the launched ones finish (bounded)
-            active = (await jobs.ok(primary, "get_active_jobs", {"limit": 1}, method="GET"))["list"]["length"]
-            if not active or time.monotonic() - t0 > duration + 60:
+        while True:  # let the launched ones finish (bounded); counted from the index, not by reading jobs
+            done = await completed(jobs, primary) - done0
+            if done >= launched or time.monotonic() - t0 > duration + 60:
                 break
             await asyncio.sleep(0.2)
         elapsed = time.monotonic() - t0
-        done = await completed(jobs, primary) - done0
         ops1, rcpu1 = await redis_ops(c)
         ncpu, acpu = cpu(node_pids) - cpu0, cpu(agent_pids) - acpu0
         codes = await jobs.ok(primary, "search_jobs", {"query": "code:0", "limit": 1}, method="GET")
