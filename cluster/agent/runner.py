@@ -209,7 +209,7 @@ class Runner:
             raise SetupError(f"Setup Error: This server is already running {settings.max_jobs} jobs")
         user = account(run.job)
         try:
-            shutil.rmtree(run.cwd, ignore_errors=True)
+            _remove_dir(run.cwd)
             run.cwd.mkdir(parents=True, mode=0o777)
             if user.switch:
                 os.chown(run.cwd, user.uid, user.gid)  # the job's own directory belongs to the account it runs as
@@ -340,7 +340,7 @@ class Runner:
         """The job is finished and reported: free its output and working directory."""
         self.runs.pop(run.id, None)
         run.log.discard()
-        shutil.rmtree(run.cwd, ignore_errors=True)
+        _remove_dir(run.cwd)
 
     def abort_all(self, reason: str) -> None:
         for job_id in list(self.runs):
@@ -359,3 +359,13 @@ class Runner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _remove_dir(path: Path) -> None:
+    """Remove a job directory: most are empty (one rmdir), the rest go with everything in them."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
