@@ -20,7 +20,7 @@ import structlog
 from storage.embedded import die_with_parent
 from storage.ids import generate_id
 
-from .gateway import server_token
+from .agentauth import server_token
 from .settings import Settings
 
 log = structlog.get_logger("podium.childagent")
@@ -62,7 +62,9 @@ class ChildAgent:
 
     async def _supervise(self) -> None:
         pause = 1.0
-        env = {**os.environ, "PODIUM_AGENT_TOKEN": self._token}
+        # The node's own settings (the cluster secret, the Redis URL) stay out of the agent and its jobs.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
+        env["PODIUM_AGENT_TOKEN"] = self._token
         while not self._stopping:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.command(), env=env, stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent

@@ -9,8 +9,6 @@ XML) is sent as a download, and every reply is sandboxed, so a stored file canno
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
@@ -21,6 +19,7 @@ from aiohttp import web
 from storage.connection import STORE_DOWN_ERRORS
 from storage.files import BadPath, check_path
 
+from .agentauth import same, server_token
 from .errors import ApiError
 from .handlers.jobs import can_see
 from .principal import Principal
@@ -33,19 +32,6 @@ log = structlog.get_logger("podium.files")
 ROUTE = r"/{key:(?:files|logs)/.+}"
 _ACTIVE_TYPES = ("html", "svg", "xml", "javascript")  # served as downloads only
 
-
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def same(given: str, expected: str) -> bool:
-    """Constant-time comparison of a credential (as bytes: any text a caller sends is comparable)."""
-    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
-
-
-def server_token(server_id: str, secret_key: str) -> str:
-    """The agent's own token (digest 5.1 `auth_token`): sha256_hex(server id + secret key)."""
-    return sha256_hex(server_id + secret_key)
 
 
 def owning_job(key: str) -> str:

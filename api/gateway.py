@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import secrets as pysecrets
 import time
 from collections.abc import Mapping
@@ -34,13 +32,16 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from cluster import __version__
+from cluster.dispatch.limits import first_limit
 from cluster.node import NodeRuntime
 from cluster.servers import HelloError, merge_join
 from storage.connection import UNAVAILABLE_ERRORS, Database
 from storage.families import GROUPS, PLUGINS
 from storage.ids import generate_id
+from storage.logs import MAX_OFFSET
 from storage.servers import valid_server_id
 
+from .agentauth import same, server_token, sha256_hex
 from .settings import Settings
 from .typedefs import NODE, SETTINGS
 
@@ -53,21 +54,12 @@ SILENT_TIMEOUT_S = 30.0
 ONLINE_TTL_MS = 10_000  # liveness an agent's entry keeps without a renew (renewed every TOUCH_EVERY_S)
 TOUCH_EVERY_S = 2.0
 RELAY_BLOCK_MS = 250
-MAX_REPORT_BYTES = 4 * 1024 * 1024  # one `jobs` message, as the inbox stores it
+MAX_JOB_UPDATE_BYTES = 256 * 1024  # one job's entry in a `jobs` report
+MAX_REPORT_JOBS = 10_000
+SEND_TIMEOUT_S = 10.0
+MAX_HANDSHAKES = 256  # sockets not yet joined, per node: each may send one large frame
+LOG_CAP_TTL_S = 60.0  # how long a job's "live here, with this cap" answer is trusted
 _HOSTNAME_LEN = 253
-
-
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def server_token(server_id: str, secret_key: str) -> str:
-    """The per-server auth token an agent may hold instead of the cluster secret."""
-    return sha256_hex(server_id + secret_key)
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 class AgentConn:
@@ -83,12 +75,21 @@ class AgentConn:
         self.podium = False
         self.cursor = "0-0"
         self.heard = time.monotonic()
-        self.log_caps: dict[str, int] = {}  # job id -> log cap, for jobs of this agent seen live
+        self.log_caps: dict[str, tuple[int, float]] = {}  # job id -> (log cap, trusted until), live jobs here
 
     async def send(self, cmd: str, data: Any) -> None:
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.send_str(orjson.dumps({"cmd": cmd, "data": data}).decode())
+        """One frame. An agent that does not take it within SEND_TIMEOUT_S (it stopped reading) is dropped, so it
+        can never hold up the relay or the keepalive of every other agent on this node."""
+        if self.ws.closed:
+            return
+        try:
+            await asyncio.wait_for(self.ws.send_str(orjson.dumps({"cmd": cmd, "data": data}).decode()),
+                                   SEND_TIMEOUT_S)  # fmt: skip
+        except (ConnectionError, RuntimeError):
+            pass
+        except TimeoutError:
+            log.warning("agent_send_timeout", server=self.server_id, cmd=cmd)
+            await self.ws.close()
 
     async def _receive(self, timeout: float) -> dict[str, Any] | None:
         msg = await self.ws.receive(timeout=timeout)
@@ -107,6 +108,8 @@ class AgentConn:
                 await self._serve()
         except (TimeoutError, ConnectionError):
             pass
+        except Exception:  # a store error or a bug ends this socket (the agent reconnects), not the node
+            log.exception("agent_socket_failed", server=self.server_id)
         finally:
             await self.gateway.detach(self)
             if not self.ws.closed:
@@ -114,6 +117,13 @@ class AgentConn:
 
     # -- the handshake -----------------------------------------------------------------------
     async def _handshake(self) -> bool:
+        self.gateway.handshakes += 1
+        try:
+            return await self._handshake_steps()
+        finally:
+            self.gateway.handshakes -= 1
+
+    async def _handshake_steps(self) -> bool:
         deadline = time.monotonic() + AUTH_TIMEOUT_S
         nonce = ""
         hello: Mapping[str, Any] = {}
@@ -165,8 +175,8 @@ class AgentConn:
     async def _join(self, hello: Mapping[str, Any], token: str, nonce: str) -> bool:
         gw = self.gateway
         secret = gw.node.stores.secret_key
-        if not token or not (_same(token, sha256_hex(nonce + secret)) or
-                             _same(token, server_token(self.server_id, secret))):  # fmt: skip
+        if not token or not (same(token, sha256_hex(nonce + secret)) or
+                             same(token, server_token(self.server_id, secret))):  # fmt: skip
             await self.send("auth_failure", {"description": "Authentication failed."})
             log.warning("agent_auth_failed", ip=self.ip, server=self.server_id)
             return False
@@ -204,17 +214,29 @@ class AgentConn:
             if cmd == "job_log" and isinstance(data, Mapping):
                 await self._job_log(data)
             elif cmd == "jobs" and isinstance(data, Mapping) and data:
-                await self._report("jobs", data)
+                await self._jobs(data)
             elif cmd == "job_meta" and isinstance(data, Mapping):
                 await self._report("meta", {"id": str(data.get("id", "")), "text": str(data.get("text", ""))[:1000]})
             elif cmd in ("notice", "warning", "error", "critical") and isinstance(data, Mapping):
                 log.info("agent_notice", level=cmd, server=self.server_id,
                          description=str(data.get("description", ""))[:500])  # fmt: skip
 
+    async def _jobs(self, data: Mapping[str, Any]) -> None:
+        """A `jobs` report: entries too large on their own are left out (not the whole report, or every job in it
+        would miss its update and be taken for dead)."""
+        if len(data) > MAX_REPORT_JOBS:
+            log.warning("agent_report_too_many_jobs", server=self.server_id, jobs=len(data))
+            data = dict(list(data.items())[:MAX_REPORT_JOBS])
+        kept: dict[str, Any] = {}
+        for job_id, update in data.items():
+            if len(orjson.dumps(update, default=str)) > MAX_JOB_UPDATE_BYTES:
+                log.warning("agent_job_update_too_large", server=self.server_id, job=str(job_id)[:64])
+                continue
+            kept[str(job_id)[:64]] = update
+        if kept:
+            await self._report("jobs", kept)
+
     async def _report(self, cmd: str, data: Mapping[str, Any]) -> None:
-        if len(orjson.dumps(data)) > MAX_REPORT_BYTES:
-            log.warning("agent_report_too_large", server=self.server_id, cmd=cmd)
-            return
         entry = {"server": self.server_id, "cmd": cmd, "data": data, "node": self.gateway.node.node_id}
         await self.gateway.node.stores.agents.post([entry])
 
@@ -222,16 +244,20 @@ class AgentConn:
         job_id, text = str(data.get("id", "")), data.get("text")
         if not isinstance(text, str):
             return
-        cap = self.log_caps.get(job_id)
-        if cap is None:
+        now = time.monotonic()
+        known = self.log_caps.get(job_id)
+        if known is None or known[1] < now:
             cap = await self.gateway.log_cap(job_id, self.server_id)
             if cap is None:
+                self.log_caps.pop(job_id, None)
                 return  # not a live job of this agent
-            self.log_caps[job_id] = cap
+            self.log_caps[job_id] = known = (cap, now + LOG_CAP_TTL_S)
             if len(self.log_caps) > 10_000:
                 self.log_caps.pop(next(iter(self.log_caps)))
+        cap = known[0]
         offset = data.get("offset")
-        offset = offset if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 else None
+        if not (isinstance(offset, int) and not isinstance(offset, bool) and 0 <= offset <= MAX_OFFSET):
+            offset = None
         received = await self.gateway.node.stores.logs.append(job_id, text, offset, cap)
         if offset is not None:
             await self.send("log_ack", {job_id: received})
@@ -261,6 +287,7 @@ class AgentGateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._own: Database | None = None
+        self.handshakes = 0  # sockets between upgrade and join
 
     # -- connections ---------------------------------------------------------------------------
     async def attach(self, conn: AgentConn) -> None:
@@ -292,11 +319,10 @@ class AgentGateway:
         if job is None or job.get("state") == "complete" or job.get("server") != server_id:
             return None
         cap = int(self.settings.job_log_max_bytes)
-        for limit in job.get("limits") or []:
-            if isinstance(limit, Mapping) and limit.get("type") == "log" and limit.get("enabled", True):
-                amount = limit.get("amount")
-                if isinstance(amount, int) and amount > 0:
-                    cap = min(cap, amount)
+        limit = first_limit(job, "log")
+        amount = limit.get("amount") if limit else None
+        if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0:
+            cap = min(cap, amount)
         return cap
 
     async def launch_payload(self, job_id: str, server_id: str) -> dict[str, Any] | None:
@@ -316,6 +342,8 @@ class AgentGateway:
         """GET /: an agent's WebSocket upgrade, else a short plain answer (the place of a UI)."""
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(text="Podium\n", content_type="text/plain")
+        if self.handshakes >= MAX_HANDSHAKES:
+            return web.Response(status=503, text="Too many agents joining; try again.\n")
         ws = web.WebSocketResponse(max_msg_size=AGENT_MAX_MSG, autoping=True, compress=False)
         await ws.prepare(request)
         await AgentConn(self, ws, request.remote or "").run()

@@ -172,18 +172,16 @@ async def launch_job(node: NodeRuntime, launch: Launch) -> Record | None:
     stores = node.stores
     job = await build_job(stores, launch)
     dispatcher = node.dispatcher
-    if dispatcher is not None and dispatcher.loaded:
-        frame = dispatcher.place(job, time.time()) if job["state"] == "ready" else None
+    if dispatcher is not None:
+        # Placed now when the dispatcher's view is loaded; else stored `ready` and placed once it is.
+        frame = dispatcher.place(job, time.time()) if dispatcher.loaded and job["state"] == "ready" else None
         dispatcher.reserve(job)
-        stored = False
+        stored: bool | None = None  # unknown until the write answers
         try:
             stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.cursor,
                                               frame=frame)  # fmt: skip
         finally:
             dispatcher.settled(job, stored)
-        return job if stored else None
-    if dispatcher is not None:  # the dispatcher is loading: it takes the job from Redis as `ready`
-        stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.cursor)
         return job if stored else None
     queued = 0
     limits = job.get("limits") or []

@@ -102,6 +102,7 @@ return 1
 #   {"job", <index of its record key in KEYS>, id, msgpack record, started score as text}
 #   {"cmd", <index of the agent stream key in KEYS>, msgpack frame}
 #   {"cursor", <index of the inbox cursor key>, <index of the inbox stream key>, last applied entry id}
+#   {"hset", <index of a hash key>, field, value}  (the round-robin counters)
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] active zset, KEYS[4..] the keys the ops name
 # ARGV[1] node id, ARGV[2] epoch, ARGV[3] ops, ARGV[4] stream maxlen
 # return the number of jobs written
@@ -120,6 +121,8 @@ for _, op in ipairs(ops) do
   elseif op[1] == 'cursor' then
     redis.call('SET', KEYS[op[2]], op[4])
     redis.call('XTRIM', KEYS[op[3]], 'MINID', op[4])
+  elseif op[1] == 'hset' then
+    redis.call('HSET', KEYS[op[2]], op[3], op[4])
   end
 end
 return written
@@ -171,6 +174,10 @@ class JobWrite:
 
     def frame(self, server_id: str, cmd: str, data: Record) -> JobWrite:
         self.ops.append(["cmd", self._key(self._k.agent_commands(server_id)), codec.pack({"cmd": cmd, "data": data})])
+        return self
+
+    def robin(self, event_id: str, counter: int) -> JobWrite:
+        self.ops.append(["hset", self._key(self._k.dispatch_robin), event_id, str(counter)])
         return self
 
     def inbox_done(self, entry_id: str) -> JobWrite:
@@ -226,6 +233,11 @@ class JobStore:
             return 0
         return int(await fence.run(JOB_WRITE, [self.db.keys.jobs_active, *batch.keys],
                                    [codec.pack_for_lua(batch.ops), COMMANDS_MAXLEN]))  # fmt: skip
+
+    async def robin_counters(self) -> dict[str, int]:
+        """The round-robin counter of every event (server selection)."""
+        raw = await self.db.client.hgetall(self.db.keys.dispatch_robin)
+        return {_raw(k).decode(): int(v) for k, v in raw.items()}
 
     async def finish(self, fence: Fence, job: Record) -> None:
         k = self.db.keys

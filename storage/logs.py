@@ -13,8 +13,10 @@ import asyncio
 import zlib
 
 from .connection import Database
+from .fence import Fence
 from .files import FileStore, check_path
 from .files.base import as_bytes as _bytes
+from .scripts import fenced
 
 CHUNK = 1 << 20  # bytes read per GETRANGE while compressing
 THREAD_ABOVE = 1 << 20  # logs larger than this are compressed in a thread
@@ -82,6 +84,18 @@ redis.call('HSET', KEYS[2], 'done', 1)
 return size
 """
 
+# The same, by the primary finishing the job: a deposed primary (paused past its lease, its deadlines overdue)
+# must not seal the log of a job that is still running under the new one.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] live log, KEYS[4] its meta hash
+# ARGV[1] node id, ARGV[2] epoch
+# return as LOG_SEAL, or the fence error
+LOG_SEAL_FENCED = fenced("""
+local size = redis.call('STRLEN', KEYS[3])
+if size == 0 then return 0 end
+redis.call('HSET', KEYS[4], 'done', 1)
+return size
+""")
+
 
 def log_path(job_id: str) -> str:
     """Where a finished job's log lives in the file store."""
@@ -133,13 +147,17 @@ class LogStore:
             return b""
         return _bytes(await self.db.client.getrange(self.db.keys.job_log(job_id), -nbytes, -1))
 
-    async def finalize(self, job_id: str) -> tuple[str, int] | None:
+    async def finalize(self, job_id: str, fence: Fence | None = None) -> tuple[str, int] | None:
         """Gzip the live log into the file store, then drop the live log. Returns (path, bytes of text), or None
         when the job wrote nothing. Idempotent: once done it answers from the stored log. Chunks arriving while
-        (or after) it runs are ignored, so the stored log is exactly what was live."""
+        (or after) it runs are ignored, so the stored log is exactly what was live. With `fence` the seal is a
+        fenced write (FencedError when the caller is no longer primary)."""
         path = log_path(job_id)
         log_key, meta_key = self._keys(job_id)
-        size = int(await self.db.script(LOG_SEAL)(keys=[log_key, meta_key], args=[]))
+        if fence is not None:
+            size = int(await fence.run(LOG_SEAL_FENCED, [log_key, meta_key], []))
+        else:
+            size = int(await self.db.script(LOG_SEAL)(keys=[log_key, meta_key], args=[]))
         if size == 0:
             gz = await self.files.get(path)
             return None if gz is None else (path, _text_size(gz))

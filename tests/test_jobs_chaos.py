@@ -73,7 +73,17 @@ async def chaos(c: Cluster, restart_after: float = 4.0) -> list[str]:
         await asyncio.sleep(restart_after)
         node.start()
 
-    await asyncio.sleep(5)
+    # First a satellite holding agent sockets (at the start every node holds one: agent i joined node i).
+    await asyncio.sleep(4)
+    primary = await primary_of(c)
+    holders = await socket_holders(c)
+    victim = next((n for n in c.nodes if n is not primary and n.running and n.node_id in holders), None)
+    assert victim is not None, f"no satellite holds an agent socket: {holders}"
+    victim.kill9()
+    done.append(f"kill -9 satellite node{victim.index} holding {holders[victim.node_id]} agent socket(s)")
+    await asyncio.sleep(restart_after)
+    victim.start()
+    await asyncio.sleep(3)
     await kill_primary()
     await asyncio.sleep(5)
     node = await primary_of(c)
@@ -83,15 +93,6 @@ async def chaos(c: Cluster, restart_after: float = 4.0) -> list[str]:
     node.signal(signal.SIGCONT)
     await asyncio.sleep(5)
     await kill_primary()
-    await asyncio.sleep(5)
-    primary = await primary_of(c)
-    holders = await socket_holders(c)
-    victim = next((n for n in c.nodes if n is not primary and n.running and n.node_id in holders), None)
-    assert victim is not None, f"no satellite holds an agent socket: {holders}"
-    victim.kill9()
-    done.append(f"kill -9 satellite node{victim.index} holding {holders[victim.node_id]} agent socket(s)")
-    await asyncio.sleep(restart_after)
-    victim.start()
     return done
 
 

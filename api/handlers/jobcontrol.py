@@ -6,13 +6,12 @@ completed ones are rewritten here, fenced, with their search entries.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
 from cluster.dispatch.machine import Dispatcher
 
 from ..activity import log_activity
+from ..agentauth import agent_may_act
 from ..call import Call
 from ..errors import ApiError
 from ..params import OBJECT_BYTES, ident, obj, strings, text
@@ -29,27 +28,6 @@ def _dispatcher(call: Call) -> Dispatcher:
     return dispatcher
 
 
-def _sha256(text_: str) -> str:
-    return hashlib.sha256(text_.encode()).hexdigest()
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
-
-
-def agent_may_finish(secret_key: str, job: dict[str, Any], auth: str, server: str) -> bool:
-    """The agent credentials of finish_job and upload_job_file (digest 3.2): sha256(id + secret), or with
-    `server` that server's token (sha256(server + secret)) or sha256(id + token), for a job running there.
-    ⚠ xyOps also wants the server online; a finish is accepted while its socket is down (it arrives by HTTP)."""
-    job_id = str(job.get("id"))
-    if not auth:
-        return False
-    if server:
-        token = _sha256(server + secret_key)
-        return job.get("server") == server and (_same(auth, token) or _same(auth, _sha256(job_id + token)))
-    return _same(auth, _sha256(job_id + secret_key))
-
-
 @HANDLERS.add("finish_job", write=True, privilege=NONE, csrf=False, anywhere=True,
               args=(ident(), text("auth", required=True, max_len=128), ident("server", required=False),
                     obj("job", required=True, max_bytes=FINAL_BYTES)))  # fmt: skip
@@ -60,8 +38,8 @@ async def finish_job(call: Call) -> Reply:
     job = await call.stores.jobs.get(p["id"])
     if job is None:
         raise ApiError("job", f"Job not found: {p['id']}")
-    if not agent_may_finish(call.stores.secret_key, job, p["auth"], p.get("server") or ""):
-        raise ApiError("access", "Authentication failed.")
+    if not agent_may_act(job, p["id"], p["auth"], p.get("server") or "", call.stores.secret_key):
+        raise ApiError("auth", "Authentication failure", status=403)  # as upload_job_file answers
     if job.get("state") == "complete":
         return {}
     entry = {"server": str(job.get("server") or ""), "cmd": "finish", "data": {"id": p["id"], "job": p["job"]},

@@ -25,9 +25,10 @@ from aiohttp import BodyPartReader, web
 from storage.files import CHUNK, BadPath, FileTooLarge, StorageFull
 from storage.logs import MAX_OFFSET, log_path
 
+from ..agentauth import agent_may_act, same, sha256_hex
 from ..call import Call
 from ..errors import ApiError, bad_param
-from ..files import same, sha256_hex, stream_out
+from ..files import stream_out
 from ..params import ID_LEN, Validator, integer, text
 from ..registry import AUTH, HANDLERS, NONE, Reply
 from ..typedefs import AUTH as AUTH_KEY
@@ -358,26 +359,16 @@ def stored_name(name: str) -> str:
     return clean or "file"
 
 
-def agent_may_upload(job: dict[str, Any], job_id: str, auth: str, server: str, secret: str) -> bool:
-    """digest 3.2 finish_job: sha256_hex(id + secret), or with `server` that server's token (or sha256_hex(id +
-    token), a runner's per-job token) from the server the job runs on."""
-    if not server:
-        return same(auth, sha256_hex(job_id + secret))
-    token = sha256_hex(server + secret)
-    good = same(auth, token) or same(auth, sha256_hex(job_id + token))
-    return good and job.get("server") == server
-
-
 async def _authorize(call: Call, fields: dict[str, str], name: str) -> str:
     """Check the upload's fields and credentials; returns the storage key for its file (stored as `name`)."""
     params = UPLOAD_FIELDS(dict(fields))
     job_id, server = params["id"], params.get("server") or ""
     job = await call.stores.jobs.get(job_id)
-    if not agent_may_upload(job or {"server": server}, job_id, params["auth"], server, call.stores.secret_key):
+    if not agent_may_act(job or {"server": server}, job_id, params["auth"], server, call.stores.secret_key):
         raise ApiError("auth", "Authentication failure", status=403)
-    if job is None or _complete(job):
+    if job is None or job.get("state") not in ("active", "finishing"):
         # ⚠ xyOps takes files for jobs that have finished too ("files may come in late"); Podium only while
-        # the job is active (an agent uploads before it finishes), so nothing attaches to a closed record.
+        # the job runs on its agent (it uploads before it finishes), so nothing attaches to a closed record.
         raise ApiError("job", f"Job is not active: {job_id}")
     return f"files/jobs/{job_id}/{secrets.token_hex(12)}/{name}"
 

@@ -27,11 +27,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 
 from storage.connection import UNAVAILABLE_ERRORS, Database
 from storage.errors import Conflict, FencedError
 from storage.families import GROUPS
+from storage.fence import Fence
 from storage.ids import generate_id
 from storage.jobs import JobWrite
 
@@ -47,9 +49,12 @@ Record = dict[str, Any]
 
 NO_SERVERS = "No available servers matching targets."
 LIMIT_FULL = "Maximum number of concurrent jobs reached."
+_STOPS: tuple[type[BaseException], ...] = (FencedError, *UNAVAILABLE_ERRORS)  # not a bad entry: stop, retry
+MAX_USER_DATA = 64 * 1024  # a server's userData, as jobs' serverData adds to it
 DELAYED = ("start_delay", "retry_delay")
 WAITING = ("ready", "queued", *DELAYED)
-RUNNING = ("active", "starting")  # what counts against concurrency and server budgets
+RUNNING = ("active", "starting")  # what counts against concurrency limits
+LOADING = (*RUNNING, "finishing")  # what counts against a server's job budget (still on the machine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +88,10 @@ class Tally:
         self._seen[str(job["id"])] = (state, key, server, weight)
         if state in RUNNING:
             self.running[key] = self.running.get(key, 0) + 1
-            if server:
-                self.load[server] = self.load.get(server, 0.0) + weight
-                self.on_server[server] = self.on_server.get(server, 0) + 1
-        elif state == "queued":
+        if state in LOADING and server:
+            self.load[server] = self.load.get(server, 0.0) + weight
+            self.on_server[server] = self.on_server.get(server, 0) + 1
+        if state == "queued":
             self.queued.setdefault(key, set()).add(str(job["id"]))
         if state in WAITING:
             self.waiting.add(str(job["id"]))
@@ -98,10 +103,10 @@ class Tally:
         state, key, server, weight = seen
         if state in RUNNING:
             self.running[key] -= 1
-            if server:
-                self.load[server] -= weight
-                self.on_server[server] -= 1
-        elif state == "queued":
+        if state in LOADING and server:
+            self.load[server] -= weight
+            self.on_server[server] -= 1
+        if state == "queued":
             self.queued.get(key, set()).discard(job_id)
         self.waiting.discard(job_id)
 
@@ -124,21 +129,37 @@ class Dispatcher:
         self._wake_writer = asyncio.Event()
         self._stale = False
         self._pending: dict[str, Record] = {}  # placed by a launch whose write has not landed yet
+        self._landed: dict[str, Record] | None = None  # launches settled while a load runs (None: no load)
+        self._robin_dirty: dict[str, int] = {}
         self._deadlines_at = 0.0  # when the deadlines were last checked (they need the tick, not every kick)
+        self._generation = 0  # one per term as primary: a finished term's clean-up never touches the next
+        self._applied = ""  # the last inbox entry applied in this term
 
     # -- the view ---------------------------------------------------------------------------
     async def load(self) -> None:
-        """(Re)build the view from Redis: every active job, the online servers, the groups."""
+        """(Re)build the view from Redis: every active job, the online servers, the groups. Launches that land
+        while it reads are kept (in flight: `_pending`; landed meanwhile: `_landed`)."""
         stores = self.node.stores
-        jobs = await stores.jobs.active()
+        self._landed = {}
+        try:
+            jobs = await stores.jobs.active()
+            robin = await stores.jobs.robin_counters()
+            await self.refresh_servers()
+        except BaseException:
+            self._landed = None
+            raise
+        now = time.time()
         self.jobs = {str(j["id"]): j for j in jobs}
-        self.jobs.update(self._pending)  # launches in flight count too
+        self.jobs.update(self._landed)
+        self.jobs.update(self._pending)
+        self._landed = None
         self.tally.clear()
         for job in self.jobs.values():
+            # Adopted jobs get a full dead-job timeout from now: their agents may still be reconnecting.
+            if job.get("state") in ("active", "finishing"):
+                job["updated"] = max(float(job.get("updated") or 0), now)
             self.tally.count(job)
-        await self.refresh_servers()
-        raw = await self.node.db.client.hgetall(self.node.db.keys.dispatch_robin)
-        self.robin = {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+        self.robin = robin
         self.loaded = True
         self._stale = False
 
@@ -155,13 +176,20 @@ class Dispatcher:
         self.jobs[str(job["id"])] = job
         self.tally.count(job)
 
-    def settled(self, job: Record, stored: bool) -> None:
-        """The launch's write landed (or did not: the slot was taken, or the write failed)."""
+    def settled(self, job: Record, stored: bool | None) -> None:
+        """The launch's write landed (True), did not (False: the slot was taken), or may have (None: the write
+        failed and Redis may or may not have it, so the view is rebuilt)."""
         if self._pending.pop(str(job["id"]), None) is None:
             return
-        if not stored:
+        if stored is None:
+            self._stale = True
+            self.kick()
+        elif not stored:
             self.untrack(job)
-        elif job.get("state") != "active":
+            return
+        if self._landed is not None:
+            self._landed[str(job["id"])] = job
+        if job.get("state") != "active":
             self.kick()
 
     def untrack(self, job: Record) -> None:
@@ -180,6 +208,9 @@ class Dispatcher:
         if amount and self.tally.running.get(key, 0) >= amount:
             self._wait_or_abort(job, LIMIT_FULL)
             return None
+        if job.get("state") == "ready" and self.tally.queued.get(key):
+            self._wait_or_abort(job, LIMIT_FULL)  # a new job waits behind the queued ones, never jumps them
+            return None
         found = candidates(job.get("targets"), self.servers)
         ok = available(found, groups=self.groups, load=self.tally.load, weight=limits.weight(job))
         algo = str(job.get("algo") or "random")
@@ -193,7 +224,8 @@ class Dispatcher:
             self._wait_or_abort(job, NO_SERVERS)
             return None
         if algo == "round_robin":
-            self.robin[str(job.get("event"))] = (robin + 1) % max(1, len(ok))
+            event_id = str(job.get("event"))
+            self.robin[event_id] = self._robin_dirty[event_id] = (robin + 1) % max(1, len(ok))
         server_id = str(server["id"])
         job.pop("position", None)
         job.update(state="active", server=server_id, groups=list(server.get("groups") or []), remote=True,
@@ -232,7 +264,7 @@ class Dispatcher:
 
     async def flush(self) -> None:
         """Wait until everything changed so far is written."""
-        if not self._dirty and not self._frames and self._inbox_done is None:
+        if not self._dirty and not self._frames and self._inbox_done is None and not self._robin_dirty:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -240,11 +272,15 @@ class Dispatcher:
         await waiter
 
     async def _writer(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._wake_writer.wait()
-            self._wake_writer.clear()
-            if not await self._write_once():
-                return
+        try:
+            while not stop.is_set():
+                await self._wake_writer.wait()
+                self._wake_writer.clear()
+                if not await self._write_once():
+                    return
+        finally:  # nobody waits forever on a writer that is gone
+            waiters, self._waiters = self._waiters, []
+            self._settle(waiters, FencedError("the dispatcher stopped"))
 
     @staticmethod
     def _settle(waiters: list[asyncio.Future[None]], exc: BaseException | None = None) -> None:
@@ -260,8 +296,11 @@ class Dispatcher:
         dirty, self._dirty = self._dirty, {}
         frames, self._frames = self._frames, []
         cursor, self._inbox_done = self._inbox_done, None
+        robin, self._robin_dirty = self._robin_dirty, {}
         waiters, self._waiters = self._waiters, []
         batch = JobWrite(self.node.db.keys)
+        for event_id, counter in robin.items():
+            batch.robin(event_id, counter)
         for job_id in dirty:
             job = self.jobs.get(job_id)
             if job is not None:
@@ -287,26 +326,40 @@ class Dispatcher:
         """Complete a job with the agent's final report (or, with `reason`, as aborted). False if it is not
         active (a second finish changes nothing)."""
         job = self.jobs.get(job_id)
-        if job is None:
+        if job is None or job_id in self._pending:
             return False
         self.untrack(job)  # at once: a concurrent finish of the same job sees it gone
         now = time.time()
         if reason:
             job = {**job, "code": "abort", "description": reason}
-        stored = await self.node.stores.logs.finalize(job_id)
-        final = final_record(job, update, now, log_size=stored[1] if stored else 0)
-        if reason:
-            final.update(code="abort", description=reason)
+        fence = self.node.fence()
         try:
-            await self.node.stores.jobs.finish(self.node.fence(), final)
+            log_size = await self._store_log(job_id, fence)
+            final = final_record(job, update, now, log_size=log_size)
+            if reason:
+                final.update(code="abort", description=reason)
+            await self.node.stores.jobs.finish(fence, final)
         except Conflict:
             return False  # finished by someone else (a previous primary) already
         except Exception:
-            self._stale = True
+            self._stale = True  # Redis has the job active still: the rebuilt view has it again
             raise
         self.kick()  # a slot is free
         await self._merge_server_data(final)
         return True
+
+    async def _store_log(self, job_id: str, fence: Fence) -> int:
+        """Move the live log to the file store (sealed through the fence). A file store that refuses it (full,
+        too large) never keeps the job from finishing: the log then stays live, where it can still be read."""
+        logs = self.node.stores.logs
+        try:
+            stored = await logs.finalize(job_id, fence)
+        except _STOPS:
+            raise
+        except Exception as exc:
+            log.warning("job_log_not_stored", job=job_id, error=str(exc))
+            return int(await logs.size(job_id))
+        return stored[1] if stored else 0
 
     async def _merge_server_data(self, final: Record) -> None:
         """A job's `serverData` joins its server's `userData` once it is complete (digest 3.2 finishJob). After
@@ -315,9 +368,13 @@ class Dispatcher:
         if not isinstance(data, Mapping) or not data or not server_id:
             return
 
-        async def merge(record: Record) -> Record:
+        async def merge(record: Record) -> Record | None:
             user: dict[str, Any] = record["userData"] if isinstance(record.get("userData"), dict) else {}
-            return {**record, "userData": {**user, **data}}
+            merged = {**user, **data}
+            if len(orjson.dumps(merged, default=str)) > MAX_USER_DATA:
+                log.warning("server_data_too_large", server=server_id, job=final.get("id"))
+                return None
+            return {**record, "userData": merged}
 
         try:
             await self.node.stores.servers.modify(server_id, merge)
@@ -365,43 +422,62 @@ class Dispatcher:
 
     async def flush_queue(self, event_id: str) -> list[Record]:
         """Drop the queued jobs of an event (silently, as xyOps); returns them."""
-        gone = [j for j in self.jobs.values() if j.get("event") == event_id and j.get("state") == "queued"]
+        gone = [j for j in self.jobs.values() if j.get("event") == event_id and j.get("state") == "queued"
+                and str(j["id"]) not in self._pending]  # fmt: skip
         for job in gone:
             self.untrack(job)
         fence = self.node.fence()
-        for job in gone:
-            await self.node.stores.jobs.delete(fence, job)
+        try:
+            for job in gone:
+                await self.node.stores.jobs.delete(fence, job)
+        except Exception:
+            self._stale = True
+            raise
+        self.kick()
         return gone
 
     # -- the inbox ---------------------------------------------------------------------------
     async def apply(self, entries: list[tuple[str, Record]]) -> None:
-        """Apply agent reports (from any node) in order."""
+        """Apply agent reports (from any node) in order. The inbox cursor follows each entry once its changes
+        are made, so it is written with them and never ahead of them. A store error stops the batch (the caller
+        reads again from the last entry applied); an entry that fails for any other reason is skipped."""
         now = time.time()
         refresh = False
-        for _entry_id, entry in entries:
-            cmd, server, data = entry.get("cmd"), str(entry.get("server") or ""), entry.get("data")
-            if not isinstance(data, Mapping):
-                continue
-            if cmd == "jobs":
-                for job_id, update in data.items():
-                    if isinstance(update, Mapping):
-                        await self._report(str(job_id), server, update, now)
-            elif cmd == "finish":
-                await self._finish_report(server, data)
-            elif cmd == "meta":
-                job = self.jobs.get(str(data.get("id")))
-                if job is not None and job.get("server") == server:
-                    add_meta(job, str(data.get("text", "")), now, server, generate_id("m"))
-                    self._mark(job)
-            elif cmd in ("joined", "left"):
-                refresh = True
-                self._connected(server, cmd == "joined")
+        for entry_id, entry in entries:
+            try:
+                refresh = await self._apply_one(entry, now) or refresh
+            except _STOPS:
+                raise
+            except Exception:
+                log.exception("dispatch_entry_failed", entry=entry_id, cmd=str(entry.get("cmd")))
+            self._inbox_done = entry_id
+            self._applied = entry_id
         if entries:
-            self._inbox_done = entries[-1][0]
             self._wake_writer.set()
         if refresh:
             await self.refresh_servers()
             self.kick()
+
+    async def _apply_one(self, entry: Record, now: float) -> bool:
+        """One inbox entry; True when the set of online servers changed."""
+        cmd, server, data = entry.get("cmd"), str(entry.get("server") or ""), entry.get("data")
+        if not isinstance(data, Mapping):
+            return False
+        if cmd == "jobs":
+            for job_id, update in data.items():
+                if isinstance(update, Mapping):
+                    await self._report(str(job_id), server, update, now)
+        elif cmd == "finish":
+            await self._finish_report(server, data)
+        elif cmd == "meta":
+            job = self.jobs.get(str(data.get("id")))
+            if job is not None and job.get("server") == server:
+                add_meta(job, str(data.get("text", "")), now, server, generate_id("m"))
+                self._mark(job)
+        elif cmd in ("joined", "left"):
+            self._connected(server, cmd == "joined")
+            return True
+        return False
 
     async def _finish_report(self, server: str, data: Mapping[str, Any]) -> None:
         job = self.jobs.get(str(data.get("id")))
@@ -437,10 +513,15 @@ class Dispatcher:
         if self._stale:
             await self.load()
         now = time.time()
+        due = now - self._deadlines_at >= self.config.tick_s * 0.9
+        if due:
+            # Online servers change without a word to the primary too (a node killed with its sockets, an
+            # admin disabling a server): read them again every tick.
+            self._deadlines_at = now
+            await self.refresh_servers()
         placed = await self._place_waiting(now)
         self._renumber()
-        if now - self._deadlines_at >= self.config.tick_s * 0.9:
-            self._deadlines_at = now
+        if due:
             await self._deadlines(now)
         if placed:
             await self.flush()
@@ -505,40 +586,72 @@ class Dispatcher:
                     self._mark(job)
 
     # -- the service ---------------------------------------------------------------------------
+    def _reset(self) -> None:
+        """A new term starts from Redis alone: nothing a previous term left in memory is written."""
+        self._dirty, self._frames, self._inbox_done, self._robin_dirty = {}, [], None, {}
+        waiters, self._waiters = self._waiters, []
+        self._settle(waiters, FencedError("a new term started"))
+        self._wake_writer = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._stale = False
+
     async def run(self, stop: asyncio.Event) -> None:
-        """The primary-only service: load the view, then apply the inbox and step on every kick and tick."""
+        """The primary-only service: load the view, then apply the inbox and step on every kick and tick. If one
+        of its tasks ends early (a bug, a lost connection), the view is rebuilt and every task started again."""
+        self._generation += 1
+        generation = self._generation
+        self._reset()
         own: Database = self.node.db.with_own_pool(2, client_name="podium-dispatch")
-        tasks: list[asyncio.Task[None]] = []
         try:
             while not stop.is_set():
-                try:
-                    await self.load()
-                    break
-                except UNAVAILABLE_ERRORS as exc:
-                    log.warning("dispatch_load_failed", error=str(exc))
+                await self._term(stop, own)
+                if not stop.is_set():
                     await asyncio.sleep(0.5)
-            tasks = [asyncio.create_task(self._writer(stop)), asyncio.create_task(self._inbox(stop, own)),
-                     asyncio.create_task(self._ticker(stop))]  # fmt: skip
-            while not stop.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), self.config.tick_s)
-                self._kick.clear()
-                try:
-                    await self.step()
-                except FencedError:
-                    return
-                except Exception as exc:  # keep dispatching: the next step rebuilds the view
-                    self._stale = True
-                    log.warning("dispatch_step_failed", error=str(exc))
-                    await asyncio.sleep(0.2)
         finally:
-            self.loaded = False
-            for task in tasks:
+            if self._generation == generation:
+                self.loaded = False
+            await own.aclose()
+
+    async def _term(self, stop: asyncio.Event, own: Database) -> None:
+        while not stop.is_set():
+            try:
+                await self.load()
+                break
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("dispatch_load_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+        if stop.is_set():
+            return
+        tasks = [asyncio.create_task(self._writer(stop)), asyncio.create_task(self._inbox(stop, own)),
+                 asyncio.create_task(self._ticker(stop)), asyncio.create_task(self._steps(stop))]  # fmt: skip
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping and not task.cancelled() and task.exception() is not None:
+                    log.error("dispatch_task_failed", error=repr(task.exception()))
+        finally:
+            for task in [*tasks, stopping]:
                 task.cancel()
-            for task in tasks:
+            for task in [*tasks, stopping]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await own.aclose()
+            self.loaded = False
+            self._reset()
+
+    async def _steps(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.config.tick_s)
+            self._kick.clear()
+            try:
+                await self.step()
+            except FencedError:
+                return
+            except Exception as exc:  # keep dispatching: the next step rebuilds the view
+                self._stale = True
+                log.warning("dispatch_step_failed", error=str(exc))
+                await asyncio.sleep(0.2)
 
     async def _ticker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -547,24 +660,22 @@ class Dispatcher:
 
     async def _inbox(self, stop: asyncio.Event, own: Database) -> None:
         agents = self.node.stores.agents
-        after = await agents.inbox_cursor()
+        after = ""
         while not stop.is_set():
             try:
+                if not after:
+                    after = self._applied = await agents.inbox_cursor()
                 entries = await agents.read_inbox(after, block_ms=self.config.inbox_block_ms, client=own.client)
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("dispatch_inbox_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            if not entries:
-                continue
-            after = entries[-1][0]
-            try:
-                await self.apply(entries)
+                if entries:
+                    await self.apply(entries)
+                    after = entries[-1][0]
             except FencedError:
                 return
-            except Exception as exc:
+            except Exception as exc:  # read again from the last entry applied, with a rebuilt view
                 self._stale = True
-                log.warning("dispatch_apply_failed", error=str(exc))
+                log.warning("dispatch_inbox_failed", error=str(exc))
+                after = self._applied
+                await asyncio.sleep(0.5)
 
 
 def dispatch_service(dispatcher: Dispatcher) -> Any:
