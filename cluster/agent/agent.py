@@ -36,6 +36,7 @@ log = logging.getLogger("podium.agent")
 
 ONE_SHOT = ("push", "table", "html", "markdown", "text")
 LOCAL_ONLY = ("procs",)
+ALWAYS = frozenset({"id", "state", "progress"})  # in every report, changed or not
 TICK = 1.0
 FLUSH = 0.05
 ACK_WAIT = 60.0
@@ -126,7 +127,11 @@ class Agent:
 
     # Reporting
     def report(self, run: JobRun, procs: bool = False) -> dict[str, Any]:
-        job = {k: v for k, v in run.job.items() if k not in HELD and (procs or k not in LOCAL_ONLY)}
+        """What changed in a job since its launch (the conductor has the rest): a report stays small however
+        large the job's script or params are."""
+        base = run.launched
+        job = {k: v for k, v in run.job.items() if k not in HELD and (procs or k not in LOCAL_ONLY)
+               and (k not in base or base[k] != v or k in ALWAYS)}  # fmt: skip
         meter = self.meters.get(run.id)
         if meter is not None and meter.cpu:
             job.update(cpu=dict(meter.cpu), mem=dict(meter.mem))

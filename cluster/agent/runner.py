@@ -71,6 +71,7 @@ class JobRun:
     def __init__(self, job: dict[str, Any], details: Mapping[str, Any], log_buffer: LogBuffer, events: Events,
                  max_line: int) -> None:  # fmt: skip
         self.id: str = job["id"]
+        self.launched = dict(job)  # the job as it came: reports carry only what changed since
         self.output = JobOutput(job=job)
         self.details = details
         self.log = log_buffer

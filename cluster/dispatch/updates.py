@@ -33,6 +33,8 @@ PROTECTED = frozenset(
 )  # fmt: skip
 PUSHABLE = frozenset({"tags", "actions", "limits", "files"})
 MAX_PUSH_ITEMS = 100  # per key and report
+MAX_PUSHED = 1000  # per key and job, all reports together
+MAX_KEYS = 200  # a report cannot grow a job past this many properties
 MAX_ACTIVITY = 1000  # meta-log rows kept per job (as xyOps)
 _CODE_WORD = re.compile(r"\W+")
 _markdown = MarkdownIt("commonmark", {"html": False})
@@ -63,6 +65,8 @@ def apply_update(job: Record, update: Mapping[str, Any], now: float) -> bool:
     for key, value in update.items():
         if key in PROTECTED or key in ("push", "html", "markdown", "text", "state", "procs", "conns"):
             continue
+        if key not in job and len(job) >= MAX_KEYS:
+            continue
         if job.get(key) != value:
             job[key] = value
             changed = True
@@ -80,9 +84,9 @@ def apply_update(job: Record, update: Mapping[str, Any], now: float) -> bool:
                          for i in items[:MAX_PUSH_ITEMS]]  # fmt: skip
                 current: list[Any] = job[key] if isinstance(job.get(key), list) else []
                 if key == "tags":
-                    job[key] = sorted({*current, *(str(t) for t in added)})
+                    job[key] = sorted({*current, *(str(t)[:64] for t in added)})[:MAX_PUSHED]
                 else:
-                    job[key] = [*current, *added]
+                    job[key] = [*current, *added][:MAX_PUSHED]
                 changed = True
     if isinstance(update.get("procs"), Mapping):
         job["procs"] = dict(list(update["procs"].items())[:100])
@@ -98,7 +102,7 @@ def apply_update(job: Record, update: Mapping[str, Any], now: float) -> bool:
 def add_meta(job: Record, msg: str, now: float, server: str, row_id: str) -> None:
     """Append a meta-log row (`activity`), keeping the newest MAX_ACTIVITY."""
     rows: list[Any] = job["activity"] if isinstance(job.get("activity"), list) else []
-    rows = [*rows, {"id": row_id, "epoch": now, "server": server, "msg": msg[:1000]}]
+    rows = [*rows, {"id": row_id, "epoch": now, "server": server, "msg": msg[:500]}]
     job["activity"] = rows[-MAX_ACTIVITY:]
 
 
