@@ -1,10 +1,8 @@
 """The one launch path: scheduler, run_event, magic links and run_event actions all come through here.
 
 A job record is built from a copy of the event (digest 3.2 step 1), placed by the dispatcher
-(cluster/dispatch/machine.py), then stored by one fenced script together with its scheduler claim and the
-agent's frame. A node without a dispatcher (tools and tests of the scheduler alone) cannot choose a server,
-so a job is queued when a queue limit has room and otherwise completes at once with code `abort`, as xyOps
-does when no server matches, and lands in the job history.
+(cluster/dispatch/machine.py: on a server, in its queue, or aborted when neither is possible), then stored by
+one fenced script together with its scheduler claim and the agent's frame.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from storage.stores import Stores
 from .node import NodeRuntime
 
 Record = dict[str, Any]
-NO_SERVERS = "No available servers matching targets."
 # Event properties a job never inherits.
 _DROPPED = ("id", "title", "enabled", "triggers", "modified", "created", "revision", "username")
 _PLUGIN_COPIED = ("command", "script", "uid", "gid", "kill", "runner")
@@ -143,27 +140,6 @@ async def build_job(stores: Stores, launch: Launch) -> Record:
     return job
 
 
-def _queue_room(job: Record, queued_now: int) -> bool:
-    limits = [lim for lim in job.get("limits", []) if lim.get("enabled")]
-    queue = next((lim for lim in limits if lim.get("type") == "queue"), None)
-    has_job_limit = any(lim.get("type") == "job" for lim in limits)
-    return bool(queue and has_job_limit and queued_now < int(queue.get("amount") or 0))
-
-
-def settle_without_servers(job: Record, queued_now: int) -> Record:
-    """No agent can run the job yet: queue it if a queue limit has room, else finish it as aborted."""
-    if job["state"] == "ready" and _queue_room(job, queued_now):
-        job.update(state="queued", position=queued_now + 1)
-        return job
-    if job["state"] != "ready":
-        return job  # start_delay: decided when the delay runs out
-    completed = time.time()
-    job.update(state="complete", code="abort", description=NO_SERVERS, completed=completed,
-               elapsed=completed - float(job["started"]), final=True)  # fmt: skip
-    job["tags"] = sorted({*job.get("tags", []), "_error", *(("_test",) if job.get("test") else ())})
-    return job
-
-
 async def launch_job(node: NodeRuntime, launch: Launch) -> Record | None:
     """Build, place and store a job through the fence. None when its scheduled slot was already taken.
 
@@ -183,12 +159,6 @@ async def launch_job(node: NodeRuntime, launch: Launch) -> Record | None:
         finally:
             dispatcher.settled(job, stored)
         return job if stored else None
-    queued = 0
-    limits = job.get("limits") or []
-    if job["state"] == "ready" and any(lim.get("type") == "queue" and lim.get("enabled") for lim in limits):
-        # Only a job that may be queued needs the count (it reads every active job).
-        active = await stores.jobs.active()
-        queued = sum(1 for j in active if j.get("event") == job["event"] and j.get("state") == "queued")
-    job = settle_without_servers(job, queued)
+    # No dispatcher on this node: stored `ready`, for the dispatcher of whichever node is primary to place.
     stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.cursor)
     return job if stored else None

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import RUNNER_OPTIONS, create_app
 from api.bootstrap import first_start
 from api.settings import Settings
+from cluster.dispatch.machine import Dispatcher, dispatch_service
 from cluster.node import NodeRuntime
 from storage.connection import Database
 from storage.stores import Stores
@@ -71,6 +72,8 @@ async def open_site(db: Database, data_dir: Path, **settings: Any) -> AsyncItera
     config = Settings(data_dir=data_dir, **settings)
     stores = Stores.open(db, secret_key="test-secret-" + db.keys.cluster)
     node = NodeRuntime(db, "n1", "http://127.0.0.1:5522", lease_ms=3000, services=[first_start], stores=stores)
+    dispatcher = node.dispatcher = Dispatcher(node)  # as `podium serve` wires it (api/server.py)
+    node.services.append(dispatch_service(dispatcher))
     site = Site(TestClient(TestServer(create_app(config, node), **RUNNER_OPTIONS)), node, config)
     await site.client.start_server()
     await node.start()
@@ -81,6 +84,7 @@ async def open_site(db: Database, data_dir: Path, **settings: Any) -> AsyncItera
             assert time.monotonic() < deadline, "first start did not finish"
             await asyncio.sleep(0.05)
         await wait_until(lambda: node.stores.bus.healthy, "invalidation bus")
+        await wait_until(lambda: dispatcher.loaded, "dispatcher")
         yield site
     finally:
         await node.stop()

@@ -2,8 +2,8 @@
 params, sources), the job record, magic links, queued jobs and the active-job views, get_job(s), delete_job,
 flush_event_queue and search_jobs (also through a satellite node).
 
-No agent exists yet, so a launched job is queued when a queue limit has room and otherwise completes at once
-with code `abort` ("No available servers matching targets.") and lands in the job history.
+No agent is connected here, so a launched job is queued when a queue limit has room and otherwise completes at
+once with code `abort` ("No available servers matching targets.") and lands in the job history.
 """
 
 from __future__ import annotations
@@ -341,7 +341,9 @@ async def test_queue_active_jobs_summary_and_flush(site: Site, admin: Headers) -
     first, second_job, third = [await get_job(site, j, admin) for j in (first_id, second_id, third_id)]
     assert (first["state"], first["position"]) == ("queued", 1)
     assert (second_job["state"], second_job["position"]) == ("queued", 2)
-    assert (third["state"], third["code"], third["description"]) == ("complete", "abort", NO_SERVERS)
+    # xyOps' words when no server is free and the queue has no room either
+    assert (third["state"], third["code"], third["description"]) == (
+        "complete", "abort", "No available servers matching targets, and the queue is full.")  # fmt: skip
     assert "completed" not in first and "code" not in first
     assert first["started"] < second_job["started"]
 

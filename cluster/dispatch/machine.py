@@ -208,11 +208,12 @@ class Dispatcher:
         if amount and self.tally.running.get(key, 0) >= amount:
             self._wait_or_abort(job, LIMIT_FULL)
             return None
-        if job.get("state") == "ready" and self.tally.queued.get(key):
-            self._wait_or_abort(job, LIMIT_FULL)  # a new job waits behind the queued ones, never jumps them
-            return None
         found = candidates(job.get("targets"), self.servers)
         ok = available(found, groups=self.groups, load=self.tally.load, weight=limits.weight(job))
+        if job.get("state") == "ready" and self.tally.queued.get(key):
+            # A new job waits behind the queued ones, never jumps them.
+            self._wait_or_abort(job, LIMIT_FULL if ok else NO_SERVERS)
+            return None
         algo = str(job.get("algo") or "random")
         try:
             robin = self.robin.get(str(job.get("event")), 0)

@@ -77,17 +77,8 @@ def apply_update(job: Record, update: Mapping[str, Any], now: float) -> bool:
                 job["html"] = block
                 changed = True
     push = update.get("push")
-    if isinstance(push, Mapping):
-        for key, items in push.items():
-            if key in PUSHABLE and isinstance(items, list) and items:
-                added = [dict(i, source="job") if key == "actions" and isinstance(i, Mapping) else i
-                         for i in items[:MAX_PUSH_ITEMS]]  # fmt: skip
-                current: list[Any] = job[key] if isinstance(job.get(key), list) else []
-                if key == "tags":
-                    job[key] = sorted({*current, *(str(t)[:64] for t in added)})[:MAX_PUSHED]
-                else:
-                    job[key] = [*current, *added][:MAX_PUSHED]
-                changed = True
+    if isinstance(push, Mapping) and _apply_push(job, push):
+        changed = True
     if isinstance(update.get("procs"), Mapping):
         job["procs"] = dict(list(update["procs"].items())[:100])
     if update.get("state") == "finishing" and job.get("state") == "active":
@@ -96,6 +87,22 @@ def apply_update(job: Record, update: Mapping[str, Any], now: float) -> bool:
         changed = True
     job["updated"] = now
     job["remote"] = True
+    return changed
+
+
+def _apply_push(job: Record, push: Mapping[str, Any]) -> bool:
+    """`push` lists are appended to the job's, never replace them (pushed actions are the job's own)."""
+    changed = False
+    for key, items in push.items():
+        if key in PUSHABLE and isinstance(items, list) and items:
+            added = [dict(i, source="job") if key == "actions" and isinstance(i, Mapping) else i
+                     for i in items[:MAX_PUSH_ITEMS]]  # fmt: skip
+            current: list[Any] = job[key] if isinstance(job.get(key), list) else []
+            if key == "tags":
+                job[key] = sorted({*current, *(str(t)[:64] for t in added)})[:MAX_PUSHED]
+            else:
+                job[key] = [*current, *added][:MAX_PUSHED]
+            changed = True
     return changed
 
 
