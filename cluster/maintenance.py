@@ -3,7 +3,8 @@
 It runs shortly after this node becomes primary and then every `interval_s`. Old records are found
 through the time-ordered search indexes (never a scan of the records), deleted together with their
 index entries in bounded fenced batches (a deposed primary deletes nothing), and the loop yields between
-batches, so a large backlog never holds up the node. What was removed is logged.
+batches, so a large backlog never holds up the node. A deleted job's log and files go right after its batch
+(Stores.drop_job_output). What was removed is logged.
 
 Limits (xyOps `db_maint.<table>.max_rows` keeps the newest rows of a table; `*_expire_days` is ours):
 jobs and activity beyond `*_max_rows`, or older than `*_expire_days`; each user's oldest sessions
