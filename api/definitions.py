@@ -21,7 +21,7 @@ from storage.errors import Conflict
 from storage.ids import CLIENT_ID, generate_id
 
 from . import params as P
-from .activity import log_activity
+from .activity import log_activity, post_commit
 from .call import Call
 from .errors import ApiError, bad_param
 from .principal import PRIVILEGES, Principal, require_unrestricted
@@ -86,7 +86,10 @@ class FamilySpec:
     before_create: Hook | None = None
     before_update: Hook | None = None
     before_delete: Hook | None = None
-    after_delete: Hook | None = None  # runs once the object is gone (e.g. clean up what it owned)
+    # After-hooks run once the write is committed (create/update/multi_update: after_write, once per object
+    # written; delete: after_delete). A failure is logged, never answered (api.activity.post_commit).
+    after_write: Hook | None = None  # e.g. re-derive what follows from the object
+    after_delete: Hook | None = None  # e.g. clean up what it owned
     # Who may see and touch an object (category/group-limited users); None = everybody.
     access: Callable[[Principal, Record], bool] | None = None
     multi: bool = False  # also declare multi_update_<singular> (unrestricted users only)
@@ -234,6 +237,12 @@ class Definitions:
             raise bad_param("id", "must contain only lower-case letters, digits and underscores")
         return given
 
+    async def _after(self, hook: Hook | None, call: Call, record: Record, current: Record | None) -> None:
+        """Run an after-hook: the write is committed, so a failure is logged and the call still succeeds."""
+        if hook is not None:
+            async with post_commit(f"{self.spec.singular}:{hook.__name__}"):
+                await hook(call, record, current)
+
     async def create(self, call: Call) -> Reply:
         spec = self.spec
         record = clean_fields(spec, call.params, creating=True)
@@ -250,6 +259,7 @@ class Definitions:
             raise ApiError(spec.singular, f"{self.label} already exists: {record['id']}") from None
         await log_activity(call, f"{spec.action}_create", f"Created {spec.singular}: {record.get('title', '')}",
                            **{spec.singular: record})  # fmt: skip
+        await self._after(spec.after_write, call, record, None)
         return {spec.singular: shown(spec, record), **(extra or {})}
 
     async def update(self, call: Call) -> Reply:
@@ -278,6 +288,7 @@ class Definitions:
                 raise ApiError(spec.singular, f"{spec.singular.title()} not found: {obj_id}") from None
             await log_activity(call, f"{spec.action}_update", f"Updated {spec.singular}: {record.get('title', '')}",
                                **{spec.singular: record})  # fmt: skip
+            await self._after(spec.after_write, call, record, current)
             return {spec.singular: shown(spec, record)} if spec.update_returns else {}
         raise ApiError(spec.singular, f"{spec.singular} {obj_id} is being changed concurrently; try again.")
 
@@ -296,8 +307,7 @@ class Definitions:
             raise ApiError(spec.singular, f"{spec.singular.title()} not found: {obj_id}") from None
         await log_activity(call, f"{spec.action}_delete", f"Deleted {spec.singular}: {current.get('title', '')}",
                            **{spec.singular: current})  # fmt: skip
-        if spec.after_delete is not None:
-            await spec.after_delete(call, current, current)
+        await self._after(spec.after_delete, call, current, current)
         return {}
 
     async def multi_update(self, call: Call) -> Reply:
@@ -325,6 +335,8 @@ class Definitions:
             await call.stores.defs.replace(fence, spec.family, record, current.get("revision"))
         await log_activity(call, f"{spec.action}_multi_update", f"Updated {len(planned)} {spec.plural}",
                            **{spec.plural: [r for _, r in planned]})  # fmt: skip
+        for current, record in planned:
+            await self._after(spec.after_write, call, record, current)
         return {}
 
 

@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of every /api/app and /api/user call, generated from the handler registry.
 
-Each call is one path, `/api/<ns>/<name>/v1`, answering POST (a JSON body) and, for reads and the few write
-calls that take query parameters as xyOps does (run_event, delete_job, ...), GET. Extensions carry what the
-registry declares: `x-privilege`, `x-write`, `x-params` (how query and body combine).
+Each call is one path, `/api/<ns>/<name>/v1`, answering POST (a JSON body; a multipart/form-data one for the
+uploads that read their body themselves) and, for reads and the few write calls that take query parameters as
+xyOps does (run_event, delete_job, ...), GET. Extensions carry what the registry declares: `x-privilege`,
+`x-write`, `x-anywhere` (a write any node answers), `x-params` (how query and body combine).
 """
 
 from __future__ import annotations
@@ -57,16 +58,35 @@ def _privilege_text(handler: Handler) -> str:
     return f"the `{handler.privilege}` privilege"
 
 
+def _kind_text(handler: Handler) -> str:
+    if not handler.write:
+        return "Read."
+    if handler.anywhere:
+        return "Write call: any node answers it."
+    return "Write call: primary only."
+
+
+def _form_schema(handler: Handler) -> dict[str, Any]:
+    """The multipart body an own_body handler reads: its checked fields and its file parts (as binary strings)."""
+    schema: dict[str, Any] = handler.form.json_schema() if handler.form is not None else {"type": "object"}
+    files = {name: {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+             for name in handler.form_files}  # fmt: skip
+    schema["properties"] = {**files, **schema.get("properties", {})}
+    schema["required"] = [*handler.form_files, *schema.get("required", [])]
+    return schema
+
+
 def _operation(handler: Handler, method: str) -> dict[str, Any]:
     schema: dict[str, Any] = handler.args.json_schema() if handler.args is not None else {"type": "object"}
     op: dict[str, Any] = {
         "operationId": f"{handler.ns}_{handler.name}_{method}",
         "summary": handler.doc or handler.name,
-        "description": f"Needs {_privilege_text(handler)}. {'Write call: primary only.' if handler.write else 'Read.'}",
+        "description": f"Needs {_privilege_text(handler)}. {_kind_text(handler)}",
         "tags": [handler.ns],
         "security": _security(handler),
         "x-privilege": handler.privilege,
         "x-write": handler.write,
+        "x-anywhere": handler.anywhere,
         "x-params": handler.params.value,
         "responses": {
             "200": {"description": "Success (`code` 0)", "content": {"application/json": {"schema": _OK}}},
@@ -74,7 +94,9 @@ def _operation(handler: Handler, method: str) -> dict[str, Any]:
                for status, text in sorted(_STATUS_TEXT.items())},
         },
     }  # fmt: skip
-    if method == "post":
+    if method == "post" and handler.own_body:
+        op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": _form_schema(handler)}}}
+    elif method == "post":
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": schema}}}
     else:
         required = set(schema.get("required", []))

@@ -49,6 +49,10 @@ class Handler:
     # The handler reads the request body itself (streamed uploads, bounded by their own limit); the transport
     # reads none, so params hold the query only.
     own_body: bool = False
+    # What such a handler reads from a multipart/form-data body: the fields it checks with this validator and the
+    # file parts named in `form_files` (the OpenAPI document describes them).
+    form: Validator | None = None
+    form_files: tuple[str, ...] = ()
 
 
 class Registry:
@@ -68,13 +72,17 @@ class Registry:
         csrf: bool = True,
         anywhere: bool = False,
         own_body: bool = False,
+        form: Validator | None = None,
+        form_files: tuple[str, ...] = (),
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Decorator: declare a handler. Write handlers read the body only unless told otherwise.
 
         `args` declares every parameter the handler reads (api/params.py); `closed` refuses undeclared keys;
         `csrf=False` only for calls whose credential is not the cookie (login creates one, magic links carry
         their own token); `anywhere=True` lets a satellite answer a write (see Handler.anywhere); `own_body=True` leaves
-        the body to the handler (see Handler.own_body)."""
+        the body to the handler (see Handler.own_body), and `form`/`form_files` say what multipart body it reads."""
+        if (form is not None or form_files) and not own_body:
+            raise ValueError(f"handler {ns}/{name}: a multipart form is read by an own_body handler only")
 
         def register(func: HandlerFunc) -> HandlerFunc:
             key = (ns, name)
@@ -82,9 +90,9 @@ class Registry:
                 raise ValueError(f"handler {ns}/{name} declared twice")
             style = params or (Params.WRITE if write else Params.READ)
             validator = Validator(args, closed) if args is not None else None
-            doc = (func.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            doc = " ".join((func.__doc__ or "").strip().split("\n\n")[0].split())
             self._handlers[key] = Handler(ns, name, func, write, privilege, style, validator, csrf, doc, anywhere,
-                                          own_body)  # fmt: skip
+                                          own_body, form, form_files)  # fmt: skip
             return func
 
         return register

@@ -3,7 +3,8 @@
 It runs shortly after this node becomes primary and then every `interval_s`. Old records are found
 through the time-ordered search indexes (never a scan of the records), deleted together with their
 index entries in bounded fenced batches (a deposed primary deletes nothing), and the loop yields between
-batches, so a large backlog never holds up the node. What was removed is logged.
+batches, so a large backlog never holds up the node. A deleted job's log and files go right after its batch
+(Stores.drop_job_output). What was removed is logged.
 
 Limits (xyOps `db_maint.<table>.max_rows` keeps the newest rows of a table; `*_expire_days` is ours):
 jobs and activity beyond `*_max_rows`, or older than `*_expire_days`; each user's oldest sessions
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +58,10 @@ class Trimmed(Protocol):
     async def delete_many(self, fence: Fence, ids: Sequence[str]) -> tuple[int, list[str]]: ...
 
 
+# What goes with a deleted batch besides the records (a job's log and files: Stores.drop_job_output).
+After = Callable[[Sequence[str]], Awaitable[None]]
+
+
 class Maintenance:
     def __init__(self, node: NodeRuntime, config: MaintenanceConfig) -> None:
         self.node = node
@@ -83,12 +88,13 @@ class Maintenance:
         started = time.monotonic()
         now = time.time()
         removed = Removed()
-        for family, max_rows, days, field in (
-            (stores.jobs, cfg.job_max_rows, cfg.job_expire_days, "jobs"),
-            (stores.activity, cfg.activity_max_rows, cfg.activity_expire_days, "activity"),
-        ):
-            count = await self._trim(family, stop, before=now - days * 86400) if days else 0
-            count += await self._trim(family, stop, max_rows=max_rows) if max_rows else 0
+        trims: tuple[tuple[Trimmed, int, int, str, After | None], ...] = (
+            (stores.jobs, cfg.job_max_rows, cfg.job_expire_days, "jobs", stores.drop_job_output),
+            (stores.activity, cfg.activity_max_rows, cfg.activity_expire_days, "activity", None),
+        )
+        for family, max_rows, days, field, after in trims:
+            count = await self._trim(family, stop, before=now - days * 86400, after=after) if days else 0
+            count += await self._trim(family, stop, max_rows=max_rows, after=after) if max_rows else 0
             setattr(removed, field, count)
         removed.sessions = await self._trim_sessions(stop)
         if removed.jobs or removed.activity or removed.sessions:
@@ -97,9 +103,11 @@ class Maintenance:
         return removed
 
     async def _trim(
-        self, family: Trimmed, stop: asyncio.Event | None, *, before: float | None = None, max_rows: int = 0
-    ) -> int:
-        """Delete, oldest first, records dated before `before`, or all but the newest `max_rows`."""
+        self, family: Trimmed, stop: asyncio.Event | None, *, before: float | None = None, max_rows: int = 0,
+        after: After | None = None,
+    ) -> int:  # fmt: skip
+        """Delete, oldest first, records dated before `before`, or all but the newest `max_rows`; `after` is given
+        the ids of each deleted batch (those whose record was already gone too: what they left goes with them)."""
         removed = 0
         skipped = 0  # index entries whose record is already gone: stepped over (they are the oldest left)
         while stop is None or not stop.is_set():
@@ -109,7 +117,10 @@ class Maintenance:
             if not ids:
                 break
             for at in range(0, len(ids), self.config.step):
-                done, gone = await family.delete_many(self.node.fence(), ids[at : at + self.config.step])
+                chunk = ids[at : at + self.config.step]
+                done, gone = await family.delete_many(self.node.fence(), chunk)
+                if after is not None:
+                    await after(chunk)
                 removed += done
                 skipped += len(gone)
                 await asyncio.sleep(0)

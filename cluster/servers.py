@@ -174,6 +174,19 @@ def regroup(
     return True, auto_groups(hostname, groups)
 
 
+def regrouped(record: Mapping[str, Any], groups: Sequence[Mapping[str, Any]], now: float) -> Record | None:
+    """A stored server's record after the groups changed: its groups re-derived by regroup (automatic ones from
+    the host name, manual ones pruned of deleted groups), `modified` and keywords renewed; None when its
+    groups stay as they are."""
+    auto, ids = regroup(str(record.get("hostname") or ""), bool(record.get("autoGroup", True)),
+                        clean_group_ids(record.get("groups")), groups)  # fmt: skip
+    if auto == record.get("autoGroup") and ids == record.get("groups"):
+        return None
+    updated: Record = {**record, "autoGroup": auto, "groups": ids, "modified": int(now)}
+    updated["keywords"] = keywords(updated)
+    return updated
+
+
 def cpu_combo(cpu: Mapping[str, Any]) -> str:
     """The "manufacturer brand" label xyOps shows (and indexes as cpu_brand)."""
     maker = cpu.get("manufacturer")

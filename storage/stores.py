@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .activity import ActivityStore
@@ -17,6 +18,11 @@ from .ratelimit import RateLimiter
 from .servers import ServerStore
 from .state import StateStore
 from .users import UserStore
+
+
+def job_files_prefix(job_id: str) -> str:
+    """Where the files a job's agent uploaded live in the file store (`files/jobs/<job>/<random>/<name>`)."""
+    return f"files/jobs/{job_id}/"
 
 
 @dataclass(slots=True)
@@ -57,3 +63,12 @@ class Stores:
             logs=LogStore(db, files),
             secret_key=secret_key,
         )
+
+    async def drop_job_output(self, job_ids: Iterable[str]) -> None:
+        """Delete what deleted jobs left in the stores: the live and stored log, and the uploaded files. Called
+        after the job records are deleted (delete_job, retention, an event's history): a crash in between leaves
+        orphan files, which is accepted, since nothing can reach them once the job is gone (a file is served only
+        to those who may see its job) and no record ever points at a missing file."""
+        for job_id in job_ids:
+            await self.logs.drop(job_id)
+            await self.files.delete_prefix(job_files_prefix(job_id))

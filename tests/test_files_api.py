@@ -147,6 +147,12 @@ async def test_upload_refusals(site: Site, satellite: Client) -> None:
     assert (status, data["code"]) == (400, "api") and "auth" in data["description"], data
     resp = await site.client.post("/api/app/upload_job_file/v1", json={"id": job["id"], "auth": "x"})
     assert resp.status == 415 and (await resp.json())["code"] == "api"
+    # A part whose headers are not valid HTTP (a control character in its name) is a malformed body.
+    raw = (b'--b0\r\nContent-Disposition: form-data; name="\x1f"\r\n\r\nx\r\n--b0--\r\n')
+    resp = await site.client.post("/api/app/upload_job_file/v1", data=raw,
+                                  headers={"Content-Type": "multipart/form-data; boundary=b0"})  # fmt: skip
+    data = await resp.json()
+    assert (resp.status, data["code"]) == (400, "api") and "Malformed form body" in data["description"], data
     # A finished job takes no more files.
     now = time.time()
     await stores(site).jobs.finish(site.node.fence(), {**job, "state": "complete", "code": 0, "completed": now,

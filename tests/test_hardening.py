@@ -267,6 +267,16 @@ async def test_openapi_document_covers_the_registry(site: Site) -> None:
     assert body["properties"]["query"]["maxLength"] == 4096
     assert "get" not in paths["/api/app/create_event/v1"]  # a body-only write is POST only
     assert paths["/api/app/create_event/v1"]["post"]["security"]
+    for handler in HANDLERS:  # a write any node answers is not called primary-only
+        post = paths[f"/api/{handler.ns}/{handler.name}/v1"]["post"]
+        assert post["x-anywhere"] is handler.anywhere
+        assert ("primary only" in post["description"]) is (handler.write and not handler.anywhere), handler.name
+    upload = paths["/api/app/upload_job_file/v1"]["post"]["requestBody"]
+    assert list(upload["content"]) == ["multipart/form-data"]
+    form = upload["content"]["multipart/form-data"]["schema"]
+    assert set(form["properties"]) == {"file1", "id", "auth", "server"} and set(form["required"]) == {
+        "file1", "id", "auth"}  # fmt: skip
+    assert form["properties"]["file1"]["format"] == "binary" and form["properties"]["auth"]["maxLength"] == 128
 
 
 async def test_json_bodies_are_bounded_for_known_callers_too(site: Site, admin: dict[str, str]) -> None:

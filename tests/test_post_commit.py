@@ -12,6 +12,7 @@ import pytest
 
 from storage.activity import ActivityStore
 from storage.connection import Database, connect
+from storage.servers import ServerStore
 from tests.authkit import Site, ok
 from tests.servers import free_port
 
@@ -52,3 +53,16 @@ async def test_a_secret_is_not_revealed_unaudited(site: Site, admin: dict[str, s
         site.node.stores.activity = live
     assert status == 500 and data["code"] == "db" and "fields" not in data, data
     assert (await ok(site, "decrypt_secret", {"id": secret_id}, admin))["fields"]
+
+
+async def test_a_group_write_succeeds_when_regrouping_servers_fails(site: Site, admin: dict[str, str]) -> None:
+    live = site.node.stores.servers
+    site.node.stores.servers = ServerStore(Database(connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5),
+                                                    site.node.db.keys))  # fmt: skip
+    try:
+        await ok(site, "create_group", {"id": "web", "title": "Web", "hostname_match": "^web"}, admin)
+        await ok(site, "update_group", {"id": "web", "hostname_match": "^www"}, admin)
+        await ok(site, "delete_group", {"id": "web"}, admin)
+    finally:
+        site.node.stores.servers = live
+    assert [g["id"] for g in (await ok(site, "get_groups", {}, admin))["rows"]] == ["main"]

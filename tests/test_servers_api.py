@@ -240,3 +240,51 @@ async def test_enrolment_tokens_and_config(cluster: Cluster, store: ServerStore)
     assert (await config(satellite, {"t": other, "s": "s8"}))[1]["code"] == "satellite"
     status, data = await config(satellite, {"t": grant["token"]}, tail="/install")
     assert (status, data["code"]) == (404, "satellite")
+
+
+async def test_group_writes_regroup_stored_servers(cluster: Cluster, store: ServerStore) -> None:
+    """Creating a group, changing its hostname_match and deleting it re-derive every stored server's groups (the
+    search index with them); online agents get `update {groups}`, offline ones nothing."""
+    primary = await cluster.wait_single_primary()
+    admin = await admin_session(cluster, primary)
+    await seed(cluster, primary, store, admin)  # s1 web01 and s2 db01 online, s3 web03 offline: all in [main]
+
+    async def groups_of() -> dict[str, tuple[bool, list[str]]]:
+        found = await ok(cluster, primary, "search_servers", {"query": "*", "limit": 10}, admin)
+        return {r["id"]: (r["autoGroup"], r["groups"]) for r in found["rows"]}
+
+    async def pushed(server_id: str) -> list[dict[str, Any]]:
+        return [c["data"] for c in await commands(store, server_id) if c["cmd"] == "update"]
+
+    assert await groups_of() == {"s1": (True, ["main"]), "s2": (True, ["main"]), "s3": (True, ["main"])}
+    many = 450  # more than a page of the pass
+    for n in range(many):
+        await store.save(merge_join(None, {"id": f"w{n}", "hostname": f"web-{n}.example.com"}, 1.8e9, []))
+    await ok(cluster, primary, "create_group", {"id": "web", "title": "Web", "hostname_match": "^web"}, admin)
+    found = await ok(cluster, primary, "search_servers", {"query": "groups:web", "limit": 1}, admin)
+    assert found["list"]["length"] == many + 2
+    for n in range(many):
+        await store.delete(f"w{n}")
+    assert await groups_of() == {"s1": (True, ["main", "web"]), "s2": (True, ["main"]), "s3": (True, ["main", "web"])}
+    assert (await pushed("s1"), await pushed("s2"), await commands(store, "s3")) == ([{"groups": ["main", "web"]}],
+                                                                                     [], [])  # fmt: skip
+    found = await ok(cluster, primary, "search_servers", {"query": "groups:web", "limit": 10}, admin)
+    assert sorted(ids(found["rows"])) == ["s1", "s3"]
+
+    # Manual groups stay manual when a group appears; a title change moves nothing.
+    await ok(cluster, primary, "update_server", {"id": "s2", "autoGroup": False, "groups": ["web"]}, admin)
+    await ok(cluster, primary, "create_group", {"id": "db", "title": "DB", "hostname_match": "^db"}, admin)
+    await ok(cluster, primary, "update_group", {"id": "web", "title": "Web servers"}, admin)
+    assert (await groups_of())["s2"] == (False, ["web"]) and len(await pushed("s1")) == 1
+
+    # A narrower hostname_match: s3 leaves the group, s1 (unchanged) is told nothing new.
+    await ok(cluster, primary, "update_group", {"id": "web", "hostname_match": "^web01"}, admin)
+    assert await groups_of() == {"s1": (True, ["main", "web"]), "s2": (False, ["web"]), "s3": (True, ["main"])}
+    assert len(await pushed("s1")) == 1 and await commands(store, "s3") == []
+
+    # Deleting a group prunes it; a manual list left empty goes back to automatic groups.
+    await ok(cluster, primary, "delete_group", {"id": "web"}, admin)
+    assert await groups_of() == {"s1": (True, ["main"]), "s2": (True, ["main", "db"]), "s3": (True, ["main"])}
+    assert (await pushed("s1"))[-1] == {"groups": ["main"]} and (await pushed("s2"))[-1] == {"groups": ["main", "db"]}
+    s2 = (await ok(cluster, primary, "get_server", {"id": "s2"}, admin))["server"]
+    assert "db" in s2["keywords"].split(",") and "web" not in s2["keywords"].split(",")

@@ -18,6 +18,7 @@ from cluster.servers import (
     keywords,
     merge_join,
     regroup,
+    regrouped,
     summaries,
 )
 
@@ -147,3 +148,17 @@ def test_summaries_count_facets_in_search_form() -> None:
     assert out["cpu_brand"] == {"intel_xeon": 2, "unknown": 1}
     assert out["cpu_cores"] == {"4": 2, "8": 1}
     assert out["os_distro"] == {"ubuntu": 2}
+
+
+def test_regrouped_follows_the_groups_and_says_when_nothing_changes() -> None:
+    groups = [{"id": "main", "hostname_match": ".+"}, {"id": "web", "hostname_match": "^web"}]
+    record = {"id": "s1", "hostname": "web1", "autoGroup": True, "groups": ["main"], "modified": 1}
+    updated = regrouped(record, groups, 5.5)
+    assert updated is not None and (updated["groups"], updated["modified"]) == (["main", "web"], 5)
+    assert "web" in updated["keywords"].split(",") and record["groups"] == ["main"]
+    assert regrouped(updated, groups, 9) is None
+    manual = {**record, "autoGroup": False, "groups": ["web", "gone"]}
+    assert (regrouped(manual, groups, 1) or {})["groups"] == ["web"]
+    assert regrouped({**manual, "groups": ["web"]}, groups, 1) is None
+    emptied = regrouped({**manual, "groups": ["gone"]}, groups, 1) or {}
+    assert (emptied["autoGroup"], emptied["groups"]) == (True, ["main", "web"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.patterns import PatternError, compile_user
+from cluster.server_groups import regroup_servers
 from storage.families import GROUPS
 
 from ..actions import validate_actions
@@ -22,7 +23,17 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
     except PatternError as exc:
         raise bad_param(exc.field, exc.problem) from None
     record["alert_actions"] = await validate_actions(call.stores, record.get("alert_actions"), "alert_actions")
-    # Servers are re-assigned to groups by the server registry when it exists; nothing to move yet.
+
+
+async def _written(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    """Stored servers follow a new group or a new hostname_match (other edits move nothing)."""
+    if current is None or current.get("hostname_match") != record.get("hostname_match"):
+        await regroup_servers(call.stores)
+
+
+async def _deleted(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    """Servers leave a deleted group (one left with no manual group goes back to automatic groups)."""
+    await regroup_servers(call.stores)
 
 
 GROUP_SPEC = FamilySpec(
@@ -47,6 +58,8 @@ GROUP_SPEC = FamilySpec(
     ),
     before_create=_check,
     before_update=_check,
+    after_write=_written,
+    after_delete=_deleted,
 )
 
 groups = register_family(GROUP_SPEC)

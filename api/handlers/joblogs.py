@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from storage.files import CHUNK, BadPath, FileTooLarge, StorageFull
 from storage.logs import MAX_OFFSET, log_path
@@ -454,7 +455,8 @@ async def _receive(call: Call) -> dict[str, Any]:
     return {"key": key, "size": size}
 
 
-@HANDLERS.add("upload_job_file", write=True, privilege=NONE, csrf=False, anywhere=True, own_body=True, args=())
+@HANDLERS.add("upload_job_file", write=True, privilege=NONE, csrf=False, anywhere=True, own_body=True, args=(),
+              form=UPLOAD_FIELDS, form_files=("file1",))
 async def upload_job_file(call: Call) -> Reply:
     """An agent stores one file of a running job (multipart `file1`, `id`, `auth`, optional `server`); answers the
     storage key (`files/jobs/<job>/<random>/<name>`) and the size. Any node answers it."""
@@ -474,5 +476,5 @@ async def upload_job_file(call: Call) -> Reply:
         raise ApiError("file", f"Failed to store the file: {exc}.", status=507) from None
     except BadPath as exc:
         raise ApiError("api", f"Parameter 'id' cannot name a stored file: {exc}.") from None
-    except ValueError as exc:  # a malformed multipart body
-        raise ApiError("api", f"Malformed form body: {exc}") from None
+    except (ValueError, BadHttpMessage) as exc:  # a malformed multipart body (BadHttpMessage: a part's headers)
+        raise ApiError("api", f"Malformed form body: {str(exc)[:200]}") from None

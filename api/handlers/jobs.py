@@ -8,7 +8,7 @@ from typing import Any
 
 from storage.search.query import QueryError
 
-from ..activity import log_activity
+from ..activity import log_activity, post_commit
 from ..call import Call
 from ..definitions import loosely_equal
 from ..errors import ApiError, bad_param
@@ -185,11 +185,13 @@ async def flush_event_queue(call: Call) -> Reply:
 @HANDLERS.add("delete_job", write=True, privilege="delete_jobs", params=Params.READ,  # query and body, as xyOps
               args=(ident(),))
 async def delete_job(call: Call) -> Reply:
-    """Delete a completed job and its search entries."""
+    """Delete a completed job, its search entries, its log and its files."""
     job_id = call.params["id"]
     job = await _job(call, job_id)
     if job.get("state") != "complete":
         raise ApiError("job", f"Job is still active: {job_id}")
     await call.stores.jobs.delete(call.node.fence(), job)
+    async with post_commit("job_output"):  # the job is gone: a file store failure leaves orphans, not an error
+        await call.stores.drop_job_output([job_id])
     await log_activity(call, "job_delete", f"Deleted job {job_id}", job=_light(job))
     return {}
