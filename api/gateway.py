@@ -273,6 +273,8 @@ class AgentConn:
             # Podium's agent drops a launch it has seen; xySat would run it again, so it gets each job once.
             if not self.podium and not await self.gateway.node.stores.agents.claim_delivery(job_id):
                 return
+            # Its output will come here: the job is known to be live on this agent, with this cap.
+            self.log_caps[job_id] = (self.gateway.cap_of(payload["job"]), time.monotonic() + LOG_CAP_TTL_S)
             data = payload
         await self.send(cmd, data)
 
@@ -318,6 +320,10 @@ class AgentGateway:
         job = await self.node.stores.jobs.get(job_id)
         if job is None or job.get("state") == "complete" or job.get("server") != server_id:
             return None
+        return self.cap_of(job)
+
+    def cap_of(self, job: Mapping[str, Any]) -> int:
+        """A job's log cap: the global maximum, or its `log` limit when lower."""
         cap = int(self.settings.job_log_max_bytes)
         limit = first_limit(job, "log")
         amount = limit.get("amount") if limit else None

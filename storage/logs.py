@@ -74,27 +74,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return recv
 """
 
-# Mark a live log as being finalized, so chunks arriving from now on are ignored.
-# KEYS[1] live log, KEYS[2] its meta hash
-# return the log's length, 0 when there is no live log (nothing marked)
-LOG_SEAL = """
-local size = redis.call('STRLEN', KEYS[1])
-if size == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'done', 1)
-return size
+# Mark a live log as being finalized, so chunks arriving from now on are ignored; and hand back its start.
+# KEYS[L] live log, KEYS[M] its meta hash (L, M = 1, 2 unfenced; 3, 4 fenced, after the leader and epoch)
+# ARGV[H] how many bytes of the log to return (H = 1 unfenced, 3 fenced)
+# return {length of the log (0: no live log, nothing marked), 1 if it was finalized before, its first bytes}
+_SEAL = """
+local size = redis.call('STRLEN', KEYS[L])
+if size == 0 then return {0, redis.call('HGET', KEYS[M], 'done') and 1 or 0, ''} end
+redis.call('HSET', KEYS[M], 'done', 1)
+return {size, 0, redis.call('GETRANGE', KEYS[L], 0, tonumber(ARGV[H]) - 1)}
 """
-
-# The same, by the primary finishing the job: a deposed primary (paused past its lease, its deadlines overdue)
-# must not seal the log of a job that is still running under the new one.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] live log, KEYS[4] its meta hash
-# ARGV[1] node id, ARGV[2] epoch
-# return as LOG_SEAL, or the fence error
-LOG_SEAL_FENCED = fenced("""
-local size = redis.call('STRLEN', KEYS[3])
-if size == 0 then return 0 end
-redis.call('HSET', KEYS[4], 'done', 1)
-return size
-""")
+LOG_SEAL = _SEAL.replace("KEYS[L]", "KEYS[1]").replace("KEYS[M]", "KEYS[2]").replace("ARGV[H]", "ARGV[1]")
+# The same by the primary finishing the job: a deposed primary (paused past its lease, its deadlines overdue)
+# must not seal the log of a job that is still running under the new one. ARGV[1..2] node id, epoch.
+LOG_SEAL_FENCED = fenced(
+    _SEAL.replace("KEYS[L]", "KEYS[3]").replace("KEYS[M]", "KEYS[4]").replace("ARGV[H]", "ARGV[3]")
+)
 
 
 def log_path(job_id: str) -> str:
@@ -155,17 +150,21 @@ class LogStore:
         path = log_path(job_id)
         log_key, meta_key = self._keys(job_id)
         if fence is not None:
-            size = int(await fence.run(LOG_SEAL_FENCED, [log_key, meta_key], []))
+            sealed = await fence.run(LOG_SEAL_FENCED, [log_key, meta_key], [CHUNK])
         else:
-            size = int(await self.db.script(LOG_SEAL)(keys=[log_key, meta_key], args=[]))
+            sealed = await self.db.script(LOG_SEAL)(keys=[log_key, meta_key], args=[CHUNK])
+        size, before, head = int(sealed[0]), int(sealed[1]), _bytes(sealed[2])
         if size == 0:
+            if not before:
+                return None  # the job wrote nothing
             gz = await self.files.get(path)
             return None if gz is None else (path, _text_size(gz))
         compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: a gzip member
         parts: list[bytes] = []
         for start in range(0, size, CHUNK):
-            chunk = await self.read(job_id, start, min(start + CHUNK, size))
-            if len(chunk) != min(CHUNK, size - start):  # a finalize running alongside got there first
+            want = min(CHUNK, size - start)
+            chunk = head if start == 0 else await self.read(job_id, start, start + want)
+            if len(chunk) != want:  # a finalize running alongside got there first
                 return await self.finalize(job_id)
             parts.append(await asyncio.to_thread(compressor.compress, chunk) if size > THREAD_ABOVE
                          else compressor.compress(chunk))  # fmt: skip
