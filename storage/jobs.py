@@ -7,6 +7,7 @@ second primary can never launch the same slot again and a crash never leaves hal
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -239,7 +240,9 @@ class JobStore:
         raw = await self.db.client.hgetall(self.db.keys.dispatch_robin)
         return {_raw(k).decode(): int(v) for k, v in raw.items()}
 
-    async def finish(self, fence: Fence, job: Record) -> None:
+    async def finish(self, fence: Fence, job: Record, *, index: bool = True) -> None:
+        """Store the final record (fenced) and queue it for indexing; index it now unless the caller batches
+        that (index_many): until then it is in the unindexed set, which the primary drains."""
         k = self.db.keys
         try:
             await fence.run(JOB_FINISH, [k.job(str(job["id"])), k.jobs_active, k.jobs_unindexed],
@@ -248,7 +251,8 @@ class JobStore:
             if str(exc).startswith("NOTFOUND"):
                 raise Conflict("notfound", f"job {job['id']} is not active") from None
             raise
-        await self.index_one(job)
+        if index:
+            await self.index_one(job)
 
     async def replace(self, fence: Fence, old: Record, new: Record) -> None:
         """Rewrite a completed job (tags, tickets, update_job) and move its search entries."""
@@ -258,8 +262,23 @@ class JobStore:
         await self.index_one(new)
 
     async def index_one(self, job: Record) -> None:
-        await self.index.add(str(job["id"]), index_fields(job), order=float(job.get("started", 0)) * 1000)
+        with contextlib.suppress(ValueError):  # in already (the dispatcher's batch and a drain can meet)
+            await self.index.add(str(job["id"]), index_fields(job), order=float(job.get("started", 0)) * 1000)
         await self.db.client.srem(self.db.keys.jobs_unindexed, str(job["id"]))
+
+    async def index_many(self, jobs: Sequence[Record]) -> None:
+        """Index final jobs in one go (the dispatcher batches its finishes). One already indexed (a drain of the
+        unindexed set got there first) makes the batch go one by one, skipping it."""
+        if not jobs:
+            return
+        items = [(str(j["id"]), index_fields(j), float(j.get("started", 0)) * 1000) for j in jobs]
+        try:
+            await self.index.add_many(items)
+        except ValueError:
+            for job_id, fields, order in items:
+                with contextlib.suppress(ValueError):
+                    await self.index.add(job_id, fields, order=order)
+        await self.db.client.srem(self.db.keys.jobs_unindexed, *(i for i, _, _ in items))
 
     async def index_pending(self, limit: int = 1000) -> int:
         """Index final jobs whose indexing a crash interrupted. Returns how many were done."""

@@ -134,6 +134,8 @@ class Dispatcher:
         self._deadlines_at = 0.0  # when the deadlines were last checked (they need the tick, not every kick)
         self._generation = 0  # one per term as primary: a finished term's clean-up never touches the next
         self._applied = ""  # the last inbox entry applied in this term
+        self._to_index: list[Record] = []  # finished jobs whose search entries the indexer writes in batches
+        self._index_wake = asyncio.Event()
 
     # -- the view ---------------------------------------------------------------------------
     async def load(self) -> None:
@@ -339,13 +341,15 @@ class Dispatcher:
             final = final_record(job, update, now, log_size=log_size)
             if reason:
                 final.update(code="abort", description=reason)
-            await self.node.stores.jobs.finish(fence, final)
+            await self.node.stores.jobs.finish(fence, final, index=False)
         except Conflict:
             return False  # finished by someone else (a previous primary) already
         except Exception:
             self._stale = True  # Redis has the job active still: the rebuilt view has it again
             raise
         self.kick()  # a slot is free
+        self._to_index.append(final)
+        self._index_wake.set()
         await self._merge_server_data(final)
         return True
 
@@ -624,7 +628,8 @@ class Dispatcher:
         if stop.is_set():
             return
         tasks = [asyncio.create_task(self._writer(stop)), asyncio.create_task(self._inbox(stop, own)),
-                 asyncio.create_task(self._ticker(stop)), asyncio.create_task(self._steps(stop))]  # fmt: skip
+                 asyncio.create_task(self._ticker(stop)), asyncio.create_task(self._steps(stop)),
+                 asyncio.create_task(self._indexer(stop))]  # fmt: skip
         stopping = asyncio.create_task(stop.wait())
         try:
             done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -653,6 +658,23 @@ class Dispatcher:
                 self._stale = True
                 log.warning("dispatch_step_failed", error=str(exc))
                 await asyncio.sleep(0.2)
+
+    async def _indexer(self, stop: asyncio.Event) -> None:
+        """Search entries of finished jobs, a batch at a time. A batch that fails is tried again; a job is in
+        the unindexed set until its entries are written, so a crash loses none (the next primary drains it)."""
+        jobs = self.node.stores.jobs
+        while not stop.is_set():
+            await self._index_wake.wait()
+            self._index_wake.clear()
+            await asyncio.sleep(0.01)  # let a burst of finishes gather
+            while self._to_index:
+                batch, self._to_index = self._to_index[:500], self._to_index[500:]
+                try:
+                    await jobs.index_many(batch)
+                except Exception as exc:
+                    log.warning("dispatch_index_failed", jobs=len(batch), error=str(exc))
+                    self._to_index[:0] = batch
+                    await asyncio.sleep(0.5)
 
     async def _ticker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
