@@ -37,6 +37,12 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A process of the suite, its output appended to `log_path`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
 class RedisServer:
     """A valkey-server on a TCP loopback port with AOF in `directory`; restartable on the same port."""
 
@@ -115,9 +121,7 @@ class Node:
         # No agent unless a test asks for one (PODIUM_AGENT=on): most tests want jobs that find no server.
         environ = {**os.environ, "PODIUM_TEST_HOOKS": "1", "PODIUM_AGENT": "off", "PYTHONPATH": str(ROOT),
                    **self.env, **(env or {})}  # fmt: skip
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT)
-        log.close()
+        self.proc = spawn(self.command(), environ, self.log_path)
         return self
 
     @property
@@ -257,9 +261,7 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         environ = {**os.environ, "PYTHONPATH": str(ROOT), "PODIUM_AGENT_TOKEN": self.token}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT)
-        log.close()
+        self.proc = spawn(self.command(), environ, self.log_path)
         return self
 
     @property
