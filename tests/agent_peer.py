@@ -1,8 +1,19 @@
-"""A scripted conductor peer for the agent's tests: it speaks the agent wire protocol and the agent's HTTP calls.
+"""A scripted conductor for the few agent tests a real Podium node cannot stage.
 
-It stands in for a Podium node until the real gateway can be started in these tests. It keeps every frame it
-gets, stores job logs by offset (skipping bytes it already has, as a conductor must), acks them unless told
-not to, and records uploads and finish_job calls.
+Every other agent test runs against real `podium serve` nodes. This peer remains only for xySat protocol frames
+the agent must obey but that a Podium node does not send to its own agent in these situations:
+
+- `redirect`: the gateway redirects foreign agents (xySat) to the primary; Podium's agent says `info.podium` in
+  its hello and is served by whichever node it reaches, so it is never redirected.
+- `retry`: sent only to a foreign agent that reaches a satellite while no primary can be located.
+- `updateConfig` (a rotated `auth_token`): no node sends it; a server's token is derived from the cluster secret.
+- a conductor that goes silent without closing: a node echoes every connected agent every few seconds, so the
+  agent's idle drop cannot be reached without a conductor that stops talking.
+- a duplicate `launch_job` on demand: a node may redeliver a launch after a reconnect (its saved stream cursor
+  can lag), but not at a moment a test chooses.
+
+It keeps every frame it gets, stores job logs by offset (skipping bytes it already has, as a conductor must),
+acknowledges them, and records finish_job calls.
 """
 
 from __future__ import annotations
@@ -23,16 +34,11 @@ class Peer:
 
     server_id: str = "s1"
     token: str = "tok-" + secrets.token_hex(4)
-    refuse: bool = False  # answer join with auth_failure
     redirect_to: str | None = None  # answer hello with redirect
-    ack: bool = True
-    drop_after_log: bool = False  # close the socket at the first job_log (once)
     url: str = ""
     frames: list[tuple[str, Any]] = field(default_factory=list)
     logs: dict[str, bytearray] = field(default_factory=dict)
-    uploads: list[tuple[str, str, bytes]] = field(default_factory=list)
     finished: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, bytes] = field(default_factory=dict)  # served at /files/<path>
     joins: int = 0
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -41,10 +47,7 @@ class Peer:
     async def start(self) -> Peer:
         app = web.Application()
         app.router.add_get("/", self._ws)
-        app.router.add_post("/api/app/upload_job_file", self._upload)
         app.router.add_post("/api/app/finish_job", self._finish)
-        app.router.add_get("/api/app/satellite/config", self._config)
-        app.router.add_get("/files/{path:.+}", self._file)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -75,10 +78,6 @@ class Peer:
     async def send(self, cmd: str, data: Any) -> None:
         await self.sockets[-1].send_str(json.dumps({"cmd": cmd, "data": data}))
 
-    def _note(self, cmd: str, data: Any) -> None:
-        self.frames.append((cmd, data))
-        self.changed.set()
-
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024)
         await ws.prepare(request)
@@ -88,22 +87,22 @@ class Peer:
                 continue
             frame = json.loads(msg.data)
             cmd, data = frame["cmd"], frame["data"]
-            self._note(cmd, data)
-            if not await self._reply(ws, cmd, data):
-                break
+            self.frames.append((cmd, data))
+            self.changed.set()
+            await self._reply(ws, cmd, data)
         return ws
 
-    async def _reply(self, ws: web.WebSocketResponse, cmd: str, data: Any) -> bool:
+    async def _reply(self, ws: web.WebSocketResponse, cmd: str, data: Any) -> None:
         send = ws.send_str
         if cmd == "hello":
             if self.redirect_to:
                 await send(json.dumps({"cmd": "redirect", "data": {"host": "ignored", "url": self.redirect_to}}))
-                return True
+                return
             await send(json.dumps({"cmd": "hello", "data": {"nonce": "n" * 64, "id": self.server_id}}))
         elif cmd == "join":
-            if self.refuse or data.get("token") != self.token:
+            if data.get("token") != self.token:
                 await send(json.dumps({"cmd": "auth_failure", "data": {"description": "bad token"}}))
-                return True
+                return
             self.joins += 1
             joined = {"config": {}, "masterData": {"masters": ["127.0.0.1"], "urls": [self.url]}, "groups": [],
                       "plugins": [], "commands": [], "numServers": 1, "features": {"api_finish_job": True}}
@@ -114,25 +113,7 @@ class Peer:
             skip = len(stored) - data["offset"]
             assert skip >= 0, "a gap in the log"
             stored += chunk[skip:]
-            if self.drop_after_log:
-                self.drop_after_log = False
-                await ws.close()
-                return False
-            if self.ack:
-                await send(json.dumps({"cmd": "log_ack", "data": {data["id"]: len(stored)}}))
-        return True
-
-    async def _upload(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        file = form["file1"]
-        assert isinstance(file, web.FileField)
-        if form.get("auth") != self.token or form.get("server") != self.server_id:
-            return web.json_response({"code": "access", "description": "bad auth"})
-        body = file.file.read()
-        job_id = str(form["id"])
-        self.uploads.append((job_id, file.filename, body))
-        self.changed.set()
-        return web.json_response({"code": 0, "key": f"files/jobs/{job_id}/k/{file.filename}", "size": len(body)})
+            await send(json.dumps({"cmd": "log_ack", "data": {data["id"]: len(stored)}}))
 
     async def _finish(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -141,15 +122,3 @@ class Peer:
         self.finished[body["id"]] = body
         self.changed.set()
         return web.json_response({"code": 0})
-
-    async def _file(self, request: web.Request) -> web.Response:
-        if request.query.get("auth") != self.token or request.query.get("server") != self.server_id:
-            return web.Response(status=403)
-        body = self.files.get(request.match_info["path"])
-        return web.Response(status=404) if body is None else web.Response(body=body)
-
-    async def _config(self, request: web.Request) -> web.Response:
-        if request.query.get("t") != "good-key":
-            return web.json_response({"code": "api", "description": "Invalid API Key"})
-        return web.json_response({"code": 0, "server_id": self.server_id, "auth_token": self.token,
-                                  "hosts": ["127.0.0.1"]})  # fmt: skip

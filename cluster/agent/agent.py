@@ -7,7 +7,7 @@ batched every 50 ms (or at once past 1 MiB) and is kept until `log_ack`. Nothing
 after `joined` a `jobs` frame re-attaches every job (`reconnected`) and unacknowledged output is sent again.
 
 Finishing a job (retried until accepted): state 'finishing' -> wait (up to 60 s while connected) until its log
-is acknowledged -> upload its files -> state 'complete' -> POST finish_job until code 0 (or code 'job': the
+is acknowledged -> upload its files -> POST finish_job (state 'complete') until code 0 (or code 'job': the
 conductor does not know it or has it complete already) -> delete its working directory.
 """
 
@@ -162,10 +162,10 @@ class Agent:
                         break
 
     async def ticker(self) -> None:
-        """Every second: every job not yet complete, with its process tree's figures."""
+        """Every second: every job not yet finished, with its process tree's figures."""
         while True:
             await asyncio.sleep(TICK)
-            runs = [r for r in self.runner.runs.values() if r.job.get("state") != "complete"]
+            runs = list(self.runner.runs.values())
             if not runs or not self.link.authed.is_set():
                 continue
             pids = []
@@ -205,8 +205,9 @@ class Agent:
                     path.unlink(missing_ok=True)
         except (CallError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             job.update(code=getattr(exc, "code", None) or "upload", description=str(exc) or "Upload failed", files=[])
-        job["state"] = "complete"
-        final = {**self.report(run), **run.output.held, "log_size": run.log.size}
+        # The job stays 'finishing' here: a `jobs` frame saying 'complete' (a tick or a re-attach sent while
+        # finish_job is on its way) would be taken as the final update, without the held fields and log size.
+        final = {**self.report(run), **run.output.held, "state": "complete", "log_size": run.log.size}
         while True:
             base_url = await self._base_url()
             try:
