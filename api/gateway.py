@@ -232,6 +232,10 @@ class AgentConn:
             if len(orjson.dumps(update, default=str)) > MAX_JOB_UPDATE_BYTES:
                 log.warning("agent_job_update_too_large", server=self.server_id, job=str(job_id)[:64])
                 continue
+            if self.podium and isinstance(update, Mapping) and update.get("state") == "complete":
+                # Podium's agent finishes through finish_job only; a `jobs` report saying "complete" is the legacy
+                # xySat path and would finish the job without its held data.
+                update = {**update, "state": "finishing"}
             kept[str(job_id)[:64]] = update
         if kept:
             await self._report("jobs", kept)

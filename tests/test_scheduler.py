@@ -352,12 +352,14 @@ async def test_two_triggers_on_one_second_make_one_run(site: Site) -> None:
 
 
 async def test_delay_trigger_starts_the_job_in_start_delay(site: Site) -> None:
-    event = await make_event(site, "Delayed", [schedule(), {"type": "delay", "enabled": True, "duration": 90}])
+    # T0 is in the past: the delay must outlast the test, or the dispatcher rightly starts the job at once.
+    delay = int(time.time()) - T0 + 3600
+    event = await make_event(site, "Delayed", [schedule(), {"type": "delay", "enabled": True, "duration": delay}])
     assert await Scheduler(site.node, CONFIG).tick(T0) == 1
     (job,) = await jobs_of(site, event["id"])
     assert job["state"] == "start_delay"
     assert job["now"] == T0
-    assert job["until"] == T0 + 90
+    assert job["until"] == T0 + delay
     assert job["id"] in {j["id"] for j in await site.node.stores.jobs.active()}
 
 
