@@ -158,3 +158,26 @@ def sleepers(directory: Path) -> list[int]:
             if cwd.startswith(str(directory)):
                 found.append(int(pid))
     return found
+
+
+async def test_hundreds_of_running_jobs_all_report_every_second(tmp_path: Path) -> None:
+    """An agent running many jobs still reports each of them every second (its process table is read once a
+    tick, not once per job), so none is taken for dead."""
+    async with Cluster(tmp_path, size=1, extra=("--secret-key", SECRET)) as c:
+        node = await c.wait_single_primary()
+        jobs = await Jobs.login(c, node)
+        worker = agent(tmp_path, "many", node.url).start()
+        try:
+            await jobs.wait_servers(node, 1)
+            event = await jobs.event(node, "#!/bin/sh\necho up\nsleep 12\n")
+            ids = [await jobs.run(node, event) for _ in range(300)]
+            await asyncio.sleep(6)
+            live = (await jobs.ok(node, "get_active_jobs", {"limit": 1000}, method="GET"))["rows"]
+            assert len(live) == 300 and all(j["state"] == "active" for j in live)
+            now = time.time()
+            stale = [round(now - j["updated"], 1) for j in live if now - j["updated"] > 5]
+            assert not stale, f"{len(stale)} jobs without a report for over 5 s: {stale[:10]}"
+            done = [await jobs.wait_job(node, i, timeout=120) for i in ids]
+            assert all(d["code"] == 0 for d in done)
+        finally:
+            worker.terminate()
