@@ -46,6 +46,7 @@ from .settings import Settings
 from .typedefs import NODE, SETTINGS
 
 log = structlog.get_logger("podium.gateway")
+Record = dict[str, Any]
 
 AGENT_MAX_MSG = 64 * 1024 * 1024
 AUTH_TIMEOUT_S = 30.0
@@ -55,6 +56,7 @@ ONLINE_TTL_MS = 10_000  # liveness an agent's entry keeps without a renew (renew
 TOUCH_EVERY_S = 2.0
 RELAY_BLOCK_MS = 250
 MAX_JOB_UPDATE_BYTES = 256 * 1024  # one job's entry in a `jobs` report
+MAX_REPORT_BYTES = 1024 * 1024  # one inbox entry: a bigger report is split
 MAX_REPORT_JOBS = 10_000
 SEND_TIMEOUT_S = 10.0
 MAX_HANDSHAKES = 256  # sockets not yet joined, per node: each may send one large frame
@@ -65,10 +67,14 @@ _HOSTNAME_LEN = 253
 class AgentConn:
     """One agent socket on this node."""
 
-    def __init__(self, gateway: AgentGateway, ws: web.WebSocketResponse, ip: str) -> None:
+    def __init__(self, gateway: AgentGateway, ws: web.WebSocketResponse, ip: str,
+                 transport: asyncio.Transport | None = None) -> None:  # fmt: skip
         self.gateway = gateway
         self.ws = ws
         self.ip = ip
+        self.transport = transport
+        self.counted = False  # holds one of the gateway's handshake places
+        self._closing: asyncio.Task[bool] | None = None
         self.conn_id = pysecrets.token_hex(6)
         self.server_id = ""
         self.owner = ""
@@ -77,19 +83,28 @@ class AgentConn:
         self.heard = time.monotonic()
         self.log_caps: dict[str, tuple[int, float]] = {}  # job id -> (log cap, trusted until), live jobs here
 
-    async def send(self, cmd: str, data: Any) -> None:
-        """One frame. An agent that does not take it within SEND_TIMEOUT_S (it stopped reading) is dropped, so it
-        can never hold up the relay or the keepalive of every other agent on this node."""
+    async def send(self, cmd: str, data: Any) -> bool:
+        """One frame; False if it did not go out. An agent that does not take it within SEND_TIMEOUT_S (it stopped
+        reading) is cut off at once, so it can never hold up the relay or the keepalive of other agents."""
         if self.ws.closed:
-            return
+            return False
         try:
             await asyncio.wait_for(self.ws.send_str(orjson.dumps({"cmd": cmd, "data": data}).decode()),
                                    SEND_TIMEOUT_S)  # fmt: skip
+            return True
         except (ConnectionError, RuntimeError):
-            pass
+            return False
         except TimeoutError:
             log.warning("agent_send_timeout", server=self.server_id, cmd=cmd)
-            await self.ws.close()
+            self.cut()
+            return False
+
+    def cut(self) -> None:
+        """Drop the connection without waiting (a graceful close waits for a peer that may never read)."""
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self._closing = asyncio.get_running_loop().create_task(self.ws.close())
 
     async def _receive(self, timeout: float) -> dict[str, Any] | None:
         msg = await self.ws.receive(timeout=timeout)
@@ -113,15 +128,19 @@ class AgentConn:
         finally:
             await self.gateway.detach(self)
             if not self.ws.closed:
-                await self.ws.close()
+                try:
+                    await asyncio.wait_for(self.ws.close(), 2.0)
+                except TimeoutError:
+                    self.cut()
 
     # -- the handshake -----------------------------------------------------------------------
     async def _handshake(self) -> bool:
-        self.gateway.handshakes += 1
         try:
             return await self._handshake_steps()
         finally:
-            self.gateway.handshakes -= 1
+            if self.counted:
+                self.counted = False
+                self.gateway.handshakes -= 1
 
     async def _handshake_steps(self) -> bool:
         deadline = time.monotonic() + AUTH_TIMEOUT_S
@@ -228,15 +247,21 @@ class AgentConn:
             log.warning("agent_report_too_many_jobs", server=self.server_id, jobs=len(data))
             data = dict(list(data.items())[:MAX_REPORT_JOBS])
         kept: dict[str, Any] = {}
+        size = 0
         for job_id, update in data.items():
-            if len(orjson.dumps(update, default=str)) > MAX_JOB_UPDATE_BYTES:
+            entry_bytes = len(orjson.dumps(update, default=str))
+            if entry_bytes > MAX_JOB_UPDATE_BYTES:
                 log.warning("agent_job_update_too_large", server=self.server_id, job=str(job_id)[:64])
                 continue
             if self.podium and isinstance(update, Mapping) and update.get("state") == "complete":
                 # Podium's agent finishes through finish_job only; a `jobs` report saying "complete" is the legacy
                 # xySat path and would finish the job without its held data.
                 update = {**update, "state": "finishing"}
+            if kept and size + entry_bytes > MAX_REPORT_BYTES:  # one inbox entry stays bounded
+                await self._report("jobs", kept)
+                kept, size = {}, 0
             kept[str(job_id)[:64]] = update
+            size += entry_bytes
         if kept:
             await self._report("jobs", kept)
 
@@ -266,21 +291,22 @@ class AgentConn:
         if offset is not None:
             await self.send("log_ack", {job_id: received})
 
-    async def deliver(self, frame: Mapping[str, Any]) -> None:
-        """Send one command from the agent's stream; `launch_job` is expanded from the job record now."""
+    async def deliver(self, frame: Mapping[str, Any]) -> bool:
+        """Send one command from the agent's stream (False if it could not go out); `launch_job` is expanded
+        from the job record now."""
         cmd, data = str(frame.get("cmd")), frame.get("data") or {}
         if cmd == "launch_job":
             job_id = str(data.get("id"))
             payload = await self.gateway.launch_payload(job_id, self.server_id)
             if payload is None:
-                return  # no longer active on this server (aborted, or finished by a timeout meanwhile)
+                return True  # no longer active on this server (aborted, or finished by a timeout meanwhile)
             # Podium's agent drops a launch it has seen; xySat would run it again, so it gets each job once.
             if not self.podium and not await self.gateway.node.stores.agents.claim_delivery(job_id):
-                return
+                return True
             # Its output will come here: the job is known to be live on this agent, with this cap.
             self.log_caps[job_id] = (self.gateway.cap_of(payload["job"]), time.monotonic() + LOG_CAP_TTL_S)
             data = payload
-        await self.send(cmd, data)
+        return await self.send(cmd, data)
 
 
 class AgentGateway:
@@ -301,7 +327,7 @@ class AgentGateway:
         self.conns[conn.server_id] = conn
         if old is not None and old is not conn:
             old.server_id = ""  # its detach must not take the new socket's entry away
-            await old.ws.close()
+            old.cut()
 
     async def detach(self, conn: AgentConn) -> None:
         if not conn.server_id or self.conns.get(conn.server_id) is not conn:
@@ -354,9 +380,17 @@ class AgentGateway:
             return web.Response(text="Podium\n", content_type="text/plain")
         if self.handshakes >= MAX_HANDSHAKES:
             return web.Response(status=503, text="Too many agents joining; try again.\n")
-        ws = web.WebSocketResponse(max_msg_size=AGENT_MAX_MSG, autoping=True, compress=False)
-        await ws.prepare(request)
-        await AgentConn(self, ws, request.remote or "").run()
+        self.handshakes += 1  # counted from here, so concurrent upgrades cannot all slip past the check
+        conn: AgentConn | None = None
+        try:
+            ws = web.WebSocketResponse(max_msg_size=AGENT_MAX_MSG, autoping=True, compress=False)
+            await ws.prepare(request)
+            conn = AgentConn(self, ws, request.remote or "", request.transport)
+            conn.counted = True
+        finally:
+            if conn is None:
+                self.handshakes -= 1
+        await conn.run()
         return ws
 
     async def start(self) -> None:
@@ -376,28 +410,35 @@ class AgentGateway:
             await self._own.aclose()
 
     async def _keepalive(self) -> None:
-        """Echo every agent, drop silent ones, renew liveness, and close sockets a newer one replaced."""
+        """Renew liveness, close sockets a newer one replaced, drop silent ones and echo the rest (all at once:
+        one slow agent delays no other)."""
         last_touch = 0.0
         while not self._stop.is_set():
             await asyncio.sleep(PING_EVERY_S if not self.conns else min(PING_EVERY_S, TOUCH_EVERY_S))
-            now = time.monotonic()
-            for conn in list(self.conns.values()):
-                if now - conn.heard > SILENT_TIMEOUT_S:
-                    await conn.ws.close()
-                else:
-                    await conn.send("echo", {"id": generate_id("e"), "last_ping_ms": int(time.time() * 1000)})
-            if now - last_touch >= TOUCH_EVERY_S and self.conns:
-                last_touch = now
-                owned = {sid: c.owner for sid, c in self.conns.items()}
-                try:
-                    lost = await self.node.stores.servers.touch(owned, ONLINE_TTL_MS)
-                except UNAVAILABLE_ERRORS:
-                    continue
-                for sid in lost:
-                    replaced = self.conns.pop(sid, None)
-                    if replaced is not None:
-                        replaced.server_id = ""  # replaced: its detach must not mark the server offline
-                        await replaced.ws.close()
+            try:
+                now = time.monotonic()
+                if now - last_touch >= TOUCH_EVERY_S and self.conns:
+                    last_touch = now
+                    await self._touch()
+                echo = {"id": generate_id("e"), "last_ping_ms": int(time.time() * 1000)}
+                sends = []
+                for conn in list(self.conns.values()):
+                    if now - conn.heard > SILENT_TIMEOUT_S:
+                        conn.cut()
+                    else:
+                        sends.append(conn.send("echo", echo))
+                await asyncio.gather(*sends)
+            except Exception as exc:  # keep the keepalive alive
+                log.warning("agent_keepalive_failed", error=repr(exc))
+
+    async def _touch(self) -> None:
+        owned = {sid: c.owner for sid, c in self.conns.items()}
+        lost = await self.node.stores.servers.touch(owned, ONLINE_TTL_MS)
+        for sid in lost:
+            replaced = self.conns.pop(sid, None)
+            if replaced is not None:
+                replaced.server_id = ""  # replaced: its detach must not mark the server offline
+                replaced.cut()
 
     async def _relay(self) -> None:
         """Commands from the agents' streams to their sockets."""
@@ -410,24 +451,30 @@ class AgentGateway:
             cursors = {sid: c.cursor for sid, c in self.conns.items()}
             try:
                 batch = await agents.read_commands(cursors, block_ms=RELAY_BLOCK_MS, client=self._own.client)
-            except UNAVAILABLE_ERRORS as exc:
+            except Exception as exc:
                 log.warning("relay_read_failed", error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
             sent: dict[str, str] = {}
-            for sid, entries in batch.items():
-                conn = self.conns.get(sid)
-                if conn is None:
-                    continue
-                for entry_id, frame in entries:
-                    try:
-                        await conn.deliver(frame)
-                    except UNAVAILABLE_ERRORS as exc:
-                        log.warning("relay_deliver_failed", error=str(exc))
-                        break
-                    conn.cursor = sent[sid] = entry_id
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await asyncio.gather(*(self._deliver_all(sid, entries, sent) for sid, entries in batch.items()))
+            try:
                 await agents.save_cursors(sent)
+            except Exception as exc:
+                log.warning("relay_cursor_save_failed", error=repr(exc))
+
+    async def _deliver_all(self, sid: str, entries: list[tuple[str, Record]], sent: dict[str, str]) -> None:
+        """One agent's new commands, in order; the cursor moves only past what went out."""
+        conn = self.conns.get(sid)
+        if conn is None:
+            return
+        for entry_id, frame in entries:
+            try:
+                if not await conn.deliver(frame):
+                    return  # the socket is going: the node the agent reconnects to sends it from here
+            except Exception as exc:
+                log.warning("relay_deliver_failed", server=sid, error=repr(exc))
+                return
+            conn.cursor = sent[sid] = entry_id
 
 
 async def job_secrets(node: NodeRuntime, job: Mapping[str, Any]) -> dict[str, str]:

@@ -22,9 +22,6 @@ from .fence import Fence, FencedBatch
 
 Record = dict[str, Any]
 COMMANDS_MAXLEN = 10_000  # per agent, approximate; far more than any agent has outstanding
-# The inbox is drained as it fills while there is a primary; this bounds it while there is none (the oldest
-# reports go first: the agents' next ones carry the same live state).
-INBOX_MAXLEN = 200_000
 INBOX_BATCH = 500
 
 
@@ -105,7 +102,9 @@ class AgentStreams:
         async with self.db.client.pipeline(transaction=False) as pipe:
             for entry in entries:
                 fields: dict[Any, Any] = {"f": codec.pack(entry)}
-                pipe.xadd(self.db.keys.dispatch_inbox, fields, maxlen=INBOX_MAXLEN, approximate=True)  # type: ignore[unused-awaitable]
+                # Never trimmed by length: it holds finishes agents were told are accepted. The primary trims what
+                # it has applied (inbox_done_ops); without a primary it grows by the agents' reports.
+                pipe.xadd(self.db.keys.dispatch_inbox, fields)  # type: ignore[unused-awaitable]
             await pipe.execute()
 
     async def inbox_cursor(self) -> str:

@@ -77,10 +77,15 @@ return recv
 # Mark a live log as being finalized, so chunks arriving from now on are ignored; and hand back its start.
 # KEYS[L] live log, KEYS[M] its meta hash (L, M = 1, 2 unfenced; 3, 4 fenced, after the leader and epoch)
 # ARGV[H] how many bytes of the log to return (H = 1 unfenced, 3 fenced)
-# return {length of the log (0: no live log, nothing marked), 1 if it was finalized before, its first bytes}
+# return {length of the log (0: no live log, marked done for an hour), 1 if it was finalized before, its first bytes}
 _SEAL = """
 local size = redis.call('STRLEN', KEYS[L])
-if size == 0 then return {0, redis.call('HGET', KEYS[M], 'done') and 1 or 0, ''} end
+if size == 0 then
+  local before = redis.call('HGET', KEYS[M], 'done') and 1 or 0
+  redis.call('HSET', KEYS[M], 'done', 1)  -- a job that wrote nothing is sealed too: late output is ignored
+  redis.call('EXPIRE', KEYS[M], 3600)
+  return {0, before, ''}
+end
 redis.call('HSET', KEYS[M], 'done', 1)
 return {size, 0, redis.call('GETRANGE', KEYS[L], 0, tonumber(ARGV[H]) - 1)}
 """

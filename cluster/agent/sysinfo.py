@@ -73,7 +73,10 @@ class TreeMeter:
                 todo = list(children.get(pid, ()))
                 while todo and len(tree) < MAX_TREE:
                     child = todo.pop()
-                    tree.append(self._procs.get(child) or psutil.Process(child))
+                    try:
+                        tree.append(self._procs.get(child) or psutil.Process(child))
+                    except psutil.Error:  # ended since the table was read
+                        continue
                     todo.extend(children.get(child, ()))
         except psutil.Error:
             return None

@@ -127,13 +127,14 @@ class Dispatcher:
         self._inbox_done: str | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._wake_writer = asyncio.Event()
-        self._stale = False
+        self._restart = asyncio.Event()  # set on any failure: the term ends and a new one starts from Redis
         self._pending: dict[str, Record] = {}  # placed by a launch whose write has not landed yet
         self._landed: dict[str, Record] | None = None  # launches settled while a load runs (None: no load)
         self._robin_dirty: dict[str, int] = {}
         self._deadlines_at = 0.0  # when the deadlines were last checked (they need the tick, not every kick)
         self._generation = 0  # one per term as primary: a finished term's clean-up never touches the next
         self._applied = ""  # the last inbox entry applied in this term
+        self._failed: dict[str, int] = {}  # an inbox entry whose application failed, and how many times
         self._to_index: list[Record] = []  # finished jobs whose search entries the indexer writes in batches
         self._index_wake = asyncio.Event()
 
@@ -160,10 +161,11 @@ class Dispatcher:
             # Adopted jobs get a full dead-job timeout from now: their agents may still be reconnecting.
             if job.get("state") in ("active", "finishing"):
                 job["updated"] = max(float(job.get("updated") or 0), now)
+            if job.get("state") == "finishing":
+                job["finishing_since"] = max(float(job.get("finishing_since") or 0), now)
             self.tally.count(job)
         self.robin = robin
         self.loaded = True
-        self._stale = False
 
     async def refresh_servers(self) -> None:
         self.servers = await self.node.stores.servers.online()
@@ -184,8 +186,7 @@ class Dispatcher:
         if self._pending.pop(str(job["id"]), None) is None:
             return
         if stored is None:
-            self._stale = True
-            self.kick()
+            self.restart("a launch's write may or may not have landed")
         elif not stored:
             self.untrack(job)
             return
@@ -193,6 +194,13 @@ class Dispatcher:
             self._landed[str(job["id"])] = job
         if job.get("state") != "active":
             self.kick()
+
+    def restart(self, why: str) -> None:
+        """The view may no longer match Redis: end this term; the next one loads everything again and reads
+        the inbox from the cursor Redis has (what was written with the changes it made)."""
+        if not self._restart.is_set():
+            log.warning("dispatch_restart", reason=why)
+        self._restart.set()
 
     def untrack(self, job: Record) -> None:
         self.tally.forget(str(job["id"]))
@@ -257,6 +265,8 @@ class Dispatcher:
 
     # -- the writer ------------------------------------------------------------------------
     def _mark(self, job: Record) -> None:
+        if self.jobs.get(str(job["id"])) is not job:
+            return  # gone from the view meanwhile (finished, flushed): never counted again
         self.tally.count(job)
         self._dirty[str(job["id"])] = None
         self._wake_writer.set()
@@ -314,13 +324,14 @@ class Dispatcher:
             batch.inbox_done(cursor)
         try:
             await self.node.stores.jobs.write(self.node.fence(), batch)
-        except Exception as exc:  # the view may no longer match Redis: rebuild it before going on
-            self._stale = True
-            self._settle(waiters, exc)
-            if isinstance(exc, FencedError):
-                return False
-            log.warning("dispatch_write_failed", error=str(exc))
-            return True
+        except BaseException as exc:
+            # Nothing of this batch is known to be written: start over from Redis (a write is all or nothing).
+            self._settle(waiters, exc if isinstance(exc, Exception) else FencedError("the dispatcher stopped"))
+            if isinstance(exc, Exception) and not isinstance(exc, FencedError):
+                self.restart(f"write failed: {exc!r}")
+            if not isinstance(exc, Exception):
+                raise
+            return False
         self._settle(waiters)
         return True
 
@@ -344,8 +355,8 @@ class Dispatcher:
             await self.node.stores.jobs.finish(fence, final, index=False)
         except Conflict:
             return False  # finished by someone else (a previous primary) already
-        except Exception:
-            self._stale = True  # Redis has the job active still: the rebuilt view has it again
+        except Exception as exc:
+            self.restart(f"finish of {job_id} failed: {exc!r}")  # Redis has it active still: the next term too
             raise
         self.kick()  # a slot is free
         self._to_index.append(final)
@@ -394,8 +405,7 @@ class Dispatcher:
         if job is None:
             return False
         if job.get("state") != "active" or not job.get("server"):
-            await self.finish(job_id, None, reason=reason)
-            return True
+            return await self.finish(job_id, None, reason=reason)
         if not job.get("aborting"):
             now = time.time()
             job["aborting"] = {"reason": reason, "deadline": now + self.config.abort_timeout_s}
@@ -435,8 +445,8 @@ class Dispatcher:
         try:
             for job in gone:
                 await self.node.stores.jobs.delete(fence, job)
-        except Exception:
-            self._stale = True
+        except Exception as exc:
+            self.restart(f"flush of queue failed: {exc!r}")
             raise
         self.kick()
         return gone
@@ -451,10 +461,12 @@ class Dispatcher:
         for entry_id, entry in entries:
             try:
                 refresh = await self._apply_one(entry, now) or refresh
-            except _STOPS:
-                raise
-            except Exception:
-                log.exception("dispatch_entry_failed", entry=entry_id, cmd=str(entry.get("cmd")))
+            except Exception as exc:
+                tries = self._failed.get(entry_id, 0) + 1
+                self._failed = {entry_id: tries}
+                if tries < 3:
+                    raise  # the term restarts and applies it again, from a view rebuilt from Redis
+                log.exception("dispatch_entry_skipped", entry=entry_id, cmd=str(entry.get("cmd")), error=repr(exc))
             self._inbox_done = entry_id
             self._applied = entry_id
         if entries:
@@ -515,8 +527,6 @@ class Dispatcher:
     # -- time --------------------------------------------------------------------------------
     async def step(self) -> None:
         """Everything that is due: delays run out, waiting jobs placed, deadlines enforced."""
-        if self._stale:
-            await self.load()
         now = time.time()
         due = now - self._deadlines_at >= self.config.tick_s * 0.9
         if due:
@@ -541,6 +551,8 @@ class Dispatcher:
                     continue
                 job["state"] = "ready"
                 job.pop("until", None)
+            if self.jobs.get(str(job["id"])) is not job:
+                continue  # gone while an earlier one was being written (aborted, flushed)
             key, was = limits.similar_key(job), job.get("state")
             if was == "queued" and key in blocked:
                 continue
@@ -596,9 +608,9 @@ class Dispatcher:
         self._dirty, self._frames, self._inbox_done, self._robin_dirty = {}, [], None, {}
         waiters, self._waiters = self._waiters, []
         self._settle(waiters, FencedError("a new term started"))
-        self._wake_writer = asyncio.Event()
-        self._kick = asyncio.Event()
-        self._stale = False
+        self._wake_writer.clear()
+        self._kick.clear()
+        self._restart.clear()
 
     async def run(self, stop: asyncio.Event) -> None:
         """The primary-only service: load the view, then apply the inbox and step on every kick and tick. If one
@@ -608,8 +620,8 @@ class Dispatcher:
         self._reset()
         own: Database = self.node.db.with_own_pool(2, client_name="podium-dispatch")
         try:
-            while not stop.is_set():
-                await self._term(stop, own)
+            while not stop.is_set() and self._generation == generation:
+                await self._term(stop, own, generation)
                 if not stop.is_set():
                     await asyncio.sleep(0.5)
         finally:
@@ -617,33 +629,36 @@ class Dispatcher:
                 self.loaded = False
             await own.aclose()
 
-    async def _term(self, stop: asyncio.Event, own: Database) -> None:
+    async def _term(self, stop: asyncio.Event, own: Database, generation: int) -> None:
         while not stop.is_set():
             try:
                 await self.load()
                 break
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("dispatch_load_failed", error=str(exc))
+            except FencedError:
+                return
+            except Exception as exc:
+                log.warning("dispatch_load_failed", error=repr(exc))
                 await asyncio.sleep(0.5)
         if stop.is_set():
             return
         tasks = [asyncio.create_task(self._writer(stop)), asyncio.create_task(self._inbox(stop, own)),
                  asyncio.create_task(self._ticker(stop)), asyncio.create_task(self._steps(stop)),
                  asyncio.create_task(self._indexer(stop))]  # fmt: skip
-        stopping = asyncio.create_task(stop.wait())
+        watchers = [asyncio.create_task(stop.wait()), asyncio.create_task(self._restart.wait())]
         try:
-            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*tasks, *watchers], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not stopping and not task.cancelled() and task.exception() is not None:
+                if task in tasks and not task.cancelled() and task.exception() is not None:
                     log.error("dispatch_task_failed", error=repr(task.exception()))
         finally:
-            for task in [*tasks, stopping]:
+            for task in [*tasks, *watchers]:
                 task.cancel()
-            for task in [*tasks, stopping]:
+            for task in [*tasks, *watchers]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            self.loaded = False
-            self._reset()
+            if self._generation == generation:
+                self.loaded = False
+                self._reset()
 
     async def _steps(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -654,27 +669,33 @@ class Dispatcher:
                 await self.step()
             except FencedError:
                 return
-            except Exception as exc:  # keep dispatching: the next step rebuilds the view
-                self._stale = True
-                log.warning("dispatch_step_failed", error=str(exc))
-                await asyncio.sleep(0.2)
+            except Exception as exc:
+                self.restart(f"step failed: {exc!r}")
+                return
 
     async def _indexer(self, stop: asyncio.Event) -> None:
-        """Search entries of finished jobs, a batch at a time. A batch that fails is tried again; a job is in
-        the unindexed set until its entries are written, so a crash loses none (the next primary drains it)."""
+        """Search entries of finished jobs, a batch at a time. A job is in the unindexed set until its entries
+        are written, and every term starts by draining that set, so a crash or a lost batch loses none."""
         jobs = self.node.stores.jobs
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            while await jobs.index_pending():
+                pass
         while not stop.is_set():
             await self._index_wake.wait()
             self._index_wake.clear()
             await asyncio.sleep(0.01)  # let a burst of finishes gather
             while self._to_index:
                 batch, self._to_index = self._to_index[:500], self._to_index[500:]
+                done = False
                 try:
                     await jobs.index_many(batch)
+                    done = True
                 except Exception as exc:
                     log.warning("dispatch_index_failed", jobs=len(batch), error=str(exc))
-                    self._to_index[:0] = batch
                     await asyncio.sleep(0.5)
+                finally:
+                    if not done:  # failed or cancelled: kept for the next try (the unindexed set has them too)
+                        self._to_index[:0] = batch
 
     async def _ticker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -689,16 +710,20 @@ class Dispatcher:
                 if not after:
                     after = self._applied = await agents.inbox_cursor()
                 entries = await agents.read_inbox(after, block_ms=self.config.inbox_block_ms, client=own.client)
-                if entries:
-                    await self.apply(entries)
-                    after = entries[-1][0]
+            except UNAVAILABLE_ERRORS as exc:  # nothing applied: read again
+                log.warning("dispatch_inbox_read_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            if not entries:
+                continue
+            try:
+                await self.apply(entries)
             except FencedError:
                 return
-            except Exception as exc:  # read again from the last entry applied, with a rebuilt view
-                self._stale = True
-                log.warning("dispatch_inbox_failed", error=str(exc))
-                after = self._applied
-                await asyncio.sleep(0.5)
+            except Exception as exc:
+                self.restart(f"inbox entry failed: {exc!r}")
+                return
+            after = entries[-1][0]
 
 
 def dispatch_service(dispatcher: Dispatcher) -> Any:
