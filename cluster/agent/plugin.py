@@ -117,10 +117,12 @@ class ProcessPlugin(Plugin):
     async def feed_stdin(process: asyncio.subprocess.Process, data: bytes) -> None:
         stdin = process.stdin
         assert stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            stdin.write(data)
-            await stdin.drain()
-        stdin.close()
+        try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                stdin.write(data)
+                await stdin.drain()
+        finally:  # also when the job is aborted meanwhile: an open pipe left to the GC warns after its loop closed
+            stdin.close()
 
     @staticmethod
     async def pump(process: asyncio.subprocess.Process, out: Any, err: Any) -> None:
