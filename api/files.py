@@ -51,7 +51,7 @@ async def stream_out(
             await resp.write(chunk)
         await resp.write_eof()
     except ConnectionResetError:
-        pass  # the client left
+        log.debug("stream_client_left", path=request.path)
     except Exception as exc:
         log.warning("stream_failed", path=request.path, error=repr(exc))
         resp.force_close()

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import RUNNER_OPTIONS, create_app
-from api.handlers.joblogs import stored_name
+from api.handlers.jobfiles import stored_name
 from api.settings import Settings
 from cluster.node import NodeRuntime
 from storage.connection import Database

@@ -39,6 +39,7 @@ from storage.jobs import JobWrite
 
 from . import limits
 from .selection import UnknownAlgorithm, available, candidates, choose
+from .tally import DELAYED, Tally
 from .updates import add_meta, apply_update, final_record
 
 if TYPE_CHECKING:
@@ -51,10 +52,6 @@ NO_SERVERS = "No available servers matching targets."
 LIMIT_FULL = "Maximum number of concurrent jobs reached."
 _STOPS: tuple[type[BaseException], ...] = (FencedError, *UNAVAILABLE_ERRORS)  # not a bad entry: stop, retry
 MAX_USER_DATA = 64 * 1024  # a server's userData, as jobs' serverData adds to it
-DELAYED = ("start_delay", "retry_delay")
-WAITING = ("ready", "queued", *DELAYED)
-RUNNING = ("active", "starting")  # what counts against concurrency limits
-LOADING = (*RUNNING, "finishing")  # what counts against a server's job budget (still on the machine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,51 +61,6 @@ class DispatchConfig:
     abort_timeout_s: float = 30.0  # an abort the agent never answers completes the job after this
     tick_s: float = 1.0
     inbox_block_ms: int = 1000
-
-
-class Tally:
-    """Counts the placing rules need, kept per job so a change is O(1): running jobs per similar key, job weight
-    and count per server, queued ids per queue key."""
-
-    def __init__(self) -> None:
-        self.running: dict[str, int] = {}
-        self.load: dict[str, float] = {}
-        self.on_server: dict[str, int] = {}
-        self.queued: dict[str, set[str]] = {}
-        self.waiting: set[str] = set()  # ids in a WAITING state: what a step looks at, not every job
-        self._seen: dict[str, tuple[str, str, str, float]] = {}
-
-    def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
-
-    def count(self, job: Record) -> None:
-        self.forget(str(job["id"]))
-        state, key, server = str(job.get("state")), limits.similar_key(job), str(job.get("server") or "")
-        weight = limits.weight(job)
-        self._seen[str(job["id"])] = (state, key, server, weight)
-        if state in RUNNING:
-            self.running[key] = self.running.get(key, 0) + 1
-        if state in LOADING and server:
-            self.load[server] = self.load.get(server, 0.0) + weight
-            self.on_server[server] = self.on_server.get(server, 0) + 1
-        if state == "queued":
-            self.queued.setdefault(key, set()).add(str(job["id"]))
-        if state in WAITING:
-            self.waiting.add(str(job["id"]))
-
-    def forget(self, job_id: str) -> None:
-        seen = self._seen.pop(job_id, None)
-        if seen is None:
-            return
-        state, key, server, weight = seen
-        if state in RUNNING:
-            self.running[key] -= 1
-        if state in LOADING and server:
-            self.load[server] -= weight
-            self.on_server[server] -= 1
-        if state == "queued":
-            self.queued.get(key, set()).discard(job_id)
-        self.waiting.discard(job_id)
 
 
 class Dispatcher:
