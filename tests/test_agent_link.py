@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from api.agentconn import SILENT_TIMEOUT_S
 from api.cli import main as cli_main
-from api.gateway import SILENT_TIMEOUT_S
 from cluster.agent.link import Link
 from cluster.agent.main import AgentConfig, ConfigError, parse, run, serve, version
 from cluster.agent.state import State
