@@ -20,7 +20,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from . import templates
+from cluster.expressions import templates
 
 EXCERPT_BYTES = 4096
 MAX_REDIRECTS = 10
