@@ -5,6 +5,9 @@
 elapsed time, log size, perf, memory and cpu), plus `text`: a one-line summary chosen by condition (the wording is
 Podium's; it carries the same facts as xyOps' `hook_text_templates`), with the action's own text appended.
 
+⚠ xyOps also puts the conductor's environment under `env`, where any template (a web hook body, a label) can read
+it; Podium leaves it out, since that environment holds the node's credentials.
+
 Pure code: the caller looks the records up and passes them in.
 """
 
