@@ -15,11 +15,14 @@ from storage.embedded import socket_url
 from .settings import (
     DEFAULT_ANON_BODY,
     DEFAULT_BIND,
+    DEFAULT_EMAIL_FROM,
     DEFAULT_FILE_MAX,
     DEFAULT_FILE_STORE_MAX,
     DEFAULT_LEASE_MS,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_JSON,
+    DEFAULT_SMTP_PORT,
+    SMTP_TLS,
     ConfigError,
     Settings,
     parse_bind,
@@ -65,6 +68,13 @@ ENV = {
     "file_store": "PODIUM_FILE_STORE",
     "file_max_bytes": "PODIUM_FILE_MAX_BYTES",
     "file_store_max_bytes": "PODIUM_FILE_STORE_MAX_BYTES",
+    "smtp_host": "PODIUM_SMTP_HOST",
+    "smtp_port": "PODIUM_SMTP_PORT",
+    "smtp_username": "PODIUM_SMTP_USERNAME",
+    "smtp_password": "PODIUM_SMTP_PASSWORD",
+    "smtp_tls": "PODIUM_SMTP_TLS",
+    "email_from": "PODIUM_EMAIL_FROM",
+    "base_url": "PODIUM_BASE_URL",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -119,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--file-max-bytes", metavar="N", help=f"largest stored file (default {DEFAULT_FILE_MAX})")
     serve.add_argument("--file-store-max-bytes", metavar="N",
                        help=f"total bytes the Redis file store holds (default {DEFAULT_FILE_STORE_MAX})")  # fmt: skip
+    serve.add_argument("--smtp-host", metavar="HOST", help="SMTP server for email actions (default none: email off)")
+    serve.add_argument("--smtp-port", metavar="N", help=f"SMTP port (default {DEFAULT_SMTP_PORT})")
+    serve.add_argument("--smtp-username", metavar="NAME", help="SMTP login (default none)")
+    serve.add_argument("--smtp-password", metavar="PASSWORD",
+                       help="SMTP password; prefer PODIUM_SMTP_PASSWORD (a command line is visible to others)")
+    serve.add_argument("--smtp-tls", choices=SMTP_TLS,
+                       help="auto (default): tls on port 465, starttls on 587, none on other ports")
+    serve.add_argument("--email-from", metavar="ADDRESS", help=f"sender of emails (default {DEFAULT_EMAIL_FROM})")
+    serve.add_argument("--base-url", metavar="URL", help="base of links in emails and web hooks (default --advertise)")
 
     status = sub.add_parser("status", help="print the cluster's nodes, roles, primary and epoch")
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
@@ -242,6 +261,13 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         file_store_max_bytes=_int(
             _pick(args, env, "file_store_max_bytes", str(DEFAULT_FILE_STORE_MAX)), "--file-store-max-bytes"
         ),
+        smtp_host=_pick(args, env, "smtp_host", ""),
+        smtp_port=_int(_pick(args, env, "smtp_port", str(DEFAULT_SMTP_PORT)), "--smtp-port"),
+        smtp_username=_pick(args, env, "smtp_username", ""),
+        smtp_password=_pick(args, env, "smtp_password", ""),
+        smtp_tls=_pick(args, env, "smtp_tls", "auto"),
+        email_from=_pick(args, env, "email_from", DEFAULT_EMAIL_FROM),
+        base_url=_pick(args, env, "base_url", ""),
         test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
     ).validate()
 

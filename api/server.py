@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from cluster import __version__
+from cluster.actions.email import SmtpConfig
 from cluster.dispatch.machine import DispatchConfig, Dispatcher, dispatch_service
 from cluster.maintenance import MaintenanceConfig, maintenance_service
 from cluster.node import NodeRuntime, load_node_id
@@ -63,6 +64,19 @@ def dispatch_config(settings: Settings) -> DispatchConfig:
         dead_job_timeout_s=settings.dead_job_timeout_s,
         finishing_timeout_s=settings.finishing_timeout_s,
         abort_timeout_s=settings.abort_timeout_s,
+    )
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    """How email actions send: an empty host means email is off (each email action records why)."""
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        tls=settings.smtp_tls_mode,
+        from_address=settings.email_from,
+        base_url=settings.public_url,
     )
 
 

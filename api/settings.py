@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,10 @@ DEFAULT_ANON_BODY = 64 * 1024
 DEFAULT_MAX_JSON = 4 * 1024 * 1024
 DEFAULT_FILE_MAX = 256 * 1024 * 1024
 DEFAULT_FILE_STORE_MAX = 2 * 1024 * 1024 * 1024
+DEFAULT_SMTP_PORT = 25
+DEFAULT_EMAIL_FROM = "podium@localhost"
+SMTP_TLS = ("auto", "none", "starttls", "tls")
+_EMAIL = re.compile(r"[^@\s,;<>()\[\]\\\"']+@[A-Za-z0-9.\-]+")
 
 
 class ConfigError(Exception):
@@ -85,6 +90,14 @@ class Settings:
     file_store: str = "redis"
     file_max_bytes: int = DEFAULT_FILE_MAX  # one file (an upload, a finished log)
     file_store_max_bytes: int = DEFAULT_FILE_STORE_MAX  # everything in the Redis backend together
+    # Email actions (cluster/actions/email.py); no --smtp-host = email is off and email actions record why.
+    smtp_host: str = ""
+    smtp_port: int = DEFAULT_SMTP_PORT
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_tls: str = "auto"  # auto: tls on port 465, starttls on 587, none on any other port
+    email_from: str = DEFAULT_EMAIL_FROM
+    base_url: str = ""  # links in emails and web hooks; default: the advertise URL
     test_hooks: bool = False
 
     @property
@@ -97,6 +110,18 @@ class Settings:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        """The base of the links Podium sends out (emails, web hooks)."""
+        return self.base_url.rstrip("/") or self.advertise_url
+
+    @property
+    def smtp_tls_mode(self) -> str:
+        """none, starttls or tls: `--smtp-tls`, or chosen by port when it is auto."""
+        if self.smtp_tls != "auto":
+            return self.smtp_tls
+        return {465: "tls", 587: "starttls"}.get(self.smtp_port, "none")
 
     def _ranges(self) -> list[tuple[str, int, int, int | None]]:
         """(option, value, lowest, highest or None) of every numeric option."""
@@ -115,6 +140,7 @@ class Settings:
             ("--job-log-max-bytes", self.job_log_max_bytes, 1024, 1 << 40),
             ("--file-max-bytes", self.file_max_bytes, 1024, None),
             ("--file-store-max-bytes", self.file_store_max_bytes, 1024, None),
+            ("--smtp-port", self.smtp_port, 1, 65535),
         ]
 
     def validate(self) -> Settings:
@@ -132,9 +158,22 @@ class Settings:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"--advertise {self.advertise!r}: must be an http(s):// URL")
         self._validate_logins_and_retention()
+        self._validate_email()
         if not self.file_store.strip():
             raise ConfigError("--file-store '': use redis or a directory")
         return self
+
+    def _validate_email(self) -> None:
+        if self.smtp_host and (len(self.smtp_host) > 253 or not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", self.smtp_host)):
+            raise ConfigError(f"--smtp-host {self.smtp_host[:80]!r}: must be a host name or address")
+        if self.smtp_tls not in SMTP_TLS:
+            raise ConfigError(f"--smtp-tls {self.smtp_tls!r}: use {', '.join(SMTP_TLS)}")
+        if len(self.email_from) > 254 or not _EMAIL.fullmatch(self.email_from):
+            raise ConfigError(f"--email-from {self.email_from[:80]!r}: must be one address such as podium@example.com")
+        if self.base_url:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"--base-url {self.base_url!r}: must be an http(s):// URL")
 
     def _validate_redis(self) -> None:
         if self.redis_url is not None:

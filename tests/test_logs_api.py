@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import ClientResponse
 
-from api.handlers.jobs import download_token
+from cluster.actions.hookdata import download_token
 from storage.stores import Stores
 from tests.authkit import Site, ok
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.templates import check, render
+from cluster.expressions.templates import check, render
 
 DATA = {
     "text": "hello world",

@@ -19,6 +19,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from cluster.actions.hookdata import download_token
 from storage.files import CHUNK
 from storage.logs import MAX_OFFSET, log_path
 
@@ -29,7 +30,7 @@ from ..files import stream_out
 from ..params import ID_LEN, integer, text
 from ..registry import AUTH, HANDLERS, NONE, Reply
 from ..typedefs import AUTH as AUTH_KEY
-from .jobs import can_see, download_token
+from .jobs import can_see
 
 log = structlog.get_logger("podium.joblogs")
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from typing import Any
 
+from cluster.actions.hookdata import download_token
 from storage.search.query import QueryError
 
 from ..activity import log_activity, post_commit
@@ -26,11 +25,6 @@ def can_see(who: Principal, job: dict[str, Any]) -> bool:
     return can_category(who, str(job.get("category", ""))) and (
         job.get("type") == "workflow" or can_targets(who, job.get("targets") or [])
     )
-
-
-def download_token(job_id: str, secret_key: str) -> str:
-    digest = hashlib.sha256(("download" + job_id + secret_key).encode()).digest()
-    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
 def _light(job: dict[str, Any]) -> dict[str, Any]:

@@ -8,15 +8,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from cluster.actions.webhook import prepare, send
+from cluster.expressions import templates
 from storage.families import WEB_HOOKS
 
 from .. import params as P
-from .. import templates
 from ..call import Call
 from ..definitions import FamilySpec, Field, Record, clean_fields, register_family
 from ..errors import bad_param
 from ..registry import HANDLERS, Reply
-from ..webhook_sender import prepare, send
 
 MAX_TIMEOUT_S = 3600
 MAX_RETRIES = 32

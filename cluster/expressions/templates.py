@@ -1,4 +1,4 @@
-"""`{{ }}` placeholders in web hook URLs, headers and bodies (and, later, job and alert texts).
+"""`{{ }}` placeholders in web hook URLs, headers and bodies, emails and action summaries.
 
 A placeholder holds a dotted path into the data (`{{ job.id }}`, `{{ hook.headers.0.name }}`,
 `{{ secrets.API_TOKEN }}`), optionally wrapped in one helper from `FUNCTIONS` (`{{ encode(text) }}`).
@@ -14,7 +14,7 @@ Differences from xyOps' expression format (JEXL), by design or not yet needed:
 - of the helpers only `encode`, `stringify`, `integer` and `float` exist (add more to FUNCTIONS);
 - one pass only: a value that itself contains `{{ }}` is inserted as is, never expanded again
   (xyOps re-expands up to 32 times, which lets data inject placeholders);
-- a missing value renders as an empty string (xyOps substitutes a caller-chosen fallback).
+- a missing value renders as an empty string, or as the caller's `missing` text (xyOps: a fallback).
 """
 
 from __future__ import annotations
@@ -135,9 +135,10 @@ def lookup(data: Any, path: Sequence[str]) -> Any:
 
 
 def render(template: str, data: Mapping[str, Any], escape: Callable[[str], str] | None = None, *,
-           raw_start: bool = False) -> str:  # fmt: skip
-    """Expand every placeholder (missing -> ''). `escape` filters each inserted value (e.g. URL-encoding);
-    with `raw_start`, a placeholder at the very start is inserted unescaped (a URL's base address)."""
+           raw_start: bool = False, missing: str = "") -> str:  # fmt: skip
+    """Expand every placeholder. `escape` filters each inserted value (e.g. URL-encoding); with `raw_start`, a
+    placeholder at the very start is inserted unescaped (a URL's base address); a value that is missing or renders
+    empty becomes `missing` (emails and summaries show "n/a" there, as xyOps does)."""
     out: list[str] = []
     for part in parse(template):
         if isinstance(part, str):
@@ -145,6 +146,8 @@ def render(template: str, data: Mapping[str, Any], escape: Callable[[str], str] 
             continue
         value = lookup(data, part.path)
         text = FUNCTIONS[part.func](value) if part.func is not None else to_text(value)
+        if not text:
+            text = missing
         if escape is not None and not (raw_start and part.start == 0):
             text = escape(text)
         out.append(text)

@@ -5,13 +5,17 @@ the hook's timeout, retries (connection errors, timeouts and 5xx answers, with a
 redirects (followed by hand, at most MAX_REDIRECTS, http and https only, credentials dropped when
 the origin changes) and TLS verification switch. `send()` never raises for a failing target: the
 failure is in the result's `code` ("webhook") and `description`.
+
+For job actions, `job_hook_data()` builds what the templates read (xyOps' JobHookData) and `run_web_hook()` fires a
+stored hook with it, as an Outcome with the hook's secrets scrubbed from what it records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +24,10 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from . import templates
+from cluster.expressions import templates
+
+from .hookdata import job_context
+from .result import Outcome
 
 EXCERPT_BYTES = 4096
 MAX_REDIRECTS = 10
@@ -241,3 +248,50 @@ def details(req: Outgoing, answer: Answer, attempts: int, elapsed_ms: float) -> 
         cut = f" (first {EXCERPT_BYTES // 1024} KB)" if answer.truncated else ""
         lines.append(f"**Response body{cut}:**\n\n" + _block(answer.body))
     return "\n".join(lines)
+
+
+# -- job actions ---------------------------------------------------------------------------------------
+
+
+def job_hook_data(job: Mapping[str, Any], event: Mapping[str, Any] | None, *, condition: str, base_url: str,
+                  text: str = "", secret_key: str = "", action: Mapping[str, Any] | None = None,
+                  category: Mapping[str, Any] | None = None, plugin: Mapping[str, Any] | None = None,
+                  server: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """JobHookData for a job's web hook (hookdata.job_context), with `text` (the summary plus the action's own
+    text) also under `content` and `message`, the keys Discord and Pushover read."""
+    data = job_context(job, event, condition=condition, base_url=base_url, secret_key=secret_key, action=action,
+                       category=category, plugin=plugin, server=server, text=text)  # fmt: skip
+    data["content"] = data["message"] = data["text"]
+    return data
+
+
+def scrubber(secrets: Mapping[str, Any] | None) -> Callable[[str], str]:
+    """Replaces every secret value (as is and URL-encoded) by "(REDACTED)": best effort, as in xyOps."""
+    values = sorted({str(v) for v in (secrets or {}).values() if str(v)}, key=len, reverse=True)
+    forms = [f for v in values for f in dict.fromkeys((v, quote(v, safe="-_.!~*'()")))]
+    if not forms:
+        return lambda text: text
+    pattern = re.compile("|".join(re.escape(f) for f in forms))
+    return lambda text: pattern.sub("(REDACTED)", text)
+
+
+async def run_web_hook(hook: Mapping[str, Any], data: Mapping[str, Any], session: aiohttp.ClientSession | None,
+                       *, secrets: Mapping[str, Any] | None = None) -> Outcome:  # fmt: skip
+    """Fire a stored hook with `data` and say how it went; never raises for a failing target. `secrets` (the hook's
+    own, read as `{{ secrets.NAME }}`; default: those in `data`) are scrubbed from the Outcome. The daily cap
+    (`max_per_day`) is the caller's to count: it owns the store."""
+    hook_id = str(hook.get("id") or "")
+    if not hook.get("enabled", True):
+        return Outcome("webhook", f"Web Hook is disabled: {hook_id}")
+    if secrets is None:
+        found = data.get("secrets")
+        secrets = found if isinstance(found, Mapping) else {}
+    scrub = scrubber(secrets)
+    started = time.monotonic()
+    try:
+        req = prepare(hook, {**data, "secrets": dict(secrets)})
+    except (ValueError, KeyError, TypeError) as exc:  # a stored hook is validated; this is a last guard
+        return Outcome("webhook", scrub(f"Web Hook {hook_id} cannot be prepared: {exc}"))
+    result = await send(req, session)
+    return Outcome(result["code"], scrub(str(result["description"])), scrub(str(result["details"])),
+                   round((time.monotonic() - started) * 1000, 1))  # fmt: skip
