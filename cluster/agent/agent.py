@@ -34,7 +34,7 @@ from .metrics import ConnTracker, Measured, TreeMeter, tree
 from .output import HELD
 from .runner import JobRun, Runner
 from .sockets import SocketReader
-from .sysinfo import ProcTable, process_children
+from .sysinfo import ProcTable
 
 log = logging.getLogger("podium.agent")
 
@@ -194,11 +194,10 @@ class Agent:
         second); then only the jobs' own processes are read."""
         if not roots:
             return {}
-        children = process_children()
+        now = time.time()  # when the table is walked: a process not seen then and started after was not there yet
+        children = self.table.walk()
         trees = {job_id: tree(pid, children) for job_id, pid, _ in roots}
-        every = [pid for pids in trees.values() for pid in pids]
-        table = self.table.read(every)
-        now = time.time()
+        table = self.table.read(pid for pids in trees.values() for pid in pids)
         conns = self.conns.update(self.sockets.read(table), now)
         return {job_id: meter.update(trees[job_id], table, conns, now) for job_id, _, meter in roots}
 

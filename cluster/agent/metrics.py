@@ -20,6 +20,7 @@ MAX_TREE = 500  # processes measured per job
 MAX_PROCS = 100  # processes reported per job (the root and the first descendants, breadth first)
 MAX_CONNS = 100  # connections reported per job
 MAX_COMMAND = 1024  # characters of a process's command line
+CREATED_SLACK = 0.05  # s: a start time is known to the clock tick (10 ms), a process started then was not seen
 
 
 @dataclass(slots=True)
@@ -102,8 +103,10 @@ class CpuShare:
 
     def update(self, procs: Mapping[int, Proc], now: float) -> dict[int, float]:
         last, at = self._last, self._at
-        start = at if at is not None else min((p.created for p in procs.values()), default=now)
-        elapsed = max(now - start, 0.001)
+        if at is not None:
+            elapsed = max(now - at, 0.001)
+        else:  # since the job started (at least 0.1 s: a job just started gets no absurd percentage)
+            elapsed = max(now - min((p.created for p in procs.values()), default=now), 0.1)
         # Times of a process gone since the last sample reach its parent's reaped times when the parent waits
         # for it (or the first ancestor still here, through the ones gone with it): what was counted of them
         # already is not counted again there.
@@ -120,7 +123,7 @@ class CpuShare:
             before = last.get(pid)
             if before is not None and before.created == proc.created:
                 used = proc.own - before.own + max(0.0, proc.reaped - before.reaped - counted.get(pid, 0.0))
-            elif at is None or proc.created >= at:  # started within the interval: all of its time is in it
+            elif at is None or proc.created >= at - CREATED_SLACK:  # started since: all of its time is in the interval
                 used = proc.own + proc.reaped
             else:  # seen for the first time though older (just joined the tree): counted from now on
                 used = 0.0

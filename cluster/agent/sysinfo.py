@@ -9,6 +9,8 @@ import os
 import platform
 import pwd
 import socket
+import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,16 +47,6 @@ def default_hostname() -> str:
     return socket.gethostname()
 
 
-def process_children() -> dict[int, list[int]]:
-    """Every process's children (pid -> child pids), from one pass over the process table."""
-    out: dict[int, list[int]] = {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        if isinstance(ppid, int):
-            out.setdefault(ppid, []).append(proc.pid)
-    return out
-
-
 _STATES = {psutil.STATUS_RUNNING: "Running", psutil.STATUS_SLEEPING: "Sleeping", psutil.STATUS_DISK_SLEEP: "Sleeping",
            psutil.STATUS_STOPPED: "Stopped", psutil.STATUS_TRACING_STOP: "Stopped", psutil.STATUS_ZOMBIE: "Zombie",
            psutil.STATUS_DEAD: "Dead", psutil.STATUS_IDLE: "Idle", psutil.STATUS_WAKING: "Running",
@@ -69,8 +61,8 @@ class _Fixed:
 
     __slots__ = ("command", "created", "group", "name", "proc", "sched", "tty", "user")
 
-    def __init__(self, proc: psutil.Process, name: str) -> None:
-        self.proc, self.name, self.created = proc, name, proc.create_time()
+    def __init__(self, proc: psutil.Process, name: str, created: float) -> None:
+        self.proc, self.name, self.created = proc, name, created
         self.user = _name_of(pwd.getpwuid, proc.uids().effective)
         self.group = _name_of(grp.getgrgid, proc.gids().effective)
         self.tty = _terminal(proc)
@@ -79,32 +71,50 @@ class _Fixed:
 
 
 class ProcTable:
-    """Reads processes through psutil, keeping each one's seldom-changing details across samples."""
+    """The machine's processes through psutil: one walk of the table a tick (who is whose child), then the jobs'
+    own processes read, keeping each one's seldom-changing details across ticks."""
 
     def __init__(self) -> None:
+        self._handles: dict[int, psutil.Process] = {}
         self._fixed: dict[int, _Fixed] = {}
         self._memory = psutil.virtual_memory().total or 1
 
+    def walk(self) -> dict[int, list[int]]:
+        """Every process's children (pid -> child pids), from one pass over the process table. psutil keeps its
+        handles across passes (a pid that ends and comes back gets a new one)."""
+        out: dict[int, list[int]] = {}
+        handles: dict[int, psutil.Process] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            handles[proc.pid] = proc
+            ppid = proc.info.get("ppid")
+            if isinstance(ppid, int):
+                out.setdefault(ppid, []).append(proc.pid)
+        self._handles = handles
+        return out
+
     def read(self, pids: Iterable[int]) -> dict[int, Proc]:
-        """The processes of `pids` still there; details of the others are forgotten."""
+        """The processes of `pids` still there (of the last walk); details of the others are forgotten."""
         out: dict[int, Proc] = {}
         fixed: dict[int, _Fixed] = {}
+        skew = _boot_skew()
         for pid in pids:
+            handle = self._handles.get(pid)
+            if handle is None:
+                continue
             try:
-                proc, keep = self._read(pid)
+                out[pid], fixed[pid] = self._read(handle, skew)
             except psutil.Error:  # ended since the table was read, or not ours to read
                 continue
-            out[pid], fixed[pid] = proc, keep
         self._fixed = fixed
         return out
 
-    def _read(self, pid: int) -> tuple[Proc, _Fixed]:
+    def _read(self, handle: psutil.Process, skew: float) -> tuple[Proc, _Fixed]:
+        pid = handle.pid
         keep = self._fixed.get(pid)
-        handle = keep.proc if keep is not None else psutil.Process(pid)
         with handle.oneshot():
             name = handle.name()
-            if keep is None or keep.created != handle.create_time():
-                keep = _Fixed(handle, name)
+            if keep is None or keep.proc is not handle:
+                keep = _Fixed(handle, name, handle.create_time() + skew)
             elif keep.name != name:
                 keep.name, keep.command = name, _command(handle, name)
             times = handle.cpu_times()
@@ -117,6 +127,18 @@ class ProcTable:
                         nice=nice, threads=handle.num_threads(), user=keep.user, group=keep.group, tty=keep.tty,
                         sched=keep.sched, command=keep.command, disk=_disk(handle))  # fmt: skip
         return proc, keep
+
+
+def _boot_skew() -> float:
+    """What to add to psutil's creation times to have them on time.time()'s clock to the tick: on Linux psutil adds
+    the boot time in whole seconds (`btime`), so a process could seem up to a second older than it is."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None or not sys.platform.startswith("linux"):
+        return 0.0
+    try:
+        return time.time() - time.clock_gettime(boottime) - psutil.boot_time()
+    except (OSError, RuntimeError):
+        return 0.0
 
 
 @functools.lru_cache(maxsize=1024)
