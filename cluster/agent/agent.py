@@ -1,10 +1,12 @@
 """The agent: the runner's events become frames on the link, the link's commands drive the runner.
 
-Reporting: every second a `jobs` frame with every running job (with cpu/mem of its process tree), and at once
-on a change (without `procs`); held fields (data, serverData, workflowData) only in the final report; one-shot
-fields (push, table, html, markdown, text) dropped once sent. Output goes out as `job_log {id, text, offset}`
-batched every 50 ms (or at once past 1 MiB) and is kept until `log_ack`. Nothing is queued while disconnected:
-after `joined` a `jobs` frame re-attaches every job (`reconnected`) and unacknowledged output is sent again.
+Reporting: every second a `jobs` frame with every running job and its process figures (metrics.py: `cpu`,
+`mem`, `procs`, `conns`), and at once on a change (without `procs` and `conns`, as xySat); held fields (data,
+serverData, workflowData) only in the final report; one-shot fields (push, table, html, markdown, text) dropped
+once sent. Output goes out as `job_log {id, text, offset}` batched every 50 ms (or at once past 1 MiB) and is
+kept until `log_ack`. Nothing is queued while disconnected: after `joined` a `jobs` frame re-attaches every job
+(`reconnected`) and unacknowledged output is sent again. The conductor keeps the timelines (second, minute) from
+the ticks, as xyOps does: nothing more is sent for them.
 
 Finishing a job (retried until accepted): state 'finishing' -> wait (up to 60 s while connected) until its log
 is acknowledged -> upload its files -> POST finish_job (state 'complete') until code 0 (or code 'job': the
@@ -28,14 +30,16 @@ import aiohttp
 from .conductor import CallError, Conductor
 from .link import Link
 from .logbuf import CHUNK
+from .metrics import ConnTracker, Measured, TreeMeter, tree
 from .output import HELD
 from .runner import JobRun, Runner
-from .sysinfo import TreeMeter, process_children
+from .sockets import SocketReader
+from .sysinfo import ProcTable
 
 log = logging.getLogger("podium.agent")
 
 ONE_SHOT = ("push", "table", "html", "markdown", "text")
-LOCAL_ONLY = ("procs",)
+LOCAL_ONLY = ("procs", "conns")  # sent with the tick only
 ALWAYS = frozenset({"id", "state", "progress"})  # in every report, changed or not
 TICK = 1.0
 FLUSH = 0.05
@@ -52,6 +56,9 @@ class Agent:
         self.runner: Runner = runner_factory(self)
         self.link: Link = link_factory(self)
         self.meters: dict[str, TreeMeter] = {}
+        self.table = ProcTable()
+        self.sockets = SocketReader()
+        self.conns = ConnTracker()
         self.state_extra: dict[str, Any] = {}  # groups, plugins, commands from `joined` / `update`
         self._dirty: dict[str, JobRun] = {}
         self._metas: list[tuple[str, str]] = []
@@ -130,12 +137,8 @@ class Agent:
         """What changed in a job since its launch (the conductor has the rest): a report stays small however
         large the job's script or params are."""
         base = run.launched
-        job = {k: v for k, v in run.job.items() if k not in HELD and (procs or k not in LOCAL_ONLY)
-               and (k not in base or base[k] != v or k in ALWAYS)}  # fmt: skip
-        meter = self.meters.get(run.id)
-        if meter is not None and meter.cpu:
-            job.update(cpu=dict(meter.cpu), mem=dict(meter.mem))
-        return job
+        return {k: v for k, v in run.job.items() if k not in HELD and (procs or k not in LOCAL_ONLY)
+                and (k not in base or base[k] != v or k in ALWAYS)}  # fmt: skip
 
     def _sent(self, run: JobRun) -> None:
         for key in ONE_SHOT:
@@ -168,33 +171,42 @@ class Agent:
             runs = list(self.runner.runs.values())
             if not runs or not self.link.authed.is_set():
                 continue
-            pids = []
+            roots = []
             for run in runs:
                 pid = run.job.get("pid")
                 if isinstance(pid, int) and pid > 0 and not run.job.get("complete"):
-                    self.meters.setdefault(run.id, TreeMeter())
-                    pids.append((run.id, pid))
-            figures = await asyncio.to_thread(self._measure, pids)
+                    roots.append((run.id, pid, self.meters.setdefault(run.id, TreeMeter())))
+            measured = await asyncio.to_thread(self._measure, roots)
             for run in runs:  # applied here, on the loop: other tasks read these jobs
-                if run.id in figures and figures[run.id] is not None:
-                    run.job["procs"] = figures[run.id]
+                found = measured.get(run.id)
+                if found is not None:
+                    run.job.update(procs=found.procs, conns=found.conns, cpu=found.cpu, mem=found.mem)
                 else:
                     run.job.pop("procs", None)
+                    run.job.pop("conns", None)
             if await self.link.send("jobs", {r.id: self.report(r, procs=True) for r in runs}):
                 for run in runs:
                     self._sent(run)
 
-    def _measure(self, runs: list[tuple[str, int]]) -> dict[str, dict[str, Any] | None]:
-        """In a thread: each job's process tree (meters are only touched here and in report()). The process table
-        is read once for all of them: with a thousand jobs, one scan each would take the tick far past a second."""
-        children = process_children() if runs else {}
-        return {job_id: self.meters[job_id].sample(pid, children) for job_id, pid in runs}
+    def _measure(self, roots: list[tuple[str, int, TreeMeter]]) -> dict[str, Measured | None]:
+        """In a thread: each job's process tree (the table, sockets and meters are only touched here). The process
+        table is walked once for all of them (with a thousand jobs, one walk each would take the tick far past a
+        second); then only the jobs' own processes are read."""
+        if not roots:
+            return {}
+        now = time.time()  # when the table is walked: a process not seen then and started after was not there yet
+        children = self.table.walk()
+        trees = {job_id: tree(pid, children) for job_id, pid, _ in roots}
+        table = self.table.read(pid for pids in trees.values() for pid in pids)
+        conns = self.conns.update(self.sockets.read(table), now)
+        return {job_id: meter.update(trees[job_id], table, conns, now) for job_id, _, meter in roots}
 
     # Finishing
     async def finish(self, run: JobRun) -> None:
         job = run.job
         job.update(complete=True, progress=1.0, state="finishing")
         job.pop("procs", None)
+        job.pop("conns", None)
         self.meta(run, "Job is finishing")
         self.changed(run)
         await self._wait_for_acks(run)

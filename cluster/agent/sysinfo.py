@@ -1,15 +1,22 @@
-"""Facts about this machine for `hello`, and the CPU and memory of a job's process tree for `jobs`."""
+"""Facts about this machine for `hello`, and the processes of the jobs (through psutil) for `jobs`."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import grp
 import os
 import platform
+import pwd
 import socket
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import psutil
+
+from .metrics import MAX_COMMAND, Proc
 
 
 def hello_info(version: str, hostname: str) -> dict[str, Any]:
@@ -40,67 +47,151 @@ def default_hostname() -> str:
     return socket.gethostname()
 
 
-MAX_TREE = 500  # processes measured per job
+_STATES = {psutil.STATUS_RUNNING: "Running", psutil.STATUS_SLEEPING: "Sleeping", psutil.STATUS_DISK_SLEEP: "Sleeping",
+           psutil.STATUS_STOPPED: "Stopped", psutil.STATUS_TRACING_STOP: "Stopped", psutil.STATUS_ZOMBIE: "Zombie",
+           psutil.STATUS_DEAD: "Dead", psutil.STATUS_IDLE: "Idle", psutil.STATUS_WAKING: "Running",
+           psutil.STATUS_PARKED: "Sleeping"}  # fmt: skip
+_CLASSES = {getattr(os, name): title for name, title in (("SCHED_OTHER", "Other"), ("SCHED_FIFO", "FIFO"),
+            ("SCHED_RR", "RR"), ("SCHED_BATCH", "Batch"), ("SCHED_IDLE", "Idle")) if hasattr(os, name)}  # fmt: skip
 
 
-def process_children() -> dict[int, list[int]]:
-    """Every process's children (pid -> child pids), from one pass over the process table."""
-    out: dict[int, list[int]] = {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        if isinstance(ppid, int):
-            out.setdefault(ppid, []).append(proc.pid)
-    return out
+class _Fixed:
+    """What changes seldom in a process, read once: who it runs as, its terminal, class and command line (read
+    again when its name changes, as after an exec)."""
+
+    __slots__ = ("command", "created", "group", "name", "proc", "sched", "tty", "user")
+
+    def __init__(self, proc: psutil.Process, name: str, created: float) -> None:
+        self.proc, self.name, self.created = proc, name, created
+        self.user = _name_of(pwd.getpwuid, proc.uids().effective)
+        self.group = _name_of(grp.getgrgid, proc.gids().effective)
+        self.tty = _terminal(proc)
+        self.sched = _sched_class(proc.pid)
+        self.command = _command(proc, name)
 
 
-class TreeMeter:
-    """CPU (percent) and memory (RSS bytes) of a process and its descendants, with running min/max/total/count."""
+class ProcTable:
+    """The machine's processes through psutil: one walk of the table a tick (who is whose child), then the jobs'
+    own processes read, keeping each one's seldom-changing details across ticks."""
 
     def __init__(self) -> None:
-        self._procs: dict[int, psutil.Process] = {}  # kept across samples: cpu_percent measures since last call
-        self.cpu: dict[str, float] = {}
-        self.mem: dict[str, float] = {}
+        self._handles: dict[int, psutil.Process] = {}
+        self._fixed: dict[int, _Fixed] = {}
+        self._memory = psutil.virtual_memory().total or 1
 
-    def sample(self, pid: int, children: Mapping[int, list[int]] | None = None) -> dict[str, Any] | None:
-        """Measure now; the `procs` map (pid -> figures), or None when the process is gone. `children` (from
-        process_children(), read once for every job of a tick) saves each job a scan of every process."""
-        try:
-            root = self._procs.get(pid) or psutil.Process(pid)
-            if children is None:
-                tree = [root, *root.children(recursive=True)]
-            else:
-                tree = [root]
-                todo = list(children.get(pid, ()))
-                while todo and len(tree) < MAX_TREE:
-                    child = todo.pop()
-                    try:
-                        tree.append(self._procs.get(child) or psutil.Process(child))
-                    except psutil.Error:  # ended since the table was read
-                        continue
-                    todo.extend(children.get(child, ()))
-        except psutil.Error:
-            return None
-        procs: dict[str, Any] = {}
-        cpu = mem = 0.0
-        live: dict[int, psutil.Process] = {}
-        for proc in tree:
-            proc = self._procs.get(proc.pid, proc)
-            try:
-                with proc.oneshot():
-                    pcpu = proc.cpu_percent(None)
-                    rss = proc.memory_info().rss
-                    procs[str(proc.pid)] = {"pid": proc.pid, "parentPid": proc.ppid(), "name": proc.name(),
-                                            "cpu": pcpu, "memRss": rss}  # fmt: skip
-            except psutil.Error:
+    def walk(self) -> dict[int, list[int]]:
+        """Every process's children (pid -> child pids), from one pass over the process table. psutil keeps its
+        handles across passes (a pid that ends and comes back gets a new one)."""
+        out: dict[int, list[int]] = {}
+        handles: dict[int, psutil.Process] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            handles[proc.pid] = proc
+            ppid = proc.info.get("ppid")
+            if isinstance(ppid, int):
+                out.setdefault(ppid, []).append(proc.pid)
+        self._handles = handles
+        return out
+
+    def read(self, pids: Iterable[int]) -> dict[int, Proc]:
+        """The processes of `pids` still there (of the last walk); details of the others are forgotten."""
+        out: dict[int, Proc] = {}
+        fixed: dict[int, _Fixed] = {}
+        skew = _boot_skew()
+        for pid in pids:
+            handle = self._handles.get(pid)
+            if handle is None:
                 continue
-            live[proc.pid] = proc
-            cpu += pcpu
-            mem += rss
-        self._procs = live
-        for figures, value in ((self.cpu, cpu), (self.mem, mem)):
-            if figures:
-                figures.update(min=min(figures["min"], value), max=max(figures["max"], value),
-                               total=figures["total"] + value, count=figures["count"] + 1, current=value)  # fmt: skip
-            else:
-                figures.update(min=value, max=value, total=value, count=1, current=value)
-        return procs
+            try:
+                out[pid], fixed[pid] = self._read(handle, skew)
+            except psutil.Error:  # ended since the table was read, or not ours to read
+                continue
+        self._fixed = fixed
+        return out
+
+    def _read(self, handle: psutil.Process, skew: float) -> tuple[Proc, _Fixed]:
+        pid = handle.pid
+        keep = self._fixed.get(pid)
+        with handle.oneshot():
+            name = handle.name()
+            if keep is None or keep.proc is not handle:
+                keep = _Fixed(handle, name, handle.create_time() + skew)
+            elif keep.name != name:
+                keep.name, keep.command = name, _command(handle, name)
+            times = handle.cpu_times()
+            memory = handle.memory_info()
+            nice = handle.nice()
+            proc = Proc(pid=pid, ppid=handle.ppid(), own=times.user + times.system,
+                        reaped=times.children_user + times.children_system, created=keep.created, rss=memory.rss,
+                        vms=memory.vms, mem=memory.rss / self._memory * 100,
+                        state=_STATES.get(handle.status(), "Unknown"), priority=_priority(pid, nice, keep.sched),
+                        nice=nice, threads=handle.num_threads(), user=keep.user, group=keep.group, tty=keep.tty,
+                        sched=keep.sched, command=keep.command, disk=_disk(handle))  # fmt: skip
+        return proc, keep
+
+
+def _boot_skew() -> float:
+    """What to add to psutil's creation times to have them on time.time()'s clock to the tick: on Linux psutil adds
+    the boot time in whole seconds (`btime`), so a process could seem up to a second older than it is."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None or not sys.platform.startswith("linux"):
+        return 0.0
+    try:
+        return time.time() - time.clock_gettime(boottime) - psutil.boot_time()
+    except (OSError, RuntimeError):
+        return 0.0
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_of(lookup: Any, ident: int) -> str:
+    """A user's or group's name (its number when it has none), remembered: a thousand jobs are often one user."""
+    try:
+        return str(lookup(ident)[0])
+    except (KeyError, OverflowError):
+        return str(ident)
+
+
+def _terminal(proc: psutil.Process) -> str:
+    try:
+        tty = proc.terminal()
+    except (psutil.Error, OSError):
+        tty = None
+    return tty.removeprefix("/dev/") if tty else "?"
+
+
+def _sched_class(pid: int) -> str:
+    getter = getattr(os, "sched_getscheduler", None)
+    if getter is None:
+        return "Other"
+    try:
+        return _CLASSES.get(getter(pid) & 0xFF, "Unknown")  # the reset-on-fork flag is not the class
+    except OSError:
+        return "Unknown"
+
+
+def _priority(pid: int, nice: int, sched: str) -> int:
+    """As `ps -o pri`: 19 - nice for the normal classes, 40 + the real-time priority for FIFO and RR."""
+    if sched in ("FIFO", "RR"):
+        with contextlib.suppress(OSError, AttributeError):
+            return 40 + os.sched_getparam(pid).sched_priority
+    return 19 - nice
+
+
+def _command(proc: psutil.Process, name: str) -> str:
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        argv = []
+    return (" ".join(argv) or name)[:MAX_COMMAND]
+
+
+def _disk(proc: psutil.Process) -> int:
+    """Bytes read and written so far (Linux: every read and write call, as xySat's rchar + wchar; 0 where the
+    platform does not say)."""
+    try:
+        io = proc.io_counters()  # type: ignore[attr-defined,unused-ignore]  # not on every platform
+    except (psutil.Error, AttributeError, NotImplementedError, OSError):
+        return 0
+    chars = getattr(io, "read_chars", None)
+    if chars is not None:
+        return int(chars) + int(io.write_chars)
+    return int(io.read_bytes) + int(io.write_bytes)

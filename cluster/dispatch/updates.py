@@ -9,6 +9,8 @@ Pure code: the dispatcher applies these to its view of a job and writes the resu
   applied as events (the value that arrived last is shown), never expected again.
 - A `state` of `finishing` is taken (the agent is uploading); `complete` means the job is over (legacy xySat
   without `finish_job`); any other state from an agent is ignored.
+- Process figures (`cpu`, `mem`, `disk`, `net`, `procs`, `conns`) are bounded, and each tick's `procs` adds to the
+  job's timelines (metrics.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 import nh3
 from markdown_it import MarkdownIt
 
+from . import metrics
+
 Record = dict[str, Any]
 
 # Fields an agent's report never sets directly.
@@ -29,7 +33,8 @@ PROTECTED = frozenset(
      "groups", "state", "started", "now", "until", "updated", "completed", "elapsed", "params", "workflow", "test",
      "actions", "limits", "tags", "tickets", "retry_count", "retry_prev", "retried", "position", "priority",
      "remote", "final", "aborting", "finishing_since", "activity", "log_file", "log_file_size", "event_title",
-     "event_revision", "input", "secrets", "command", "script", "uid", "gid", "kill", "runner", "env", "cwd"}
+     "event_revision", "input", "secrets", "command", "script", "uid", "gid", "kill", "runner", "env", "cwd",
+     "timelines"}
 )  # fmt: skip
 PUSHABLE = frozenset({"tags", "actions", "limits", "files"})
 MAX_PUSH_ITEMS = 100  # per key and report
@@ -67,6 +72,8 @@ def apply_update(job: Record, update: Mapping[str, Any], now: float) -> bool:
             continue
         if key not in job and len(job) >= MAX_KEYS:
             continue
+        if key in metrics.FIGURES and (value := metrics.figures(value)) is None:
+            continue
         if job.get(key) != value:
             job[key] = value
             changed = True
@@ -79,8 +86,11 @@ def apply_update(job: Record, update: Mapping[str, Any], now: float) -> bool:
     push = update.get("push")
     if isinstance(push, Mapping) and _apply_push(job, push):
         changed = True
-    if isinstance(update.get("procs"), Mapping):
-        job["procs"] = dict(list(update["procs"].items())[:100])
+    if (conns := metrics.conns(update.get("conns"))) is not None:
+        job["conns"] = conns
+    if (procs := metrics.procs(update.get("procs"))) is not None:
+        job["procs"] = procs
+        metrics.add_timelines(job, now)
     if update.get("state") == "finishing" and job.get("state") == "active":
         job["state"] = "finishing"
         job["finishing_since"] = now
@@ -149,6 +159,7 @@ def final_record(job: Record, update: Mapping[str, Any] | None, now: float, *, l
     out["code"] = code
     if code != 0 and not out.get("description"):
         out["description"] = "Unknown Error (no description provided)"
+    metrics.disk_net(out)
     for key in TRANSIENT:
         out.pop(key, None)
     out.update(state="complete", completed=now, elapsed=max(0.0, now - float(out.get("started") or now)),

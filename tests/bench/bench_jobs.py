@@ -11,8 +11,9 @@ Starts real `podium serve` nodes (access log off) on one Redis server and real `
 (b) `latency`: from the `run_event` reply to the plugin's first output line (the plugin prints its clock),
     p50/p99 over `--samples` jobs, one at a time.
 (c) `biglog`: one job printing `--log-mb` MB: MB/s from launch to the stored log, and node CPU.
-(d) `many`: `--running` jobs (`sleep`) at once on three agents: the primary's CPU and Redis commands per second
-    while they run.
+(d) `many`: `--running` jobs (`sleep`) at once on three agents: the primary's CPU, the agents' CPU (measuring
+    every job's process tree each second) and Redis commands per second while they run, and the size of one
+    running job's stored record.
 
     python -m tests.bench.bench_jobs                 # everything
     python -m tests.bench.bench_jobs throughput --duration 10
@@ -30,6 +31,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from storage.connection import Database, connect
 from storage.keyspace import Keyspace
@@ -185,11 +188,11 @@ async def biglog(root: Path, mb: int) -> None:
 
 
 async def many(root: Path, running: int) -> None:
-    async with topology(root, 3, 3, False) as (c, jobs, _procs):
+    async with topology(root, 3, 3, False) as (c, jobs, procs):
         primary = await c.wait_single_primary()
         event = await jobs.event(primary, "#!/bin/sh\necho started\nsleep 60\n")
-        for _ in range(running):
-            await jobs.run(primary, event)
+        agent_pids = [p.proc.pid for p in procs if p.proc]
+        ids = [await jobs.run(primary, event) for _ in range(running)]
         deadline = time.monotonic() + 120
         while True:
             rows = await jobs.ok(primary, "get_active_jobs", {"state": "active", "limit": 1}, method="GET")
@@ -198,14 +201,17 @@ async def many(root: Path, running: int) -> None:
             await asyncio.sleep(0.5)
         await asyncio.sleep(3)
         ops0, rcpu0 = await redis_ops(c)
-        cpu0, t0 = cpu([primary.pid]), time.monotonic()
+        cpu0, acpu0, t0 = cpu([primary.pid]), cpu(agent_pids), time.monotonic()
         await asyncio.sleep(15)
         ops1, rcpu1 = await redis_ops(c)
         wall = time.monotonic() - t0
         share, rshare = (cpu([primary.pid]) - cpu0) / wall * 100, (rcpu1 - rcpu0) / wall * 100
+        ashare = (cpu(agent_pids) - acpu0) / wall * 100
+        size = len(orjson.dumps(await jobs.job(primary, ids[0])))
         print(
             f"  {rows['list']['length']} jobs running on 3 agents: primary CPU {share:.0f} % of a core, "
-            f"redis {(ops1 - ops0) / wall:.0f} commands/s, redis CPU {rshare:.0f} %"
+            f"agents {ashare:.0f} % together, redis {(ops1 - ops0) / wall:.0f} commands/s, redis CPU {rshare:.0f} %;"
+            f" one job's record {size / 1024:.1f} KiB as JSON"
         )
 
 

@@ -1,0 +1,158 @@
+"""A running job's process figures as agents report them (xySat's shapes), bounded, and the timelines built from them.
+
+Pure code, used by updates.py on every report:
+
+- `cpu`, `mem` (and `disk`, `net` if an agent sends them) are objects of numbers ({min, max, total, count,
+  current}); anything else in them is dropped.
+- `procs` ({pid: {...}}) and `conns` ([{...}]) keep at most 100 entries of at most 32 plain values each.
+- The timelines are the conductor's, as in xyOps (xySat never sends them): every report with `procs` (the agent's
+  once-a-second tick) adds a `second` entry {epoch, procs: {pid: {cpu, memRss, command, disk, net}}}, and the first
+  one of each minute a `minute` entry {epoch: the minute, procs, conns}. Podium writes a running job's whole
+  record on every change, so besides xyOps' 300 seconds and 1440 minutes they are bounded in what they hold
+  (16 processes and 16 connections an entry, 1,200 processes in all seconds, 2,000 items in all minutes, the
+  oldest entries going first): a long job's record stays under about a megabyte.
+- The final record's `disk` and `net` come from the minute timeline, as xyOps' calcAvgDiskNet: disk = {total:
+  bytes read and written between minute samples, count: seconds between them}, net = {total: the bytes per
+  second of each minute sample's connections, count: minute samples}; avg = total / count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+Record = dict[str, Any]
+
+FIGURES = ("cpu", "mem", "disk", "net")
+MAX_FIGURE_KEYS = 8
+MAX_PROCS = 100
+MAX_CONNS = 100
+MAX_FIELDS = 32  # plain values kept of one process or connection
+MAX_KEY = 64
+MAX_TEXT = 1024
+SECONDS = 300
+MINUTES = 1440
+ENTRY_PROCS = 16
+ENTRY_CONNS = 16
+SECOND_ITEMS = 1200
+MINUTE_ITEMS = 2000
+TIMELINE_TEXT = 256
+SLIM = ("cpu", "memRss", "command", "disk", "net")
+
+
+def figures(value: Any) -> dict[str, float] | None:
+    """{name: number}, at most a few, or None when nothing in it is one."""
+    if not isinstance(value, Mapping):
+        return None
+    out = {}
+    for key, number in list(value.items())[:MAX_FIGURE_KEYS]:
+        if isinstance(key, str) and _number(number):
+            out[key[:MAX_KEY]] = number
+    return out or None
+
+
+def procs(value: Any) -> dict[str, Record] | None:
+    if not isinstance(value, Mapping):
+        return None
+    out: dict[str, Record] = {}
+    for pid, proc in value.items():
+        if len(out) >= MAX_PROCS:
+            break
+        if isinstance(proc, Mapping):
+            out[str(pid)[:MAX_KEY]] = _plain(proc, MAX_TEXT)
+    return out
+
+
+def conns(value: Any) -> list[Record] | None:
+    if not isinstance(value, list):
+        return None
+    return [_plain(conn, MAX_TEXT) for conn in value[:MAX_CONNS] if isinstance(conn, Mapping)]
+
+
+def add_timelines(job: Record, now: float) -> None:
+    """Append this report's `procs` and `conns` (already bounded, on the job) to the job's timelines."""
+    current = job.get("procs")
+    if not isinstance(current, Mapping):
+        return
+    lines = job.get("timelines")
+    if not isinstance(lines, dict):
+        lines = job["timelines"] = {}
+    second = lines["second"] if isinstance(lines.get("second"), list) else []
+    minute = lines["minute"] if isinstance(lines.get("minute"), list) else []
+    lines.update(second=second, minute=minute)
+    chosen = list(current.items())[:ENTRY_PROCS]
+    second.append({"epoch": round(now, 3),
+                   "procs": {pid: _short({k: p[k] for k in SLIM if k in p}) for pid, p in chosen}})  # fmt: skip
+    _trim(second, SECONDS, SECOND_ITEMS)
+    epoch = int(now // 60 * 60)
+    last = minute[-1] if minute and isinstance(minute[-1], Mapping) else {}
+    if last.get("epoch") != epoch:
+        found = job.get("conns")
+        found = found if isinstance(found, list) else []
+        minute.append({"epoch": epoch, "procs": {pid: _short(p) for pid, p in chosen},
+                       "conns": [_short(c) for c in found[:ENTRY_CONNS]]})  # fmt: skip
+        _trim(minute, MINUTES, MINUTE_ITEMS)
+
+
+def disk_net(job: Record) -> None:
+    """The final `disk` and `net` from the minute timeline (zeros without one, as xyOps)."""
+    disk, net = {"total": 0, "count": 0}, {"total": 0, "count": 0}
+    lines = job.get("timelines")
+    minute = lines.get("minute") if isinstance(lines, Mapping) else None
+    previous: Mapping[str, Any] | None = None
+    for entry in minute if isinstance(minute, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        net["total"] += sum(_int(c.get("delta")) for c in entry.get("conns") or [] if isinstance(c, Mapping))
+        net["count"] += 1
+        if previous is not None:
+            now_procs, then_procs = entry.get("procs") or {}, previous.get("procs") or {}
+            for pid, proc in now_procs.items():  # the counters only grow: each process's growth since then
+                before = then_procs.get(pid)
+                if isinstance(proc, Mapping) and isinstance(before, Mapping) and _int(before.get("disk")):
+                    disk["total"] += max(0, _int(proc.get("disk")) - _int(before.get("disk")))
+            disk["count"] += _int(entry.get("epoch")) - _int(previous.get("epoch"))
+        previous = entry
+    job.update(disk=disk, net=net)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: Any) -> int:
+    return int(value) if _number(value) else 0
+
+
+def _plain(value: Mapping[Any, Any], text: int) -> Record:
+    """At most MAX_FIELDS string keys with plain values (numbers, strings cut to `text`, booleans, null)."""
+    out: Record = {}
+    for key, item in value.items():
+        if len(out) >= MAX_FIELDS:
+            break
+        if not isinstance(key, str):
+            continue
+        if isinstance(item, str):
+            out[key[:MAX_KEY]] = item[:text]
+        elif item is None or isinstance(item, bool) or _number(item):
+            out[key[:MAX_KEY]] = item
+    return out
+
+
+def _short(value: Mapping[str, Any]) -> Record:
+    return {k: v[:TIMELINE_TEXT] if isinstance(v, str) else v for k, v in value.items()}
+
+
+def _trim(entries: list[Any], most: int, items: int) -> None:
+    """Oldest entries out: at most `most` of them, holding at most `items` processes and connections in all."""
+    del entries[:-most]
+    held = sum(_size(e) for e in entries)
+    while len(entries) > 1 and held > items:
+        held -= _size(entries.pop(0))
+
+
+def _size(entry: Any) -> int:
+    if not isinstance(entry, Mapping):
+        return 1
+    return len(entry.get("procs") or ()) + len(entry.get("conns") or ())
