@@ -9,12 +9,14 @@ import logging
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from cluster import __version__
 from cluster.actions.email import SmtpConfig
+from cluster.actions.runner import ActionRunner, RunnerConfig, actions_service
 from cluster.dispatch.machine import DispatchConfig, Dispatcher, dispatch_service
 from cluster.maintenance import MaintenanceConfig, maintenance_service
 from cluster.node import NodeRuntime, load_node_id
@@ -80,6 +82,18 @@ def smtp_config(settings: Settings) -> SmtpConfig:
     )
 
 
+def runner_config(settings: Settings, node: NodeRuntime) -> RunnerConfig:
+    return RunnerConfig(base_url=settings.public_url, smtp=smtp_config(settings),
+                        plugin_dir=settings.data_dir / "plugins", local_url=local_url(settings, settings.port))
+
+
+def job_services(node: NodeRuntime, settings: Settings) -> list[Any]:
+    """The job state machine and its action runner, as primary services of `node` (which gets the dispatcher)."""
+    dispatcher = node.dispatcher = Dispatcher(node, dispatch_config(settings))
+    runner = ActionRunner(node, dispatcher, runner_config(settings, node))
+    return [dispatch_service(dispatcher), actions_service(runner)]
+
+
 def maintenance_config(settings: Settings) -> MaintenanceConfig:
     return MaintenanceConfig(
         job_max_rows=settings.job_max_rows,
@@ -135,7 +149,6 @@ async def serve(settings: Settings) -> None:
             raise ConfigError(f"--secret-key: {exc}") from None
 
         node_id = load_node_id(settings.data_dir)
-        dispatcher: Dispatcher | None = None
         node = NodeRuntime(
             db,
             node_id,
@@ -145,9 +158,8 @@ async def serve(settings: Settings) -> None:
             stores=Stores.open(db, secret_key, files=file_store(settings, db)),
             control=db.with_own_pool(),  # the lease and the heartbeat never wait behind requests
         )
-        dispatcher = node.dispatcher = Dispatcher(node, dispatch_config(settings))
         node.services += [
-            dispatch_service(dispatcher),
+            *job_services(node, settings),
             scheduler_service(scheduler_config(settings)),
             maintenance_service(maintenance_config(settings)),
         ]

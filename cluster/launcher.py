@@ -15,8 +15,10 @@ from typing import Any
 
 from storage.families import CATEGORIES, PLUGINS
 from storage.ids import generate_id
+from storage.jobs import JobWrite
 from storage.stores import Stores
 
+from .dispatch import limits
 from .node import NodeRuntime
 
 Record = dict[str, Any]
@@ -147,17 +149,24 @@ async def launch_job(node: NodeRuntime, launch: Launch) -> Record | None:
     the agent's `launch_job` frame is queued in the same fenced write), in its queue, or aborted."""
     stores = node.stores
     job = await build_job(stores, launch)
+    if any(isinstance(lim, dict) and lim.get("type") == "day" for lim in job.get("limits") or []):
+        refused = limits.day_limit(job, await stores.actions.day_counts(str(job["event"]), time.time()))
+        if refused:
+            raise LaunchError(refused)
     dispatcher = node.dispatcher
     if dispatcher is not None:
         # Placed now when the dispatcher's view is loaded; else stored `ready` and placed once it is.
-        frame = dispatcher.place(job, time.time()) if dispatcher.loaded and job["state"] == "ready" else None
+        extra = JobWrite(node.db.keys)
+        if dispatcher.loaded and job["state"] == "ready":
+            await dispatcher.refresh_tags()  # an abort at once settles its tags against the tags there are now
+            dispatcher.place(job, time.time(), extra)
         dispatcher.reserve(job)
         stored: bool | None = None  # unknown until the write answers
         try:
             stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.cursor,
-                                              frame=frame)  # fmt: skip
+                                              extra=extra)  # fmt: skip
         finally:
-            dispatcher.settled(job, stored)
+            dispatcher.settled(job, stored, extra)
         return job if stored else None
     # No dispatcher on this node: stored `ready`, for the dispatcher of whichever node is primary to place.
     stored = await stores.jobs.launch(node.fence(), job, claim=launch.claim, cursor=launch.cursor)

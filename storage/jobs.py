@@ -8,6 +8,7 @@ second primary can never launch the same slot again and a crash never leaves hal
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,16 +48,65 @@ JOBS_INDEX = IndexSpec(
     sorters=("completed", "elapsed"),
 )
 
-# Launch one job: claim its scheduled slot (if any), store it, file it, advance the cursor, and queue the
-# `launch_job` frame for its agent when the dispatcher placed it on a server at once.
+# The operations a job write may carry besides its own record, shared by JOB_LAUNCH, JOB_FINISH, JOB_WRITE and
+# JOB_CAS so that whatever a change calls for (an agent frame, an action run, event state, a retry's new job) is
+# written with it or not at all. Each script sets ACTIVE (the active zset key) first. An op names its keys by
+# their index in KEYS. Ops (a msgpack list of lists):
+#   {"job", k, id, record, started}   a live record, written only while the job is still active
+#   {"new", k, id, record, started}   a new active job (a retry)
+#   {"cmd", k, frame, maxlen}         a frame for an agent's command stream
+#   {"cursor", k, k_inbox, entry}     the inbox cursor; the inbox trimmed to it
+#   {"hset", k, field, value}
+#   {"hincr", k, field, amount, ttl}  HINCRBYFLOAT, then EXPIRE when ttl is not 0
+#   {"run", k, k_due, id, record, at} an action run to do from `at` on
+#   {"done", k, k_claimed, k_due, id} an action run recorded: gone from every set
+# apply_ops returns the number of "job" records written.
+_OPS = """
+local function apply_ops(ops)
+  local written = 0
+  for _, op in ipairs(ops) do
+    local kind = op[1]
+    if kind == 'job' then
+      if redis.call('ZSCORE', ACTIVE, op[3]) then
+        redis.call('SET', KEYS[op[2]], op[4])
+        redis.call('ZADD', ACTIVE, op[5], op[3])
+        written = written + 1
+      end
+    elseif kind == 'new' then
+      redis.call('SET', KEYS[op[2]], op[4])
+      redis.call('ZADD', ACTIVE, op[5], op[3])
+    elseif kind == 'cmd' then
+      redis.call('XADD', KEYS[op[2]], 'MAXLEN', '~', op[4], '*', 'f', op[3])
+    elseif kind == 'cursor' then
+      redis.call('SET', KEYS[op[2]], op[4])
+      redis.call('XTRIM', KEYS[op[3]], 'MINID', op[4])
+    elseif kind == 'hset' then
+      redis.call('HSET', KEYS[op[2]], op[3], op[4])
+    elseif kind == 'hincr' then
+      redis.call('HINCRBYFLOAT', KEYS[op[2]], op[3], op[4])
+      if tonumber(op[5]) > 0 then redis.call('EXPIRE', KEYS[op[2]], op[5]) end
+    elseif kind == 'run' then
+      redis.call('SET', KEYS[op[2]], op[5])
+      redis.call('ZADD', KEYS[op[3]], op[6], op[4])
+    elseif kind == 'done' then
+      redis.call('DEL', KEYS[op[2]])
+      redis.call('ZREM', KEYS[op[3]], op[5])
+      redis.call('ZREM', KEYS[op[4]], op[5])
+    end
+  end
+  return written
+end
+"""
+
+# Launch one job: claim its scheduled slot (if any), store it, file it, advance the cursor, and apply the ops the
+# placement produced (the agent's `launch_job` frame, the runs of its start actions).
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] claim key (ignored when ARGV[4] == ''), KEYS[4] job record,
-# KEYS[5] active zset, KEYS[6] unindexed set, KEYS[7] cursor hash, KEYS[8] agent command stream
+# KEYS[5] active zset, KEYS[6] unindexed set, KEYS[7] cursor hash, KEYS[8..] the keys the ops name
 # ARGV[1] node id, ARGV[2] epoch, ARGV[3] job id, ARGV[4] "1" to claim, ARGV[5] claim ttl s,
 # ARGV[6] msgpack job, ARGV[7] "active" | "final", ARGV[8] started (score),
-# ARGV[9] cursor event id ('' = none), ARGV[10] cursor second, ARGV[11] msgpack frame ('' = none),
-# ARGV[12] stream maxlen
+# ARGV[9] cursor event id ('' = none), ARGV[10] cursor second, ARGV[11] msgpack ops ('' = none)
 # return 1 launched, 0 the slot was already claimed (nothing written)
-JOB_LAUNCH = fenced("""
+JOB_LAUNCH = fenced("local ACTIVE = KEYS[5]\n" + _OPS + """
 if ARGV[4] == '1' then
   if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[5]) then return 0 end
 end
@@ -70,9 +120,7 @@ if ARGV[9] ~= '' then
   local cur = tonumber(redis.call('HGET', KEYS[7], ARGV[9]) or '0')
   if tonumber(ARGV[10]) > cur then redis.call('HSET', KEYS[7], ARGV[9], ARGV[10]) end
 end
-if ARGV[11] ~= '' then
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[12], '*', 'f', ARGV[11])
-end
+if ARGV[11] ~= '' then apply_ops(cmsgpack.unpack(ARGV[11])) end
 return 1
 """)
 
@@ -86,47 +134,42 @@ if tonumber(ARGV[4]) > cur then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) re
 return 0
 """)
 
-# Finish an active job: store the final record and queue it for indexing.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] job record, KEYS[4] active zset, KEYS[5] unindexed set
-# ARGV[1] node id, ARGV[2] epoch, ARGV[3] job id, ARGV[4] msgpack final record
-# return 1, or error NOTFOUND when the job is not active
-JOB_FINISH = fenced("""
+# Finish an active job: store the final record, queue it for indexing, and apply what the finish calls for
+# (completion action runs, event state, a retry's new job, agent frames), all or nothing.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] job record, KEYS[4] active zset, KEYS[5] unindexed set,
+# KEYS[6..] the keys the ops name
+# ARGV[1] node id, ARGV[2] epoch, ARGV[3] job id, ARGV[4] msgpack final record, ARGV[5] msgpack ops ('' = none)
+# return 1, or error NOTFOUND when the job is not active (nothing written)
+JOB_FINISH = fenced("local ACTIVE = KEYS[4]\n" + _OPS + """
 if redis.call('ZREM', KEYS[4], ARGV[3]) == 0 then return redis.error_reply('NOTFOUND') end
 redis.call('SET', KEYS[3], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[3])
+if ARGV[5] ~= '' then apply_ops(cmsgpack.unpack(ARGV[5])) end
 return 1
 """)
 
-# Write live jobs and queue agent frames, in one step: the dispatcher's every transition short of finishing.
-# A job is written only while it is still active, so a write computed before a finish can never bring the
-# finished job back. ARGV[3] is a msgpack list of ops:
-#   {"job", <index of its record key in KEYS>, id, msgpack record, started score as text}
-#   {"cmd", <index of the agent stream key in KEYS>, msgpack frame}
-#   {"cursor", <index of the inbox cursor key>, <index of the inbox stream key>, last applied entry id}
-#   {"hset", <index of a hash key>, field, value}  (the round-robin counters)
+# Write live jobs, agent frames, action runs and the inbox cursor in one step: the dispatcher's every transition
+# short of finishing. A job is written only while it is still active, so a write computed before a finish can
+# never bring the finished job back.
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] active zset, KEYS[4..] the keys the ops name
-# ARGV[1] node id, ARGV[2] epoch, ARGV[3] ops, ARGV[4] stream maxlen
+# ARGV[1] node id, ARGV[2] epoch, ARGV[3] msgpack ops
 # return the number of jobs written
-JOB_WRITE = fenced("""
-local ops = cmsgpack.unpack(ARGV[3])
-local written = 0
-for _, op in ipairs(ops) do
-  if op[1] == 'job' then
-    if redis.call('ZSCORE', KEYS[3], op[3]) then
-      redis.call('SET', KEYS[op[2]], op[4])
-      redis.call('ZADD', KEYS[3], op[5], op[3])
-      written = written + 1
-    end
-  elseif op[1] == 'cmd' then
-    redis.call('XADD', KEYS[op[2]], 'MAXLEN', '~', ARGV[4], '*', 'f', op[3])
-  elseif op[1] == 'cursor' then
-    redis.call('SET', KEYS[op[2]], op[4])
-    redis.call('XTRIM', KEYS[op[3]], 'MINID', op[4])
-  elseif op[1] == 'hset' then
-    redis.call('HSET', KEYS[op[2]], op[3], op[4])
-  end
-end
-return written
+JOB_WRITE = fenced("local ACTIVE = KEYS[3]\n" + _OPS + """
+return apply_ops(cmsgpack.unpack(ARGV[3]))
+""")
+
+# Rewrite a stored job if it is still byte for byte what the caller read (a completed job: tags, tickets, action
+# results), with ops applied in the same step (the action runs the rewrite records).
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] job record, KEYS[4] active zset, KEYS[5..] the keys the ops name
+# ARGV[1] node id, ARGV[2] epoch, ARGV[3] sha1 hex of the record read, ARGV[4] msgpack new record,
+# ARGV[5] msgpack ops ('' = none)
+# return 1 written, 0 the record changed (or is gone) since it was read (nothing written)
+JOB_CAS = fenced("local ACTIVE = KEYS[4]\n" + _OPS + """
+local raw = redis.call('GET', KEYS[3])
+if not raw or redis.sha1hex(raw) ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[3], ARGV[4])
+if ARGV[5] ~= '' then apply_ops(cmsgpack.unpack(ARGV[5])) end
+return 1
 """)
 
 
@@ -152,37 +195,78 @@ def index_fields(job: Record) -> Record:
     }
 
 
+class _Key(str):
+    """A key an op names; turned into its KEYS index when the ops are encoded for a script."""
+
+
 class JobWrite:
-    """Live job records and agent frames for one JOB_WRITE."""
+    """Ops for one of the job scripts (see _OPS): live records, agent frames, action runs, event state."""
 
     def __init__(self, keys: Keyspace) -> None:
-        self._k = keys
-        self.keys: list[str] = []
+        self.k = keys
         self.ops: list[list[Any]] = []
+        self.runs: list[str] = []  # ids of the action runs this write queues
+        self.new: list[Record] = []  # jobs this write creates (retries)
 
-    def _key(self, key: str) -> int:
-        try:
-            return self.keys.index(key) + 4  # KEYS[1..3] are the leader, the epoch and the active set
-        except ValueError:
-            self.keys.append(key)
-            return len(self.keys) + 3
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def extend(self, other: JobWrite) -> JobWrite:
+        self.ops += other.ops
+        self.runs += other.runs
+        self.new += other.new
+        return self
+
+    def encode(self, first: int) -> tuple[list[str], bytes]:
+        """The keys the ops name (to pass as KEYS[first..]) and the ops with those keys as indices."""
+        keys: dict[str, int] = {}
+        ops = [[keys.setdefault(a, first + len(keys)) if isinstance(a, _Key) else a for a in op] for op in self.ops]
+        return list(keys), codec.pack_for_lua(ops)
 
     def job(self, job: Record) -> JobWrite:
         job_id = str(job["id"])
-        self.ops.append(["job", self._key(self._k.job(job_id)), job_id, codec.pack(job),
-                         repr(float(job.get("started", 0)))])  # fmt: skip
+        self.ops.append(["job", _Key(self.k.job(job_id)), job_id, codec.pack(job), repr(float(job.get("started", 0)))])
+        return self
+
+    def new_job(self, job: Record) -> JobWrite:
+        job_id = str(job["id"])
+        self.ops.append(["new", _Key(self.k.job(job_id)), job_id, codec.pack(job), repr(float(job.get("started", 0)))])
+        self.new.append(job)
         return self
 
     def frame(self, server_id: str, cmd: str, data: Record) -> JobWrite:
-        self.ops.append(["cmd", self._key(self._k.agent_commands(server_id)), codec.pack({"cmd": cmd, "data": data})])
+        self.ops.append(["cmd", _Key(self.k.agent_commands(server_id)), codec.pack({"cmd": cmd, "data": data}),
+                         COMMANDS_MAXLEN])  # fmt: skip
         return self
 
     def robin(self, event_id: str, counter: int) -> JobWrite:
-        self.ops.append(["hset", self._key(self._k.dispatch_robin), event_id, str(counter)])
+        self.ops.append(["hset", _Key(self.k.dispatch_robin), event_id, str(counter)])
         return self
 
     def inbox_done(self, entry_id: str) -> JobWrite:
-        self.ops.append(["cursor", self._key(self._k.dispatch_cursor), self._key(self._k.dispatch_inbox), entry_id])
+        self.ops.append(["cursor", _Key(self.k.dispatch_cursor), _Key(self.k.dispatch_inbox), entry_id])
+        return self
+
+    def hset(self, key: str, field: str, value: Any) -> JobWrite:
+        self.ops.append(["hset", _Key(key), field, value if isinstance(value, str | bytes) else repr(value)])
+        return self
+
+    def hincr(self, key: str, field: str, amount: float, ttl_s: int = 0) -> JobWrite:
+        self.ops.append(["hincr", _Key(key), field, repr(float(amount)), ttl_s])
+        return self
+
+    def run(self, run: Record, at: float) -> JobWrite:
+        """Queue an action run ({id, job, ...}) to be claimed from `at` (epoch s) on."""
+        run_id = str(run["id"])
+        self.ops.append(["run", _Key(self.k.action_run(run_id)), _Key(self.k.actions_due), run_id, codec.pack(run),
+                         repr(float(at))])  # fmt: skip
+        self.runs.append(run_id)
+        return self
+
+    def done(self, run_id: str) -> JobWrite:
+        """An action run whose result this write records."""
+        self.ops.append(["done", _Key(self.k.action_run(run_id)), _Key(self.k.actions_claimed),
+                         _Key(self.k.actions_due), run_id])  # fmt: skip
         return self
 
 
@@ -208,21 +292,20 @@ class JobStore:
 
     async def launch(
         self, fence: Fence, job: Record, *, claim: tuple[str, int] | None = None,
-        cursor: tuple[str, int] | None = None, frame: tuple[str, Record] | None = None,
+        cursor: tuple[str, int] | None = None, extra: JobWrite | None = None,
     ) -> bool:  # fmt: skip
-        """Store a new job (fenced, atomic with its slot claim and cursor, and with the frame (server id,
-        {cmd, data}) its agent is to receive). False if the slot was taken."""
+        """Store a new job (fenced, atomic with its slot claim and cursor, and with `extra`: the ops its placement
+        produced, such as the agent's frame). False if the slot was taken."""
         k = self.db.keys
         job_id = str(job["id"])
         claim_key = k.sched_claim(*claim) if claim else k.sched_claim("-", 0)
         final = job.get("state") == "complete"
-        stream = k.agent_commands(frame[0]) if frame else k.agent_commands("-")
+        keys, ops = extra.encode(8) if extra else ([], b"")
         done = await fence.run(
             JOB_LAUNCH,
-            [claim_key, k.job(job_id), k.jobs_active, k.jobs_unindexed, k.sched_cursor, stream],
+            [claim_key, k.job(job_id), k.jobs_active, k.jobs_unindexed, k.sched_cursor, *keys],
             [job_id, "1" if claim else "", CLAIM_TTL_S, codec.pack(job), "final" if final else "active",
-             repr(float(job.get("started", 0))), cursor[0] if cursor else "", cursor[1] if cursor else 0,
-             codec.pack(frame[1]) if frame else "", COMMANDS_MAXLEN],
+             repr(float(job.get("started", 0))), cursor[0] if cursor else "", cursor[1] if cursor else 0, ops],
         )  # fmt: skip
         if int(done) == 1 and final:
             await self.index_one(job)
@@ -230,29 +313,52 @@ class JobStore:
 
     async def write(self, fence: Fence, batch: JobWrite) -> int:
         """Apply a JobWrite (fenced); returns how many jobs were still active and written."""
-        if not batch.ops:
+        if not batch:
             return 0
-        return int(await fence.run(JOB_WRITE, [self.db.keys.jobs_active, *batch.keys],
-                                   [codec.pack_for_lua(batch.ops), COMMANDS_MAXLEN]))  # fmt: skip
+        keys, ops = batch.encode(4)
+        return int(await fence.run(JOB_WRITE, [self.db.keys.jobs_active, *keys], [ops]))
 
     async def robin_counters(self) -> dict[str, int]:
         """The round-robin counter of every event (server selection)."""
         raw = await self.db.client.hgetall(self.db.keys.dispatch_robin)
         return {_raw(k).decode(): int(v) for k, v in raw.items()}
 
-    async def finish(self, fence: Fence, job: Record, *, index: bool = True) -> None:
-        """Store the final record (fenced) and queue it for indexing; index it now unless the caller batches
-        that (index_many): until then it is in the unindexed set, which the primary drains."""
+    async def finish(self, fence: Fence, job: Record, *, index: bool = True, extra: JobWrite | None = None) -> None:
+        """Store the final record (fenced, with `extra`'s ops) and queue it for indexing; index it now unless the
+        caller batches that (index_many): until then it is in the unindexed set, which the primary drains."""
         k = self.db.keys
+        keys, ops = extra.encode(6) if extra else ([], b"")
         try:
-            await fence.run(JOB_FINISH, [k.job(str(job["id"])), k.jobs_active, k.jobs_unindexed],
-                            [str(job["id"]), codec.pack(job)])  # fmt: skip
+            await fence.run(JOB_FINISH, [k.job(str(job["id"])), k.jobs_active, k.jobs_unindexed, *keys],
+                            [str(job["id"]), codec.pack(job), ops])  # fmt: skip
         except ResponseError as exc:
             if str(exc).startswith("NOTFOUND"):
                 raise Conflict("notfound", f"job {job['id']} is not active") from None
             raise
         if index:
             await self.index_one(job)
+
+    async def stored(self, job_id: str) -> tuple[Record, str] | None:
+        """A job's record and the digest of its bytes, for `swap`."""
+        raw = await self.db.client.get(self.db.keys.job(job_id))
+        if raw is None:
+            return None
+        data = _raw(raw)
+        return dict(codec.unpack(data)), hashlib.sha1(data).hexdigest()
+
+    async def swap(self, fence: Fence, digest: str, old: Record, new: Record, extra: JobWrite | None = None) -> bool:
+        """Rewrite a stored job if it is unchanged since `stored` gave `digest` (fenced, with `extra`'s ops), and
+        move its search entries when it is final. False when it changed meanwhile: read again and retry."""
+        k = self.db.keys
+        job_id = str(old["id"])
+        keys, ops = extra.encode(5) if extra else ([], b"")
+        done = await fence.run(JOB_CAS, [k.job(job_id), k.jobs_active, *keys], [digest, codec.pack(new), ops])
+        if int(done) != 1:
+            return False
+        if new.get("final") and index_fields(old) != index_fields(new):
+            await self.index.remove(job_id, index_fields(old))
+            await self.index_one(new)
+        return True
 
     async def replace(self, fence: Fence, old: Record, new: Record) -> None:
         """Rewrite a completed job (tags, tickets, update_job) and move its search entries."""
@@ -304,6 +410,10 @@ class JobStore:
         """Count one more scheduled minute for an event's `nth` trigger; returns the new count."""
         reply = await fence.execute(FencedBatch().add("HINCRBY", [self.db.keys.sched_nth], event_id, 1))
         return int(reply[0])
+
+    async def nth_counters(self) -> dict[str, int]:
+        raw = await self.db.client.hgetall(self.db.keys.sched_nth)
+        return {_raw(k).decode(): int(v) for k, v in raw.items()}
 
     async def cursors(self) -> dict[str, int]:
         raw = await self.db.client.hgetall(self.db.keys.sched_cursor)

@@ -215,6 +215,35 @@ class Keyspace:
         """HASH event id -> round_robin counter of server selection."""
         return self.key("dispatch", "robin")
 
+    # -- job actions and event state (storage/actions.py) ------------------------------------
+    def action_run(self, run_id: str) -> str:
+        """STRING msgpack of one action run {id, job, condition, action, index, kind}: written with the change
+        that calls for it (a finish, a start, a limit), deleted with the result it recorded."""
+        return self.key("action", run_id)
+
+    @property
+    def actions_due(self) -> str:
+        """ZSET run id -> epoch s from which it may run: runs nobody has claimed yet."""
+        return self.key("actions", "due")
+
+    @property
+    def actions_claimed(self) -> str:
+        """ZSET run id -> epoch s of the claim: runs a primary took (fenced) and has not recorded yet."""
+        return self.key("actions", "claimed")
+
+    def event_state(self, event_id: str) -> str:
+        """HASH an event's job state: last_job, last_code, last_completed, total_elapsed, total_count."""
+        return self.key("event_state", event_id)
+
+    def event_day(self, event_id: str, day: str) -> str:
+        """HASH completion condition -> jobs of the event that met it on `day` (YYYY-MM-DD, UTC; EX 2 days):
+        what the `day` limit counts."""
+        return self.key("event_day", event_id, day)
+
+    def daily(self, kind: str, obj_id: str, day: str) -> str:
+        """STRING uses of a web hook or channel on `day` (YYYY-MM-DD, UTC; EX 2 days): their `max_per_day` caps."""
+        return self.key("daily", kind, obj_id, day)
+
     # -- job logs (storage/logs.py) ------------------------------------------------------
     def job_log(self, job_id: str) -> str:
         """STRING live output of a running job, appended in arrival order; moved to the file store on finish."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .actions import ActionStore
 from .activity import ActivityStore
 from .agents import AgentStreams
 from .bus import InvalidationBus
@@ -40,6 +41,7 @@ class Stores:
     servers: ServerStore
     files: FileStore
     logs: LogStore
+    actions: ActionStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -61,6 +63,7 @@ class Stores:
             servers=ServerStore(db),
             files=files,
             logs=LogStore(db, files),
+            actions=ActionStore(db),
             secret_key=secret_key,
         )
 

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.bootstrap import first_start
+from api.server import job_services
 from api.settings import Settings
-from cluster.dispatch.machine import Dispatcher, dispatch_service
 from cluster.node import NodeRuntime
 from storage.connection import Database
 from storage.stores import Stores
@@ -72,8 +72,9 @@ async def open_site(db: Database, data_dir: Path, **settings: Any) -> AsyncItera
     config = Settings(data_dir=data_dir, **settings)
     stores = Stores.open(db, secret_key="test-secret-" + db.keys.cluster)
     node = NodeRuntime(db, "n1", "http://127.0.0.1:5522", lease_ms=3000, services=[first_start], stores=stores)
-    dispatcher = node.dispatcher = Dispatcher(node)  # as `podium serve` wires it (api/server.py)
-    node.services.append(dispatch_service(dispatcher))
+    node.services += job_services(node, config)  # as `podium serve` wires it
+    dispatcher = node.dispatcher
+    assert dispatcher is not None
     site = Site(TestClient(TestServer(create_app(config, node), **RUNNER_OPTIONS)), node, config)
     await site.client.start_server()
     await node.start()

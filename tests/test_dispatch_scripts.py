@@ -23,7 +23,8 @@ def job(job_id: str, state: str = "active", **extra: object) -> dict[str, object
 async def test_launch_queues_the_agent_frame_in_the_same_step(db: Database) -> None:
     fence = await elect(LeaseStore(db))
     jobs, agents = JobStore(db), AgentStreams(db)
-    assert await jobs.launch(fence, job("j1", server="s1"), frame=("s1", {"cmd": "launch_job", "data": {"id": "j1"}}))
+    launch = JobWrite(db.keys).frame("s1", "launch_job", {"id": "j1"})
+    assert await jobs.launch(fence, job("j1", server="s1"), extra=launch)
     got = await agents.read_commands({"s1": "0-0"}, block_ms=0)
     assert [f for _, f in got["s1"]] == [{"cmd": "launch_job", "data": {"id": "j1"}}]
     score = await db.client.zscore(db.keys.jobs_active, "j1")
@@ -67,7 +68,8 @@ async def test_a_deposed_primary_writes_nothing(db: Database) -> None:
     with pytest.raises(FencedError):
         await jobs.write(stale, JobWrite(db.keys).job(job("j1", progress=0.9)).frame("s1", "launch_job", {}))
     with pytest.raises(FencedError):
-        await jobs.launch(Fence(db, "other", fence.epoch), job("j2"), frame=("s1", {"cmd": "launch_job"}))
+        frame = JobWrite(db.keys).frame("s1", "launch_job", {})
+        await jobs.launch(Fence(db, "other", fence.epoch), job("j2"), extra=frame)
     stored = await jobs.get("j1")
     assert stored is not None and "progress" not in stored
     assert int(await db.client.exists(db.keys.agent_commands("s1"))) == 0

@@ -143,7 +143,7 @@ async def test_run_refused_without_manual_trigger_or_when_disabled(site: Site, a
         job = await get_job(site, await run(site, admin, id=event["id"], test=True), admin)
         assert job["test"] is True and job["event"] == event["id"]
         assert job["actions"] == event["actions"] == [] and job["limits"] == []
-        assert job["tags"] == ["_error", "_test"]
+        assert job["tags"] == ["_error", "_last", "_test"]
     # A non-test run of an enabled event with a manual trigger gets both.
     plain = await create(site, admin, title="Plain")
     job = await get_job(site, await run(site, admin, id=plain["id"]), admin)
@@ -242,7 +242,7 @@ async def test_job_record(site: Site, admin: Headers) -> None:
     assert job["elapsed"] == job["completed"] - job["started"]
     assert job["final"] is True and job["input"] == {}
     assert (job["event_title"], job["event_revision"]) == ("Record", event["revision"])
-    assert job["tags"] == ["_error", "flag", "important"]
+    assert job["tags"] == ["_error", "_last", "flag", "important"]
     # Enabled category actions and limits are appended with their source, then the universal snapshot.
     assert job["actions"] == [
         own_action,

@@ -15,7 +15,7 @@ from ..agentauth import agent_may_act
 from ..call import Call
 from ..errors import ApiError
 from ..params import OBJECT_BYTES, ident, obj, strings, text
-from ..registry import ADMIN, HANDLERS, NONE, Params, Reply
+from ..registry import ADMIN, AUTH, HANDLERS, NONE, Params, Reply
 from .jobs import _job, _light
 
 FINAL_BYTES = 4 * 1024 * 1024  # a final update carries the job's output data
@@ -73,9 +73,19 @@ async def job_skip_delay(call: Call) -> Reply:
 
 
 async def _rewrite_final(call: Call, job: dict[str, Any], changes: dict[str, Any]) -> None:
-    if job.get("state") != "complete":
-        raise ApiError("job", f"Job is still active: {job['id']}")
-    await call.stores.jobs.replace(call.node.fence(), job, {**job, **changes})
+    """Merge `changes` into a completed job, compare-and-swap: an action recording its result on the same job
+    meanwhile makes this read again, so neither change is lost."""
+    jobs = call.stores.jobs
+    for _ in range(20):
+        got = await jobs.stored(str(job["id"]))
+        if got is None:
+            raise ApiError("notfound", f"Failed to locate job: {job['id']}")
+        current, digest = got
+        if current.get("state") != "complete":
+            raise ApiError("job", f"Job is still active: {job['id']}")
+        if await jobs.swap(call.node.fence(), digest, current, {**current, **changes}):
+            return
+    raise ApiError("job", f"Job {job['id']} kept changing; try again.")
 
 
 @HANDLERS.add("manage_job_tags", write=True, privilege="tag_jobs", closed=True,
@@ -116,3 +126,31 @@ async def update_job(call: Call) -> Reply:
     elif await _dispatcher(call).patch(str(job["id"]), fields) is None:
         raise ApiError("job", f"Job is not active: {job['id']}")
     return {}
+
+
+@HANDLERS.add("resume_job", write=True, privilege="run_jobs",
+              args=(ident(), obj("params", doc="merged into the job's params before it launches"),
+                    text("redirect", max_len=128, doc="workflow node to jump to (workflows)")))  # fmt: skip
+async def resume_job(call: Call) -> Reply:
+    """Resume a job a `suspend` action holds before its launch; its server is chosen again."""
+    job = await _job(call, call.params["id"])
+    problem = await _dispatcher(call).resume(str(job["id"]), call.params.get("params") or {}, call.who.id)
+    if problem:
+        raise ApiError("job", problem)
+    await log_activity(call, "job_resume", f"Resumed job {job['id']}", job=_light(job))
+    return {}
+
+
+@HANDLERS.add("job_toggle_notify_me", write=True, privilege=AUTH, args=(ident(),))
+async def job_toggle_notify_me(call: Call) -> Reply:
+    """Add (or remove) an email to the calling user when the job completes."""
+    if call.who.kind != "user":
+        raise ApiError("api", "Only a signed-in user can ask to be notified.")
+    email = str(call.who.record.get("email") or "")
+    if not email:
+        raise ApiError("api", "User has no email address set.")
+    job = await _job(call, call.params["id"])
+    enabled = await _dispatcher(call).toggle_notify(str(job["id"]), email, call.who.id)
+    if enabled is None:
+        raise ApiError("job", f"Job not found: {job['id']}")
+    return {"enabled": enabled}

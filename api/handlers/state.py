@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.families import EVENTS
+
 from ..activity import log_activity
 from ..call import Call
 from ..errors import ApiError, bad_param
@@ -17,7 +19,20 @@ _PATH_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 
 @HANDLERS.add("get_global_state", write=False, privilege=AUTH, args=())
 async def get_global_state(call: Call) -> Reply:
-    return {"state": await call.stores.state.get()}
+    """The state document, with `events{id: {...}}` from the per-event state the primary keeps (the scheduler
+    cursor, nth count, round-robin counter and job totals live in their own keys)."""
+    state = dict(await call.stores.state.get())
+    stores = call.stores
+    events: dict[str, dict[str, Any]] = {}
+    for name, values in (("cursor", await stores.jobs.cursors()), ("robin", await stores.jobs.robin_counters()),
+                         ("nth", await stores.jobs.nth_counters())):  # fmt: skip
+        for event_id, value in values.items():
+            events.setdefault(event_id, {})[name] = value
+    ids = [str(e["id"]) for e in await stores.defs.all(EVENTS)]
+    for event_id, totals in (await stores.actions.event_states(ids)).items():
+        events.setdefault(event_id, {}).update(totals)
+    state["events"] = events
+    return {"state": state}
 
 
 def _check_path(path: str) -> None:

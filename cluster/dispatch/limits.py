@@ -212,6 +212,18 @@ def _sustained(limit: dict[str, Any], job: Mapping[str, Any], now: float) -> tup
     return (current if now - float(limit["when"]) >= duration else None), changed
 
 
+def watched(job: Mapping[str, Any]) -> bool:
+    """Has the job a resource limit that may still fire (enabled, not fired yet)?"""
+    return any(isinstance(lim, Mapping) and lim.get("type") in RESOURCE_KINDS and lim.get("enabled", True)
+               and not lim.get("date") for lim in job.get("limits") or [])  # fmt: skip
+
+
+def watches_log(job: Mapping[str, Any]) -> bool:
+    """Does a `log` limit still watch the job's output size (so its size must be read)?"""
+    return any(isinstance(lim, Mapping) and lim.get("type") == "log" and lim.get("enabled", True)
+               and not lim.get("date") for lim in job.get("limits") or [])  # fmt: skip
+
+
 def resource_breaches(job: dict[str, Any], now: float) -> ResourceCheck:
     """Check a running job's time, log, mem and cpu limits (changes `job` in place; see the section comment).
 

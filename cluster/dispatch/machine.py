@@ -1,46 +1,50 @@
 """The primary's dispatcher: the job state machine (digest 3.2), event-driven.
 
 Redis holds every job; this is the primary's write-through view of the active ones, loaded from Redis when the
-node becomes primary and written back (fenced) with every change, so a new primary carries on from exactly what
-the old one wrote and a deposed one can change nothing. (xyOps keeps this state in the conductor's memory only,
-which is how its jobs end up "running" or "finishing" forever after a crash: xyOps #21, #165, #213, #240.)
+node becomes primary and written back (fenced, cluster/dispatch/writer.py) with every change, so a new primary
+carries on from exactly what the old one wrote and a deposed one can change nothing. (xyOps keeps this state in
+the conductor's memory only, which is how its jobs end up "running" or "finishing" forever after a crash: xyOps
+#21, #165, #213, #240.)
 
 Work happens when something happens, not on a tick: a launch places its job at once (in the launch's own fenced
 write), and a finish, an agent joining or a freed slot drains every queue as far as the free slots allow (xyOps
 promotes one queued job per queue per second). A 1 s tick remains for time: delays that run out, the dead-job
-timeout, and the deadlines of `finishing` and of an abort the agent never answers.
+timeout, the resource limits, and the deadlines of `starting`, `finishing` and of an abort nobody answers.
 
-Writes of existing jobs are coalesced: changes mark jobs dirty, and one writer sends them (with the agent frames
-and the inbox cursor) in one fenced JOB_WRITE, in order. A job is only written while Redis still has it active,
-so no late write can bring a finished job back.
-
-States: start_delay | retry_delay -> ready -> queued | active -> finishing -> complete. `starting` (when the
-start actions run) is passed through within the placing step until actions exist.
+States: start_delay | retry_delay -> ready -> queued | starting -> active -> finishing -> complete. A job with
+`start` actions waits in `starting` until their runs are recorded (or it is suspended by one, until
+`resume_job`); a job without goes straight to `active`. What a transition calls for (an agent frame, action runs,
+a retry, event state) is written in the same fenced step as the transition itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 
-from storage.connection import UNAVAILABLE_ERRORS, Database
+from storage.actions import DAY_TTL_S, day_of
+from storage.connection import UNAVAILABLE_ERRORS
 from storage.errors import Conflict, FencedError
-from storage.families import GROUPS
+from storage.families import GROUPS, TAGS
 from storage.fence import Fence
 from storage.ids import generate_id
 from storage.jobs import JobWrite
 
+from ..actions import plan
+from ..actions.record import Change, with_result
+from . import finish as finishing
 from . import limits
 from .selection import UnknownAlgorithm, available, candidates, choose
+from .service import dispatch_service
+from .service import run as run_service
 from .tally import DELAYED, Tally
 from .updates import add_meta, apply_update, final_record
+from .writer import Writer
 
 if TYPE_CHECKING:
     from ..node import NodeRuntime
@@ -50,8 +54,10 @@ Record = dict[str, Any]
 
 NO_SERVERS = "No available servers matching targets."
 LIMIT_FULL = "Maximum number of concurrent jobs reached."
+SERVER_GONE = "Chosen server is no longer connected."
+GONE_HERE = "Job is no longer active on the conductor."
 _STOPS: tuple[type[BaseException], ...] = (FencedError, *UNAVAILABLE_ERRORS)  # not a bad entry: stop, retry
-MAX_USER_DATA = 64 * 1024  # a server's userData, as jobs' serverData adds to it
+__all__ = ["NO_SERVERS", "DispatchConfig", "Dispatcher", "dispatch_service"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,36 +65,48 @@ class DispatchConfig:
     dead_job_timeout_s: float = 120.0  # an active job nobody reports on for this long is aborted
     finishing_timeout_s: float = 120.0  # a job may stay `finishing` (uploading) this long
     abort_timeout_s: float = 30.0  # an abort the agent never answers completes the job after this
+    starting_timeout_s: float = 300.0  # start actions that never report back hold the launch no longer than this
     tick_s: float = 1.0
     inbox_block_ms: int = 1000
+
+
+def _closing_line(final: Mapping[str, Any]) -> str:
+    code = final.get("code")
+    if code == 0:
+        return "Job completed successfully."
+    if code == "abort":
+        return f"Job aborted: {final.get('description', '')}"
+    return f"Job failed: {final.get('description', '')} ({code})"
 
 
 class Dispatcher:
     def __init__(self, node: NodeRuntime, config: DispatchConfig | None = None) -> None:
         self.node = node
         self.config = config or DispatchConfig()
-        self.jobs: dict[str, Record] = {}
+        self.jobs: dict[str, Record] = {}  # the view; changed in place (the writer holds it)
         self.servers: dict[str, Record] = {}
         self.groups: dict[str, Record] = {}
+        self.known_tags: Collection[str] | None = None  # tag ids and titles (None: not read yet, keep all)
         self.tally = Tally()
         self.loaded = False
         self.robin: dict[str, int] = {}
-        self._kick = asyncio.Event()
-        self._dirty: dict[str, None] = {}
-        self._frames: list[tuple[str, str, Record]] = []
-        self._inbox_done: str | None = None
-        self._waiters: list[asyncio.Future[None]] = []
-        self._wake_writer = asyncio.Event()
-        self._restart = asyncio.Event()  # set on any failure: the term ends and a new one starts from Redis
+        self.writer = Writer(node, self.jobs, self.restart)
+        self.writer.on_landed = self._arrived
+        self.runs_ready: asyncio.Event = asyncio.Event()  # the action runner waits on it: new runs were written
+        self.kicked = asyncio.Event()
+        self.restarting = asyncio.Event()  # set on any failure: the term ends and a new one starts from Redis
         self._pending: dict[str, Record] = {}  # placed by a launch whose write has not landed yet
         self._landed: dict[str, Record] | None = None  # launches settled while a load runs (None: no load)
-        self._robin_dirty: dict[str, int] = {}
         self._deadlines_at = 0.0  # when the deadlines were last checked (they need the tick, not every kick)
-        self._generation = 0  # one per term as primary: a finished term's clean-up never touches the next
-        self._applied = ""  # the last inbox entry applied in this term
+        self.generation = 0  # one per term as primary: a finished term's clean-up never touches the next
+        self.applied = ""  # the last inbox entry applied in this term
         self._failed: dict[str, int] = {}  # an inbox entry whose application failed, and how many times
-        self._to_index: list[Record] = []  # finished jobs whose search entries the indexer writes in batches
-        self._index_wake = asyncio.Event()
+        self.to_index: list[Record] = []  # finished jobs whose search entries the indexer writes in batches
+        self.index_wake = asyncio.Event()
+
+    @property
+    def _me(self) -> str:
+        return f"m:{self.node.node_id}"
 
     # -- the view ---------------------------------------------------------------------------
     async def load(self) -> None:
@@ -104,7 +122,8 @@ class Dispatcher:
             self._landed = None
             raise
         now = time.time()
-        self.jobs = {str(j["id"]): j for j in jobs}
+        self.jobs.clear()
+        self.jobs.update({str(j["id"]): j for j in jobs})
         self.jobs.update(self._landed)
         self.jobs.update(self._pending)
         self._landed = None
@@ -122,6 +141,12 @@ class Dispatcher:
     async def refresh_servers(self) -> None:
         self.servers = await self.node.stores.servers.online()
         self.groups = {str(g["id"]): g for g in await self.node.stores.defs.all(GROUPS)}
+        await self.refresh_tags()
+
+    async def refresh_tags(self) -> None:
+        """The tags a finished job may keep (ids and titles), as the definitions cache has them now."""
+        self.known_tags = {str(t.get(k)) for t in await self.node.stores.defs.all(TAGS) for k in ("id", "title")
+                           if t.get(k)}  # fmt: skip
 
     def reserve(self, job: Record) -> None:
         """A job the launch path placed and is about to store: it counts against limits and budgets at once,
@@ -132,9 +157,11 @@ class Dispatcher:
         self.jobs[str(job["id"])] = job
         self.tally.count(job)
 
-    def settled(self, job: Record, stored: bool | None) -> None:
+    def settled(self, job: Record, stored: bool | None, extra: JobWrite | None = None) -> None:
         """The launch's write landed (True), did not (False: the slot was taken), or may have (None: the write
         failed and Redis may or may not have it, so the view is rebuilt)."""
+        if stored and extra is not None:
+            self._arrived(extra)
         if self._pending.pop(str(job["id"]), None) is None:
             return
         if stored is None:
@@ -147,57 +174,101 @@ class Dispatcher:
         if job.get("state") != "active":
             self.kick()
 
+    def _arrived(self, batch: JobWrite) -> None:
+        """A write landed: the jobs it created (retries) join the view, and the action runner hears of its runs."""
+        for job in batch.new:
+            if self.loaded and job.get("state") != "complete":
+                self.jobs[str(job["id"])] = job
+                self.tally.count(job)
+                self.kick()
+        if batch.runs:
+            self.runs_ready.set()
+
     def restart(self, why: str) -> None:
         """The view may no longer match Redis: end this term; the next one loads everything again and reads
         the inbox from the cursor Redis has (what was written with the changes it made)."""
-        if not self._restart.is_set():
+        if not self.restarting.is_set():
             log.warning("dispatch_restart", reason=why)
-        self._restart.set()
+        self.restarting.set()
+
+    def reset(self) -> None:
+        """A new term starts from Redis alone: nothing a previous term left in memory is written."""
+        self.writer.reset()
+        self.kicked.clear()
+        self.restarting.clear()
 
     def untrack(self, job: Record) -> None:
         self.tally.forget(str(job["id"]))
         self.jobs.pop(str(job["id"]), None)
 
     def kick(self) -> None:
-        self._kick.set()
+        self.kicked.set()
+
+    def _mark(self, job: Record) -> None:
+        if self.jobs.get(str(job["id"])) is not job:
+            return  # gone from the view meanwhile (finished, flushed): never counted again
+        self.tally.count(job)
+        self.writer.mark(str(job["id"]))
+
+    async def flush(self) -> None:
+        await self.writer.flush()
 
     # -- placing ---------------------------------------------------------------------------
-    def place(self, job: Record, now: float) -> tuple[str, Record] | None:
-        """Decide a `ready` or `queued` job now (synchronously, so concurrent placements see each other).
-        Changes `job` in place to `active` (returns its agent frame), `queued`, or `complete` (aborted)."""
+    def place(self, job: Record, now: float, batch: JobWrite) -> bool:
+        """Decide a `ready` or `queued` job now (synchronously, so concurrent placements see each other). Changes
+        `job` in place to `starting` or `active` (True; what that calls for goes into `batch`), `queued`, or
+        `complete` (aborted; its completion goes into `batch`)."""
         key = limits.similar_key(job)
         amount = limits.concurrency(job)
         if amount and self.tally.running.get(key, 0) >= amount:
-            self._wait_or_abort(job, LIMIT_FULL)
-            return None
+            self._wait_or_abort(job, LIMIT_FULL, now, batch)
+            return False
         found = candidates(job.get("targets"), self.servers)
         ok = available(found, groups=self.groups, load=self.tally.load, weight=limits.weight(job))
         if job.get("state") == "ready" and self.tally.queued.get(key):
             # A new job waits behind the queued ones, never jumps them.
-            self._wait_or_abort(job, LIMIT_FULL if ok else NO_SERVERS)
-            return None
+            self._wait_or_abort(job, LIMIT_FULL if ok else NO_SERVERS, now, batch)
+            return False
         algo = str(job.get("algo") or "random")
         try:
             robin = self.robin.get(str(job.get("event")), 0)
             server = choose(ok, algo, robin=robin, active_counts=self.tally.on_server)
         except UnknownAlgorithm as exc:
-            self._abort_now(job, str(exc), now)
-            return None
+            self._abort_now(job, str(exc), now, batch)
+            return False
         if server is None:
-            self._wait_or_abort(job, NO_SERVERS)
-            return None
+            self._wait_or_abort(job, NO_SERVERS, now, batch)
+            return False
         if algo == "round_robin":
             event_id = str(job.get("event"))
-            self.robin[event_id] = self._robin_dirty[event_id] = (robin + 1) % max(1, len(ok))
+            self.robin[event_id] = (robin + 1) % max(1, len(ok))
+            batch.robin(event_id, self.robin[event_id])
         server_id = str(server["id"])
         job.pop("position", None)
-        job.update(state="active", server=server_id, groups=list(server.get("groups") or []), remote=True,
-                   started=now, updated=now, progress=0)  # fmt: skip
-        add_meta(job, f"Chosen server: {server.get('hostname') or server_id} ({algo})", now,
-                 f"m:{self.node.node_id}", generate_id("m"))  # fmt: skip
-        return server_id, {"cmd": "launch_job", "data": {"id": job["id"]}}
+        for note in limits.file_limit(job):
+            add_meta(job, note, now, self._me, generate_id("m"))
+        job.update(server=server_id, groups=list(server.get("groups") or []), started=now, updated=now, progress=0)
+        add_meta(job, f"Chosen server: {server.get('hostname') or server_id} ({algo})", now, self._me,
+                 generate_id("m"))  # fmt: skip
+        event_id = str(job.get("event") or "")
+        if event_id and "start_runs" not in job:  # what the `day` limit counts as `start`
+            batch.hincr(self.node.db.keys.event_day(event_id, day_of(now)), "start", 1, DAY_TTL_S)
+        if "start_runs" not in job:
+            runs = finishing.runs_for(job, ["start"], lambda: generate_id("r"))
+            if runs:
+                job.update(state="starting", remote=False, starting_since=now, start_runs=[r["id"] for r in runs])
+                for run in runs:
+                    batch.run(run, now)
+                return True
+        self._launch(job, now, batch)
+        return True
 
-    def _wait_or_abort(self, job: Record, reason: str) -> None:
+    def _launch(self, job: Record, now: float, batch: JobWrite) -> None:
+        job.update(state="active", remote=True, started=now, updated=now, progress=0)
+        job.pop("starting_since", None)
+        batch.frame(str(job["server"]), "launch_job", {"id": job["id"]})
+
+    def _wait_or_abort(self, job: Record, reason: str, now: float, batch: JobWrite) -> None:
         key = limits.similar_key(job)
         room = limits.queue_room(job)
         queued = self.tally.queued.get(key, set())
@@ -208,84 +279,21 @@ class Dispatcher:
             return
         full = ", and the queue is full" if room else ""
         job["retry_ok"] = True
-        self._abort_now(job, reason.rstrip(".") + full + ".", time.time())
+        self._abort_now(job, reason.rstrip(".") + full + ".", now, batch)
 
-    @staticmethod
-    def _abort_now(job: Record, reason: str, now: float) -> None:
+    def _abort_now(self, job: Record, reason: str, now: float, batch: JobWrite) -> None:
+        """Complete a job that never ran (in place), its completion's ops into `batch`."""
         job.update(code="abort", description=reason)
         job.update(final_record(job, None, now))
+        self._completion(job, now, batch)
 
-    # -- the writer ------------------------------------------------------------------------
-    def _mark(self, job: Record) -> None:
-        if self.jobs.get(str(job["id"])) is not job:
-            return  # gone from the view meanwhile (finished, flushed): never counted again
-        self.tally.count(job)
-        self._dirty[str(job["id"])] = None
-        self._wake_writer.set()
-
-    def _send(self, server_id: str, cmd: str, data: Record) -> None:
-        self._frames.append((server_id, cmd, data))
-        self._wake_writer.set()
-
-    async def flush(self) -> None:
-        """Wait until everything changed so far is written."""
-        if not self._dirty and not self._frames and self._inbox_done is None and not self._robin_dirty:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._wake_writer.set()
-        await waiter
-
-    async def _writer(self, stop: asyncio.Event) -> None:
-        try:
-            while not stop.is_set():
-                await self._wake_writer.wait()
-                self._wake_writer.clear()
-                if not await self._write_once():
-                    return
-        finally:  # nobody waits forever on a writer that is gone
-            waiters, self._waiters = self._waiters, []
-            self._settle(waiters, FencedError("the dispatcher stopped"))
-
-    @staticmethod
-    def _settle(waiters: list[asyncio.Future[None]], exc: BaseException | None = None) -> None:
-        for waiter in waiters:
-            if not waiter.done():
-                if exc is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(exc)
-
-    async def _write_once(self) -> bool:
-        """Write everything pending in one fenced step. False once this node is no longer primary."""
-        dirty, self._dirty = self._dirty, {}
-        frames, self._frames = self._frames, []
-        cursor, self._inbox_done = self._inbox_done, None
-        robin, self._robin_dirty = self._robin_dirty, {}
-        waiters, self._waiters = self._waiters, []
-        batch = JobWrite(self.node.db.keys)
-        for event_id, counter in robin.items():
-            batch.robin(event_id, counter)
-        for job_id in dirty:
-            job = self.jobs.get(job_id)
-            if job is not None:
-                batch.job(job)
-        for server_id, cmd, data in frames:
-            batch.frame(server_id, cmd, data)
-        if cursor is not None:
-            batch.inbox_done(cursor)
-        try:
-            await self.node.stores.jobs.write(self.node.fence(), batch)
-        except BaseException as exc:
-            # Nothing of this batch is known to be written: start over from Redis (a write is all or nothing).
-            self._settle(waiters, exc if isinstance(exc, Exception) else FencedError("the dispatcher stopped"))
-            if isinstance(exc, Exception) and not isinstance(exc, FencedError):
-                self.restart(f"write failed: {exc!r}")
-            if not isinstance(exc, Exception):
-                raise
-            return False
-        self._settle(waiters)
-        return True
+    def _completion(self, final: Record, now: float, batch: JobWrite) -> finishing.Completion:
+        """What the finish of `final` calls for (a retry, action runs, event state), into `batch`."""
+        done = finishing.completion(final, now, generate_id, known_tags=self.known_tags)
+        for note in [*done.notes, _closing_line(final)]:
+            add_meta(final, note, now, self._me, generate_id("m"))
+        finishing.ops(batch, self.node.db.keys, done, now)
+        return done
 
     # -- finishing ---------------------------------------------------------------------------
     async def finish(self, job_id: str, update: Mapping[str, Any] | None, *, reason: str = "") -> bool:
@@ -304,17 +312,23 @@ class Dispatcher:
             final = final_record(job, update, now, log_size=log_size)
             if reason:
                 final.update(code="abort", description=reason)
-            await self.node.stores.jobs.finish(fence, final, index=False)
+            await self._store_final(final, now, fence)
         except Conflict:
             return False  # finished by someone else (a previous primary) already
         except Exception as exc:
             self.restart(f"finish of {job_id} failed: {exc!r}")  # Redis has it active still: the next term too
             raise
-        self.kick()  # a slot is free
-        self._to_index.append(final)
-        self._index_wake.set()
-        await self._merge_server_data(final)
         return True
+
+    async def _store_final(self, final: Record, now: float, fence: Fence) -> None:
+        await self.refresh_tags()
+        batch = JobWrite(self.node.db.keys)
+        self._completion(final, now, batch)
+        await self.node.stores.jobs.finish(fence, final, index=False, extra=batch)
+        self._arrived(batch)
+        self.kick()  # a slot is free
+        self.to_index.append(final)
+        self.index_wake.set()
 
     async def _store_log(self, job_id: str, fence: Fence) -> int:
         """Move the live log to the file store (sealed through the fence). A file store that refuses it (full,
@@ -329,25 +343,76 @@ class Dispatcher:
             return int(await logs.size(job_id))
         return stored[1] if stored else 0
 
-    async def _merge_server_data(self, final: Record) -> None:
-        """A job's `serverData` joins its server's `userData` once it is complete (digest 3.2 finishJob). After
-        the finish, so a failure here is logged, never a reason to finish again."""
-        data, server_id = final.get("serverData"), str(final.get("server") or "")
-        if not isinstance(data, Mapping) or not data or not server_id:
+    # -- action runs (cluster/actions/runner.py) ------------------------------------------------
+    def live(self, job_id: str) -> Record | None:
+        """The job as the view has it, if it is active here and settled."""
+        return None if job_id in self._pending or not self.loaded else self.jobs.get(job_id)
+
+    async def record(self, run: Mapping[str, Any], outcome: Mapping[str, Any], change: Change | None = None) -> bool:
+        """Write a run's result onto its live job, with the run's removal, in the next write. False when the job is
+        not live here (completed, or the view is loading): the runner then records it on the stored job."""
+        job = self.live(str(run.get("job")))
+        if job is None:
+            return False
+        now = time.time()
+        with_result(job, run, outcome, now, change, server=self._me)
+        self.writer.extra.done(str(run["id"]))
+        pending = job.get("start_runs")
+        if isinstance(pending, list) and run["id"] in pending:
+            job["start_runs"] = [r for r in pending if r != run["id"]]
+            if not job["start_runs"] and job.get("state") == "starting":
+                await self._started(job, now)
+        self._mark(job)
+        return True
+
+    async def _started(self, job: Record, now: float) -> None:
+        """The start actions are done: launch, unless one suspended the job or its server went away."""
+        if job.get("suspended") or job.get("state") != "starting":
             return
+        if str(job.get("server")) not in self.servers:
+            job["retry_ok"] = True
+            await self.finish(str(job["id"]), None, reason=SERVER_GONE)
+            return
+        self._launch(job, now, self.writer.extra)
+        self._mark(job)
 
-        async def merge(record: Record) -> Record | None:
-            user: dict[str, Any] = record["userData"] if isinstance(record.get("userData"), dict) else {}
-            merged = {**user, **data}
-            if len(orjson.dumps(merged, default=str)) > MAX_USER_DATA:
-                log.warning("server_data_too_large", server=server_id, job=final.get("id"))
-                return None
-            return {**record, "userData": merged}
+    def suspend(self, job_id: str) -> bool:
+        """A `suspend` action: hold a job that has not launched until someone resumes it. False when it has
+        launched already (⚠ xyOps also holds a job suspended at completion, in memory; a job that has run is
+        over here, so suspend acts before the launch only)."""
+        job = self.live(job_id)
+        if job is None or job.get("state") != "starting":
+            return False
+        if not job.get("suspended"):
+            job["suspended"] = True
+            add_meta(job, "Suspending job until manual user intervention.", time.time(), self._me, generate_id("m"))
+            self._mark(job)
+        return True
 
-        try:
-            await self.node.stores.servers.modify(server_id, merge)
-        except Exception as exc:
-            log.warning("server_data_merge_failed", server=server_id, job=final.get("id"), error=str(exc))
+    async def resume(self, job_id: str, params: Mapping[str, Any], who: str) -> str:
+        """Resume a suspended job: its params merged, its server chosen again. '' on success, else why not."""
+        job = self.live(job_id)
+        if job is None:
+            return f"Job not found or is no longer active: {job_id}"
+        if not job.get("suspended"):
+            return f"Job is not currently suspended: {job_id}"
+        now = time.time()
+        if params:
+            job["params"] = {**(job.get("params") or {}), **params}
+        job.pop("suspended", None)
+        job.pop("server", None)
+        job.pop("starting_since", None)
+        job["state"] = "ready"
+        add_meta(job, f"Resuming job after user intervention ({who}).", now, self._me, generate_id("m"))
+        self._mark(job)
+        self.kick()
+        await self.flush()
+        return ""
+
+    def _queue_runs(self, job: Record, runs: list[Record], now: float) -> None:
+        for run in runs:
+            self.writer.extra.run(run, now)
+        self.writer.wake()
 
     # -- calls from handlers (primary only) ----------------------------------------------------
     async def abort(self, job_id: str, reason: str) -> bool:
@@ -362,9 +427,9 @@ class Dispatcher:
             now = time.time()
             job["aborting"] = {"reason": reason, "deadline": now + self.config.abort_timeout_s}
             job["updated"] = now
-            add_meta(job, reason, now, f"m:{self.node.node_id}", generate_id("m"))
+            add_meta(job, reason, now, self._me, generate_id("m"))
             self._mark(job)
-            self._send(str(job["server"]), "abort_job", {"id": job_id, "reason": reason})
+            self.writer.send(str(job["server"]), "abort_job", {"id": job_id, "reason": reason})
             await self.flush()
         return True
 
@@ -376,6 +441,27 @@ class Dispatcher:
         self._mark(job)
         await self.flush()
         return job
+
+    async def toggle_notify(self, job_id: str, email: str, username: str) -> bool | None:
+        """`job_toggle_notify_me`: add (True) or remove (False) a hidden `complete` email to `email` on a live job.
+        None when the job is not live."""
+        job = self.live(job_id)
+        if job is None:
+            return None
+        actions = [a for a in job.get("actions") or [] if isinstance(a, dict)]
+        mine = [a for a in actions if a.get("condition") == "complete" and a.get("type") == "email"
+                and a.get("email") == email and a.get("hidden")]  # fmt: skip
+        now = time.time()
+        if mine:
+            job["actions"] = [a for a in actions if a not in mine]
+            add_meta(job, f"User removed from job notify list: {username}", now, self._me, generate_id("m"))
+        else:
+            job["actions"] = [*actions, {"enabled": True, "condition": "complete", "type": "email", "email": email,
+                                         "users": [], "hidden": True, "source": "user"}]  # fmt: skip
+            add_meta(job, f"User added to job notify list: {username}", now, self._me, generate_id("m"))
+        self._mark(job)
+        await self.flush()
+        return not mine
 
     async def skip_delay(self, job_id: str) -> bool:
         job = self.jobs.get(job_id)
@@ -419,10 +505,8 @@ class Dispatcher:
                 if tries < 3:
                     raise  # the term restarts and applies it again, from a view rebuilt from Redis
                 log.exception("dispatch_entry_skipped", entry=entry_id, cmd=str(entry.get("cmd")), error=repr(exc))
-            self._inbox_done = entry_id
-            self._applied = entry_id
-        if entries:
-            self._wake_writer.set()
+            self.writer.inbox_done(entry_id)
+            self.applied = entry_id
         if refresh:
             await self.refresh_servers()
             self.kick()
@@ -464,16 +548,26 @@ class Dispatcher:
 
     async def _report(self, job_id: str, server: str, update: Mapping[str, Any], now: float) -> None:
         job = self.jobs.get(job_id)
-        if job is None or job.get("server") != server:
+        if job is None or job.get("server") != server or job.get("state") == "starting":
             # Not a job of this agent (finished here meanwhile, e.g. by the dead-job timeout): stop it there
             # rather than let it run on unseen. ⚠ xyOps patches the stored record of such a job instead.
             if update.get("state") not in ("complete", "finishing") and server:
-                self._send(server, "abort_job", {"id": job_id, "reason": "Job is no longer active on the conductor."})
+                self.writer.send(server, "abort_job", {"id": job_id, "reason": GONE_HERE})
             return
         if update.get("state") == "complete":  # a legacy final update over the socket
             await self.finish(job_id, update)
             return
+        push = update.get("push")
+        if isinstance(push, Mapping) and "actions" in push:  # a job may push anything: only sound actions stay
+            update = {**update, "push": {**push, "actions": plan.validate_pushed(push["actions"])}}
+        before = len(job.get("actions") or [])
         apply_update(job, update, now)
+        pushed = (job.get("actions") or [])[before:]
+        instant = [finishing.new_run(job, before + i, "instant", a, generate_id("r"))
+                   for i, a in enumerate(pushed) if isinstance(a, Mapping) and a.get("condition") == "instant"
+                   and a.get("enabled", True)]  # fmt: skip
+        if instant:
+            self._queue_runs(job, instant, now)
         self._mark(job)
 
     # -- time --------------------------------------------------------------------------------
@@ -508,42 +602,78 @@ class Dispatcher:
             key, was = limits.similar_key(job), job.get("state")
             if was == "queued" and key in blocked:
                 continue
-            frame = self.place(job, now)
+            batch = JobWrite(self.node.db.keys)
+            on_server = self.place(job, now, batch)
             if job.get("state") == "complete":
                 self.untrack(job)
-                await self.node.stores.jobs.finish(self.node.fence(), job)
+                await self.node.stores.jobs.finish(self.node.fence(), job, extra=batch)
+                self._arrived(batch)
                 continue
             if job.get("state") == "queued":
                 blocked.add(key)
                 if was == "queued":
                     continue  # still waiting, unchanged
+            self.writer.extra.extend(batch)
             self._mark(job)
-            if frame is not None:
-                self._send(frame[0], frame[1]["cmd"], frame[1]["data"])
-                placed = True
+            placed = placed or on_server
         return placed
 
     async def _deadlines(self, now: float) -> None:
         cfg = self.config
         for job in list(self.jobs.values()):
-            if str(job["id"]) in self._pending:
+            job_id = str(job["id"])
+            if job_id in self._pending or self.jobs.get(job_id) is not job:
                 continue
             state = job.get("state")
             aborting = job.get("aborting")
             if isinstance(aborting, Mapping) and float(aborting.get("deadline") or 0) <= now:
-                await self.finish(str(job["id"]), None, reason=str(aborting.get("reason") or "Aborted"))
+                await self.finish(job_id, None, reason=str(aborting.get("reason") or "Aborted"))
             elif state == "active" and now - float(job.get("updated") or now) >= cfg.dead_job_timeout_s:
                 reason = f"No updates received in last {int(cfg.dead_job_timeout_s)} seconds, assuming job is dead."
                 if job.get("server"):
-                    self._send(str(job["server"]), "abort_job", {"id": job["id"], "reason": reason})
+                    self.writer.send(str(job["server"]), "abort_job", {"id": job["id"], "reason": reason})
                 job["retry_ok"] = True
-                await self.finish(str(job["id"]), None, reason=reason)
+                await self.finish(job_id, None, reason=reason)
+            elif state == "active" and not aborting:
+                await self._check_limits(job, now)
+            elif state == "starting" and not job.get("suspended") and \
+                    now - float(job.get("starting_since") or now) >= cfg.starting_timeout_s:  # fmt: skip
+                add_meta(job, f"Start actions did not finish within {int(cfg.starting_timeout_s)} seconds; "
+                              "launching without them.", now, self._me, generate_id("m"))  # fmt: skip
+                job["start_runs"] = []
+                await self._started(job, now)
+                self._mark(job)
             elif state == "finishing" and now - float(job.get("finishing_since") or now) >= cfg.finishing_timeout_s:
                 # xyOps #213: a job could stay "finishing" forever. Complete it with what the agent last said.
                 code = job.get("code", 0)
                 note = f"Job did not finish within {int(cfg.finishing_timeout_s)} seconds of its process ending."
                 update = {"code": code if code else "warning", "description": str(job.get("description") or note)}
-                await self.finish(str(job["id"]), update)
+                await self.finish(job_id, update)
+
+    async def _check_limits(self, job: Record, now: float) -> None:
+        """The resource limits of a running job (time, log, mem, cpu): each fires once, runs its sub-actions
+        (written with the firing) and aborts the job if it says so (an abort that may be retried)."""
+        if not limits.watched(job):
+            return
+        if limits.watches_log(job):
+            job["log_file_size"] = int(await self.node.stores.logs.size(str(job["id"])))
+        fired = limits.resource_breaches(job, now)
+        if not fired.changed and not fired.breaches:
+            return
+        for breach in fired.breaches:
+            add_meta(job, breach.message, now, self._me, generate_id("m"))  # its tags are on the job already
+            runs = []
+            for action in breach.actions:
+                entry = {"enabled": True, "condition": "limit", "source": "limit", **action}
+                job["actions"] = [*(job.get("actions") or []), entry]
+                runs.append(finishing.new_run(job, len(job["actions"]) - 1, "limit", entry, generate_id("r")))
+            self._queue_runs(job, runs, now)
+        self._mark(job)
+        for breach in fired.breaches:
+            if breach.abort:
+                job["retry_ok"] = True
+                await self.abort(str(job["id"]), breach.message)
+                break
 
     def _renumber(self) -> None:
         """Queue positions 1..n, oldest (priority first) at the front; only changed jobs are written."""
@@ -554,134 +684,5 @@ class Dispatcher:
                     job["position"] = position
                     self._mark(job)
 
-    # -- the service ---------------------------------------------------------------------------
-    def _reset(self) -> None:
-        """A new term starts from Redis alone: nothing a previous term left in memory is written."""
-        self._dirty, self._frames, self._inbox_done, self._robin_dirty = {}, [], None, {}
-        waiters, self._waiters = self._waiters, []
-        self._settle(waiters, FencedError("a new term started"))
-        self._wake_writer.clear()
-        self._kick.clear()
-        self._restart.clear()
-
     async def run(self, stop: asyncio.Event) -> None:
-        """The primary-only service: load the view, then apply the inbox and step on every kick and tick. If one
-        of its tasks ends early (a bug, a lost connection), the view is rebuilt and every task started again."""
-        self._generation += 1
-        generation = self._generation
-        self._reset()
-        own: Database = self.node.db.with_own_pool(2, client_name="podium-dispatch")
-        try:
-            while not stop.is_set() and self._generation == generation:
-                await self._term(stop, own, generation)
-                if not stop.is_set():
-                    await asyncio.sleep(0.5)
-        finally:
-            if self._generation == generation:
-                self.loaded = False
-            await own.aclose()
-
-    async def _term(self, stop: asyncio.Event, own: Database, generation: int) -> None:
-        while not stop.is_set():
-            try:
-                await self.load()
-                break
-            except FencedError:
-                return
-            except Exception as exc:
-                log.warning("dispatch_load_failed", error=repr(exc))
-                await asyncio.sleep(0.5)
-        if stop.is_set():
-            return
-        tasks = [asyncio.create_task(self._writer(stop)), asyncio.create_task(self._inbox(stop, own)),
-                 asyncio.create_task(self._ticker(stop)), asyncio.create_task(self._steps(stop)),
-                 asyncio.create_task(self._indexer(stop))]  # fmt: skip
-        watchers = [asyncio.create_task(stop.wait()), asyncio.create_task(self._restart.wait())]
-        try:
-            done, _ = await asyncio.wait([*tasks, *watchers], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task in tasks and not task.cancelled() and task.exception() is not None:
-                    log.error("dispatch_task_failed", error=repr(task.exception()))
-        finally:
-            for task in [*tasks, *watchers]:
-                task.cancel()
-            for task in [*tasks, *watchers]:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if self._generation == generation:
-                self.loaded = False
-                self._reset()
-
-    async def _steps(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.config.tick_s)
-            self._kick.clear()
-            try:
-                await self.step()
-            except FencedError:
-                return
-            except Exception as exc:
-                self.restart(f"step failed: {exc!r}")
-                return
-
-    async def _indexer(self, stop: asyncio.Event) -> None:
-        """Search entries of finished jobs, a batch at a time. A job is in the unindexed set until its entries
-        are written, and every term starts by draining that set, so a crash or a lost batch loses none."""
-        jobs = self.node.stores.jobs
-        with contextlib.suppress(*UNAVAILABLE_ERRORS):
-            while await jobs.index_pending():
-                pass
-        while not stop.is_set():
-            await self._index_wake.wait()
-            self._index_wake.clear()
-            await asyncio.sleep(0.01)  # let a burst of finishes gather
-            while self._to_index:
-                batch, self._to_index = self._to_index[:500], self._to_index[500:]
-                done = False
-                try:
-                    await jobs.index_many(batch)
-                    done = True
-                except Exception as exc:
-                    log.warning("dispatch_index_failed", jobs=len(batch), error=str(exc))
-                    await asyncio.sleep(0.5)
-                finally:
-                    if not done:  # failed or cancelled: kept for the next try (the unindexed set has them too)
-                        self._to_index[:0] = batch
-
-    async def _ticker(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await asyncio.sleep(self.config.tick_s)
-            self.kick()
-
-    async def _inbox(self, stop: asyncio.Event, own: Database) -> None:
-        agents = self.node.stores.agents
-        after = ""
-        while not stop.is_set():
-            try:
-                if not after:
-                    after = self._applied = await agents.inbox_cursor()
-                entries = await agents.read_inbox(after, block_ms=self.config.inbox_block_ms, client=own.client)
-            except UNAVAILABLE_ERRORS as exc:  # nothing applied: read again
-                log.warning("dispatch_inbox_read_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            if not entries:
-                continue
-            try:
-                await self.apply(entries)
-            except FencedError:
-                return
-            except Exception as exc:
-                self.restart(f"inbox entry failed: {exc!r}")
-                return
-            after = entries[-1][0]
-
-
-def dispatch_service(dispatcher: Dispatcher) -> Any:
-    """The primary service that runs `dispatcher` (cluster/node.py PrimaryService)."""
-
-    async def service(node: NodeRuntime, stop: asyncio.Event) -> None:
-        await dispatcher.run(stop)
-
-    return service
+        await run_service(self, stop)
