@@ -10,13 +10,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from cluster.actions.plan import JOB_ACTION_TYPES, PUSH_CONDITIONS
 from storage.definitions import Family
 from storage.stores import Stores
 
 from .errors import ApiError
 
-CONDITIONS = frozenset({"start", "complete", "success", "warning", "error", "user", "critical", "abort",
-                        "alert_new", "alert_cleared", "instant"})  # fmt: skip
+CONDITIONS = frozenset({*PUSH_CONDITIONS, "alert_new", "alert_cleared"})
 LIMIT_TYPES = frozenset({"time", "job", "log", "mem", "cpu", "retry", "queue", "file", "day", "tag"})
 BUCKET_SYNC = frozenset({"data", "files", "data_and_files"})
 # Action type -> (field, family name) references that must exist when present.
@@ -59,9 +59,9 @@ async def _check_action(stores: Stores, action: Mapping[str, Any], where: str, i
     if not isinstance(condition, str) or not (condition in CONDITIONS or re.fullmatch(r"tag:\w+", condition)):
         raise _fail(where, i, f"unknown condition '{condition}'")
     kind = action["type"]
-    if kind not in _REQUIRED:
+    if kind not in JOB_ACTION_TYPES:
         raise _fail(where, i, f"unknown action type '{kind}'")
-    for key in _REQUIRED[kind]:
+    for key in _REQUIRED.get(kind, ()):
         if action.get(key) in (None, "", []):
             raise _fail(where, i, f"type '{kind}' needs '{key}'")
     for key, family in _REFS.get(kind, ()):

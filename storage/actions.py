@@ -71,9 +71,10 @@ class ActionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def due(self, now: float, limit: int = 200) -> list[str]:
-        """Ids of runs that may be claimed now, oldest first."""
-        ids = await self.db.client.zrangebyscore(self.db.keys.actions_due, "-inf", now, start=0, num=limit)
+    async def due(self, now: float, limit: int = 200, *, client: Any = None) -> list[str]:
+        """Ids of runs that may be claimed now, oldest first (`client`: the caller's own connection pool)."""
+        ids = await (client or self.db.client).zrangebyscore(self.db.keys.actions_due, "-inf", now, start=0,
+                                                             num=limit)  # fmt: skip
         return [_text(i) for i in ids]
 
     async def next_due(self) -> float | None:
@@ -81,8 +82,8 @@ class ActionStore:
         first = await self.db.client.zrange(self.db.keys.actions_due, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
-    async def claimed(self, limit: int = 1000) -> list[str]:
-        ids = await self.db.client.zrange(self.db.keys.actions_claimed, 0, limit - 1)
+    async def claimed(self, limit: int = 1000, *, client: Any = None) -> list[str]:
+        ids = await (client or self.db.client).zrange(self.db.keys.actions_claimed, 0, limit - 1)
         return [_text(i) for i in ids]
 
     async def get(self, run_id: str) -> Record | None:

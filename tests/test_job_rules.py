@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from cluster.actions.plan import (
@@ -516,3 +517,10 @@ def test_validate_pushed_drops_the_malformed() -> None:
             "source": "job",
         },
     ]
+
+
+def test_the_readme_states_every_retry_rule() -> None:
+    """The README's table of retries is RETRY_RULES, row for row (one source for the rule)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for how, retried, why in RETRY_RULES:
+        assert f"| {how} | {'yes' if retried else 'no'} | {why} |" in readme, how

@@ -61,11 +61,18 @@ class ActionRunner:
         self.config = config or RunnerConfig()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self.performed = 0  # runs performed by this runner (tests and the benchmark read it)
+        self._poll: Any = None  # the client of the runner's own pool, while it runs
 
     async def run(self, stop: asyncio.Event) -> None:
         """The primary service."""
         slots = asyncio.Semaphore(self.config.concurrency)
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        # The polling has a pool of its own, closed on the way out: a poll cut short by the end of the primary's
+        # term never leaves a half-used connection behind.
+        own = self.node.db.with_own_pool(2, client_name="podium-actions")
+        self._poll = own.client
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(own.aclose)
+            session = await stack.enter_async_context(aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()))
             cfg = self.config
             performer = Performer(Context(self.node, self.dispatcher, session, cfg.base_url or self.node.url,
                                           cfg.smtp, cfg.local_url, cfg.plugin_dir))  # fmt: skip
@@ -81,6 +88,9 @@ class ActionRunner:
                         return
                     except UNAVAILABLE_ERRORS as exc:
                         log.warning("actions_store_unavailable", error=str(exc))
+                    except Exception:  # a bug here must not end the runner for the rest of the term
+                        log.exception("actions_loop_failed")
+                        await asyncio.sleep(1.0)
                     await self._wait(stop)
             finally:
                 tasks = list(self._inflight.values())
@@ -104,12 +114,21 @@ class ActionRunner:
     async def _claim_due(self, performer: Performer, slots: asyncio.Semaphore) -> None:
         actions = self.node.stores.actions
         while True:
-            ids = [i for i in await actions.due(time.time()) if i not in self._inflight]
+            ids = [i for i in await actions.due(time.time(), client=self._poll) if i not in self._inflight]
             if not ids:
                 return
             for run_id in ids:
-                run = await actions.claim(self.node.fence(), run_id, time.time())
-                if run is not None:
+                # A run is claimed only when a slot is free to perform it at once: whatever a dying primary had
+                # claimed but not begun would be recorded as interrupted, never done.
+                await slots.acquire()
+                try:
+                    run = await actions.claim(self.node.fence(), run_id, time.time())
+                except BaseException:
+                    slots.release()
+                    raise
+                if run is None:
+                    slots.release()
+                else:
                     self._start(run, self._perform_and_record(performer, run, slots))
 
     def _start(self, run: Record, work: Any) -> None:
@@ -119,13 +138,15 @@ class ActionRunner:
         task.add_done_callback(lambda _: self._inflight.pop(run_id, None))
 
     async def _perform_and_record(self, performer: Performer, run: Record, slots: asyncio.Semaphore) -> None:
-        async with slots:
-            try:
-                outcome, change = await performer.perform(run)
-            except Exception as exc:  # a bug in one action never stops the others
-                log.exception("action_failed", run=run.get("id"), type=(run.get("action") or {}).get("type"))
-                outcome, change = Outcome(code="action", description=f"Internal error: {type(exc).__name__}"), None
-            self.performed += 1
+        """Perform a claimed run (its slot was taken for it) and record the result."""
+        try:
+            outcome, change = await performer.perform(run)
+        except Exception as exc:  # a bug in one action never stops the others
+            log.exception("action_failed", run=run.get("id"), type=(run.get("action") or {}).get("type"))
+            outcome, change = Outcome(code="action", description=f"Internal error: {type(exc).__name__}"), None
+        finally:
+            slots.release()
+        self.performed += 1
         await self.record(run, outcome.record(), change)
 
     async def record(self, run: Record, outcome: Record, change: Change | None = None) -> bool:
@@ -161,7 +182,7 @@ class ActionRunner:
     async def _recover(self, performer: Performer) -> None:
         """Runs claimed and never recorded, by this primary's predecessors or by a record that gave up."""
         actions, jobs = self.node.stores.actions, self.node.stores.jobs
-        for run_id in await actions.claimed():
+        for run_id in await actions.claimed(client=self._poll):
             if run_id in self._inflight:
                 continue
             run = await actions.get(run_id)

@@ -278,7 +278,8 @@ class Dispatcher:
                 job["position"] = 0 if job.get("priority") else len(queued) + 1
             return
         full = ", and the queue is full" if room else ""
-        job["retry_ok"] = True
+        if reason == NO_SERVERS:  # servers may be back for a retry; a full concurrency limit would be full again
+            job["retry_ok"] = True
         self._abort_now(job, reason.rstrip(".") + full + ".", now, batch)
 
     def _abort_now(self, job: Record, reason: str, now: float, batch: JobWrite) -> None:

@@ -32,7 +32,8 @@ PROTECTED = frozenset(
     {"id", "event", "type", "category", "plugin", "targets", "algo", "source", "username", "api_key", "server",
      "groups", "state", "started", "now", "until", "updated", "completed", "elapsed", "params", "workflow", "test",
      "actions", "limits", "tags", "tickets", "retry_count", "retry_prev", "retried", "position", "priority",
-     "remote", "final", "aborting", "finishing_since", "activity", "log_file", "log_file_size", "event_title",
+     "remote", "final", "aborting", "finishing_since", "start_runs", "starting_since", "suspended", "jobs",
+     "activity", "log_file", "log_file_size", "event_title",
      "event_revision", "input", "secrets", "command", "script", "uid", "gid", "kill", "runner", "env", "cwd",
      "timelines"}
 )  # fmt: skip
@@ -137,7 +138,7 @@ def normal_code(code: Any) -> int | str:
 
 
 TRANSIENT = ("remote", "redraw", "status", "finishing_since", "aborting", "procs", "conns", "complete", "push",
-             "secrets", "reconnected", "position")  # fmt: skip
+             "secrets", "reconnected", "position", "start_runs", "starting_since", "suspended")  # fmt: skip
 
 
 def final_record(job: Record, update: Mapping[str, Any] | None, now: float, *, log_size: int = 0) -> Record:
