@@ -19,6 +19,7 @@ from storage.jobs import JobWrite
 from storage.stores import Stores
 
 from .dispatch import limits
+from .dispatch.updates import PROTECTED
 from .node import NodeRuntime
 
 Record = dict[str, Any]
@@ -36,7 +37,7 @@ LAUNCH_FIELDS = ("command", "script", "uid", "gid", "cwd", "env", "kill", "runne
 CORE_FIELDS = frozenset(
     {"id", "event", "type", "category", "plugin", "targets", "source", "username", "state", "started", "completed",
      "code", "server", "groups", "api_key", "test", "params", "enabled", "fields", "actions", "limits", "triggers",
-     "workflow", *LAUNCH_FIELDS}
+     "workflow", *LAUNCH_FIELDS, *PROTECTED, "retry_ok", "update_event", "delete_event"}
 )  # fmt: skip
 OVERRIDE_PREFIX = "_xy_override_"
 

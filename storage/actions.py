@@ -14,6 +14,7 @@ it does anything, and deletes it in the same step that records the result on the
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +64,8 @@ def _number(value: Any) -> int | float | str:
     try:
         number = float(_text(value))
     except ValueError:
+        return _text(value)
+    if not math.isfinite(number):  # a job code such as "inf" is a word, not a number
         return _text(value)
     return int(number) if number.is_integer() else number
 

@@ -124,6 +124,10 @@ async def test_start_actions_suspend_and_resume(bench: Bench) -> None:
     _, reply = await jobs.call(node, "resume_job", {"id": job_id})
     assert reply["code"] == "job"
 
+    # No run param gets past the hold: the state machine's own fields may not be overridden.
+    for prop in ("start_runs", "suspended", "retried"):
+        status, reply = await jobs.call(node, "run_event", {"id": event, "params": {f"_xy_override_{prop}": 1}})
+        assert (status, reply["code"]) == (400, "api") and "reserved" in reply["description"], reply
     # A suspended job can be aborted: it completes at once, never launched.
     other = await jobs.run(node, event)
     await eventually(lambda: _suspended(jobs, node, other), 30, "second suspension")
@@ -165,3 +169,21 @@ async def test_event_state_and_notify_me(bench: Bench) -> None:
     state = (await jobs.ok(node, "get_global_state", method="GET"))["state"]["events"][event]
     assert state["total_count"] == 2 and state["last_job"] == second and state["last_code"] == 0
     assert state["total_elapsed"] >= 3.5 and state["last_completed"] == int(done["completed"])
+
+
+async def test_a_job_cannot_push_what_only_the_conductor_may_do(bench: Bench) -> None:
+    """A job's pushed actions are checked, in its live reports and in its final one: an internal type, an unknown
+    type or a malformed action never runs; a sound pushed web hook does."""
+    jobs, node = bench.jobs, bench.node
+    hook = await bench.hook("pushed")
+    evil = [{"condition": "complete", "type": "_event_change", "update": {"title": "Taken over"}},
+            {"condition": "complete", "type": "shell_exec", "command": "touch /tmp/nope"},
+            {"condition": "complete", "type": "web_hook", "web_hook": hook}]
+    line = json.dumps({"xy": 1, "push": {"actions": evil}, "update_event": {"title": "Renamed", "targets": ["x"]}})
+    event = await jobs.event(node, f"#!/bin/sh\necho '{line}'\n", title="Guarded")
+    done = await bench.settled(await jobs.run(node, event), 2)  # the pushed hook and the allowed event change
+    assert done["code"] == 0
+    assert [a["type"] for a in done["actions"] if a.get("source") == "job"] == ["web_hook"]
+    assert len(bench.hooks.to("/pushed")) == 1
+    stored = (await jobs.ok(node, "get_event", {"id": event}, method="GET"))["event"]
+    assert stored["title"] == "Renamed" and stored["targets"] == ["main"]  # title allowed, targets not

@@ -138,10 +138,14 @@ def test_sub_actions_tags_and_abort() -> None:
         "users": ["ops"],
         "email": "x@y.z",
         "msg": breach.message,
+        "title": "Max Run Time",
+        "summary": "- **Sent this email.**\n- **Applied tags:** slow, a\n- **Fired web hook:** wh1\n"
+        "- **Requested a server snapshot.**\n- **Aborted the job.**",
     }
     assert hook["type"] == "web_hook" and hook["web_hook"] == "wh1" and hook["text"] == "Runaway!"
     assert hook["msg"] == breach.message.rstrip(".") + " (Job aborted)"
-    assert snap == {"enabled": True, "condition": "limit", "source": "category", "type": "snapshot"}
+    assert snap == {"enabled": True, "condition": "limit", "source": "category", "type": "snapshot",
+                    "title": "Max Run Time", "summary": email["summary"]}
 
 
 def test_every_resource_limit_applies_but_an_abort_ends_the_check() -> None:

@@ -42,7 +42,7 @@ Result = tuple[Outcome, Change | None]
 MAX_USER_DATA = 64 * 1024  # a server's userData, as jobs' serverData adds to it
 # Types a new primary may run again when a predecessor claimed them and died before recording: repeating them
 # changes nothing (a state set again, a launch guarded by a claim of its own), unlike a message sent twice.
-REPEATABLE = frozenset({"tag", "label", "run_event", "suspend", "disable", "delete", "snapshot", "ticket", "store",
+REPEATABLE = frozenset({"tag", "label", "run_event", "disable", "delete", "snapshot", "ticket", "store",
                         "fetch", finishing.SERVER_DATA, finishing.EVENT_CHANGE})  # fmt: skip
 # Not built yet: recorded as skipped, with the reason, never dropped silently.
 LATER = {"snapshot": "server snapshots arrive with monitoring",
@@ -96,6 +96,8 @@ class Performer:
             return Outcome(code="job", description="The job is gone."), None
         if kind in LATER:
             return Outcome(code="skipped", description=f"Skipped: {LATER[kind]} (not available yet)."), None
+        if kind.startswith("_") and run.get("kind") != "internal":
+            return Outcome(code="type", description=f"Unknown action type: {kind}"), None  # never from a job
         handler = self._kinds.get(kind)
         if handler is None:
             return Outcome(code="type", description=f"Unknown action type: {kind}"), None
@@ -218,7 +220,9 @@ class Performer:
             return Outcome(code="event", description=f"Event not found: {event_id}"), None
         if not any(t.get("type") == "manual" and t.get("enabled") for t in target.get("triggers") or []):
             return Outcome(code="event", description=f"Event does not allow manual job runs: {event_id}"), None
-        params = action.get("params") if isinstance(action.get("params"), Mapping) else {}
+        given = action.get("params") if isinstance(action.get("params"), Mapping) else {}
+        fields = {str(f.get("id")) for f in target.get("fields") or [] if isinstance(f, Mapping)}
+        params = {k: v for k, v in given.items() if k in fields}  # as xyOps: only the event's own fields
         extra: Record = {"parent": {"job": job["id"], "event": job.get("event"), "code": job.get("code", 0),
                                     "description": job.get("description", "")}}  # fmt: skip
         if job.get("tickets"):
@@ -241,11 +245,12 @@ class Performer:
         return Outcome(description=f"Successfully launched job: {new_id}"), link
 
     async def _suspend(self, run: Record, job: Record) -> Result:
+        """The job was suspended when it was placed (finish.holds), in the same write; this tells people."""
         action = run["action"]
-        sources = action.get("sources")
-        if isinstance(sources, list) and sources and job.get("source") not in sources:
+        if not finishing.holds(job, action):
             return Outcome(description=f"Skipped suspension due to job source: {job.get('source')}"), None
-        if not self.ctx.dispatcher.suspend(str(job["id"])):
+        if run.get("condition") != "start":
+            # ⚠ xyOps also holds a job suspended at completion, in its memory; here a job that ran is over.
             return Outcome(description="Skipped: a job is suspended before it launches only (start actions)."), None
         notices: list[Awaitable[Result]] = []
         if action.get("users") or action.get("email"):
@@ -267,7 +272,7 @@ class Performer:
                 if update is None:
                     await defs.delete(self.ctx.node.fence(), EVENTS, event_id)
                 else:
-                    record = {**copy.deepcopy(current), **update, "modified": int(time.time()),
+                    record = {**copy.deepcopy(current), **update, "id": current["id"], "modified": int(time.time()),
                               "revision": int(current.get("revision") or 0) + 1}  # fmt: skip
                     await defs.replace(self.ctx.node.fence(), EVENTS, record, current.get("revision"))
                 return ""

@@ -22,9 +22,13 @@ TITLES = {"email": "Email", "web_hook": "Web hook", "run_event": "Run event", "c
 
 
 def recorded(job: Mapping[str, Any], run_id: str) -> bool:
-    """Has this run's result been written onto the job already?"""
-    rows = job.get("activity")
-    return isinstance(rows, list) and any(isinstance(r, Mapping) and r.get("id") == run_id for r in rows)
+    """Has this run's result been written onto the job already (on its action, or in the meta log)?"""
+    for key in ("actions", "activity"):
+        rows = job.get(key)
+        if isinstance(rows, list) and any(isinstance(r, Mapping) and run_id in (r.get("run"), r.get("id"))
+                                          for r in rows):  # fmt: skip
+            return True
+    return False
 
 
 def describe(run: Mapping[str, Any]) -> str:

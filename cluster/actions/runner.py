@@ -172,7 +172,9 @@ class ActionRunner:
                 if await jobs.swap(self.node.fence(), digest, stored, changed, batch):
                     return True
             except FencedError:
-                return False
+                if not self.node.is_primary:
+                    return False
+                await asyncio.sleep(0.2)  # the dispatcher started a new term: record again on its view
             except Exception as exc:  # the store is away or the write failed: try again
                 log.warning("action_record_retry", run=run.get("id"), error=repr(exc))
                 await asyncio.sleep(0.5)

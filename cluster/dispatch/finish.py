@@ -47,6 +47,13 @@ def new_run(job: Mapping[str, Any], index: int, condition: str, action: Mapping[
             "condition": condition, "action": dict(action), "kind": kind}  # fmt: skip
 
 
+def holds(job: Mapping[str, Any], action: Mapping[str, Any]) -> bool:
+    """Does this start action suspend the job (a `suspend`, for the job's source if it names sources)?"""
+    sources = action.get("sources")
+    return action.get("type") == "suspend" and (not isinstance(sources, list) or not sources
+                                                or job.get("source") in sources)  # fmt: skip
+
+
 def index_of(job: Mapping[str, Any], action: Mapping[str, Any]) -> int:
     actions: list[Any] = job["actions"] if isinstance(job.get("actions"), list) else []
     for i, item in enumerate(actions):
@@ -115,10 +122,24 @@ def event_change(final: Mapping[str, Any]) -> Record:
         return {"delete": True}
     wanted = final.get("update_event")
     if isinstance(wanted, Mapping):
-        update = {k: v for k, v in wanted.items() if k in JOB_EVENT_FIELDS}
+        update = {k: v for k, v in wanted.items() if k in JOB_EVENT_FIELDS and _sound(k, v)}
         if update:
             return {"update": update}
     return {}
+
+
+def _sound(key: str, value: Any) -> bool:
+    """Is `value` what the event field holds, and small (a job's output is not trusted)?"""
+    if key == "enabled":
+        return isinstance(value, bool)
+    if key in ("title", "notes", "icon"):
+        return isinstance(value, str) and len(value) <= (64 * 1024 if key == "notes" else 256)
+    if key == "tags":
+        return isinstance(value, list) and len(value) <= 100 and all(isinstance(t, str) and len(t) <= 64
+                                                                    for t in value)  # fmt: skip
+    if key == "params":
+        return isinstance(value, Mapping) and len(repr(value)) <= 64 * 1024
+    return False
 
 
 def ops(batch: JobWrite, keys: Keyspace, done: Completion, now: float) -> None:

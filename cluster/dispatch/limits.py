@@ -82,6 +82,8 @@ def queue_order(job: Record) -> tuple[int, float, str]:
 # strictly more, which with a 1 s tick delays a 0 s sustain to the next tick) and a missing `duration` is 0.
 
 RESOURCE_KINDS = ("time", "log", "mem", "cpu")
+# What a limit a job pushes for itself may hold (cluster/dispatch/machine.py checked): no run markers, no users.
+PUSHED_LIMIT_FIELDS = frozenset({"type", "enabled", "amount", "duration", "abort", "tags", "text", "web_hook"})
 # Tags the conductor adds itself at the finish; they are not the job's own (no tag limit, no tag: condition).
 SYSTEM_TAGS = frozenset({"_success", "_error", "_last", "_retried", "_test", "_files"})
 
@@ -162,9 +164,30 @@ def _message(kind: str, figure: float, limit: Mapping[str, Any]) -> str:
     return f"Job CPU usage exceeded limit: {_over(figure, amount, _percent, '%')}{sustained}."
 
 
+LIMIT_TITLES = {"time": "Max Run Time", "log": "Max Output Size", "mem": "Max Memory Limit", "cpu": "Max CPU % Limit"}
+
+
+def _summary(limit: Mapping[str, Any], abort: bool) -> str:
+    """What the limit did, as the `job_limited` email lists it."""
+    lines = []
+    if limit.get("users") or limit.get("email"):
+        lines.append("- **Sent this email.**")
+    if isinstance(limit.get("tags"), list) and limit["tags"]:
+        lines.append(f"- **Applied tags:** {', '.join(str(t) for t in limit['tags'][:20])}")
+    if limit.get("web_hook"):
+        lines.append(f"- **Fired web hook:** {limit['web_hook']}")
+    if limit.get("snapshot"):
+        lines.append("- **Requested a server snapshot.**")
+    if abort:
+        lines.append("- **Aborted the job.**")
+    return "\n".join(lines)
+
+
 def _sub_actions(limit: Mapping[str, Any], message: str, abort: bool) -> tuple[dict[str, Any], ...]:
     """The limit's email, web hook and snapshot, as job actions (xyOps triggerActiveJobLimit)."""
-    base = {"enabled": True, "condition": "limit", "source": str(limit.get("source") or "event")}
+    source = str(limit.get("source") or "event")
+    base = {"enabled": True, "condition": "limit", "source": source,
+            "title": LIMIT_TITLES.get(str(limit.get("type")), "Limit"), "summary": _summary(limit, abort)}  # fmt: skip
     out: list[dict[str, Any]] = []
     users = [u for u in limit.get("users") or [] if isinstance(u, str)] if isinstance(limit.get("users"), list) else []
     email = str(limit["email"]) if isinstance(limit.get("email"), str) else ""

@@ -43,7 +43,7 @@ from .selection import UnknownAlgorithm, available, candidates, choose
 from .service import dispatch_service
 from .service import run as run_service
 from .tally import DELAYED, Tally
-from .updates import add_meta, apply_update, final_record
+from .updates import DONE_RUNS, add_meta, apply_update, final_record
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -68,6 +68,23 @@ class DispatchConfig:
     starting_timeout_s: float = 300.0  # start actions that never report back hold the launch no longer than this
     tick_s: float = 1.0
     inbox_block_ms: int = 1000
+
+
+def checked(update: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An agent's report with what a job may push made sound: actions validated (plan.validate_pushed), and
+    only resource limits (a job may tighten its own time, log, mem and cpu; never give itself retries, slots
+    or a queue)."""
+    push = update.get("push")
+    if not isinstance(push, Mapping) or not ({"actions", "limits"} & set(push)):
+        return update
+    fixed = dict(push)
+    if "actions" in fixed:
+        fixed["actions"] = plan.validate_pushed(fixed["actions"])
+    if "limits" in fixed:
+        raw = fixed["limits"] if isinstance(fixed["limits"], list) else []
+        fixed["limits"] = [{k: v for k, v in lim.items() if k in limits.PUSHED_LIMIT_FIELDS}
+                           for lim in raw[:20] if isinstance(lim, Mapping) and lim.get("type") in limits.RESOURCE_KINDS]
+    return {**update, "push": fixed}
 
 
 def _closing_line(final: Mapping[str, Any]) -> str:
@@ -162,6 +179,8 @@ class Dispatcher:
         failed and Redis may or may not have it, so the view is rebuilt)."""
         if stored and extra is not None:
             self._arrived(extra)
+        if stored is None and extra is not None and extra.new:
+            self.restart("a launch that made a retry may or may not have landed")
         if self._pending.pop(str(job["id"]), None) is None:
             return
         if stored is None:
@@ -177,7 +196,11 @@ class Dispatcher:
     def _arrived(self, batch: JobWrite) -> None:
         """A write landed: the jobs it created (retries) join the view, and the action runner hears of its runs."""
         for job in batch.new:
-            if self.loaded and job.get("state") != "complete":
+            if job.get("state") == "complete":
+                continue
+            if self._landed is not None:  # a load is reading Redis: it may have read before this landed
+                self._landed[str(job["id"])] = job
+            elif self.loaded:
                 self.jobs[str(job["id"])] = job
                 self.tally.count(job)
                 self.kick()
@@ -259,6 +282,10 @@ class Dispatcher:
                 job.update(state="starting", remote=False, starting_since=now, start_runs=[r["id"] for r in runs])
                 for run in runs:
                     batch.run(run, now)
+                # A suspension holds the job from this very write on: the run only tells people about it.
+                if any(finishing.holds(job, r["action"]) for r in runs):
+                    job["suspended"] = True
+                    add_meta(job, "Suspending job until manual user intervention.", now, self._me, generate_id("m"))
                 return True
         self._launch(job, now, batch)
         return True
@@ -313,7 +340,7 @@ class Dispatcher:
             final = final_record(job, update, now, log_size=log_size)
             if reason:
                 final.update(code="abort", description=reason)
-            await self._store_final(final, now, fence)
+            await self._store_final(final, now, fence, job.get(DONE_RUNS) or [])
         except Conflict:
             return False  # finished by someone else (a previous primary) already
         except Exception as exc:
@@ -321,9 +348,11 @@ class Dispatcher:
             raise
         return True
 
-    async def _store_final(self, final: Record, now: float, fence: Fence) -> None:
+    async def _store_final(self, final: Record, now: float, fence: Fence, done_runs: list[str]) -> None:
         await self.refresh_tags()
         batch = JobWrite(self.node.db.keys)
+        for run_id in done_runs:  # results recorded on the live job, written now with the final record
+            batch.done(run_id)
         self._completion(final, now, batch)
         await self.node.stores.jobs.finish(fence, final, index=False, extra=batch)
         self._arrived(batch)
@@ -357,7 +386,8 @@ class Dispatcher:
             return False
         now = time.time()
         with_result(job, run, outcome, now, change, server=self._me)
-        self.writer.extra.done(str(run["id"]))
+        # The run goes with the write that carries its result: the job's next write, or its finish.
+        job.setdefault(DONE_RUNS, []).append(str(run["id"]))
         pending = job.get("start_runs")
         if isinstance(pending, list) and run["id"] in pending:
             job["start_runs"] = [r for r in pending if r != run["id"]]
@@ -376,19 +406,6 @@ class Dispatcher:
             return
         self._launch(job, now, self.writer.extra)
         self._mark(job)
-
-    def suspend(self, job_id: str) -> bool:
-        """A `suspend` action: hold a job that has not launched until someone resumes it. False when it has
-        launched already (⚠ xyOps also holds a job suspended at completion, in memory; a job that has run is
-        over here, so suspend acts before the launch only)."""
-        job = self.live(job_id)
-        if job is None or job.get("state") != "starting":
-            return False
-        if not job.get("suspended"):
-            job["suspended"] = True
-            add_meta(job, "Suspending job until manual user intervention.", time.time(), self._me, generate_id("m"))
-            self._mark(job)
-        return True
 
     async def resume(self, job_id: str, params: Mapping[str, Any], who: str) -> str:
         """Resume a suspended job: its params merged, its server chosen again. '' on success, else why not."""
@@ -449,20 +466,21 @@ class Dispatcher:
         job = self.live(job_id)
         if job is None:
             return None
-        actions = [a for a in job.get("actions") or [] if isinstance(a, dict)]
-        mine = [a for a in actions if a.get("condition") == "complete" and a.get("type") == "email"
-                and a.get("email") == email and a.get("hidden")]  # fmt: skip
-        now = time.time()
-        if mine:
-            job["actions"] = [a for a in actions if a not in mine]
-            add_meta(job, f"User removed from job notify list: {username}", now, self._me, generate_id("m"))
+        # Entries are switched off and on, never removed: a run records its result by the action's position.
+        actions = job["actions"] = [a for a in job.get("actions") or [] if isinstance(a, dict)]
+        mine = next((a for a in actions if a.get("condition") == "complete" and a.get("type") == "email"
+                     and a.get("email") == email and a.get("hidden")), None)  # fmt: skip
+        enabled = not (mine is not None and mine.get("enabled"))
+        if mine is None:
+            actions.append({"enabled": True, "condition": "complete", "type": "email", "email": email, "users": [],
+                            "hidden": True, "source": "user"})  # fmt: skip
         else:
-            job["actions"] = [*actions, {"enabled": True, "condition": "complete", "type": "email", "email": email,
-                                         "users": [], "hidden": True, "source": "user"}]  # fmt: skip
-            add_meta(job, f"User added to job notify list: {username}", now, self._me, generate_id("m"))
+            mine["enabled"] = enabled
+        what = "added to" if enabled else "removed from"
+        add_meta(job, f"User {what} job notify list: {username}", time.time(), self._me, generate_id("m"))
         self._mark(job)
         await self.flush()
-        return not mine
+        return enabled
 
     async def skip_delay(self, job_id: str) -> bool:
         job = self.jobs.get(job_id)
@@ -537,7 +555,7 @@ class Dispatcher:
         job = self.jobs.get(str(data.get("id")))
         if job is not None and (not server or job.get("server") == server):
             final = data.get("job")
-            await self.finish(str(job["id"]), final if isinstance(final, Mapping) else {})
+            await self.finish(str(job["id"]), checked(final) if isinstance(final, Mapping) else {})
 
     def _connected(self, server: str, joined: bool) -> None:
         """An agent's socket came or went: its jobs are remote (reachable) or not. Nothing is aborted on a
@@ -555,12 +573,10 @@ class Dispatcher:
             if update.get("state") not in ("complete", "finishing") and server:
                 self.writer.send(server, "abort_job", {"id": job_id, "reason": GONE_HERE})
             return
+        update = checked(update)
         if update.get("state") == "complete":  # a legacy final update over the socket
             await self.finish(job_id, update)
             return
-        push = update.get("push")
-        if isinstance(push, Mapping) and "actions" in push:  # a job may push anything: only sound actions stay
-            update = {**update, "push": {**push, "actions": plan.validate_pushed(push["actions"])}}
         before = len(job.get("actions") or [])
         apply_update(job, update, now)
         pushed = (job.get("actions") or [])[before:]

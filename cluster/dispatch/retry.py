@@ -46,7 +46,9 @@ RETRY_RULES: tuple[tuple[str, bool, str], ...] = (
     ("Aborted: no updates for the dead-job timeout (server or agent lost)", True,
      "The job may not have failed; its server went away."),
     ("Aborted: a time, log, mem or cpu limit with abort", True, "The limit stops this run; another may fit."),
-    ("Aborted by the agent: its own log size limit", True, "Same as the log limit on the conductor."),
+    ("Aborted by the agent: its own log size limit", False,
+     "⚠ A report cannot mark its own abort retryable (a job could make a user's abort retry); the conductor's log "
+     "limit is."),
     ("Aborted: no server available (queue full or no queue)", True, "Servers may be back by the next try."),
     ("Aborted: the chosen server left during the start actions", True,
      "Like no server available. ⚠ xyOps does not retry this one."),

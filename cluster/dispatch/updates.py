@@ -35,7 +35,7 @@ PROTECTED = frozenset(
      "remote", "final", "aborting", "finishing_since", "start_runs", "starting_since", "suspended", "jobs",
      "activity", "log_file", "log_file_size", "event_title",
      "event_revision", "input", "secrets", "command", "script", "uid", "gid", "kill", "runner", "env", "cwd",
-     "timelines"}
+     "timelines", "_done_runs", "retry_ok"}
 )  # fmt: skip
 PUSHABLE = frozenset({"tags", "actions", "limits", "files"})
 MAX_PUSH_ITEMS = 100  # per key and report
@@ -137,8 +137,9 @@ def normal_code(code: Any) -> int | str:
     return "unknown"
 
 
-TRANSIENT = ("remote", "redraw", "status", "finishing_since", "aborting", "procs", "conns", "complete", "push",
-             "secrets", "reconnected", "position", "start_runs", "starting_since", "suspended")  # fmt: skip
+DONE_RUNS = "_done_runs"  # action runs whose results are on the live job, to be cleared with its next write
+TRANSIENT = (DONE_RUNS, "remote", "redraw", "status", "finishing_since", "aborting", "procs", "conns", "complete",
+             "push", "secrets", "reconnected", "position", "start_runs", "starting_since", "suspended")  # fmt: skip
 
 
 def final_record(job: Record, update: Mapping[str, Any] | None, now: float, *, log_size: int = 0) -> Record:

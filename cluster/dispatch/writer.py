@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from storage.errors import FencedError
 from storage.jobs import JobWrite
 
+from .updates import DONE_RUNS
+
 if TYPE_CHECKING:
     from ..node import NodeRuntime
 
@@ -100,7 +102,10 @@ class Writer:
         for job_id in dirty:
             job = self._jobs.get(job_id)
             if job is not None:
+                done = job.pop(DONE_RUNS, None) or []
                 batch.job(job)
+                for run_id in done:  # the runs whose results this record carries
+                    batch.done(run_id)
         batch.extend(extra)
         if cursor is not None:
             batch.inbox_done(cursor)
