@@ -91,22 +91,34 @@ def add_timelines(job: Record, now: float) -> None:
     second = lines["second"] if isinstance(lines.get("second"), list) else []
     minute = lines["minute"] if isinstance(lines.get("minute"), list) else []
     lines.update(second=second, minute=minute)
-    chosen = list(current.items())[:ENTRY_PROCS]
     last = second[-1].get("procs") if second and isinstance(second[-1], Mapping) else None
-    seen = last if isinstance(last, Mapping) else {}
-    # A process's command only where it first appears (all the charts read), not again every second.
-    second.append({"epoch": round(now, 3), "procs": {
-        pid: _short({k: p[k] for k in SLIM if k in p and (k != "command" or pid not in seen)}, SECOND_TEXT)
-        for pid, p in chosen}})  # fmt: skip
+    second.append(second_entry(current, last if isinstance(last, Mapping) else {}, now))
     _carry_commands(second, _trim(second, SECONDS, SECOND_ITEMS))
-    epoch = int(now // 60 * 60)
-    last = minute[-1] if minute and isinstance(minute[-1], Mapping) else {}
-    if last.get("epoch") != epoch:
-        found = job.get("conns")
-        found = found if isinstance(found, list) else []
-        minute.append({"epoch": epoch, "procs": {pid: _short(p, TIMELINE_TEXT) for pid, p in chosen},
-                       "conns": [_short(c, TIMELINE_TEXT) for c in found[:ENTRY_CONNS]]})  # fmt: skip
+    previous = minute[-1].get("epoch") if minute and isinstance(minute[-1], Mapping) else None
+    entry = minute_entry(current, job.get("conns"), now, previous)
+    if entry is not None:
+        minute.append(entry)
         _trim(minute, MINUTES, MINUTE_ITEMS)
+
+
+def second_entry(procs: Mapping[str, Any], before: Mapping[str, Any], now: float) -> Record:
+    """The `second` timeline entry of one tick; `before` is the procs of the entry before it. A process's command
+    is only where it first appears (all the charts read of it), not again every second."""
+    return {"epoch": round(now, 3), "procs": {
+        pid: _short({k: p[k] for k in SLIM if k in p and (k != "command" or pid not in before)}, SECOND_TEXT)
+        for pid, p in list(procs.items())[:ENTRY_PROCS] if isinstance(p, Mapping)}}  # fmt: skip
+
+
+def minute_entry(procs: Mapping[str, Any], conns: Any, now: float, previous: Any) -> Record | None:
+    """The `minute` timeline entry of a tick, or None when the minute has one (`previous`: the last entry's epoch)."""
+    epoch = int(now // 60 * 60)
+    if previous == epoch:
+        return None
+    found = conns if isinstance(conns, list) else []
+    return {"epoch": epoch,
+            "procs": {pid: _short(p, TIMELINE_TEXT) for pid, p in list(procs.items())[:ENTRY_PROCS]
+                      if isinstance(p, Mapping)},
+            "conns": [_short(c, TIMELINE_TEXT) for c in found[:ENTRY_CONNS] if isinstance(c, Mapping)]}  # fmt: skip
 
 
 def disk_net(job: Record) -> None:
