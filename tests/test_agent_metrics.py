@@ -26,7 +26,7 @@ from cluster.agent.metrics import (
     TreeMeter,
     tree,
 )
-from cluster.agent.sockets import SocketReader, address, parse_dump
+from cluster.agent.sockets import RESCAN, SocketReader, address, parse_dump
 from cluster.agent.sysinfo import ProcTable
 
 # The keys xySat reports for each process (its `ps` columns, then disk and network).
@@ -154,8 +154,9 @@ def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
         child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -239,7 +240,8 @@ def test_sockets_of_a_real_process_with_their_bytes(spawned: list[subprocess.Pop
         assert spawned[0].stdout is not None and spawned[0].stdout.readline() == b"sent\n"
         reader, tracker = SocketReader(), ConnTracker()
         pid = spawned[0].pid
-        found = tracker.update(reader.read([pid]), time.time())
+        young = {pid: proc(pid, created=time.time())}
+        found = tracker.update(reader.read(young, time.time()), time.time())
         if sys.platform.startswith("linux"):
             assert reader.netlink, "sock_diag should answer on Linux"
         [mine] = found[pid]
@@ -249,7 +251,27 @@ def test_sockets_of_a_real_process_with_their_bytes(spawned: list[subprocess.Pop
             assert mine["bytes"] >= 50000 and mine["delta"] == mine["bytes"]
             conn.sendall(b"y" * 7000)
             time.sleep(0.2)
-            [again] = tracker.update(reader.read([pid]), time.time())[pid]
+            [again] = tracker.update(reader.read(young, time.time()), time.time())[pid]
             assert again["delta"] >= 7000 and again["bytes"] == mine["bytes"] + again["delta"]
-        assert reader.read([os.getpid() + 10**7]) == []  # no such process: nothing, no error
+        gone = os.getpid() + 10**7
+        assert reader.read({gone: proc(gone, created=time.time())}, time.time()) == []  # no error either
+
+
+def test_an_older_process_without_sockets_is_looked_at_again_in_turn(spawned: list[subprocess.Popen[bytes]]) -> None:
+    code = "import socket,sys,time; sys.stdin.readline(); s=socket.create_server(('127.0.0.1',0)); time.sleep(30)"
+    spawned.append(subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE))
+    pid = spawned[0].pid
+    old = {pid: proc(pid, created=time.time() - 3600)}
+    reader = SocketReader()
+    if not reader.netlink:
+        pytest.skip("descriptors are only read on Linux")
+    assert reader.read(old, time.time()) == []
+    assert spawned[0].stdin is not None
+    spawned[0].stdin.write(b"listen\n")
+    spawned[0].stdin.flush()
+    time.sleep(0.5)
+    looks = []
+    for _ in range(RESCAN):
+        looks.append(len(reader.read(old, time.time())))
+    assert looks.count(1) >= 1 and looks[-1] == 1, looks  # seen within RESCAN ticks, then every tick
 

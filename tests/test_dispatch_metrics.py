@@ -55,6 +55,7 @@ def test_timelines_from_the_ticks() -> None:
     assert [e["epoch"] for e in second] == [119.5, 120.5, 121.5]
     assert second[0]["procs"] == {"5": {"cpu": 12.5, "memRss": 1000, "command": "sleep 9", "disk": 0, "net": 0},
                                   "6": {"cpu": 12.5, "memRss": 1000, "command": "sleep 9", "disk": 0, "net": 0}}
+    assert second[1]["procs"] == {"5": {"cpu": 12.5, "memRss": 1000, "disk": 0, "net": 0}}  # named once
     assert [e["epoch"] for e in minute] == [60, 120]  # the first tick of each minute
     assert minute[1]["procs"]["5"]["user"] == "root" and minute[1]["conns"] == [{"type": "tcp", "delta": 10}]
 
@@ -65,6 +66,8 @@ def test_timelines_are_bounded() -> None:
         apply_update(job, tick([1]), now=1000.0 + second)
     assert len(job["timelines"]["second"]) == metrics.SECONDS
     assert job["timelines"]["second"][-1]["epoch"] == 1399.0
+    # The entry that first named the process went: the oldest one left names it now.
+    assert [e["procs"]["1"].get("command") for e in job["timelines"]["second"][:2]] == ["sleep 9", None]
     many = list(range(100, 100 + metrics.MAX_PROCS))
     for second in range(200):
         apply_update(job, tick(many, command="c" * 2000), now=2000.0 + second * 60)
@@ -85,3 +88,10 @@ def test_final_disk_and_net_from_the_minute_timeline() -> None:
     assert "procs" not in final and "conns" not in final and len(final["timelines"]["second"]) == 3
     bare = final_record({"id": "j2", "state": "active"}, None, now=1.0)
     assert bare["disk"] == {"total": 0, "count": 0} and bare["net"] == {"total": 0, "count": 0}
+
+
+def test_a_tick_that_changes_only_figures_is_told_apart() -> None:
+    job: dict[str, Any] = {"id": "j1", "state": "active", "progress": 0.5}
+    assert metrics.figures_only(job, {**tick([5]), "state": "active", "progress": 0.5})
+    assert not metrics.figures_only(job, {**tick([5]), "progress": 0.6})
+    assert not metrics.figures_only(job, {"id": "j1", "push": {"tags": ["x"]}})

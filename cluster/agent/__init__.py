@@ -11,5 +11,7 @@ cluster/: it runs on machines with no access to the store. The parts, from the e
 - plugin.py     what runs a job: a process in its own group, or a built-in task (plugins/: shell, test, ...)
 - command.py    a job's argv, script file and account; environ.py its environment; output.py its stdout protocol
 - logbuf.py     one job's output by byte offset, kept until acknowledged, spilled to disk within a budget
-- state.py      config.json in the data dir; sysinfo.py the hello facts and process-tree figures
+- state.py      config.json in the data dir; sysinfo.py the hello facts and the processes of the jobs (psutil)
+- metrics.py    a job's figures from them, as xySat reports them: cpu, mem, procs, conns (pure code);
+                sockets.py the jobs' sockets with their bytes (Linux sock_diag, else psutil)
 """

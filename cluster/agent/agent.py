@@ -198,7 +198,7 @@ class Agent:
         children = self.table.walk()
         trees = {job_id: tree(pid, children) for job_id, pid, _ in roots}
         table = self.table.read(pid for pids in trees.values() for pid in pids)
-        conns = self.conns.update(self.sockets.read(table), now)
+        conns = self.conns.update(self.sockets.read(table, now), now)
         return {job_id: meter.update(trees[job_id], table, conns, now) for job_id, _, meter in roots}
 
     # Finishing

@@ -1,6 +1,7 @@
 """The network sockets of the jobs' processes, with the bytes each has moved (what xySat reads from `ss -nutipaO`).
 
-On Linux: each job process's open file descriptors name its socket inodes (`/proc/<pid>/fd`), and one netlink
+On Linux: each job process's open file descriptors name its socket inodes (`/proc/<pid>/fd`; one older than 5 s
+that held none is looked at again every 5 s, so a socket it opens later shows within that), and one netlink
 sock_diag dump per family and protocol gives every TCP and UDP socket with its addresses, state and inode, and
 for TCP the bytes acknowledged and received (`tcp_info`). No subprocess, and nothing at all is dumped when no
 job process holds a socket. Elsewhere psutil lists the connections, without byte counts.
@@ -13,11 +14,11 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 
 import psutil
 
-from .metrics import Socket
+from .metrics import Proc, Socket
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -43,6 +44,7 @@ _PSUTIL_STATES = {psutil.CONN_ESTABLISHED: "ESTABLISHED", psutil.CONN_SYN_SENT: 
                   psutil.CONN_LAST_ACK: "LAST-ACK", psutil.CONN_LISTEN: "LISTEN",
                   psutil.CONN_CLOSING: "CLOSING"}  # fmt: skip
 MAX_FDS = 10_000  # descriptors looked at per process
+RESCAN = 5  # s between looks at the descriptors of a process that held no socket
 MAX_SOCKETS = 100_000  # sockets read from one dump
 
 
@@ -54,22 +56,21 @@ def address(family: int, raw: bytes, port: int) -> str:
     return f"[{socket.inet_ntop(socket.AF_INET6, raw[:16])}]:{shown}"
 
 
-def socket_inodes(pids: Iterable[int]) -> dict[int, int]:
-    """inode -> pid for every socket the processes hold open (Linux)."""
-    out: dict[int, int] = {}
-    for pid in pids:
-        base = f"/proc/{pid}/fd"
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets a process holds open (Linux)."""
+    base = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(base)[:MAX_FDS]
+    except OSError:  # ended, or not ours to look into
+        return set()
+    out = set()
+    for name in names:
         try:
-            names = os.listdir(base)[:MAX_FDS]
-        except OSError:  # ended, or not ours to look into
+            target = os.readlink(f"{base}/{name}")
+        except OSError:
             continue
-        for name in names:
-            try:
-                target = os.readlink(f"{base}/{name}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                out.setdefault(int(target[8:-1]), pid)
+        if target.startswith("socket:["):
+            out.add(int(target[8:-1]))
     return out
 
 
@@ -109,24 +110,44 @@ def parse_dump(data: bytes, protocol: int) -> Iterator[tuple[int, Socket] | None
 
 
 class SocketReader:
-    """Reads the sockets of a set of processes, once a second."""
+    """Reads the sockets of a set of processes, once a second. A process's descriptors are looked at every second
+    while it is young (RESCAN s) or holds sockets, and every RESCAN seconds otherwise (in turn, not all in the same
+    second): with a thousand jobs that hold none, a tick does not read ten thousand links."""
 
     def __init__(self) -> None:
         self.netlink = sys.platform.startswith("linux")
+        self._held: dict[int, set[int]] = {}  # pid -> its socket inodes when last looked at
+        self._turn = 0
 
-    def read(self, pids: Iterable[int]) -> list[Socket]:
-        pids = list(pids)
-        if not pids:
+    def read(self, procs: Mapping[int, Proc], now: float) -> list[Socket]:
+        """The sockets of these processes (as read at `now`)."""
+        if not procs:
+            self._held = {}
             return []
         if self.netlink:
             try:
-                return self._linux(pids)
+                return self._linux(procs, now)
             except OSError:  # no sock_diag here (a sandbox, an old kernel): psutil from now on
                 self.netlink = False
-        return self._psutil(pids)
+        return self._psutil(list(procs))
 
-    def _linux(self, pids: list[int]) -> list[Socket]:
-        inodes = socket_inodes(pids)
+    def _inodes(self, procs: Mapping[int, Proc], now: float) -> dict[int, int]:
+        """inode -> pid of the processes' sockets."""
+        self._turn += 1
+        held: dict[int, set[int]] = {}
+        out: dict[int, int] = {}
+        for pid, proc in procs.items():
+            known = self._held.get(pid)
+            if known is None or known or now - proc.created < RESCAN or (pid + self._turn) % RESCAN == 0:
+                known = socket_inodes(pid)
+            held[pid] = known
+            for inode in known:
+                out.setdefault(inode, pid)
+        self._held = held
+        return out
+
+    def _linux(self, procs: Mapping[int, Proc], now: float) -> list[Socket]:
+        inodes = self._inodes(procs, now)
         if not inodes:
             return []
         out: list[Socket] = []

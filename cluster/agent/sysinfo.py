@@ -55,14 +55,18 @@ _CLASSES = {getattr(os, name): title for name, title in (("SCHED_OTHER", "Other"
             ("SCHED_RR", "RR"), ("SCHED_BATCH", "Batch"), ("SCHED_IDLE", "Idle")) if hasattr(os, name)}  # fmt: skip
 
 
+REREAD = 5  # ticks between reads of a process's thread count
+
+
 class _Fixed:
     """What changes seldom in a process, read once: who it runs as, its terminal, class and command line (read
-    again when its name changes, as after an exec)."""
+    again when its name changes, as after an exec); its thread count every REREAD ticks (on Linux one more file
+    to read, for a figure that seldom moves)."""
 
-    __slots__ = ("command", "created", "group", "name", "proc", "sched", "tty", "user")
+    __slots__ = ("command", "created", "group", "name", "proc", "sched", "threads", "tty", "user")
 
     def __init__(self, proc: psutil.Process, name: str, created: float) -> None:
-        self.proc, self.name, self.created = proc, name, created
+        self.proc, self.name, self.created, self.threads = proc, name, created, proc.num_threads()
         self.user = _name_of(pwd.getpwuid, proc.uids().effective)
         self.group = _name_of(grp.getgrgid, proc.gids().effective)
         self.tty = _terminal(proc)
@@ -77,6 +81,7 @@ class ProcTable:
     def __init__(self) -> None:
         self._handles: dict[int, psutil.Process] = {}
         self._fixed: dict[int, _Fixed] = {}
+        self._turn = 0
         self._memory = psutil.virtual_memory().total or 1
 
     def walk(self) -> dict[int, list[int]]:
@@ -97,6 +102,7 @@ class ProcTable:
         out: dict[int, Proc] = {}
         fixed: dict[int, _Fixed] = {}
         skew = _boot_skew()
+        self._turn += 1
         for pid in pids:
             handle = self._handles.get(pid)
             if handle is None:
@@ -115,8 +121,11 @@ class ProcTable:
             name = handle.name()
             if keep is None or keep.proc is not handle:
                 keep = _Fixed(handle, name, handle.create_time() + skew)
-            elif keep.name != name:
-                keep.name, keep.command = name, _command(handle, name)
+            else:
+                if keep.name != name:
+                    keep.name, keep.command = name, _command(handle, name)
+                if (pid + self._turn) % REREAD == 0:  # in turn, not every process in the same tick
+                    keep.threads = handle.num_threads()
             times = handle.cpu_times()
             memory = handle.memory_info()
             nice = handle.nice()
@@ -124,7 +133,7 @@ class ProcTable:
                         reaped=times.children_user + times.children_system, created=keep.created, rss=memory.rss,
                         vms=memory.vms, mem=memory.rss / self._memory * 100,
                         state=_STATES.get(handle.status(), "Unknown"), priority=_priority(pid, nice, keep.sched),
-                        nice=nice, threads=handle.num_threads(), user=keep.user, group=keep.group, tty=keep.tty,
+                        nice=nice, threads=keep.threads, user=keep.user, group=keep.group, tty=keep.tty,
                         sched=keep.sched, command=keep.command, disk=_disk(handle))  # fmt: skip
         return proc, keep
 

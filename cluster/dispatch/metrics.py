@@ -9,8 +9,10 @@ Pure code, used by updates.py on every report:
   once-a-second tick) adds a `second` entry {epoch, procs: {pid: {cpu, memRss, command, disk, net}}}, and the first
   one of each minute a `minute` entry {epoch: the minute, procs, conns}. Podium writes a running job's whole
   record on every change, so besides xyOps' 300 seconds and 1440 minutes they are bounded in what they hold
-  (16 processes and 16 connections an entry, 1,200 processes in all seconds, 2,000 items in all minutes, the
-  oldest entries going first): a long job's record stays under about a megabyte.
+  (16 processes and 16 connections an entry, 1,200 processes in all seconds, 1,440 items in all minutes, the
+  oldest entries going first), and a second entry names a process's command (cut to 64 characters) only where
+  the process first appears in the timeline, which is all xyOps' charts read of it: a job of two processes
+  holds about 40 KiB (msgpack) of timelines once five minutes have passed, and a long job stays under 1 MiB.
 - The final record's `disk` and `net` come from the minute timeline, as xyOps' calcAvgDiskNet: disk = {total:
   bytes read and written between minute samples, count: seconds between them}, net = {total: the bytes per
   second of each minute sample's connections, count: minute samples}; avg = total / count.
@@ -25,6 +27,7 @@ from typing import Any
 Record = dict[str, Any]
 
 FIGURES = ("cpu", "mem", "disk", "net")
+TICK = frozenset({*FIGURES, "procs", "conns", "id"})  # what a tick carries besides the job's own changes
 MAX_FIGURE_KEYS = 8
 MAX_PROCS = 100
 MAX_CONNS = 100
@@ -36,8 +39,9 @@ MINUTES = 1440
 ENTRY_PROCS = 16
 ENTRY_CONNS = 16
 SECOND_ITEMS = 1200
-MINUTE_ITEMS = 2000
-TIMELINE_TEXT = 256
+MINUTE_ITEMS = 1440
+TIMELINE_TEXT = 256  # characters of a command line (or a connection's text) in a minute entry
+SECOND_TEXT = 64  # in a second entry, where charts only name the process by it
 SLIM = ("cpu", "memRss", "command", "disk", "net")
 
 
@@ -70,6 +74,12 @@ def conns(value: Any) -> list[Record] | None:
     return [_plain(conn, MAX_TEXT) for conn in value[:MAX_CONNS] if isinstance(conn, Mapping)]
 
 
+def figures_only(job: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
+    """Whether a report (before it is applied) changes nothing of the job but its process figures, as most of an
+    agent's once-a-second ticks do: a caller may write such a job less often than every second."""
+    return all(key in TICK or job.get(key) == value for key, value in update.items())
+
+
 def add_timelines(job: Record, now: float) -> None:
     """Append this report's `procs` and `conns` (already bounded, on the job) to the job's timelines."""
     current = job.get("procs")
@@ -81,18 +91,34 @@ def add_timelines(job: Record, now: float) -> None:
     second = lines["second"] if isinstance(lines.get("second"), list) else []
     minute = lines["minute"] if isinstance(lines.get("minute"), list) else []
     lines.update(second=second, minute=minute)
-    chosen = list(current.items())[:ENTRY_PROCS]
-    second.append({"epoch": round(now, 3),
-                   "procs": {pid: _short({k: p[k] for k in SLIM if k in p}) for pid, p in chosen}})  # fmt: skip
-    _trim(second, SECONDS, SECOND_ITEMS)
-    epoch = int(now // 60 * 60)
-    last = minute[-1] if minute and isinstance(minute[-1], Mapping) else {}
-    if last.get("epoch") != epoch:
-        found = job.get("conns")
-        found = found if isinstance(found, list) else []
-        minute.append({"epoch": epoch, "procs": {pid: _short(p) for pid, p in chosen},
-                       "conns": [_short(c) for c in found[:ENTRY_CONNS]]})  # fmt: skip
+    last = second[-1].get("procs") if second and isinstance(second[-1], Mapping) else None
+    second.append(second_entry(current, last if isinstance(last, Mapping) else {}, now))
+    _carry_commands(second, _trim(second, SECONDS, SECOND_ITEMS))
+    previous = minute[-1].get("epoch") if minute and isinstance(minute[-1], Mapping) else None
+    entry = minute_entry(current, job.get("conns"), now, previous)
+    if entry is not None:
+        minute.append(entry)
         _trim(minute, MINUTES, MINUTE_ITEMS)
+
+
+def second_entry(procs: Mapping[str, Any], before: Mapping[str, Any], now: float) -> Record:
+    """The `second` timeline entry of one tick; `before` is the procs of the entry before it. A process's command
+    is only where it first appears (all the charts read of it), not again every second."""
+    return {"epoch": round(now, 3), "procs": {
+        pid: _short({k: p[k] for k in SLIM if k in p and (k != "command" or pid not in before)}, SECOND_TEXT)
+        for pid, p in list(procs.items())[:ENTRY_PROCS] if isinstance(p, Mapping)}}  # fmt: skip
+
+
+def minute_entry(procs: Mapping[str, Any], conns: Any, now: float, previous: Any) -> Record | None:
+    """The `minute` timeline entry of a tick, or None when the minute has one (`previous`: the last entry's epoch)."""
+    epoch = int(now // 60 * 60)
+    if previous == epoch:
+        return None
+    found = conns if isinstance(conns, list) else []
+    return {"epoch": epoch,
+            "procs": {pid: _short(p, TIMELINE_TEXT) for pid, p in list(procs.items())[:ENTRY_PROCS]
+                      if isinstance(p, Mapping)},
+            "conns": [_short(c, TIMELINE_TEXT) for c in found[:ENTRY_CONNS] if isinstance(c, Mapping)]}  # fmt: skip
 
 
 def disk_net(job: Record) -> None:
@@ -140,16 +166,34 @@ def _plain(value: Mapping[Any, Any], text: int) -> Record:
     return out
 
 
-def _short(value: Mapping[str, Any]) -> Record:
-    return {k: v[:TIMELINE_TEXT] if isinstance(v, str) else v for k, v in value.items()}
+def _short(value: Mapping[str, Any], text: int) -> Record:
+    return {k: v[:text] if isinstance(v, str) else v for k, v in value.items()}
 
 
-def _trim(entries: list[Any], most: int, items: int) -> None:
-    """Oldest entries out: at most `most` of them, holding at most `items` processes and connections in all."""
+def _trim(entries: list[Any], most: int, items: int) -> list[Any]:
+    """Oldest entries out (returned): at most `most` kept, holding at most `items` processes and connections."""
+    gone = entries[:-most]
     del entries[:-most]
     held = sum(_size(e) for e in entries)
     while len(entries) > 1 and held > items:
-        held -= _size(entries.pop(0))
+        gone.append(entries.pop(0))
+        held -= _size(gone[-1])
+    return gone
+
+
+def _carry_commands(second: list[Any], gone: list[Any]) -> None:
+    """The entries that went held the first sight of some processes: their commands move to the new first one."""
+    if not gone or not second or not isinstance(second[0], Mapping) or not isinstance(second[0].get("procs"), dict):
+        return
+    commands: dict[str, Any] = {}
+    for entry in gone:
+        procs = entry.get("procs") if isinstance(entry, Mapping) else None
+        for pid, proc in procs.items() if isinstance(procs, Mapping) else ():
+            if isinstance(proc, Mapping) and "command" in proc:
+                commands[pid] = proc["command"]
+    for pid, proc in second[0]["procs"].items():
+        if isinstance(proc, dict) and "command" not in proc and pid in commands:
+            proc["command"] = commands[pid]
 
 
 def _size(entry: Any) -> int:

@@ -11,9 +11,9 @@ Starts real `podium serve` nodes (access log off) on one Redis server and real `
 (b) `latency`: from the `run_event` reply to the plugin's first output line (the plugin prints its clock),
     p50/p99 over `--samples` jobs, one at a time.
 (c) `biglog`: one job printing `--log-mb` MB: MB/s from launch to the stored log, and node CPU.
-(d) `many`: `--running` jobs (`sleep`) at once on three agents: the primary's CPU, the agents' CPU (measuring
-    every job's process tree each second) and Redis commands per second while they run, and the size of one
-    running job's stored record.
+(d) `many`: `--running` jobs (`sleep --hold`) at once on three agents, measured `--settle` s after they all run
+    (their timelines fill up meanwhile): the primary's CPU, the agents' CPU (measuring every job's process tree
+    each second) and Redis commands per second while they run, and the size of one running job's stored record.
 
     python -m tests.bench.bench_jobs                 # everything
     python -m tests.bench.bench_jobs throughput --duration 10
@@ -187,10 +187,10 @@ async def biglog(root: Path, mb: int) -> None:
               f" MB/s; node CPU {cpu([primary.pid]) - cpu0:.1f} s; code {job.get('code')}")  # fmt: skip
 
 
-async def many(root: Path, running: int) -> None:
+async def many(root: Path, running: int, hold: int, settle: float) -> None:
     async with topology(root, 3, 3, False) as (c, jobs, procs):
         primary = await c.wait_single_primary()
-        event = await jobs.event(primary, "#!/bin/sh\necho started\nsleep 60\n")
+        event = await jobs.event(primary, f"#!/bin/sh\necho started\nsleep {hold}\n")
         agent_pids = [p.proc.pid for p in procs if p.proc]
         ids = [await jobs.run(primary, event) for _ in range(running)]
         deadline = time.monotonic() + 120
@@ -199,7 +199,7 @@ async def many(root: Path, running: int) -> None:
             if rows["list"]["length"] >= running or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
-        await asyncio.sleep(3)
+        await asyncio.sleep(settle)
         ops0, rcpu0 = await redis_ops(c)
         cpu0, acpu0, t0 = cpu([primary.pid]), cpu(agent_pids), time.monotonic()
         await asyncio.sleep(15)
@@ -232,7 +232,7 @@ async def main_async(args: argparse.Namespace) -> None:
             await biglog(root / "c", args.log_mb)
         if what in ("all", "many"):
             print("(d) many running jobs")
-            await many(root / "d", args.running)
+            await many(root / "d", args.running, args.hold, args.settle)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--log-mb", type=int, default=100)
     parser.add_argument("--running", type=int, default=1000)
+    parser.add_argument("--hold", type=int, default=60, help="seconds each of the many jobs runs")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds between all of them running and the measurement (their timelines fill up)")
     args = parser.parse_args(argv)
     asyncio.run(main_async(args))
     return 0
