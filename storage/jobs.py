@@ -27,6 +27,7 @@ from .search.query import Everything, Query, Range, parse, restrict
 
 Record = dict[str, Any]
 CLAIM_TTL_S = 8 * 86400  # claims outlive any catch-up window the scheduler replays
+TIMELINES = "timelines"  # a running job's process timelines: stored apart from its record (job_timelines)
 
 JOBS_INDEX = IndexSpec(
     name="jobs",
@@ -60,6 +61,7 @@ JOBS_INDEX = IndexSpec(
 #   {"hincr", k, field, amount, ttl}  HINCRBYFLOAT, then EXPIRE when ttl is not 0
 #   {"run", k, k_due, id, record, at} an action run to do from `at` on
 #   {"done", k, k_claimed, k_due, id} an action run recorded: gone from every set
+#   {"set", k, value} / {"del", k}    a plain key (a running job's timelines)
 # apply_ops returns the number of "job" records written.
 _OPS = """
 local function apply_ops(ops)
@@ -92,6 +94,10 @@ local function apply_ops(ops)
       redis.call('DEL', KEYS[op[2]])
       redis.call('ZREM', KEYS[op[3]], op[5])
       redis.call('ZREM', KEYS[op[4]], op[5])
+    elseif kind == 'set' then
+      redis.call('SET', KEYS[op[2]], op[3])
+    elseif kind == 'del' then
+      redis.call('DEL', KEYS[op[2]])
     end
   end
   return written
@@ -224,8 +230,19 @@ class JobWrite:
         return list(keys), codec.pack_for_lua(ops)
 
     def job(self, job: Record) -> JobWrite:
+        """A live record; its timelines are not in it (they go with `timelines`, less often)."""
         job_id = str(job["id"])
-        self.ops.append(["job", _Key(self.k.job(job_id)), job_id, codec.pack(job), repr(float(job.get("started", 0)))])
+        record = {k: v for k, v in job.items() if k != TIMELINES} if TIMELINES in job else job
+        self.ops.append(["job", _Key(self.k.job(job_id)), job_id, codec.pack(record),
+                         repr(float(job.get("started", 0)))])  # fmt: skip
+        return self
+
+    def timelines(self, job_id: str, lines: Any) -> JobWrite:
+        self.ops.append(["set", _Key(self.k.job_timelines(job_id)), codec.pack(lines)])
+        return self
+
+    def drop_timelines(self, job_id: str) -> JobWrite:
+        self.ops.append(["del", _Key(self.k.job_timelines(job_id))])
         return self
 
     def new_job(self, job: Record) -> JobWrite:
@@ -276,8 +293,15 @@ class JobStore:
         self.index = Indexer(db, JOBS_INDEX)
 
     async def get(self, job_id: str) -> Record | None:
-        raw = await self.db.client.get(self.db.keys.job(job_id))
-        return None if raw is None else dict(codec.unpack(_raw(raw)))
+        """A job's record; a running one with its latest stored timelines."""
+        k = self.db.keys
+        raw, lines = await self.db.client.mget([k.job(job_id), k.job_timelines(job_id)])
+        if raw is None:
+            return None
+        job = dict(codec.unpack(_raw(raw)))
+        if lines is not None and not job.get("final"):
+            job[TIMELINES] = codec.unpack(_raw(lines))
+        return job
 
     async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
         if not ids:
@@ -285,9 +309,15 @@ class JobStore:
         raws = await self.db.client.mget([self.db.keys.job(i) for i in ids])
         return [None if r is None else dict(codec.unpack(_raw(r))) for r in raws]
 
-    async def active(self) -> list[Record]:
-        ids = await self.db.client.zrange(self.db.keys.jobs_active, 0, -1)
-        found = await self.get_many([_raw(i).decode() for i in ids])
+    async def active(self, *, timelines: bool = False) -> list[Record]:
+        """Every active job; with `timelines`, each with its stored timelines (what the dispatcher loads)."""
+        ids = [_raw(i).decode() for i in await self.db.client.zrange(self.db.keys.jobs_active, 0, -1)]
+        found = await self.get_many(ids)
+        if timelines and ids:
+            raws = await self.db.client.mget([self.db.keys.job_timelines(i) for i in ids])
+            for job, lines in zip(found, raws, strict=True):
+                if job is not None and lines is not None:
+                    job[TIMELINES] = codec.unpack(_raw(lines))
         return [j for j in found if j is not None]
 
     async def launch(

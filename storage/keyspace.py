@@ -136,6 +136,11 @@ class Keyspace:
         """STRING msgpack job record (live while active, final once complete)."""
         return self.key("job", job_id)
 
+    def job_timelines(self, job_id: str) -> str:
+        """STRING msgpack {second, minute} of a running job's process timelines, kept apart from its record (which
+        is rewritten on every report) and written at most every few seconds; in the final record once complete."""
+        return self.key("job_timelines", job_id)
+
     @property
     def jobs_active(self) -> str:
         """ZSET job id -> started (epoch s) of every job not yet complete."""

@@ -132,7 +132,7 @@ class Dispatcher:
         stores = self.node.stores
         self._landed = {}
         try:
-            jobs = await stores.jobs.active()
+            jobs = await stores.jobs.active(timelines=True)
             robin = await stores.jobs.robin_counters()
             await self.refresh_servers()
         except BaseException:
@@ -223,6 +223,7 @@ class Dispatcher:
     def untrack(self, job: Record) -> None:
         self.tally.forget(str(job["id"]))
         self.jobs.pop(str(job["id"]), None)
+        self.writer.forget(str(job["id"]))
 
     def kick(self) -> None:
         self.kicked.set()
@@ -353,6 +354,7 @@ class Dispatcher:
         batch = JobWrite(self.node.db.keys)
         for run_id in done_runs:  # results recorded on the live job, written now with the final record
             batch.done(run_id)
+        batch.drop_timelines(str(final["id"]))  # they are in the final record
         self._completion(final, now, batch)
         await self.node.stores.jobs.finish(fence, final, index=False, extra=batch)
         self._arrived(batch)

@@ -9,6 +9,7 @@ from Redis (`on_failure`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from ..node import NodeRuntime
 
 Record = dict[str, Any]
+# A running job's timelines (a few KiB to 1 MiB) are written at most this often, not with every report: a new
+# primary shows them this much behind at most, and the final record has them whole.
+TIMELINE_WRITE_S = 5.0
 
 
 def settle(waiters: list[asyncio.Future[None]], exc: BaseException | None = None) -> None:
@@ -45,6 +49,7 @@ class Writer:
         self._cursor: str | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
+        self._lines_at: dict[str, float] = {}  # when each job's timelines were last written (monotonic)
 
     def mark(self, job_id: str) -> None:
         self._dirty[job_id] = None
@@ -74,9 +79,13 @@ class Writer:
         self._wake.set()
         await waiter
 
+    def forget(self, job_id: str) -> None:
+        self._lines_at.pop(job_id, None)
+
     def reset(self) -> None:
         """A new term starts from Redis alone: nothing a previous term left in memory is written."""
         self._dirty, self.extra, self._cursor = {}, JobWrite(self.node.db.keys), None
+        self._lines_at = {}
         waiters, self._waiters = self._waiters, []
         settle(waiters, FencedError("a new term started"))
         self._wake.clear()
@@ -99,11 +108,15 @@ class Writer:
         cursor, self._cursor = self._cursor, None
         waiters, self._waiters = self._waiters, []
         batch = JobWrite(self.node.db.keys)
+        now = time.monotonic()
         for job_id in dirty:
             job = self._jobs.get(job_id)
             if job is not None:
                 done = job.pop(DONE_RUNS, None) or []
                 batch.job(job)
+                if job.get("timelines") and now - self._lines_at.get(job_id, 0.0) >= TIMELINE_WRITE_S:
+                    self._lines_at[job_id] = now
+                    batch.timelines(job_id, job["timelines"])
                 for run_id in done:  # the runs whose results this record carries
                     batch.done(run_id)
         batch.extend(extra)
