@@ -196,7 +196,7 @@ def test_day_limit() -> None:
 
 def test_tag_limit_keeps_the_first_own_tags_and_every_system_tag() -> None:
     job = running({"type": "tag", "amount": 2}, tags=["_error", "a", "b", "c", "d", "_test"])
-    assert tag_limit(job) == ["Dropped 2 tags over the limit of 2: c, d"]
+    assert tag_limit(job) == ["WARNING: Dropped 2 tags over the limit of 2: c, d"]
     assert job["tags"] == ["_error", "a", "b", "_test"]
     assert tag_limit(job) == []
     none = running({"type": "tag", "amount": 0}, tags=["a", "_files"])

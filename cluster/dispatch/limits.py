@@ -330,7 +330,7 @@ def tag_limit(job: dict[str, Any]) -> list[str]:
     gone = set(dropped)
     job["tags"] = [t for t in tags if t not in gone]
     names = ", ".join(str(t) for t in dropped[:10]) + (", ..." if len(dropped) > 10 else "")
-    return [f"Dropped {len(dropped)} tags over the limit of {int(amount)}: {names}"]
+    return [f"WARNING: Dropped {len(dropped)} tags over the limit of {int(amount)}: {names}"]  # as unknown tags
 
 
 def _extensions(accept: Any) -> list[str]:

@@ -103,7 +103,9 @@ def retry_job(final: Record, now: float, new_id: str) -> Record | None:
     if isinstance(clone.get("workflow"), dict):
         for key in ("state", "jobs"):
             clone["workflow"].pop(key, None)
-    clone["actions"] = _clean(clone.get("actions"), _ACTION_RUN)
+    # The sub-actions of limits that fired (condition `limit`) belong to the old run; its limits fire anew here.
+    actions = [a for a in clone.get("actions") or [] if not (isinstance(a, dict) and a.get("condition") == "limit")]
+    clone["actions"] = _clean(actions, _ACTION_RUN)
     clone["limits"] = _clean(clone.get("limits"), _LIMIT_RUN)
     clone["tags"] = [t for t in clone.get("tags") or [] if t not in SYSTEM_TAGS]
     clone["retry_count"] = _count(final.get("retry_count")) + 1
