@@ -69,7 +69,7 @@ async def test_retries_of_failing_and_other_jobs(tmp_path: Path) -> None:
         assert not retry_links(last) and "_last" in last["tags"] and "_retried" not in last["tags"]
         assert meta(last, "Reached the retry limit (2)")
         # Completion actions run on the last attempt only: one web hook, one email, for it.
-        last = await bench.done(last["id"], recorded=2)
+        last = await bench.done(last["id"], recorded=3)  # with the universal snapshot
         assert len(results(last, "web_hook", "error")) == 1 and len(results(last, "email", "complete")) == 1
         for earlier in attempts[:-1]:
             assert not [a for a in earlier.get("actions") or [] if "code" in a], earlier["actions"]
@@ -89,7 +89,7 @@ async def test_retries_of_failing_and_other_jobs(tmp_path: Path) -> None:
         cut, again = await bench.chain(first_limited, 2)
         assert cut["code"] == "abort" and cut["retried"] is True and again["retry_prev"] == cut["id"]
         assert again["code"] == "abort" and not retry_links(again)
-        again = await bench.done(again["id"], recorded=1)
+        again = await bench.done(again["id"], recorded=2)
         assert len(results(again, "web_hook", "abort")) == 1 and not results(cut, "web_hook", "abort")
         assert [json.loads(r.body)["job"] for r in bench.hooks.to("/aborthook")] == [again["id"]]
 
