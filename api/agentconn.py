@@ -260,7 +260,12 @@ class AgentConn:
             cap = await self.gateway.log_cap(job_id, self.server_id)
             if cap is None:
                 self.log_caps.pop(job_id, None)
-                return  # not a live job of this agent
+                # Not a live job of this agent (finished here meanwhile): nothing is kept, but the agent hears that
+                # it may drop the text, rather than holding the job for its resend window.
+                offset = data.get("offset")
+                if isinstance(offset, int) and not isinstance(offset, bool) and 0 <= offset <= MAX_OFFSET:
+                    await self.send("log_ack", {job_id: offset + len(text.encode())})
+                return
             self.log_caps[job_id] = known = (cap, now + LOG_CAP_TTL_S)
             if len(self.log_caps) > 10_000:
                 self.log_caps.pop(next(iter(self.log_caps)))

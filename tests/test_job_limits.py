@@ -227,8 +227,6 @@ async def test_day_tag_and_file_limits(tmp_path: Path) -> None:
         assert counted["code"] == 0 and sized["code"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="Dispatcher.abort logs the abort reason as a meta-log line of its own, so a "
-                   "limit that aborts shows its message twice (cluster/dispatch/machine.py)")  # fmt: skip
 async def test_a_limit_abort_logs_its_message_once(tmp_path: Path) -> None:
     async with bench_on(tmp_path) as bench:
         jobs, node = bench.jobs, bench.node

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 PY = sys.executable
 BURN = f"""#!/bin/sh
 {PY} -c 'import time
-end = time.time() + 4
+end = time.time() + 8  # live figures reach the store every few seconds (FIGURES_WRITE_S)
 while time.time() < end: pass' &
 echo burner $!
 wait
@@ -28,7 +28,7 @@ wait
 HOLD = f"""#!/bin/sh
 {PY} -c 'import time
 held = b"x" * (200 << 20)
-time.sleep(4)' &
+time.sleep(8)' &
 echo holder $!
 wait
 """
@@ -38,7 +38,7 @@ def talk(port: int) -> str:
     return f"""#!/bin/sh
 {PY} -c 'import socket, time
 s = socket.create_connection(("127.0.0.1", {port}))
-for _ in range(25):
+for _ in range(40):
     s.sendall(b"x" * 20000)
     time.sleep(0.2)' &
 echo talker $!
@@ -123,4 +123,4 @@ async def test_process_figures_of_running_and_finished_jobs(single: tuple[Cluste
         assert "procs" not in record and "conns" not in record
         assert record["timelines"]["second"] and record["timelines"]["minute"]
         assert set(record["disk"]) == set(record["net"]) == {"total", "count"}
-    assert received == 25 * 20000
+    assert received == 40 * 20000

@@ -114,7 +114,9 @@ def job_display(job: Mapping[str, Any]) -> dict[str, str]:
     """Human-formatted figures of the job (xyOps' `display`)."""
     perf = job.get("perf")
     display = {
-        "elapsed": nice_duration(job.get("elapsed") or 0),
+        # a running job has no `elapsed` yet: how long it has run so far
+        "elapsed": nice_duration(job.get("elapsed") or (time.time() - float(job.get("started") or time.time())
+                                                        if job.get("state") != "complete" else 0)),
         "log_size": nice_bytes(job.get("log_file_size") or 0),
         "perf": json.dumps(perf, separators=(",", ":"), default=str) if isinstance(perf, Mapping)
         else str(perf) if perf else "(No metrics provided)",

@@ -28,7 +28,8 @@ SYSTEM_TAGS = frozenset({"_success", "_error", "_retried", "_last", "_test", "_f
 SERVER_DATA, EVENT_CHANGE = "_server_data", "_event_change"
 # Fields a job may change on its own event with `update_event` (⚠ xyOps lets a job change any event property,
 # with no check; a job's output is not an administrator, so only these, and `enabled`).
-JOB_EVENT_FIELDS = frozenset({"enabled", "title", "notes", "icon", "params", "tags"})
+# Not `params`: they hold the event's script, and a job echoing untrusted data could then change what runs next.
+JOB_EVENT_FIELDS = frozenset({"enabled", "title", "notes", "icon", "tags"})
 
 
 @dataclass(slots=True)

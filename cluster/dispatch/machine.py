@@ -38,7 +38,7 @@ from storage.jobs import JobWrite
 from ..actions import plan
 from ..actions.record import Change, with_result
 from . import finish as finishing
-from . import limits
+from . import limits, metrics
 from .selection import UnknownAlgorithm, available, candidates, choose
 from .service import dispatch_service
 from .service import run as run_service
@@ -55,6 +55,9 @@ Record = dict[str, Any]
 NO_SERVERS = "No available servers matching targets."
 LIMIT_FULL = "Maximum number of concurrent jobs reached."
 SERVER_GONE = "Chosen server is no longer connected."
+# A report that changes nothing but a running job's process figures (most of an agent's once-a-second ticks) is
+# kept in the view and written this often: the store shows figures this much behind, never anything else.
+FIGURES_WRITE_S = 3.0
 GONE_HERE = "Job is no longer active on the conductor."
 _STOPS: tuple[type[BaseException], ...] = (FencedError, *UNAVAILABLE_ERRORS)  # not a bad entry: stop, retry
 __all__ = ["NO_SERVERS", "DispatchConfig", "Dispatcher", "dispatch_service"]
@@ -119,6 +122,8 @@ class Dispatcher:
         self.applied = ""  # the last inbox entry applied in this term
         self._failed: dict[str, int] = {}  # an inbox entry whose application failed, and how many times
         self.to_index: list[Record] = []  # finished jobs whose search entries the indexer writes in batches
+        self._figures_at: dict[str, float] = {}  # when a job was last written for a report (figures are lazy)
+        self._quiet: set[str] = set()  # jobs whose last reports changed only figures, not yet written
         self.index_wake = asyncio.Event()
 
     @property
@@ -219,10 +224,13 @@ class Dispatcher:
         self.writer.reset()
         self.kicked.clear()
         self.restarting.clear()
+        self._figures_at, self._quiet = {}, set()
 
     def untrack(self, job: Record) -> None:
         self.tally.forget(str(job["id"]))
         self.jobs.pop(str(job["id"]), None)
+        self._figures_at.pop(str(job["id"]), None)
+        self._quiet.discard(str(job["id"]))
         self.writer.forget(str(job["id"]))
 
     def kick(self) -> None:
@@ -447,7 +455,7 @@ class Dispatcher:
             now = time.time()
             job["aborting"] = {"reason": reason, "deadline": now + self.config.abort_timeout_s}
             job["updated"] = now
-            add_meta(job, reason, now, self._me, generate_id("m"))
+            add_meta(job, f"Aborting job: {reason}", now, self._me, generate_id("m"))
             self._mark(job)
             self.writer.send(str(job["server"]), "abort_job", {"id": job_id, "reason": reason})
             await self.flush()
@@ -580,6 +588,7 @@ class Dispatcher:
             await self.finish(job_id, update)
             return
         before = len(job.get("actions") or [])
+        quiet = metrics.figures_only(job, update)
         apply_update(job, update, now)
         pushed = (job.get("actions") or [])[before:]
         instant = [finishing.new_run(job, before + i, "instant", a, generate_id("r"))
@@ -587,6 +596,11 @@ class Dispatcher:
                    and a.get("enabled", True)]  # fmt: skip
         if instant:
             self._queue_runs(job, instant, now)
+        if quiet and not instant and now - self._figures_at.get(job_id, 0.0) < FIGURES_WRITE_S:
+            self._quiet.add(job_id)  # only figures changed: written with the next change or the tick after
+            return
+        self._figures_at[job_id] = now
+        self._quiet.discard(job_id)
         self._mark(job)
 
     # -- time --------------------------------------------------------------------------------
@@ -602,6 +616,7 @@ class Dispatcher:
         placed = await self._place_waiting(now)
         self._renumber()
         if due:
+            self._write_quiet(now)
             await self._deadlines(now)
         if placed:
             await self.flush()
@@ -693,6 +708,15 @@ class Dispatcher:
                 job["retry_ok"] = True
                 await self.abort(str(job["id"]), breach.message)
                 break
+
+    def _write_quiet(self, now: float) -> None:
+        """Jobs whose reports only moved their figures are written once FIGURES_WRITE_S have passed."""
+        for job_id in [i for i in self._quiet if now - self._figures_at.get(i, 0.0) >= FIGURES_WRITE_S]:
+            self._quiet.discard(job_id)
+            job = self.jobs.get(job_id)
+            if job is not None:
+                self._figures_at[job_id] = now
+                self._mark(job)
 
     def _renumber(self) -> None:
         """Queue positions 1..n, oldest (priority first) at the front; only changed jobs are written."""
