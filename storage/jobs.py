@@ -61,7 +61,8 @@ JOBS_INDEX = IndexSpec(
 #   {"hincr", k, field, amount, ttl}  HINCRBYFLOAT, then EXPIRE when ttl is not 0
 #   {"run", k, k_due, id, record, at} an action run to do from `at` on
 #   {"done", k, k_claimed, k_due, id} an action run recorded: gone from every set
-#   {"set", k, value} / {"del", k}    a plain key (a running job's timelines)
+#   {"set", k, value, id} / {"del", k} a plain key (a running job's timelines: set only while job `id` is
+#                                     active, so a late write never outlives its finish; id '' = always)
 # apply_ops returns the number of "job" records written.
 _OPS = """
 local function apply_ops(ops)
@@ -95,7 +96,7 @@ local function apply_ops(ops)
       redis.call('ZREM', KEYS[op[3]], op[5])
       redis.call('ZREM', KEYS[op[4]], op[5])
     elseif kind == 'set' then
-      redis.call('SET', KEYS[op[2]], op[3])
+      if op[4] == '' or redis.call('ZSCORE', ACTIVE, op[4]) then redis.call('SET', KEYS[op[2]], op[3]) end
     elseif kind == 'del' then
       redis.call('DEL', KEYS[op[2]])
     end
@@ -238,7 +239,7 @@ class JobWrite:
         return self
 
     def timelines(self, job_id: str, lines: Any) -> JobWrite:
-        self.ops.append(["set", _Key(self.k.job_timelines(job_id)), codec.pack(lines)])
+        self.ops.append(["set", _Key(self.k.job_timelines(job_id)), codec.pack(lines), job_id])
         return self
 
     def drop_timelines(self, job_id: str) -> JobWrite:
@@ -471,6 +472,7 @@ class JobStore:
         k = self.db.keys
         job_id = str(job["id"])
         batch = FencedBatch().add("DEL", [k.job(job_id)]).add("ZREM", [k.jobs_active], job_id)
+        batch.add("DEL", [k.job_timelines(job_id)])
         batch.add("SREM", [k.jobs_unindexed], job_id)
         await fence.execute(batch)
         await self.index.remove(job_id, index_fields(job))
@@ -491,6 +493,7 @@ class JobStore:
         records = {job_id: index_fields(job) for job_id, job in zip(ids, jobs, strict=True) if job is not None}
         also: list[Op] = []
         for job_id in records:
-            also += [("DEL", [k.job(job_id)], []), ("SREM", [k.jobs_unindexed], [job_id])]
+            also += [("DEL", [k.job(job_id)], []), ("DEL", [k.job_timelines(job_id)], []),
+                     ("SREM", [k.jobs_unindexed], [job_id])]
         await self.index.remove_fenced(fence, records, also)
         return len(records), [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]

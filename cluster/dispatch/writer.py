@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 Record = dict[str, Any]
 # A running job's timelines (a few KiB to 1 MiB) are written at most this often, not with every report: a new
 # primary shows them this much behind at most, and the final record has them whole.
-TIMELINE_WRITE_S = 5.0
+TIMELINE_WRITE_S = 30.0
 
 
 def settle(waiters: list[asyncio.Future[None]], exc: BaseException | None = None) -> None:
