@@ -167,10 +167,6 @@ async def test_channels_instant_actions_deduplication_and_daily_cap(tmp_path: Pa
         assert [json.loads(r.body)["job"] for r in bench.hooks.to("/caphook")] == [first["id"]]
 
 
-@pytest.mark.xfail(strict=False, reason="Known: a node handles one agent's frames in order, each waiting on Redis, and "
-                   "under load falls behind; the agent's final report (HTTP) can then overtake a push or table sent "
-                   "in the job's last moment. A sync before the finish fixed it but halved trivial-job throughput; "
-                   "batching an agent's frames on the node is the fix to make.")  # fmt: skip
 async def test_what_a_job_sends_in_its_last_moment_arrives(tmp_path: Path) -> None:
     """A job that pushes tags and prints a table as its last act, then exits at once: its final report goes by
     HTTP while those went over the agent's socket, and they still arrive (with the agent's meta lines)."""

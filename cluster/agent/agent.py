@@ -9,8 +9,10 @@ kept until `log_ack`. Nothing is queued while disconnected: after `joined` a `jo
 the ticks, as xyOps does: nothing more is sent for them.
 
 Finishing a job (retried until accepted): state 'finishing' -> wait (up to 60 s while connected) until its log
-is acknowledged -> upload its files -> POST finish_job (state 'complete') until code 0 (or code 'job': the
-conductor does not know it or has it complete already) -> delete its working directory.
+is acknowledged -> sync: an empty `job_log` at the end of its output, whose acknowledgement says the node has
+taken every frame before it (up to 10 s; the final report goes by HTTP and must not overtake them) -> upload its
+files -> POST finish_job (state 'complete') until code 0 (or code 'job': the conductor does not know it or has it
+complete already) -> delete its working directory.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ ALWAYS = frozenset({"id", "state", "progress"})  # in every report, changed or n
 TICK = 1.0
 FLUSH = 0.05
 ACK_WAIT = 60.0
+SYNC_WAIT = 10.0  # s connected: how long a finish waits for the node to confirm it has the job's last frames
 MAX_FILES = 1000
 MAX_META = 10_000
 
@@ -65,6 +68,12 @@ class Agent:
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
         self._finishing: set[asyncio.Task[None]] = set()
+        # The finish sync (see `_sync`): runs waiting for one, and per run the job_log frames sent and acknowledged
+        # on this connection (acknowledgements come back in the order the frames went).
+        self._sync_wanted: dict[str, asyncio.Event] = {}
+        self._sync_at: dict[str, int] = {}
+        self._log_frames: dict[str, int] = {}
+        self._log_acks: dict[str, int] = {}
 
     # Runner events
     def changed(self, run: JobRun) -> None:
@@ -104,6 +113,12 @@ class Agent:
 
     def disconnected(self) -> None:
         self._metas.clear()
+        self._log_frames.clear()
+        self._log_acks.clear()
+        self._sync_at.clear()
+        for waiting in self._sync_wanted.values():
+            waiting.set()  # what the node had not taken is gone with the connection: nothing more to wait for
+        self._sync_wanted.clear()
         for run in self.runner.runs.values():
             run.log.rewind()
 
@@ -120,6 +135,9 @@ class Agent:
                 run = self.runner.runs.get(job_id)
                 if run is not None and isinstance(offset, int):
                     run.log.ack(offset)
+                if run is not None:
+                    self._log_acks[job_id] = self._log_acks.get(job_id, 0) + 1
+                    self._synced(job_id)
             self._acked.set()
         elif cmd == "update":
             self.state_extra.update(data)
@@ -161,8 +179,23 @@ class Agent:
                 await self.link.send("job_meta", {"id": job_id, "text": text})
             for run in list(self.runner.runs.values()):
                 while (chunk := run.log.next_chunk()) is not None:
-                    if not await self.link.send("job_log", {"id": run.id, "text": chunk[1], "offset": chunk[0]}):
+                    if not await self._send_log(run.id, chunk[1], chunk[0]):
                         break
+            for job_id in [i for i in self._sync_wanted if i not in self._sync_at]:
+                syncing = self.runner.runs.get(job_id)
+                # An empty chunk where the output stands: the node stores nothing and acknowledges it, after
+                # every frame sent before it (one socket is read in order).
+                if syncing and not syncing.log.unsent and await self._send_log(job_id, "", syncing.log.size):
+                    # (.get: a connection lost meanwhile cleared the counts, and released the wait)
+                    self._sync_at[job_id] = self._log_frames.get(job_id, 0)
+                    self._synced(job_id)
+
+    async def _send_log(self, job_id: str, text: str, offset: int) -> bool:
+        self._log_frames[job_id] = self._log_frames.get(job_id, 0) + 1  # before: its ack may come back at once
+        if await self.link.send("job_log", {"id": job_id, "text": text, "offset": offset}):
+            return True
+        self._log_frames[job_id] = self._log_frames.get(job_id, 1) - 1
+        return False
 
     async def ticker(self) -> None:
         """Every second: every job not yet finished, with its process tree's figures."""
@@ -210,6 +243,7 @@ class Agent:
         self.meta(run, "Job is finishing")
         self.changed(run)
         await self._wait_for_acks(run)
+        await self._sync(run)
         base_url = await self._base_url()
         files = collect_files(job.get("files"), run.cwd)
         try:
@@ -234,6 +268,8 @@ class Agent:
             await asyncio.sleep(1.0)
         log.info("job_finished job=%s code=%s", run.id, job.get("code"))
         self.meters.pop(run.id, None)
+        self._log_frames.pop(run.id, None)
+        self._log_acks.pop(run.id, None)
         self.runner.forget(run)
 
     async def _wait_for_acks(self, run: JobRun) -> None:
@@ -245,6 +281,35 @@ class Agent:
                 await asyncio.wait_for(self._acked.wait(), 0.25)
             if self.link.authed.is_set():
                 waited += time.monotonic() - start
+
+    def _synced(self, job_id: str) -> None:
+        """Release a finish waiting for its sync once the node has acknowledged every job_log frame up to it."""
+        target = self._sync_at.get(job_id)
+        if target is not None and self._log_acks.get(job_id, 0) >= target:
+            del self._sync_at[job_id]
+            waiting = self._sync_wanted.pop(job_id, None)
+            if waiting is not None:
+                waiting.set()
+
+    async def _sync(self, run: JobRun) -> None:
+        """Wait until the node has taken every frame sent for this job. The final report goes by HTTP, another
+        connection, and could overtake them: a push, a table or a meta line the job's last moments sent would
+        then arrive after the job is complete, and be dropped. A node that does not acknowledge output by offset
+        (not Podium) gets no sync."""
+        features = self.state_extra.get("features")
+        if not (isinstance(features, Mapping) and features.get("log_offsets")) or not self.link.authed.is_set():
+            return
+        waiting = self._sync_wanted.setdefault(run.id, asyncio.Event())
+        self._wake.set()
+        waited = 0.0
+        while not waiting.is_set() and waited < SYNC_WAIT:
+            start = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiting.wait(), 0.25)
+            if self.link.authed.is_set():
+                waited += time.monotonic() - start
+        self._sync_wanted.pop(run.id, None)
+        self._sync_at.pop(run.id, None)
 
     async def _base_url(self) -> str:
         while True:
