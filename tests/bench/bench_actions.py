@@ -51,6 +51,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from storage.connection import Database, connect
+from storage.keyspace import Keyspace
 from tests.bench.bench_jobs import TRUE, children, completed, cpu, pct, redis_ops, topology
 from tests.jobkit import Jobs
 from tests.servers import ROOT, Cluster, Node, free_port
@@ -225,6 +227,8 @@ class Phase:
     action_errors: int = 0
     cpu_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)  # per job done: nodes, agents, redis
     redis_cmds: float = 0.0  # per job done
+    by_command: Counter[str] = field(default_factory=Counter)  # Redis calls per job done, by command
+    profile: Profile | None = None
 
 
 @dataclass
@@ -235,6 +239,16 @@ class Setup:
     sinks: Sinks
     node_pids: list[int]
     agent_pids: list[int]
+
+
+async def command_calls(c: Cluster) -> Counter[str]:
+    """Calls so far per Redis command (INFO commandstats), scripts by EVALSHA and the rest by name."""
+    db = Database(connect(c.redis.url), Keyspace("podium"))
+    try:
+        info: Any = await db.client.info("commandstats")
+    finally:
+        await db.aclose()
+    return Counter({str(k).removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()})
 
 
 async def launch(setup: Setup, event: str, count: int, clients: int) -> tuple[list[str], int, float]:
@@ -302,6 +316,7 @@ async def throughput(setup: Setup, event: str, actions: bool, count: int, client
     done0 = await completed(jobs, primary)
     spy = await start_profile(profile, primary.pid) if profile else None
     ops0, rcpu0 = await redis_ops(setup.cluster)
+    calls0 = await command_calls(setup.cluster)
     cpu0, acpu0 = cpu(setup.node_pids), cpu(setup.agent_pids)
     t0 = time.time()
     ids, phase.launch_errors, last = await launch(setup, event, count, clients)
@@ -313,11 +328,14 @@ async def throughput(setup: Setup, event: str, actions: bool, count: int, client
         while time.monotonic() < deadline:
             if await completed(jobs, primary) - done0 >= len(ids):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.25)  # each poll is a search on the node: rare, so it costs little
     ops1, rcpu1 = await redis_ops(setup.cluster)
+    calls = await command_calls(setup.cluster)
+    calls.subtract(calls0)
     ncpu, acpu = cpu(setup.node_pids) - cpu0, cpu(setup.agent_pids) - acpu0
     if spy is not None:
-        await stop_profile(spy, profile)
+        await stop_profile(spy)
+        phase.profile = spy
     got = await records(setup, ids, actions, 60.0)
     ends = [float(j["completed"]) for j in got.values()]
     phase.complete_s = max(ends) - t0 if ends else 0.0
@@ -330,6 +348,7 @@ async def throughput(setup: Setup, event: str, actions: bool, count: int, client
     if phase.done:
         phase.cpu_ms = (ncpu / phase.done * 1000, acpu / phase.done * 1000, (rcpu1 - rcpu0) / phase.done * 1000)
         phase.redis_cmds = (ops1 - ops0) / phase.done
+        phase.by_command = Counter({k: round(v / phase.done, 1) for k, v in calls.items() if v > 0})
     return phase
 
 
@@ -355,22 +374,34 @@ async def serial(setup: Setup, event: str, count: int, timeout: float) -> Phase:
 # -- profile -----------------------------------------------------------------------------------------------
 
 
-async def start_profile(folder: Path, pid: int) -> asyncio.subprocess.Process:
+@dataclass
+class Profile:
+    """A py-spy recording of one process (raw collapsed stacks, one line per stack, thread first)."""
+
+    path: Path
+    proc: asyncio.subprocess.Process
+    started: float
+    seconds: float = 0.0
+
+
+async def start_profile(folder: Path, pid: int) -> Profile:
     out, quiet = folder / f"primary-{pid}.txt", asyncio.subprocess.DEVNULL
-    spy = (str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "--output", str(out))
+    spy = (str(PY_SPY), "record", "--pid", str(pid), "--threads", "--format", "raw", "--rate", "100", "--output",
+           str(out))  # fmt: skip
     proc = await asyncio.create_subprocess_exec(*spy, stdout=quiet, stderr=quiet)
     await asyncio.sleep(1.0)  # attached before the load starts
-    return proc
+    return Profile(out, proc, time.monotonic())
 
 
-async def stop_profile(proc: asyncio.subprocess.Process, folder: Path | None) -> None:
+async def stop_profile(profile: Profile) -> None:
+    profile.seconds = time.monotonic() - profile.started
     with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        profile.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
     try:
-        await asyncio.wait_for(proc.wait(), 30)
+        await asyncio.wait_for(profile.proc.wait(), 30)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        profile.proc.kill()
+        await profile.proc.wait()
 
 
 def _frame(text: str) -> str:
@@ -378,28 +409,37 @@ def _frame(text: str) -> str:
     return re.sub(r":\d+\)$", ")", text.strip())
 
 
-def summarize_profile(path: Path, top: int = 20) -> list[str]:
-    """The functions with the most samples in a py-spy raw file: own samples and samples with them on the stack."""
+def summarize_profile(profile: Profile, top: int = 20) -> list[str]:
+    """How busy the primary's event loop (its main thread) was, and the functions with the most samples there:
+    own samples, and samples with the function on the stack. Other threads (the asyncio waitpid and executor
+    threads) block in calls py-spy may count as busy, so they are only totalled."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
+    threads: Counter[str] = Counter()
+    for line in profile.path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_frame(f) for f in stack.split(";")]
-        total += count
+        thread, *rest = stack.split(";")
+        threads[thread.strip()] += count
+        if not thread.strip().endswith("MainThread") or not rest:
+            continue
+        frames = [_frame(f) for f in rest]
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    if not total:
-        return [f"  {path}: no samples"]
-    lines = [f"  {path}: {total} samples (100/s while busy; idle waits are not sampled)", "  most own samples:"]
-    lines += [f"    {n / total * 100:5.1f} %  {f}" for f, n in own.most_common(top)]
-    lines.append("  most samples with the function on the stack (Podium code):")
+    main = sum(own.values())
+    if not main:
+        return [f"  {profile.path}: no samples of the main thread"]
+    busy = main / (100 * profile.seconds) * 100 if profile.seconds else 0.0
+    lines = [f"  {profile.path}: {profile.seconds:.1f} s at 100 samples/s; the event loop (main thread) busy "
+             f"{busy:.0f} % of the time ({main} samples); by thread: "
+             + ", ".join(f"{t} {n}" for t, n in threads.most_common()), "  main thread, most own samples:"]  # fmt: skip
+    lines += [f"    {n / main * 100:5.1f} %  {f}" for f, n in own.most_common(top)]
+    lines.append("  main thread, most samples with the function on the stack (Podium code):")
     ours = [(f, n) for f, n in inclusive.most_common() if re.search(r"\((api|cluster|storage)/", f)]
-    lines += [f"    {n / total * 100:5.1f} %  {f}" for f, n in ours[:top]]
+    lines += [f"    {n / main * 100:5.1f} %  {f}" for f, n in ours[:top]]
     return lines
 
 
@@ -472,9 +512,15 @@ async def main_async(args: argparse.Namespace) -> None:
           "launch; complete/s: by the jobs' completed times; hook/email/recorded: ms from the job's completed time "
           "to the arrival at the receiver / the SMTP sink / the later result written on the job; errs: failed "
           "launches and action results with a code")  # fmt: skip
-    if args.profile:
-        for path in sorted(args.profile.glob("primary-*.txt")):
-            print("\n".join(summarize_profile(path)))
+    print("Redis calls per job done, by command (INFO commandstats; scripts are evalsha):")
+    for where, phase in rows:
+        if phase.by_command:
+            top = ", ".join(f"{k} {v:g}" for k, v in phase.by_command.most_common(10))
+            print(f"  {where}, {phase.label}: {top}")
+    for where, phase in rows:
+        if phase.profile is not None:
+            print(f"py-spy of the primary, {where}, {phase.label}:")
+            print("\n".join(summarize_profile(phase.profile)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
