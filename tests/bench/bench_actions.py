@@ -388,9 +388,10 @@ async def start_profile(folder: Path, pid: int) -> Profile:
     out, quiet = folder / f"primary-{pid}.txt", asyncio.subprocess.DEVNULL
     spy = (str(PY_SPY), "record", "--pid", str(pid), "--threads", "--format", "raw", "--rate", "100", "--output",
            str(out))  # fmt: skip
+    started = time.monotonic()  # py-spy samples from about now (it attaches within the second below)
     proc = await asyncio.create_subprocess_exec(*spy, stdout=quiet, stderr=quiet)
     await asyncio.sleep(1.0)  # attached before the load starts
-    return Profile(out, proc, time.monotonic())
+    return Profile(out, proc, started)
 
 
 async def stop_profile(profile: Profile) -> None:
