@@ -62,9 +62,11 @@ def children(pid: int) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def topology(
-    root: Path, nodes: int, agents: int, own_agent: bool
+    root: Path, nodes: int, agents: int, own_agent: bool, extra_args: Sequence[str] = ()
 ) -> AsyncIterator[tuple[Cluster, Jobs, list[AgentProcess]]]:
-    extra = ("--secret-key", SECRET, "--access-log", "off", "--job-max-rows", "0")
+    """`nodes` nodes (each with its own agent if `own_agent`) and `agents` agent processes; `extra_args` go to
+    every `podium serve`."""
+    extra = ("--secret-key", SECRET, "--access-log", "off", "--job-max-rows", "0", *extra_args)
     env = {"PODIUM_AGENT": "on" if own_agent else "off"}
     async with Cluster(root, size=nodes, extra=extra, env=env) as c:
         await c.wait_all_up(60)
