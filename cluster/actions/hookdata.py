@@ -130,8 +130,8 @@ def job_display(job: Mapping[str, Any]) -> dict[str, str]:
             display["mem"] = f"{nice_bytes(mem['total'] / mem['count'])} (peak {nice_bytes(mem.get('max', 0))})"
         if isinstance(cpu, Mapping) and cpu.get("count"):
             display["cpu"] = f"{_short(cpu['total'] / cpu['count'])}% (peak {_short(float(cpu.get('max', 0)))}%)"
-    except (TypeError, ValueError, ZeroDivisionError, KeyError):
-        pass  # figures an agent reported badly are shown as unknown
+    except (TypeError, ValueError, ZeroDivisionError, KeyError):  # figures an agent reported badly
+        display["mem"] = display["cpu"] = "(Unknown)"
     return display
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
+from storage.definitions import Family
 from storage.errors import Conflict
 from storage.families import CATEGORIES, CHANNELS, EVENTS, PLUGINS, WEB_HOOKS
 
@@ -144,17 +145,24 @@ class Performer:
 
     async def _web_hook(self, run: Record, job: Record) -> Result:
         action = run["action"]
-        hook_id = str(action.get("web_hook") or "")
-        hook = await self.ctx.node.stores.defs.get(WEB_HOOKS, hook_id)
+        hook, refused = await self._usable(WEB_HOOKS, "webhook", "Web Hook", str(action.get("web_hook") or ""))
         if hook is None:
-            return Outcome(code="webhook", description=f"Web Hook not found: {hook_id}"), None
-        if not hook.get("enabled", True):
-            return Outcome(code="webhook", description=f"Web Hook is disabled: {hook_id}"), None
-        cap = int(hook.get("max_per_day") or 0)
-        if cap and await self.ctx.node.stores.actions.count_today("web_hooks", hook_id, time.time()) > cap:
-            return Outcome(code="webhook", description=f"Web Hook has reached maximum daily limit: {hook_id} "
-                                                      f"({cap}/day)"), None  # fmt: skip
+            return refused, None
         return await run_web_hook(hook, await self._hook_data(run, job), self.ctx.session), None
+
+    async def _usable(self, family: Family, code: str, label: str, obj_id: str) -> tuple[Record | None, Outcome]:
+        """A web hook or channel an action names, if it exists, is enabled and is under its `max_per_day` (this
+        use counted); else None and the Outcome that says why."""
+        found = await self.ctx.node.stores.defs.get(family, obj_id)
+        if found is None:
+            return None, Outcome(code=code, description=f"{label} not found: {obj_id}")
+        if not found.get("enabled", True):
+            return None, Outcome(code=code, description=f"{label} is disabled: {obj_id}")
+        cap = int(found.get("max_per_day") or 0)
+        if cap and await self.ctx.node.stores.actions.count_today(family.name, obj_id, time.time()) > cap:
+            why = f"{label} has reached maximum daily limit: {obj_id} ({cap}/day)"
+            return None, Outcome(code=code, description=why)
+        return found, Outcome()
 
     async def _plugin(self, run: Record, job: Record) -> Result:
         action = run["action"]
@@ -173,15 +181,9 @@ class Performer:
     async def _channel(self, run: Record, job: Record) -> Result:
         action = run["action"]
         channel_id = str(action.get("channel_id") or "")
-        channel = await self.ctx.node.stores.defs.get(CHANNELS, channel_id)
+        channel, refused = await self._usable(CHANNELS, "channel", "Notification Channel", channel_id)
         if channel is None:
-            return Outcome(code="channel", description=f"Notification Channel not found: {channel_id}"), None
-        if not channel.get("enabled", True):
-            return Outcome(code="channel", description=f"Notification Channel is disabled: {channel_id}"), None
-        cap = int(channel.get("max_per_day") or 0)
-        if cap and await self.ctx.node.stores.actions.count_today("channels", channel_id, time.time()) > cap:
-            return Outcome(code="channel", description=f"Notification Channel has reached maximum daily limit: "
-                                                      f"{channel_id} ({cap}/day)"), None  # fmt: skip
+            return refused, None
         parts: list[tuple[str, Awaitable[Result]]] = []
         if channel.get("users") or channel.get("email"):
             sub = {**run, "action": {**action, "type": "email", "users": channel.get("users") or [],
