@@ -626,6 +626,9 @@ class Dispatcher:
         blocked: set[str] = set()  # queues whose first job had to stay: the ones behind it wait too
         waiting = [self.jobs[i] for i in self.tally.waiting if i in self.jobs and i not in self._pending]
         for job in sorted(waiting, key=limits.queue_order):
+            # The clock read now, not at the start of the step: a slot freed during an earlier await of this step
+            # is freed at a time after `now`, and a job placed into it must not appear to start before that.
+            now = max(now, time.time())
             if job.get("state") in DELAYED:
                 if float(job.get("until") or 0) > now:
                     continue
