@@ -217,9 +217,20 @@ class AgentConn:
                 await self._jobs(data)
             elif cmd == "job_meta" and isinstance(data, Mapping):
                 await self._report("meta", {"id": str(data.get("id", "")), "text": str(data.get("text", ""))[:1000]})
+            elif cmd == "quickmon" and isinstance(data, Mapping):
+                self.gateway.monitoring.quick(self.server_id, data)
+            elif cmd == "monitor" and isinstance(data, Mapping):
+                await self._monitor(data)
             elif cmd in ("notice", "warning", "error", "critical") and isinstance(data, Mapping):
                 log.info("agent_notice", level=cmd, server=self.server_id,
                          description=str(data.get("description", ""))[:500])  # fmt: skip
+
+    async def _monitor(self, data: Mapping[str, Any]) -> None:
+        """A minute sample. A failure to process it costs that minute only: the socket goes on."""
+        try:
+            await self.gateway.monitoring.sample(self.server_id, data, self.ip)
+        except Exception as exc:  # the store is away, or a bug: logged, and the agent stays connected
+            log.warning("monitor_sample_failed", server=self.server_id, error=repr(exc))
 
     async def _jobs(self, data: Mapping[str, Any]) -> None:
         """A `jobs` report: entries too large on their own are left out (not the whole report, or every job in it

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage.definitions import Family
-from storage.families import CATEGORIES, CHANNELS, GROUPS, PLUGINS, ROLES, TAGS, WEB_HOOKS
+from storage.families import ALERTS, CATEGORIES, CHANNELS, GROUPS, MONITORS, PLUGINS, ROLES, TAGS, WEB_HOOKS
 
 SHELL_BODY = "#!/bin/sh\n\n# Enter your shell script code here"
 
@@ -96,6 +96,59 @@ CHANNEL_SEV1: dict[str, Any] = {
 }  # fmt: skip
 
 
+def _monitor(mid: str, title: str, source: str, data_type: str, suffix: str, scale: float,
+             **extra: Any) -> dict[str, Any]:  # fmt: skip
+    rate = {"delta": True, "delta_min_value": 0, "divide_by_delta": True} if extra.pop("rate", False) else {}
+    return {"id": mid, "title": title, "source": source, "data_type": data_type, "suffix": suffix, "groups": [],
+            "display": True, "min_vert_scale": scale, "icon": "", "notes": "", **rate, **extra}
+
+
+# The stock monitors (xyOps internal/setup.json): ids, sources and types are what the stock alerts, the UI's charts
+# and the agents' ServerMonitorData agree on; sort_order follows the list.
+MONITORS_DEFAULT: list[dict[str, Any]] = [
+    {**m, "sort_order": i} for i, m in enumerate([
+        _monitor("load_avg", "CPU Load Average", "load[0]", "float", "", 1.0),
+        _monitor("cpu_usage", "CPU Usage %", "cpu.currentLoad", "float", "%", 100),
+        _monitor("mem_used", "Memory in Use", "memory.used", "bytes", "", 1024),
+        _monitor("mem_free", "Available Memory", "memory.available", "bytes", "", 1024),
+        _monitor("net_conns", "Network Connections", "stats.network.conns", "integer", "", 10),
+        _monitor("disk_usage_root", "Disk Usage % (Root)", "mounts.root.use", "float", "%", 100),
+        _monitor("disk_read_sec", "Disk Read (Bytes)", "stats.fs.rx", "bytes", "/sec", 1024, rate=True),
+        _monitor("disk_write_sec", "Disk Write (Bytes)", "stats.fs.wx", "bytes", "/sec", 1024, rate=True),
+        _monitor("disk_iops_sec", "Disk I/O Operations", "stats.io.tIO", "integer", "/sec", 100, rate=True),
+        _monitor("io_wait", "CPU I/O Wait %", "cpu.totals.iowait", "float", "%", 100, notes="Linux only."),
+        _monitor("open_files", "Open Files", "commands.open_files", "integer", "", 10, data_match=r"(\d+)",
+                 notes="Linux only: the open_files monitor plugin reads /proc/sys/fs/file-nr."),
+        _monitor("os_bytes_in_sec", "Network In (Bytes)", "stats.network.rx_bytes", "bytes", "/sec", 1024, rate=True),
+        _monitor("os_bytes_out_sec", "Network Out (Bytes)", "stats.network.tx_bytes", "bytes", "/sec", 1024,
+                 rate=True),
+        _monitor("total_procs", "Total Processes", "processes.all", "integer", "", 10),
+        _monitor("active_jobs", "Active Jobs", "jobs", "integer", "", 10),
+    ])
+]  # fmt: skip
+
+
+def _alert(aid: str, title: str, expression: str, message: str, monitor_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": aid, "title": title, "expression": expression, "message": message, "groups": [], "actions": [],
+            "monitor_id": monitor_id, "enabled": True, "samples": 1, "icon": "", "notes": "",
+            "limit_jobs": False, "abort_jobs": False, "exclusive_actions": False, **extra}
+
+
+# The stock alerts (xyOps internal/setup.json): the same ids and expressions, our own wording.
+ALERTS_DEFAULT: list[dict[str, Any]] = [
+    _alert("load_avg_high", "High CPU Load", "monitors.load_avg >= (cpu.cores + 1)",
+           "The CPU load average is high: {{float(monitors.load_avg)}} on {{cpu.cores}} cores", "load_avg"),
+    _alert("mem_free_low", "Low Memory", "memory.available < (memory.total * 0.05)",
+           "Under 5% of memory is available ({{bytes(memory.available)}} of {{bytes(memory.total)}})", "mem_free"),
+    _alert("io_wait_high", "High I/O Wait", "monitors.io_wait >= 75",
+           "The CPU is waiting on disk I/O {{pct(monitors.io_wait)}} of the time", "io_wait"),
+    _alert("disk_usage_root_high", "Disk Full", "monitors.disk_usage_root >= 90",
+           "The root filesystem is {{pct(monitors.disk_usage_root)}} full", "disk_usage_root"),
+    _alert("active_jobs_high", "High Active Jobs", "monitors.active_jobs >= 50",
+           "There are {{number(monitors.active_jobs)}} jobs running at once", "active_jobs", limit_jobs=True),
+]  # fmt: skip
+
+
 def default_definitions() -> list[tuple[Family, str, dict[str, Any]]]:
     """Every default definition, in creation order (referenced objects before their users)."""
     out: list[tuple[Family, str, dict[str, Any]]] = [
@@ -106,5 +159,7 @@ def default_definitions() -> list[tuple[Family, str, dict[str, Any]]]:
         (WEB_HOOKS, "web_hook", WEB_HOOK_EXAMPLE),
         *((TAGS, "tag", t) for t in TAGS_DEFAULT),
         (CHANNELS, "channel", CHANNEL_SEV1),
+        *((MONITORS, "monitor", m) for m in MONITORS_DEFAULT),
+        *((ALERTS, "alert", a) for a in ALERTS_DEFAULT),
     ]
     return out

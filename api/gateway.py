@@ -31,6 +31,7 @@ from aiohttp import web
 
 from cluster import __version__
 from cluster.dispatch.limits import first_limit
+from cluster.monitoring.intake import MonitorIntake
 from cluster.node import NodeRuntime
 from storage.connection import UNAVAILABLE_ERRORS, Database
 from storage.ids import generate_id
@@ -63,6 +64,7 @@ class AgentGateway:
         self._stop = asyncio.Event()
         self._own: Database | None = None
         self.handshakes = 0  # sockets between upgrade and join
+        self.monitoring = MonitorIntake(node)  # the samples of the agents held here
 
     # -- connections ---------------------------------------------------------------------------
     async def attach(self, conn: AgentConn) -> None:
@@ -139,6 +141,7 @@ class AgentGateway:
     async def start(self) -> None:
         self._own = self.node.db.with_own_pool(2, client_name="podium-relay")
         self._tasks = [asyncio.create_task(self._relay()), asyncio.create_task(self._keepalive())]
+        await self.monitoring.start()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -149,6 +152,7 @@ class AgentGateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.monitoring.stop()
         if self._own is not None:
             await self._own.aclose()
 

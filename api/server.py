@@ -19,6 +19,7 @@ from cluster.actions.email import SmtpConfig
 from cluster.actions.runner import ActionRunner, RunnerConfig, actions_service
 from cluster.dispatch.machine import DispatchConfig, Dispatcher, dispatch_service
 from cluster.maintenance import MaintenanceConfig, maintenance_service
+from cluster.monitoring.alertservice import AlertService, alert_service
 from cluster.node import NodeRuntime, load_node_id
 from cluster.scheduler import SchedulerConfig, scheduler_service
 from storage.connection import Database, connect, redacted, wait_reachable
@@ -91,7 +92,8 @@ def job_services(node: NodeRuntime, settings: Settings) -> list[Any]:
     """The job state machine and its action runner, as primary services of `node` (which gets the dispatcher)."""
     dispatcher = node.dispatcher = Dispatcher(node, dispatch_config(settings))
     runner = ActionRunner(node, dispatcher, runner_config(settings, node))
-    return [dispatch_service(dispatcher), actions_service(runner)]
+    alerting = node.alerting = AlertService(node, dispatcher)
+    return [dispatch_service(dispatcher), actions_service(runner), alert_service(alerting)]
 
 
 def maintenance_config(settings: Settings) -> MaintenanceConfig:

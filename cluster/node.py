@@ -32,6 +32,7 @@ from .watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     from .dispatch.machine import Dispatcher
+    from .monitoring.alertservice import AlertService
 
 log = structlog.get_logger("podium.node")
 
@@ -82,6 +83,7 @@ class NodeRuntime:
         self.watchdog = LoopWatchdog()
         self.services = list(services or [])
         self.dispatcher: Dispatcher | None = None  # the job state machine, when this node runs one
+        self.alerting: AlertService | None = None  # the alert evaluator's primary half, when this node runs one
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._primary_stop: asyncio.Event | None = None

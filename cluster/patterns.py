@@ -92,6 +92,17 @@ class Pattern:
             raise TextTooLong("text is too long to match on this thread; use search_async")
         return self._search(data)
 
+    def groups(self, text: str) -> tuple[str, ...] | None:
+        """The first match anywhere as (whole match, group 1, ...) with "" for a group that took no part
+        (JavaScript `String.match` without the g flag), on the calling thread; None when nothing matches."""
+        data = self._encoded(text)
+        if len(data) * self.program > SYNC_COST:
+            raise TextTooLong("text is too long to match on this thread")
+        found = self._regex.search(data)
+        if found is None:
+            return None
+        return tuple((g or b"").decode("utf-8", "surrogatepass") for g in (found.group(0), *found.groups()))
+
     async def search_async(self, text: str) -> bool:
         """Match anywhere; a costly match runs on the pattern pool so the event loop stays free."""
         data = self._encoded(text)

@@ -283,6 +283,49 @@ class Keyspace:
         file(path) once complete."""
         return self.key("file_staging", token)
 
+    # -- monitoring: host data and alert state (storage/hostdata.py, storage/alertstate.py) --------------
+    def host_data(self, server_id: str) -> str:
+        """STRING msgpack host record {date, server, hostname, ip, groups, data: ServerMonitorData + monitors and
+        deltas}: the server's last minute sample (xyOps hosts/<id>/data)."""
+        return self.key("host_data", server_id)
+
+    @property
+    def alert_inbox(self) -> str:
+        """STREAM per-sample alert results {server, date, results: {alert id: message | nil}, ...} from the node
+        holding each agent's socket, applied in order by the primary (cluster/monitoring/alertservice.py)."""
+        return self.key("alerts", "inbox")
+
+    @property
+    def alert_cursor(self) -> str:
+        """STRING the last alert_inbox entry id the primary applied (written in the same fenced step)."""
+        return self.key("alerts", "cursor")
+
+    def alert_warm(self, server_id: str) -> str:
+        """HASH alert id -> msgpack warm entry {id, alert, server, date, modified, message, count, notified} of one
+        server: the sample counters of every alert warming up or active there."""
+        return self.key("alert_warm", server_id)
+
+    @property
+    def alert_servers(self) -> str:
+        """ZSET server id -> when its warm entries were last refreshed (epoch s): what the stale sweep reads."""
+        return self.key("alerts", "servers")
+
+    def alert_results(self, invocation_id: str) -> str:
+        """LIST msgpack action results {run, type, condition, date, code, description, details, elapsed_ms, ...} of
+        one alert invocation, appended in the fenced step that retires each action run (merged into its `actions`)."""
+        return self.key("alert_results", invocation_id)
+
+    @property
+    def alerts_clearing(self) -> str:
+        """ZSET invocation id -> when it cleared (epoch s): cleared alerts whose records are still to be marked
+        inactive (a compare-and-swap after the fenced batch that cleared them)."""
+        return self.key("alerts", "clearing")
+
+    @property
+    def alerts_active(self) -> str:
+        """HASH '<server>-<alert id>' -> invocation id of every active (fired, not cleared) alert."""
+        return self.key("alerts", "active")
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""

@@ -297,11 +297,12 @@ class ServerStore:
         await self.reindex(server_id)
 
     async def modify(
-        self, server_id: str, change: Callable[[Record], Awaitable[Record | None]]
+        self, server_id: str, change: Callable[[Record], Awaitable[Record | None]], *, reindex: bool = True
     ) -> Record | None:
         """Read-modify-write one record under WATCH (a join or another update meanwhile makes it start
         over with the fresh record). `change` returns the new record, or None to write nothing; None is also
-        the answer when there is no such server. Re-indexes after."""
+        the answer when there is no such server. Re-indexes after, unless `reindex` is False (a change to no
+        indexed field: the monitoring figures in `info`)."""
         if not valid_server_id(server_id):
             return None
         key = self.db.keys.server(server_id)
@@ -320,7 +321,8 @@ class ServerStore:
                     await pipe.execute()
                 except WatchError:
                     continue
-            await self.reindex(server_id)
+            if reindex:
+                await self.reindex(server_id)
             return updated
         raise WatchError(f"server {server_id} kept changing during an update")
 

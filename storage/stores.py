@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from .actions import ActionStore
 from .activity import ActivityStore
 from .agents import AgentStreams
+from .alertstate import AlertStateStore
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
 from .files import FileStore, RedisFileStore
+from .hostdata import HostDataStore
 from .jobs import JobStore
 from .logins import LoginGuard
 from .logs import LogStore
@@ -42,6 +44,8 @@ class Stores:
     files: FileStore
     logs: LogStore
     actions: ActionStore
+    hosts: HostDataStore
+    alertstate: AlertStateStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -64,6 +68,8 @@ class Stores:
             files=files,
             logs=LogStore(db, files),
             actions=ActionStore(db),
+            hosts=HostDataStore(db),
+            alertstate=AlertStateStore(db),
             secret_key=secret_key,
         )
 

@@ -3,6 +3,7 @@
 from . import (
     account,
     activity,
+    alerts,
     apikeys,
     categories,
     channels,
@@ -14,6 +15,7 @@ from . import (
     jobs,
     launch,
     misc,
+    monitors,
     multi,
     plugins,
     roles,
@@ -29,6 +31,7 @@ from . import (
 __all__ = [
     "account",
     "activity",
+    "alerts",
     "apikeys",
     "categories",
     "channels",
@@ -40,6 +43,7 @@ __all__ = [
     "jobs",
     "launch",
     "misc",
+    "monitors",
     "multi",
     "plugins",
     "roles",

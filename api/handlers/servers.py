@@ -90,12 +90,13 @@ async def get_active_server(call: Call) -> Reply:
 
 @HANDLERS.add("get_server", write=False, privilege=AUTH, args=(SERVER_ID,))
 async def get_server(call: Call) -> Reply:
-    """A stored server, online or not, and whether it is online. `data` (the last monitoring sample) is null
-    until monitoring exists. xyOps answers `notfound` until the server's first monitor sample; this answers
-    with the record, which is all a caller can use then anyway."""
+    """A stored server, online or not, its last minute sample (`data`: {date, hostname, ip, groups, data:
+    ServerMonitorData with its monitors and deltas}) and whether it is online. ⚠ xyOps answers `notfound` until the
+    server's first sample; this answers with the record and `data: null`, which is all a caller can use then."""
     server_id = call.params["id"]
     server = await _stored(call, server_id)
-    return {"server": server, "data": None, "online": await call.stores.servers.is_online(server_id)}
+    return {"server": server, "data": await call.stores.hosts.get(server_id),
+            "online": await call.stores.servers.is_online(server_id)}  # fmt: skip
 
 
 UPDATE_ARGS = (
@@ -185,7 +186,7 @@ async def update_server_data(call: Call) -> Reply:
 async def delete_server(call: Call) -> Reply:
     """Delete a server. Online: the agent is told to uninstall itself and the record goes (the socket stays
     until the agent leaves). Offline: only with `history` (else code `server`), which also drops its command
-    stream."""
+    stream, its last sample and its time series."""
     server_id = call.params["id"]
     server = await call.stores.servers.get(server_id)
     if server is None:
@@ -196,6 +197,8 @@ async def delete_server(call: Call) -> Reply:
     elif call.params["history"]:
         await call.stores.servers.delete(server_id)
         await call.stores.agents.drop(server_id)
+        await call.stores.hosts.delete(server_id)
+        await call.stores.timelines.delete(server_id)
     else:
         raise ApiError("server", f"Server has gone offline: {server_id}")
     await log_activity(call, "server_delete", f"Server deleted: {server.get('hostname', server_id)}",

@@ -181,3 +181,50 @@ def job_context(job: Mapping[str, Any], event: Mapping[str, Any] | None, *, cond
     extra = str(text or "").strip()[:MAX_TEXT]
     data["text"] = f"{summary} {extra}" if extra else summary
     return data
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def alert_context(invocation: Mapping[str, Any], alert: Mapping[str, Any] | None, host: Mapping[str, Any] | None,
+                  server: Mapping[str, Any] | None, *, condition: str, base_url: str, group_titles: Mapping[str, str],
+                  elapsed: float | None = None, text: str = "") -> dict[str, Any]:  # fmt: skip
+    """AlertHookData (xyOps getAlertHookArgs) for one action of an invocation on `condition`: the invocation under
+    `alert`, its definition under `def`, the server's last sample under `params`, the `nice_*` figures and `links`,
+    and `text` (the summary, with the action's own text appended; also under `content` and `message`)."""
+    params = dict(host or {})
+    data = _mapping(params.get("data"))
+    memory = _mapping(data.get("memory"))
+    info = _mapping((server or {}).get("info"))
+    os_info = _mapping(data.get("os"))
+    load: list[Any] = data["load"] if isinstance(data.get("load"), list) and data["load"] else [0]
+    definition = dict(alert or {"id": invocation.get("alert"), "title": invocation.get("alert")})
+    nice_server, nice_hostname = server_names({"server": invocation.get("server"),
+                                               "hostname": params.get("hostname")}, server)  # fmt: skip
+    when = invocation.get("modified") if condition == "alert_cleared" else invocation.get("date")
+    cpu = _mapping(info.get("cpu"))
+    jobs = [str(j) for j in invocation.get("jobs") or []]
+    out: dict[str, Any] = {
+        "template": condition, "alert": dict(invocation), "def": definition, "params": params,
+        "server": dict(server or {}), "date_time": nice_date_time(when),
+        "nice_groups": ", ".join(group_titles.get(g, f"({g})") for g in invocation.get("groups") or []) or "(None)",
+        "nice_load_avg": _short(float(load[0]) if isinstance(load[0], int | float) else 0.0),
+        "nice_mem_total": nice_bytes(memory.get("total")), "nice_mem_avail": nice_bytes(memory.get("available")),
+        "nice_uptime": nice_duration(data.get("uptime_sec")),
+        "nice_cpu": " ".join(str(cpu.get(k)) for k in ("manufacturer", "brand") if cpu.get(k)) or "(Unknown)",
+        "nice_os": " ".join(str(os_info.get(k)) for k in ("distro", "release") if os_info.get(k)) or "(Unknown)",
+        "nice_notes": str(definition.get("notes") or "(None)"), "nice_hostname": nice_hostname,
+        "nice_ip": str(params.get("ip") or ""), "nice_server": nice_server,
+        "nice_active_jobs": "".join(f"- [Job #{j}]({base_url}/#Job?id={quote(j)})\n" for j in jobs) or "(None)",
+        "links": {"server_url": f"{base_url}/#Server?id={quote(str(invocation.get('server') or ''))}",
+                  "alert_url": f"{base_url}/#Alerts?id={quote(str(invocation.get('id') or ''))}"},
+    }  # fmt: skip
+    if elapsed is not None:
+        out["elapsed"] = elapsed
+        out["nice_elapsed"] = nice_duration(elapsed)
+    summary = templates.render(TEXT_TEMPLATES[condition if condition in TEXT_TEMPLATES else "alert_new"], out,
+                               missing="n/a")  # fmt: skip
+    extra = str(text or "").strip()[:MAX_TEXT]
+    out["text"] = out["content"] = out["message"] = f"{summary} {extra}" if extra else summary
+    return out

@@ -44,7 +44,7 @@ MAX_USER_DATA = 64 * 1024  # a server's userData, as jobs' serverData adds to it
 # Types a new primary may run again when a predecessor claimed them and died before recording: repeating them
 # changes nothing (a state set again, a launch guarded by a claim of its own), unlike a message sent twice.
 REPEATABLE = frozenset({"tag", "label", "run_event", "disable", "delete", "snapshot", "ticket", "store",
-                        "fetch", finishing.SERVER_DATA, finishing.EVENT_CHANGE})  # fmt: skip
+                        "fetch", finishing.SERVER_DATA, finishing.EVENT_CHANGE, finishing.CLEAR_ALERT})  # fmt: skip
 # Not built yet: recorded as skipped, with the reason, never dropped silently.
 LATER = {"snapshot": "server snapshots arrive with monitoring",
          "ticket": "tickets arrive with the ticket system",
@@ -80,6 +80,7 @@ class Performer:
             "channel": self._channel, "suspend": self._suspend, "disable": self._disable, "delete": self._delete,
             "tag": self._tag, "label": self._label, "plugin": self._plugin,
             finishing.SERVER_DATA: self._server_data, finishing.EVENT_CHANGE: self._event_change,
+            finishing.CLEAR_ALERT: self._clear_alert,
         }  # fmt: skip
 
     async def _job(self, job_id: str) -> Record | None:
@@ -324,6 +325,14 @@ class Performer:
             target["label"] = label
 
         return Outcome(description=f"Successfully applied label: {label}"), apply
+
+    async def _clear_alert(self, run: Record, job: Record) -> Result:
+        """The job was launched by an alert with `clear_alert`: its end clears that alert (xyOps finishJob)."""
+        inv_id = str(run["action"].get("invocation") or "")
+        alerting = self.ctx.node.alerting
+        if alerting is None or not await alerting.clear(inv_id):
+            return Outcome(description=f"Alert {inv_id} was not active."), None
+        return Outcome(description=f"Cleared alert {inv_id}."), None
 
     async def _server_data(self, run: Record, job: Record) -> Result:
         """A job's `serverData` joins its server's `userData` once it is complete (digest 3.2 finishJob)."""

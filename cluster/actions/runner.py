@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import copy
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,10 @@ import structlog
 
 from storage.connection import UNAVAILABLE_ERRORS
 from storage.errors import FencedError
+from storage.fence import FencedBatch
 from storage.jobs import JobWrite
 
+from .alertperform import ABORT_JOBS, AlertPerformer
 from .email import SmtpConfig
 from .perform import REPEATABLE, Context, Performer
 from .record import Change, recorded, with_result
@@ -41,6 +44,15 @@ log = structlog.get_logger("podium.actions")
 Record = dict[str, Any]
 RECOVER_S = 30.0
 INTERRUPTED = ("The primary conductor stopped while this action ran; it is not repeated, so it cannot happen twice.")
+ALERT_KINDS = frozenset({"alert", "alert_internal"})  # runs of alert invocations (cluster/monitoring/alertservice.py)
+ALERT_REPEATABLE = frozenset({"run_event", "snapshot", "ticket", ABORT_JOBS})
+
+
+def result_entry(run: Mapping[str, Any], outcome: Mapping[str, Any], now: float) -> Record:
+    """An alert action's result as its invocation keeps it (xyOps: the action with its result fields)."""
+    found = run.get("action")
+    action: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    return {**dict(action), "condition": run.get("condition"), "date": now, **dict(outcome)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +86,9 @@ class ActionRunner:
             stack.push_async_callback(own.aclose)
             session = await stack.enter_async_context(aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()))
             cfg = self.config
-            performer = Performer(Context(self.node, self.dispatcher, session, cfg.base_url or self.node.url,
-                                          cfg.smtp, cfg.local_url, cfg.plugin_dir))  # fmt: skip
+            ctx = Context(self.node, self.dispatcher, session, cfg.base_url or self.node.url, cfg.smtp, cfg.local_url,
+                          cfg.plugin_dir)  # fmt: skip
+            performer = AlertPerformer(ctx)
             recovered_at = 0.0
             try:
                 while not stop.is_set():
@@ -140,7 +153,10 @@ class ActionRunner:
     async def _perform_and_record(self, performer: Performer, run: Record, slots: asyncio.Semaphore) -> None:
         """Perform a claimed run (its slot was taken for it) and record the result."""
         try:
-            outcome, change = await performer.perform(run)
+            if run.get("kind") in ALERT_KINDS and isinstance(performer, AlertPerformer):
+                outcome, change = await performer.perform_alert(run), None
+            else:
+                outcome, change = await performer.perform(run)
         except Exception as exc:  # a bug in one action never stops the others
             log.exception("action_failed", run=run.get("id"), type=(run.get("action") or {}).get("type"))
             outcome, change = Outcome(code="action", description=f"Internal error: {type(exc).__name__}"), None
@@ -152,6 +168,8 @@ class ActionRunner:
     async def record(self, run: Record, outcome: Record, change: Change | None = None) -> bool:
         """Write a run's result onto its job, with the run's removal, fenced. True once written (or once the job
         is gone); False when this node stopped being primary or it kept failing (recovery takes it then)."""
+        if run.get("kind") in ALERT_KINDS:
+            return await self._record_alert(run, outcome)
         jobs, job_id = self.node.stores.jobs, str(run.get("job"))
         for _ in range(self.config.record_tries):
             try:
@@ -181,6 +199,24 @@ class ActionRunner:
         log.error("action_record_gave_up", run=run.get("id"))
         return False
 
+    async def _record_alert(self, run: Record, outcome: Record) -> bool:
+        """Append an alert action's result to its invocation, retiring the run in the same fenced batch."""
+        state = self.node.stores.alertstate
+        for _ in range(self.config.record_tries):
+            try:
+                batch = FencedBatch()
+                state.result_ops(batch, str(run.get("invocation")), str(run["id"]), result_entry(run, outcome,
+                                                                                                  time.time()))
+                await self.node.fence().execute(batch)
+                return True
+            except FencedError:
+                return False
+            except Exception as exc:
+                log.warning("action_record_retry", run=run.get("id"), error=repr(exc))
+                await asyncio.sleep(0.5)
+        log.error("action_record_gave_up", run=run.get("id"))
+        return False
+
     async def _recover(self, performer: Performer) -> None:
         """Runs claimed and never recorded, by this primary's predecessors or by a record that gave up."""
         actions, jobs = self.node.stores.actions, self.node.stores.jobs
@@ -189,6 +225,9 @@ class ActionRunner:
                 continue
             run = await actions.get(run_id)
             if run is None:
+                continue
+            if run.get("kind") in ALERT_KINDS:
+                await self._recover_alert(run)
                 continue
             job_id = str(run.get("job"))
             job = self.dispatcher.live(job_id)
@@ -203,6 +242,21 @@ class ActionRunner:
             else:
                 log.warning("action_interrupted", run=run_id, type=kind, job=job_id)
                 self._start(run, self.record(run, Outcome(code="interrupted", description=INTERRUPTED).record()))
+
+
+    async def _recover_alert(self, run: Record) -> None:
+        run_id = str(run["id"])
+        done = await self.node.stores.alertstate.results(str(run.get("invocation")))
+        kind = str((run.get("action") or {}).get("type", ""))
+        if any(r.get("run") == run_id for r in done):
+            batch = FencedBatch().add("DEL", [self.node.db.keys.action_run(run_id)])
+            batch.add("ZREM", [self.node.db.keys.actions_claimed], run_id)
+            await self.node.fence().execute(batch)
+        elif kind in ALERT_REPEATABLE:
+            await self.node.stores.actions.requeue(self.node.fence(), run_id, time.time())
+        else:
+            log.warning("action_interrupted", run=run_id, type=kind, invocation=run.get("invocation"))
+            self._start(run, self.record(run, Outcome(code="interrupted", description=INTERRUPTED).record()))
 
 
 def actions_service(runner: ActionRunner) -> Any:

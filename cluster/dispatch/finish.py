@@ -25,7 +25,7 @@ from . import limits, retry
 Record = dict[str, Any]
 SYSTEM_TAGS = frozenset({"_success", "_error", "_retried", "_last", "_test", "_files"})
 # Internal runs a finish queues: done by the action runner like any action, so a crash cannot lose them.
-SERVER_DATA, EVENT_CHANGE = "_server_data", "_event_change"
+SERVER_DATA, EVENT_CHANGE, CLEAR_ALERT = "_server_data", "_event_change", "_clear_alert"
 # Fields a job may change on its own event with `update_event` (⚠ xyOps lets a job change any event property,
 # with no check; a job's output is not an administrator, so only these, and `enabled`).
 # Not `params`: they hold the event's script, and a job echoing untrusted data could then change what runs next.
@@ -110,6 +110,9 @@ def completion(final: Record, now: float, new_id: Callable[[str], str], *,
     done.notes += settle_tags(final, known_tags)
     if isinstance(final.get("serverData"), Mapping) and final["serverData"] and final.get("server"):
         done.runs.append(new_run(final, -1, "complete", {"type": SERVER_DATA}, new_id("r"), kind="internal"))
+    if final.get("clear_alert"):  # launched by an alert's run_event with clear_alert: its end clears the alert
+        done.runs.append(new_run(final, -1, "complete", {"type": CLEAR_ALERT, "invocation": str(final["clear_alert"])},
+                                 new_id("r"), kind="internal"))  # fmt: skip
     change = event_change(final)
     if change:
         done.runs.append(new_run(final, -1, "complete", {"type": EVENT_CHANGE, **change}, new_id("r"),

@@ -30,7 +30,7 @@ import structlog
 from storage.actions import DAY_TTL_S, day_of
 from storage.connection import UNAVAILABLE_ERRORS
 from storage.errors import Conflict, FencedError
-from storage.families import GROUPS, TAGS
+from storage.families import ALERTS, GROUPS, TAGS
 from storage.fence import Fence
 from storage.ids import generate_id
 from storage.jobs import JobWrite
@@ -106,6 +106,7 @@ class Dispatcher:
         self.jobs: dict[str, Record] = {}  # the view; changed in place (the writer holds it)
         self.servers: dict[str, Record] = {}
         self.groups: dict[str, Record] = {}
+        self.alert_blocked: set[str] = set()  # servers an active limit_jobs alert keeps new jobs off
         self.known_tags: Collection[str] | None = None  # tag ids and titles (None: not read yet, keep all)
         self.tally = Tally()
         self.loaded = False
@@ -164,6 +165,18 @@ class Dispatcher:
         self.servers = await self.node.stores.servers.online()
         self.groups = {str(g["id"]): g for g in await self.node.stores.defs.all(GROUPS)}
         await self.refresh_tags()
+        await self.refresh_alerts()
+
+    async def refresh_alerts(self) -> None:
+        """Servers with an active alert that has `limit_jobs`: no new job is placed there while it lasts."""
+        limiting = {str(a["id"]) for a in await self.node.stores.defs.all(ALERTS) if a.get("limit_jobs")}
+        blocked: set[str] = set()
+        if limiting:
+            for key in await self.node.stores.alertstate.active():
+                server, _, alert_id = key.partition("-")
+                if alert_id in limiting:
+                    blocked.add(server)
+        self.alert_blocked = blocked
 
     async def refresh_tags(self) -> None:
         """The tags a finished job may keep (ids and titles), as the definitions cache has them now."""
@@ -256,7 +269,8 @@ class Dispatcher:
             self._wait_or_abort(job, LIMIT_FULL, now, batch)
             return False
         found = candidates(job.get("targets"), self.servers)
-        ok = available(found, groups=self.groups, load=self.tally.load, weight=limits.weight(job))
+        ok = available(found, groups=self.groups, load=self.tally.load, weight=limits.weight(job),
+                       alert_blocked=() if job.get("type") == "workflow" else self.alert_blocked)  # fmt: skip
         if job.get("state") == "ready" and self.tally.queued.get(key):
             # A new job waits behind the queued ones, never jumps them.
             self._wait_or_abort(job, LIMIT_FULL if ok else NO_SERVERS, now, batch)

@@ -1,0 +1,168 @@
+"""What each action of an alert invocation does (xyOps lib/alert.js runAlertAction_*), given a claimed run.
+
+The run names the invocation, its condition (`alert_new` or `alert_cleared`) and the action. The data every
+message renders (AlertHookData: hookdata.alert_context) is built from the invocation, its alert definition, the
+server's last sample and the server record. Email, web hook, channel and plugin go through the same senders as
+job actions; `run_event` launches a job with `source: alert` (on the alert's server with `target_server`, clearing
+the alert when it completes with `clear_alert`); `snapshot` and `ticket` are recorded as skipped until they exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from storage.families import ALERTS, CHANNELS, EVENTS, GROUPS, PLUGINS, WEB_HOOKS
+
+from ..launcher import Launch, LaunchError, launch_job
+from .email import send_email
+from .hookdata import alert_context
+from .perform import Context, Performer, recipients_csv
+from .plugin import run_action_plugin
+from .result import Outcome
+from .webhook import run_web_hook
+
+Record = dict[str, Any]
+ABORT_JOBS = "_abort_jobs"
+LATER = {"snapshot": "server snapshots are not built yet", "ticket": "tickets are not built yet"}
+
+
+class AlertPerformer(Performer):
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self._alert_kinds: dict[str, Callable[[Record, Record], Awaitable[Outcome]]] = {
+            "email": self._alert_email, "web_hook": self._alert_web_hook, "channel": self._alert_channel,
+            "run_event": self._alert_run_event, "plugin": self._alert_plugin,
+        }  # fmt: skip
+
+    async def perform_alert(self, run: Record) -> Outcome:
+        action: Mapping[str, Any] = run["action"] if isinstance(run.get("action"), Mapping) else {}
+        kind = str(action.get("type", ""))
+        started = time.monotonic()
+        if kind == ABORT_JOBS and run.get("kind") == "alert_internal":
+            return await self._abort_jobs(run)
+        if kind in LATER:
+            return Outcome(code="skipped", description=f"Skipped: {LATER[kind]}.")
+        handler = self._alert_kinds.get(kind)
+        if handler is None:
+            return Outcome(code="type", description=f"Unknown alert action type: {kind}")
+        data = await self._alert_data(run, str(action.get("text") or ""))
+        outcome = await handler(run, data)
+        if not outcome.elapsed_ms:
+            outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        return outcome
+
+    async def _alert_data(self, run: Mapping[str, Any], text: str = "") -> dict[str, Any]:
+        stores = self.ctx.node.stores
+        invocation = await stores.alerts.get(str(run.get("invocation"))) or {"id": run.get("invocation"),
+                                                                              "alert": run.get("alert"),
+                                                                              "server": run.get("server")}
+        condition = str(run.get("condition") or "alert_new")
+        if condition == "alert_cleared":  # the record may still be active: its clear is written after the batch
+            invocation = {**invocation, "active": False}
+        server_id = str(run.get("server") or invocation.get("server") or "")
+        titles = {str(g["id"]): str(g.get("title") or g["id"]) for g in await stores.defs.all(GROUPS)}
+        elapsed = run.get("elapsed")
+        return alert_context(invocation, await stores.defs.get(ALERTS, str(run.get("alert"))),
+                             await stores.hosts.get(server_id), await stores.servers.get(server_id),
+                             condition=condition, base_url=self.ctx.base_url, group_titles=titles,
+                             elapsed=float(elapsed) if isinstance(elapsed, int | float) else None,
+                             text=text)  # fmt: skip
+
+    async def _alert_email(self, run: Record, data: Record) -> Outcome:
+        action = run["action"]
+        to = list(dict.fromkeys([*await self._emails_of(action.get("users")), *recipients_csv(action.get("email"))]))
+        if not to:
+            return Outcome(description="No recipients for email (skipping).")
+        template = str(run.get("condition") or "alert_new")
+        return await send_email(self.ctx.smtp, to=to, template=template, data=data)
+
+    async def _alert_web_hook(self, run: Record, data: Record) -> Outcome:
+        hook, refused = await self._usable(WEB_HOOKS, "webhook", "Web Hook", str(run["action"].get("web_hook") or ""))
+        if hook is None:
+            return refused
+        return await run_web_hook(hook, data, self.ctx.session)
+
+    async def _alert_plugin(self, run: Record, data: Record) -> Outcome:
+        action = run["action"]
+        plugin_id = str(action.get("plugin_id") or "")
+        plugin = await self.ctx.node.stores.defs.get(PLUGINS, plugin_id)
+        if plugin is None or plugin.get("type") != "action":
+            return Outcome(code="plugin", description=f"Plugin not found: {plugin_id}")
+        if not plugin.get("enabled", True):
+            return Outcome(code="plugin", description=f"Plugin is disabled: {plugin_id}")
+        payload = {**data, "xy": 1, "type": "action", "condition": run.get("condition"), "base_url": self.ctx.base_url}
+        params = action.get("params") if isinstance(action.get("params"), Mapping) else {}
+        return await run_action_plugin(plugin, params=params, payload=payload, base_url=self.ctx.local_url,
+                                       scripts_dir=self.ctx.plugin_dir)  # fmt: skip
+
+    async def _alert_channel(self, run: Record, data: Record) -> Outcome:
+        action = run["action"]
+        channel_id = str(action.get("channel_id") or "")
+        channel, refused = await self._usable(CHANNELS, "channel", "Notification Channel", channel_id)
+        if channel is None:
+            return refused
+        parts: list[tuple[str, Awaitable[Outcome]]] = []
+        if channel.get("users") or channel.get("email"):
+            sub = {**run, "action": {**action, "type": "email", "users": channel.get("users") or [],
+                                     "email": channel.get("email") or ""}}  # fmt: skip
+            parts.append(("Email", self._alert_email(sub, data)))
+        if channel.get("web_hook"):
+            sub = {**run, "action": {**action, "web_hook": channel["web_hook"]}}
+            parts.append(("Web Hook", self._alert_web_hook(sub, data)))
+        if channel.get("run_event"):
+            sub = {**run, "action": {"type": "run_event", "event_id": channel["run_event"]}}
+            parts.append(("Event", self._alert_run_event(sub, data)))
+        results = await asyncio.gather(*(p for _, p in parts))
+        outcome = Outcome(description=f"Successfully notified channel: {channel.get('title') or channel_id}")
+        sections = []
+        for (title, _), sub_outcome in zip(parts, results, strict=True):
+            sections.append(f"### {title} Details:\n\n**Result:** {sub_outcome.description}\n\n{sub_outcome.details}")
+            if sub_outcome.code:
+                outcome.code, outcome.description = sub_outcome.code, sub_outcome.description
+        outcome.details = "\n".join(sections)
+        return outcome
+
+    async def _alert_run_event(self, run: Record, data: Record) -> Outcome:
+        action = run["action"]
+        event_id = str(action.get("event_id") or "")
+        target = await self.ctx.node.stores.defs.get(EVENTS, event_id)
+        if target is None:
+            return Outcome(code="event", description=f"Event not found: {event_id}")
+        if not any(t.get("type") == "manual" and t.get("enabled") for t in target.get("triggers") or []):
+            return Outcome(code="event", description=f"Event does not allow manual job runs: {event_id}")
+        given = action.get("params") if isinstance(action.get("params"), Mapping) else {}
+        fields = {str(f.get("id")) for f in target.get("fields") or [] if isinstance(f, Mapping)}
+        invocation = data.get("alert") or {}
+        definition = data.get("def") or {}
+        extra: Record = {}
+        if action.get("target_server") and not target.get("workflow"):
+            extra["targets"] = [str(run.get("server"))]
+        if action.get("clear_alert"):
+            extra["clear_alert"] = str(run.get("invocation"))
+        launch = Launch(event=target, source="alert", params={k: v for k, v in given.items() if k in fields},
+                        input={"data": {"condition": run.get("condition"),
+                                        "alert": {**invocation, "title": definition.get("title", "")}}, "files": []},
+                        start_delay=int(action.get("start_delay") or 0), extra=extra,
+                        claim=(f"{event_id}:run:{run['id']}", 0))  # fmt: skip
+        try:
+            launched = await launch_job(self.ctx.node, launch)
+        except LaunchError as exc:
+            return Outcome(code="event", description=f"Failed to launch event: {exc}")
+        if launched is None:
+            return Outcome(description="The job of this action was launched already.")
+        return Outcome(description=f"Successfully launched job: {launched['id']}")
+
+    async def _abort_jobs(self, run: Record) -> Outcome:
+        """An alert with `abort_jobs` fired: every active job on its server is aborted."""
+        server = str(run.get("server") or "")
+        definition = await self.ctx.node.stores.defs.get(ALERTS, str(run.get("alert"))) or {}
+        reason = f"Alert Fired: {definition.get('title') or run.get('alert')}"
+        dispatcher = self.ctx.dispatcher
+        ids = [str(j["id"]) for j in list(dispatcher.jobs.values())
+               if j.get("server") == server and j.get("state") in ("active", "starting")]  # fmt: skip
+        for job_id in ids:
+            await dispatcher.abort(job_id, reason)
+        return Outcome(description=f"Aborted {len(ids)} job(s) on server {server}.")
