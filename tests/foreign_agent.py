@@ -79,6 +79,18 @@ class ForeignAgent:
             host = self.masters[0] if self.masters else self.host
             await asyncio.sleep(delay)
 
+    @property
+    def joined(self) -> bool:
+        return self._ws is not None and not self._ws.closed and bool(self.masters)
+
+    async def monitor(self, data: dict[str, Any]) -> None:
+        """Send one minute sample (`monitor`), as xySat frames it."""
+        await self._send("monitor", {"version": "1.0", "date": time.time(), "server": self.server_id,
+                                     "hostname": self.hostname, "data": data})  # fmt: skip
+
+    async def quickmon(self, data: dict[str, Any]) -> None:
+        await self._send("quickmon", data)
+
     async def _send(self, cmd: str, data: Any) -> None:
         if self._ws is not None and not self._ws.closed:
             await self._ws.send_str(json.dumps({"cmd": cmd, "data": data}))
