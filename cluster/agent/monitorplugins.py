@@ -121,6 +121,33 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+async def _finish(proc: asyncio.subprocess.Process, readers: asyncio.Future[Any], limit: float) -> bool:
+    """Wait for the plugin to exit within `limit` s and for its output; True when it had to be killed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    # Process.wait() also waits for its output to close, which something it left running may hold open: its
+    # return code, set at the exit, is watched instead while output flows.
+    while proc.returncode is None and (left := deadline - loop.time()) > 0:
+        if readers.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), left)
+            break
+        await asyncio.wait({readers}, timeout=min(0.05, left))
+    timed_out = proc.returncode is None
+    if timed_out:
+        _kill_group(proc.pid)
+    try:
+        await asyncio.wait_for(asyncio.shield(readers), DRAIN)
+    except TimeoutError:  # its output is held open by something it left running: the group goes
+        _kill_group(proc.pid)
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):  # (one that left the group is let go)
+            await asyncio.wait_for(readers, DRAIN)
+    if timed_out:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), DRAIN)
+    return timed_out
+
+
 class MonitorPlugins:
     """The conductor's monitor plugins on this agent, and running them."""
 
@@ -191,24 +218,9 @@ class MonitorPlugins:
                 if hard and len(buf) >= cap:
                     _kill_group(proc.pid)  # too much output: stopped, what came so far is the result
 
-        readers = asyncio.gather(pump(proc.stdout, out, MAX_OUTPUT, True), pump(proc.stderr, err, MAX_STDERR, False))
-        timed_out = False
-        try:
-            await asyncio.wait_for(proc.wait(), limit)
-        except TimeoutError:
-            timed_out = True
-            _kill_group(proc.pid)
-            await proc.wait()
-        try:
-            await asyncio.wait_for(asyncio.shield(readers), DRAIN)
-        except TimeoutError:  # its output is held open by something it left running: the group goes
-            _kill_group(proc.pid)
-            try:
-                await asyncio.wait_for(readers, DRAIN)
-            except TimeoutError:  # (left its process group: no longer waited for)
-                readers.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await readers
+        readers = asyncio.ensure_future(asyncio.gather(pump(proc.stdout, out, MAX_OUTPUT, True),
+                                                       pump(proc.stderr, err, MAX_STDERR, False)))  # fmt: skip
+        timed_out = await _finish(proc, readers, limit)
         stderr = err.decode(errors="replace")
         if timed_out:
             log.info("monitor_plugin_timeout plugin=%s seconds=%s", plugin.id, limit)
