@@ -14,4 +14,7 @@ cluster/: it runs on machines with no access to the store. The parts, from the e
 - state.py      config.json in the data dir; sysinfo.py the hello facts and the processes of the jobs (psutil)
 - metrics.py    a job's figures from them, as xySat reports them: cpu, mem, procs, conns (pure code);
                 sockets.py the jobs' sockets with their bytes (Linux sock_diag, else psutil)
+- hostmon.py    `monitor` each minute and `quickmon` each second, staggered as xySat; monitorplugins.py runs
+                the conductor's monitor plugins; hostdata.py (the machine's figures) and hostprocs.py (every
+                process and connection) build ServerMonitorData
 """

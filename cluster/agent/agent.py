@@ -30,9 +30,11 @@ from typing import Any
 import aiohttp
 
 from .conductor import CallError, Conductor
+from .hostmon import HostMonitor
 from .link import Link
 from .logbuf import CHUNK
 from .metrics import ConnTracker, Measured, TreeMeter, tree
+from .monitorplugins import MonitorPlugins
 from .output import HELD
 from .runner import JobRun, Runner
 from .sockets import SocketReader
@@ -54,10 +56,15 @@ MAX_META = 10_000
 class Agent:
     """Ties a Runner to a Link (implements both Runner events and the Link handler)."""
 
-    def __init__(self, runner_factory: Any, link_factory: Any, conductor: Conductor) -> None:
+    def __init__(self, runner_factory: Any, link_factory: Any, conductor: Conductor, *,
+                 monitor_interval: float = 60.0) -> None:  # fmt: skip
         self.conductor = conductor
         self.runner: Runner = runner_factory(self)
         self.link: Link = link_factory(self)
+        settings = self.runner.settings
+        self.host = HostMonitor(self.link, self.link.hostname, MonitorPlugins(settings.data_dir, settings.environ),
+                                server_id=lambda: self.link.state.server_id, jobs=self.job_procs,
+                                saved_config=lambda: self.link.state.config, interval=monitor_interval)  # fmt: skip
         self.meters: dict[str, TreeMeter] = {}
         self.table = ProcTable()
         self.sockets = SocketReader()
@@ -101,7 +108,8 @@ class Agent:
         if isinstance(config, dict):
             job_env = config.get("job_env")
             self.runner.job_env = job_env if isinstance(job_env, dict) else {}
-        self.state_extra.update({k: data[k] for k in ("groups", "plugins", "commands", "features") if k in data})
+        self.state_extra.update({k: data[k] for k in ("groups", "plugins", "features") if k in data})
+        self.host.joined(data, busy=bool(self.runner.runs))
         if self.runner.runs:
             now = time.time()
             await self.link.send("jobs", {r.id: {**self.report(r), "reconnected": now}
@@ -140,7 +148,12 @@ class Agent:
                     self._synced(job_id)
             self._acked.set()
         elif cmd == "update":
-            self.state_extra.update(data)
+            self.state_extra.update({k: v for k, v in data.items() if k != "commands"})
+            self.host.update(data)
+        elif cmd == "testMonitorPlugin":
+            task = asyncio.create_task(self.host.test_plugin(data))
+            self._finishing.add(task)  # (held until done, like finishes; a test run is bounded by its timeout)
+            task.add_done_callback(self._finishing.discard)
         elif cmd == "updateConfig":
             state = self.link.state
             if isinstance(data.get("auth_token"), str) and data["auth_token"]:
@@ -149,6 +162,15 @@ class Agent:
             state.save()
         else:
             log.debug("command_ignored cmd=%s", cmd)
+
+    def job_procs(self) -> tuple[int, dict[int, tuple[str, Any]]]:
+        """The running jobs' count, and their processes as the last tick measured them (for `monitor`)."""
+        procs: dict[int, tuple[str, Any]] = {}
+        for run in self.runner.runs.values():
+            for pid, figures in (run.job.get("procs") or {}).items():
+                if str(pid).isdigit() and isinstance(figures, Mapping):
+                    procs[int(pid)] = (run.id, figures)
+        return len(self.runner.runs), procs
 
     # Reporting
     def report(self, run: JobRun, procs: bool = False) -> dict[str, Any]:

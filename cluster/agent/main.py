@@ -5,7 +5,8 @@
 
 Each option may also come from `PODIUM_AGENT_<NAME>` (e.g. PODIUM_AGENT_TOKEN, so a token need not be on a
 command line; PODIUM_AGENT_URL may list several URLs separated by commas or spaces). A config error is one line
-on stderr and exit status 2; an auth failure is exit status 1.
+on stderr and exit status 2; an auth failure is exit status 1. For tests only, `--monitor-interval S`
+(PODIUM_AGENT_MONITOR_INTERVAL) shortens the minute between `monitor` samples.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class AgentConfig:
     max_jobs: int = 0
     kill_timeout: float = 10.0
     log_level: str = "info"
+    monitor_interval: float = 60.0  # s between `monitor` samples: shorter only for tests
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-jobs", metavar="N", help="jobs run at once (default 0 = no limit)")
     parser.add_argument("--kill-timeout", metavar="S", help="seconds from SIGTERM to SIGKILL on abort (default 10)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    parser.add_argument("--monitor-interval", help=argparse.SUPPRESS)  # tests only: seconds between samples
     return parser
 
 
@@ -118,6 +121,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         raise ConfigError(f"{host_where} {hostname[:80]!r}: not a host name")
     max_jobs, jobs_where = pick("max_jobs")
     kill, kill_where = pick("kill_timeout")
+    interval, interval_where = pick("monitor_interval")
     level, level_where = pick("log_level")
     if level is not None and level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{level_where} {level!r}: must be debug, info, warning or error")
@@ -126,6 +130,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         token=token, server_id=server_id, hostname=hostname or default_hostname(),
         max_jobs=_number(max_jobs or "0", jobs_where, int, 0, 100_000),
         kill_timeout=_number(kill or "10", kill_where, float, 0, 3600), log_level=level or "info",
+        monitor_interval=_number(interval or "60", interval_where, float, 1, 3600),
     )  # fmt: skip
 
 
@@ -207,7 +212,7 @@ async def serve(config: AgentConfig, environ: Mapping[str, str] | None = None,
                 agent.link.base_url or "", f, d)),
             lambda handler: Link(list(config.urls), state, config.hostname, info, handler, session,
                                  initial=initial if isinstance(initial, dict) else None),
-            conductor,
+            conductor, monitor_interval=config.monitor_interval,
         )  # fmt: skip
         return await _lifetime(agent, stop or asyncio.Event(), signals=stop is None)
     finally:
@@ -232,7 +237,8 @@ async def _lifetime(agent: Agent, stop: asyncio.Event, signals: bool) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM) if signals else ():
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    tasks = [asyncio.create_task(agent.flusher()), asyncio.create_task(agent.ticker())]
+    tasks = [asyncio.create_task(agent.flusher()), asyncio.create_task(agent.ticker()),
+             asyncio.create_task(agent.host.monitors()), asyncio.create_task(agent.host.quickmons())]  # fmt: skip
     link = asyncio.create_task(agent.link.run())
     stopper = asyncio.create_task(stop.wait())
     try:

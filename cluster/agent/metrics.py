@@ -80,6 +80,8 @@ class Socket:
     remote_addr: str
     pid: int
     bytes: int = 0
+    sent: int = 0  # of `bytes`: sent and acknowledged (TCP on Linux; 0 where not known)
+    received: int = 0
 
 
 def tree(root: int, children: Mapping[int, Sequence[int]], limit: int = MAX_TREE) -> list[int]:

@@ -35,9 +35,9 @@ _TCP_BYTES_AT = 120
 # As `ss` names them, with xySat's two renames (ESTAB, UNCONN).
 _STATES = {1: "ESTABLISHED", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2", 6: "TIME-WAIT",
            7: "UNCONNECTED", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING", 12: "SYN-RECV"}  # fmt: skip
-_QUERIES = ((socket.AF_INET, socket.IPPROTO_TCP), (socket.AF_INET6, socket.IPPROTO_TCP),
+QUERIES = ((socket.AF_INET, socket.IPPROTO_TCP), (socket.AF_INET6, socket.IPPROTO_TCP),
             (socket.AF_INET, socket.IPPROTO_UDP), (socket.AF_INET6, socket.IPPROTO_UDP))  # fmt: skip
-_PSUTIL_STATES = {psutil.CONN_ESTABLISHED: "ESTABLISHED", psutil.CONN_SYN_SENT: "SYN-SENT",
+PSUTIL_STATES = {psutil.CONN_ESTABLISHED: "ESTABLISHED", psutil.CONN_SYN_SENT: "SYN-SENT",
                   psutil.CONN_SYN_RECV: "SYN-RECV", psutil.CONN_FIN_WAIT1: "FIN-WAIT-1",
                   psutil.CONN_FIN_WAIT2: "FIN-WAIT-2", psutil.CONN_TIME_WAIT: "TIME-WAIT",
                   psutil.CONN_CLOSE: "UNCONNECTED", psutil.CONN_CLOSE_WAIT: "CLOSE-WAIT",
@@ -93,7 +93,7 @@ def parse_dump(data: bytes, protocol: int) -> Iterator[tuple[int, Socket] | None
         if msg_type != _SOCK_DIAG_BY_FAMILY or end - body < _MESSAGE.size:
             continue
         family, state, _t, _r, sport, dport, src, dst, _e, _rq, _wq, _uid, inode = _MESSAGE.unpack_from(data, body)
-        moved = 0
+        acked = received = 0
         at = body + _MESSAGE.size
         while at + _ATTR.size <= end:
             attr_len, attr_type = _ATTR.unpack_from(data, at)
@@ -101,12 +101,11 @@ def parse_dump(data: bytes, protocol: int) -> Iterator[tuple[int, Socket] | None
                 break
             if attr_type == _INET_DIAG_INFO and attr_len - _ATTR.size >= _TCP_BYTES_AT + _TCP_BYTES.size:
                 acked, received = _TCP_BYTES.unpack_from(data, at + _ATTR.size + _TCP_BYTES_AT)
-                moved = acked + received
             at += (attr_len + 3) & ~3
         yield inode, Socket(type=kind, state=_STATES.get(state, "UNKNOWN"),
                             local_addr=address(family, src, int.from_bytes(sport, "big")),
                             remote_addr=address(family, dst, int.from_bytes(dport, "big")), pid=0,
-                            bytes=moved)  # fmt: skip
+                            bytes=acked + received, sent=acked, received=received)  # fmt: skip
 
 
 class SocketReader:
@@ -151,9 +150,9 @@ class SocketReader:
         if not inodes:
             return []
         out: list[Socket] = []
-        for family, protocol in _QUERIES:
+        for family, protocol in QUERIES:
             try:
-                found = _dump(family, protocol)
+                found = dump(family, protocol)
             except OSError:
                 if protocol == socket.IPPROTO_UDP:  # udp_diag not loaded: TCP still counts
                     continue
@@ -176,12 +175,12 @@ class SocketReader:
             if conn.pid is None or conn.pid not in wanted:
                 continue
             tcp = conn.type == socket.SOCK_STREAM
-            state = _PSUTIL_STATES.get(conn.status, "UNKNOWN") if tcp else "UNCONNECTED"
-            out.append(Socket("tcp" if tcp else "udp", state, _pair(conn.laddr), _pair(conn.raddr), conn.pid))
+            state = PSUTIL_STATES.get(conn.status, "UNKNOWN") if tcp else "UNCONNECTED"
+            out.append(Socket("tcp" if tcp else "udp", state, pair(conn.laddr), pair(conn.raddr), conn.pid))
         return out
 
 
-def _dump(family: int, protocol: int) -> list[tuple[int, Socket]]:
+def dump(family: int, protocol: int) -> list[tuple[int, Socket]]:
     """One sock_diag dump (its own netlink socket, so a dump cut short leaves nothing behind for the next)."""
     ext = 1 << (_INET_DIAG_INFO - 1) if protocol == socket.IPPROTO_TCP else 0
     body = _REQUEST.pack(family, protocol, ext, 0xFFFFFFFF)
@@ -198,7 +197,7 @@ def _dump(family: int, protocol: int) -> list[tuple[int, Socket]]:
     return found
 
 
-def _pair(addr: object) -> str:
+def pair(addr: object) -> str:
     if not isinstance(addr, tuple) or len(addr) < 2:
         return "*:*"
     host, port = str(addr[0]), int(addr[1])

@@ -20,24 +20,21 @@ from .metrics import MAX_COMMAND, Proc
 
 
 def hello_info(version: str, hostname: str) -> dict[str, Any]:
-    """`hello.info`: `podium` marks Podium's own agent; `features.log_offsets` says it speaks offsets and acks."""
-    uname = platform.uname()
-    distro = ""
-    with contextlib.suppress(OSError):
-        distro = platform.freedesktop_os_release().get("PRETTY_NAME", "")
+    """`hello.info`: `podium` marks Podium's own agent; `features.log_offsets` says it speaks offsets and acks. The
+    os, memory and cpu facts are those of the minute sample (hostdata.py), as xySat sends them."""
+    from .hostdata import cpu_info, memory, node_arch, node_platform, os_info  # (hostdata imports this module)
+
     return {
         "podium": version,
         "satellite": f"podium-agent/{version}",
         "booted": psutil.boot_time(),
-        "arch": uname.machine,
-        "platform": uname.system.lower(),
-        "release": uname.release,
-        "os": {
-            "platform": uname.system.lower(), "distro": distro, "release": uname.release, "arch": uname.machine,
-            "hostname": hostname,
-        },
-        "memory": {"total": psutil.virtual_memory().total},
-        "cpu": {"cores": os.cpu_count() or 1, "brand": platform.processor() or uname.machine},
+        "arch": node_arch(),
+        "platform": node_platform(),
+        "release": platform.release(),
+        "quickmon": True,
+        "os": os_info(hostname),
+        "memory": memory(),
+        "cpu": cpu_info(),
         "virt": {},
         "features": {"log_offsets": True},
     }
@@ -47,7 +44,7 @@ def default_hostname() -> str:
     return socket.gethostname()
 
 
-_STATES = {psutil.STATUS_RUNNING: "Running", psutil.STATUS_SLEEPING: "Sleeping", psutil.STATUS_DISK_SLEEP: "Sleeping",
+STATES = {psutil.STATUS_RUNNING: "Running", psutil.STATUS_SLEEPING: "Sleeping", psutil.STATUS_DISK_SLEEP: "Sleeping",
            psutil.STATUS_STOPPED: "Stopped", psutil.STATUS_TRACING_STOP: "Stopped", psutil.STATUS_ZOMBIE: "Zombie",
            psutil.STATUS_DEAD: "Dead", psutil.STATUS_IDLE: "Idle", psutil.STATUS_WAKING: "Running",
            psutil.STATUS_PARKED: "Sleeping"}  # fmt: skip
@@ -67,10 +64,10 @@ class _Fixed:
 
     def __init__(self, proc: psutil.Process, name: str, created: float) -> None:
         self.proc, self.name, self.created, self.threads = proc, name, created, proc.num_threads()
-        self.user = _name_of(pwd.getpwuid, proc.uids().effective)
-        self.group = _name_of(grp.getgrgid, proc.gids().effective)
-        self.tty = _terminal(proc)
-        self.sched = _sched_class(proc.pid)
+        self.user = name_of(pwd.getpwuid, proc.uids().effective)
+        self.group = name_of(grp.getgrgid, proc.gids().effective)
+        self.tty = terminal(proc)
+        self.sched = sched_class(proc.pid)
         self.command = _command(proc, name)
 
 
@@ -132,7 +129,7 @@ class ProcTable:
             proc = Proc(pid=pid, ppid=handle.ppid(), own=times.user + times.system,
                         reaped=times.children_user + times.children_system, created=keep.created, rss=memory.rss,
                         vms=memory.vms, mem=memory.rss / self._memory * 100,
-                        state=_STATES.get(handle.status(), "Unknown"), priority=_priority(pid, nice, keep.sched),
+                        state=STATES.get(handle.status(), "Unknown"), priority=priority_of(pid, nice, keep.sched),
                         nice=nice, threads=keep.threads, user=keep.user, group=keep.group, tty=keep.tty,
                         sched=keep.sched, command=keep.command, disk=_disk(handle))  # fmt: skip
         return proc, keep
@@ -151,7 +148,7 @@ def _boot_skew() -> float:
 
 
 @functools.lru_cache(maxsize=1024)
-def _name_of(lookup: Any, ident: int) -> str:
+def name_of(lookup: Any, ident: int) -> str:
     """A user's or group's name (its number when it has none), remembered: a thousand jobs are often one user."""
     try:
         return str(lookup(ident)[0])
@@ -159,7 +156,7 @@ def _name_of(lookup: Any, ident: int) -> str:
         return str(ident)
 
 
-def _terminal(proc: psutil.Process) -> str:
+def terminal(proc: psutil.Process) -> str:
     try:
         tty = proc.terminal()
     except (psutil.Error, OSError):
@@ -167,7 +164,7 @@ def _terminal(proc: psutil.Process) -> str:
     return tty.removeprefix("/dev/") if tty else "?"
 
 
-def _sched_class(pid: int) -> str:
+def sched_class(pid: int) -> str:
     getter = getattr(os, "sched_getscheduler", None)
     if getter is None:
         return "Other"
@@ -177,7 +174,7 @@ def _sched_class(pid: int) -> str:
         return "Unknown"
 
 
-def _priority(pid: int, nice: int, sched: str) -> int:
+def priority_of(pid: int, nice: int, sched: str) -> int:
     """As `ps -o pri`: 19 - nice for the normal classes, 40 + the real-time priority for FIFO and RR."""
     if sched in ("FIFO", "RR"):
         with contextlib.suppress(OSError, AttributeError):
