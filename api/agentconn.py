@@ -193,15 +193,10 @@ class AgentConn:
         await stores.servers.join(record, self.owner, ONLINE_TTL_MS)
         await gw.attach(self)
         await stores.agents.post([{"server": self.server_id, "cmd": "joined", "data": {}, "node": gw.node.node_id}])
-        from .handlers.secrets import granted_variables  # (as gateway.job_secrets: the secret box lives there)
+        from .gateway import monitor_commands
 
-        every_plugin = await stores.defs.all(PLUGINS)
-        plugins = [p for p in every_plugin if p.get("type", "event") == "event"]
-        # `commands`: the monitor plugins with their secrets opened (xyOps getCommandsWithSecrets, digest 5.1).
-        # ⚠ xyOps sends disabled ones too and xySat runs them; only enabled ones are sent here.
-        commands = [{**p, "sec": await granted_variables(stores, {"plugin": p.get("id")}), "uid": p.get("uid") or "",
-                     "gid": p.get("gid") or ""}
-                    for p in every_plugin if p.get("type") == "monitor" and p.get("enabled", True)]  # fmt: skip
+        plugins = [p for p in await stores.defs.all(PLUGINS) if p.get("type", "event") == "event"]
+        commands = await monitor_commands(stores)
         masters, urls = gw.masters()
         await self.send("joined", {
             "config": {}, "masterData": {"masters": masters, "urls": urls}, "groups": record.get("groups", []),

@@ -34,7 +34,9 @@ from cluster.dispatch.limits import first_limit
 from cluster.monitoring.intake import MonitorIntake
 from cluster.node import NodeRuntime
 from storage.connection import UNAVAILABLE_ERRORS, Database
+from storage.families import PLUGINS
 from storage.ids import generate_id
+from storage.stores import Stores
 
 from .agentconn import (
     AGENT_MAX_MSG,
@@ -229,6 +231,25 @@ async def job_secrets(node: NodeRuntime, job: Mapping[str, Any]) -> dict[str, st
     from .handlers.secrets import granted_variables  # the secret box lives with the secrets handlers
 
     return await granted_variables(node.stores, dict(job))
+
+
+async def monitor_commands(stores: Stores) -> list[dict[str, Any]]:
+    """`commands` of `joined` and of `update`: the monitor plugins with their secrets opened (xyOps
+    getCommandsWithSecrets, digest 5.1). ⚠ xyOps sends disabled ones too and xySat runs them; only enabled ones go."""
+    from .handlers.secrets import granted_variables  # the secret box lives with the secrets handlers
+
+    monitor = [p for p in await stores.defs.all(PLUGINS) if p.get("type") == "monitor" and p.get("enabled", True)]
+    return [{**p, "sec": await granted_variables(stores, {"plugin": p.get("id")}), "uid": p.get("uid") or "",
+             "gid": p.get("gid") or ""} for p in monitor]  # fmt: skip
+
+
+async def send_commands(stores: Stores) -> int:
+    """Tell every online agent the monitor plugins as they are now (a plugin or a secret changed)."""
+    commands = await monitor_commands(stores)
+    online = await stores.servers.online_ids()
+    for server_id in online:
+        await stores.agents.send(server_id, "update", {"commands": commands})
+    return len(online)
 
 
 async def _on_startup(app: web.Application) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import time
 from pathlib import Path
@@ -101,8 +102,8 @@ async def test_samples_become_monitor_values_time_series_and_quickmon_on_every_n
                 assert again["rows"][0]["totals"]["disk_usage_root"] == 40.0
             quick = await eventually(lambda: _quick(jobs, satellite, foreign.server_id), what="quickmon samples")
             assert [q["_qm_cpu_usage"] for q in quick][-3:] == [10.0, 11.0, 12.0]
-            assert all(b["date"] > a["date"] for a, b in zip(quick, quick[1:], strict=False))
-            code, bad = await jobs.call(primary, "get_latest_monitor_data", {"server": foreign.server_id,
+            assert all(b["date"] > a["date"] for a, b in itertools.pairwise(quick))
+            _, bad = await jobs.call(primary, "get_latest_monitor_data", {"server": foreign.server_id,
                                                                              "sys": "weekly", "limit": 1})  # fmt: skip
             assert bad["code"] == "monitor", bad
             tested = await jobs.ok(primary, "test_monitor", {"server": foreign.server_id, "source": "memory.total / 2",

@@ -61,7 +61,7 @@ def test_delta_without_minimum_or_division() -> None:
     monitors = compile_monitors([{"id": "d", "source": "n", "data_type": "float", "delta": True},
                                  {"id": "m", "source": "n", "data_type": "integer", "delta": True,
                                   "delta_min_value": 5}])  # fmt: skip
-    values, deltas = compute(monitors, {"n": 7.5}, [], {"d": 10, "m": 10}, 30.0)
+    _, deltas = compute(monitors, {"n": 7.5}, [], {"d": 10, "m": 10}, 30.0)
     assert deltas == {"d": -2.5, "m": 5}  # no minimum: negative kept; minimum 5 lifts -2.5
 
 

@@ -74,6 +74,14 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
         record.pop("gid", None)
 
 
+async def _commands_changed(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    """A monitor plugin was created, changed or deleted: every online agent gets the new list (`update`)."""
+    if "monitor" in (record.get("type"), (current or {}).get("type")):
+        from ..gateway import send_commands  # the gateway imports the handlers' registry
+
+        await send_commands(call.stores)
+
+
 PLUGIN_SPEC = FamilySpec(
     family=PLUGINS,
     singular="plugin",
@@ -103,6 +111,8 @@ PLUGIN_SPEC = FamilySpec(
     ),
     before_create=_check,
     before_update=_check,
+    after_write=_commands_changed,
+    after_delete=_commands_changed,
 )
 
 plugins = register_family(PLUGIN_SPEC)

@@ -84,6 +84,14 @@ async def _before_update(call: Call, record: Record, current: Record | None) -> 
     return None
 
 
+async def _plugins_changed(call: Call, record: Record, current: Record | None) -> None:
+    """A secret granted to plugins changed: agents get the monitor plugins again, with the new variables."""
+    if record.get("plugins") or (current or {}).get("plugins"):
+        from ..gateway import send_commands  # the gateway imports the handlers' registry
+
+        await send_commands(call.stores)
+
+
 SECRET_SPEC = FamilySpec(
     family=SECRETS,
     singular="secret",
@@ -102,6 +110,8 @@ SECRET_SPEC = FamilySpec(
     ),
     before_create=_before_create,
     before_update=_before_update,
+    after_write=_plugins_changed,
+    after_delete=_plugins_changed,
     write_args=(array("fields", max_bytes=1024 * 1024, doc="[{name, value}] variables, sealed at rest"),),
 )
 

@@ -161,7 +161,8 @@ class AlertService:
                 batch.add("ZADD", [keys.alerts_clearing], repr(now), str(item["id"]))
                 if not silent and not snoozed and gone_or_def is not None:
                     invocation = {**item, "active": False, "modified": now}
-                    for action in alert_actions(gone_or_def, server_groups, "alert_cleared", self.config.universal_actions):
+                    universal = self.config.universal_actions
+                    for action in alert_actions(gone_or_def, server_groups, "alert_cleared", universal):
                         run = alert_run(invocation, "alert_cleared", action, generate_id("r"))
                         run["elapsed"] = max(0.0, now - float(item.get("date") or now))
                         self._queue(batch, run, now)
