@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -22,7 +23,7 @@ from . import values
 from .errors import EvaluationError
 from .functions import BUILTINS, NAMES, Budget, Builtin, FunctionFailed
 from .parser import Node, parse
-from .values import MAX_ITEMS, UNDEFINED, JSDict, JSList, LimitError
+from .values import MAX_ITEMS, UNDEFINED, JSDict, JSList, LimitError, get_property
 
 MAX_STEPS: Final = 100_000
 CACHE_SIZE: Final = 1024
@@ -33,7 +34,7 @@ Run = Callable[["_Env", Any], Any]  # (evaluation, the current filter item) -> v
 class _Env:
     """One evaluation: the context, the functions and the budget left."""
 
-    __slots__ = ("context", "functions", "budget")
+    __slots__ = ("budget", "context", "functions")
 
     def __init__(self, context: Mapping[str, Any], functions: Mapping[str, Builtin], budget: Budget) -> None:
         self.context = context
@@ -42,30 +43,6 @@ class _Env:
 
 
 # -- reading data ----------------------------------------------------------------------------------------------------
-
-
-def get_property(value: Any, key: str) -> Any:
-    """value[key] as JavaScript reads it, for data only: a mapping's key, a list's index or length, a string's
-    character or length; anything else is undefined."""
-    if type(value) is dict or type(value) is JSDict:
-        return value.get(key, UNDEFINED)
-    if isinstance(value, list | tuple):
-        if key == "length":
-            return len(value)
-        if key.isdigit() and (key == "0" or key[0] != "0"):
-            index = int(key)
-            return value[index] if index < len(value) else UNDEFINED
-        return UNDEFINED
-    if isinstance(value, str):
-        if key == "length":
-            return values.utf16_length(value)
-        if key.isdigit() and (key == "0" or key[0] != "0"):
-            index = int(key)
-            return value[index] if index < len(value) else UNDEFINED
-        return UNDEFINED
-    if isinstance(value, Mapping):
-        return value.get(key, UNDEFINED)
-    return UNDEFINED
 
 
 def _member(value: Any, key: str) -> Any:
@@ -187,6 +164,12 @@ _BINARY: Final[dict[str, Callable[[Any, Any], Any]]] = {
 }  # fmt: skip
 
 
+_NUMBERS: Final = (int, float)
+_SIMPLE: Final = (str, int, float)
+_FAST_COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}  # fmt: skip
+
+
 # -- compiling -------------------------------------------------------------------------------------------------------
 
 
@@ -203,7 +186,7 @@ def _path(node: Node) -> tuple[str, list[str]] | None:
     return node.value, keys[::-1]
 
 
-def _compile(node: Node) -> Run:  # noqa: C901, PLR0911, PLR0912 (one case per kind of node)
+def _compile(node: Node) -> Run:  # noqa: C901 (one case per kind of node)
     kind = node.kind
     kids = node.kids()
     if kind == "lit":
@@ -226,7 +209,7 @@ def _compile(node: Node) -> Run:  # noqa: C901, PLR0911, PLR0912 (one case per k
         return read_path
     if kind == "rel":
         name = node.value
-        return lambda env, item: get_property(item, name)
+        return lambda env, item: item.get(name, UNDEFINED) if type(item) is dict else get_property(item, name)
     if kind == "member":
         subject, key = _compile(kids[0]), node.value
         return lambda env, item: _member(subject(env, item), key)
@@ -270,6 +253,25 @@ def _compile_binary(node: Node) -> Run:
             return value if values.truthy(value) else right(env, item)
 
         return either
+    if node.value in ("<", "<=", ">", ">="):
+        compare, name = _FAST_COMPARE[node.value], node.value
+
+        def ordered(env: _Env, item: Any) -> Any:
+            a, b = left(env, item), right(env, item)
+            if type(a) in _NUMBERS and type(b) in _NUMBERS:
+                return compare(a, b)
+            return values.compare(name, a, b)
+
+        return ordered
+    if node.value in ("==", "!="):
+        negate = node.value == "!="
+
+        def equal(env: _Env, item: Any) -> Any:
+            a, b = left(env, item), right(env, item)
+            same = a == b if type(a) is type(b) and type(a) in _SIMPLE else values.loose_equal(a, b)
+            return not same if negate else same
+
+        return equal
     op = _BINARY[node.value]
     return lambda env, item: op(left(env, item), right(env, item))
 
@@ -307,7 +309,8 @@ def _compile_filter(node: Node) -> Run:
         if not isinstance(base, list | tuple):
             base = [] if base is UNDEFINED else [base]
         env.budget.spend(cost * len(base))
-        out = [element for element in base if values.truthy(expr(env, element))]
+        out = [element for element in base if (kept := expr(env, element)) is True or (
+            kept is not False and values.truthy(kept))]  # fmt: skip
         if len(out) > MAX_ITEMS:
             raise LimitError(f"an array would exceed {MAX_ITEMS} items")
         return JSList(out) if isinstance(base, JSList) else out
@@ -345,7 +348,7 @@ class Expression:
     """A compiled expression. `evaluate()` never raises for missing or odd data (it yields None, JavaScript's
     undefined); it raises EvaluationError only when a bound is exceeded or a function fails."""
 
-    __slots__ = ("source", "_run")
+    __slots__ = ("_run", "source")
 
     def __init__(self, source: str, run: Run) -> None:
         self.source = source
@@ -354,7 +357,8 @@ class Expression:
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
 
-    def evaluate_raw(self, context: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]] | None = None) -> Any:
+    def evaluate_raw(self, context: Mapping[str, Any],
+                     functions: Mapping[str, Callable[..., Any]] | None = None) -> Any:  # fmt: skip
         """The value as the evaluator holds it (UNDEFINED distinct from None; literals as JSList/JSDict)."""
         table: Mapping[str, Builtin] = BUILTINS
         if functions:

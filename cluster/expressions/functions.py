@@ -19,6 +19,7 @@ from .values import (
     JSList,
     LimitError,
     check_string,
+    get_property,
     json_text,
     locale_number,
     number_text,
@@ -190,8 +191,6 @@ def find(budget: Budget, args: list[Any]) -> Any:
     if not isinstance(items, list | tuple):
         return JSList()  # ⚠ xyOps throws on a missing array; an empty result reads as "nothing found"
     budget.spend(len(items))
-    from .compiler import get_property  # noqa: PLC0415 (the compiler imports this module)
-
     out = JSList() if isinstance(items, JSList) else []
     for item in items:
         if item is None or item is UNDEFINED:

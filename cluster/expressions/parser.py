@@ -76,8 +76,8 @@ class _Parser:
         token = self.peek()
         if not self.is_op(value):
             found = "the end" if token.kind == "end" else repr(_text(token))
-            raise ExpressionError(f"expected {value!r} to close {opener.value!r} (opened at {opener.pos}), found {found}",
-                                  token.pos)  # fmt: skip
+            raise ExpressionError(
+                f"expected {value!r} to close {opener.value!r} (opened at {opener.pos}), found {found}", token.pos)
         self.at += 1
 
     def node(self, kind: str, pos: int, value: Any = None, *children: Node | None) -> Node:
@@ -115,7 +115,7 @@ class _Parser:
         question = self.next()
         consequent = None if self.is_op(":") else self.expression(depth + 1)
         if not self.is_op(":"):
-            raise self.unexpected(self.peek(), "':' of the ternary opened at %d" % question.pos)
+            raise self.unexpected(self.peek(), f"':' of the ternary opened at {question.pos}")
         self.at += 1
         alternate = self.expression(depth + 1)
         return self.node("cond", question.pos, None, test, consequent, alternate)

@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from . import values
-from .compiler import Expression, compile_expression, get_property
+from .compiler import Expression, compile_expression
 from .errors import EvaluationError, ExpressionError
 from .functions import BUILTINS
+from .values import get_property
 
 OPEN, CLOSE = "{{", "}}"
 FUNCTIONS = BUILTINS  # the functions a placeholder may call (plus the caller's `server` / `event`)

@@ -58,12 +58,9 @@ class JSDict(dict[str, Any]):
 
 
 def is_number(value: Any) -> bool:
-    return (type(value) is int or type(value) is float) or (isinstance(value, int | float) and not isinstance(value, bool))
-
-
-def _is_object(value: Any) -> bool:
-    return isinstance(value, list | tuple | Mapping) or not (value is None or value is UNDEFINED or isinstance(
-        value, str | int | float))  # fmt: skip
+    if type(value) is int or type(value) is float:
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def plain(value: Any) -> Any:
@@ -86,7 +83,7 @@ def truthy(value: Any) -> bool:
     if type(value) is str:
         return value != ""
     if is_number(value):
-        return value == value and value != 0  # NaN is false
+        return bool(value == value and value != 0)  # NaN is false
     if isinstance(value, str):
         return value != ""
     return True
@@ -284,6 +281,34 @@ def text(value: Any) -> str:
     return to_string(value)
 
 
+# -- reading data ---------------------------------------------------------------------------------------------------
+
+
+def get_property(value: Any, key: str) -> Any:
+    """value[key] as JavaScript reads it, for data only: a mapping's key, a list's index or length, a string's
+    character or length; anything else is undefined."""
+    if type(value) is dict or type(value) is JSDict:
+        return value.get(key, UNDEFINED)
+    if isinstance(value, list | tuple):
+        if key == "length":
+            return len(value)
+        if key.isdigit() and (key == "0" or key[0] != "0"):
+            index = int(key)
+            return value[index] if index < len(value) else UNDEFINED
+        return UNDEFINED
+    if isinstance(value, str):
+        if key == "length":
+            return utf16_length(value)
+        if key.isdigit() and (key == "0" or key[0] != "0"):
+            index = int(key)
+            return value[index] if index < len(value) else UNDEFINED
+        return UNDEFINED
+    if isinstance(value, Mapping):
+        return value.get(key, UNDEFINED)
+    return UNDEFINED
+
+
+
 # -- comparisons -----------------------------------------------------------------------------------------------------
 
 
@@ -299,8 +324,14 @@ def _kind(value: Any) -> str:
     return "obj"
 
 
+_SIMPLE: Final = (str, int, float)
+_NUMBERS: Final = (int, float)
+
+
 def loose_equal(left: Any, right: Any) -> bool:
     """JavaScript `==`: null == undefined, "1" == 1, true == 1, [7] == "7"; objects only equal themselves."""
+    if type(left) is type(right) and type(left) in _SIMPLE:
+        return bool(left == right)
     lk, rk = _kind(left), _kind(right)
     if lk == rk:
         if lk == "nullish":
@@ -349,9 +380,12 @@ def _utf16_key(text: str) -> str | bytes:
 def compare(op: str, left: Any, right: Any) -> bool:
     """JavaScript `<`, `<=`, `>`, `>=`: two strings compare by UTF-16 code units, anything else as numbers
     (NaN compares false)."""
-    left, right = to_primitive(left), to_primitive(right)
     a: Any
     b: Any
+    if type(left) in _NUMBERS and type(right) in _NUMBERS:
+        a, b = left, right
+        return bool(a < b if op == "<" else a <= b if op == "<=" else a > b if op == ">" else a >= b)
+    left, right = to_primitive(left), to_primitive(right)
     if isinstance(left, str) and isinstance(right, str):
         a, b = left, right
         if not (a.isascii() and b.isascii()):
