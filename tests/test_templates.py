@@ -1,4 +1,4 @@
-"""The `{{ }}` template renderer: paths, helpers, literal braces and the compile check."""
+"""The `{{ }}` template renderer: paths, expressions, functions, literal braces and the compile check."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ DATA = {
         ('{"a": {"b": 1}}', '{"a": {"b": 1}}'),  # a stray }} is plain text
         ('{"t": {{stringify(text)}}}', '{"t": "hello world"}'),
         ("no placeholders", "no placeholders"),
+        # Full expressions (the former "paths and four helpers only" limitation is lifted).
+        ("{{ job.code + 1 }} {{ job.code == 0 ? 'ok' : 'no' }} {{ 'literal' }}", "1 ok literal"),
+        ("{{ job.tags[.length > 0] }} {{ count(job.tags) }} {{ 'b' in job.tags }}", '["a","b"] 2 true'),
+        ("{{ bytes(1048576) }} {{ pct(0.5, 1) }} {{ number(1234567) }}", "1 MB 50% 1,234,567"),
+        ("{{ hook['headers'][0].value }}|{{ {a: job.id} }}|{{ job.none ?: 'dflt' }}", '1|{"a":"jabc"}|dflt'),
     ],
 )
 def test_render(template: str, expected: str) -> None:
@@ -57,10 +62,10 @@ def test_escape_and_raw_start() -> None:
         ("ok }} then {{ more", "unclosed '{{' at position 11"),
         ("a {{}} b", "empty placeholder"),
         ("{{   }}", "empty placeholder"),
-        ("{{ a + b }}", "unsupported expression 'a + b'"),
-        ("{{ job.code == 0 ? 'ok' : 'no' }}", "unsupported expression"),
-        ("{{ 'literal' }}", "unsupported expression"),
-        ("{{ __import__('os') }}", "unsupported expression"),
+        ("{{ a + }}", "unsupported expression 'a +' at position 0: the expression ends"),
+        ("x {{ job.code == 0 ? 'ok' }}", "unsupported expression 'job.code == 0 ? 'ok'' at position 2"),
+        ("{{ 'literal }}", "unterminated string"),
+        ("{{ __import__('os') }}", "unknown function '__import__'"),
         ("{{ eval(text) }}", "unknown function 'eval'"),
         ("{{{x}}}", "unsupported expression '{x'"),
     ],
@@ -76,3 +81,15 @@ def test_paths_never_reach_attributes() -> None:
         secret = "hidden"
 
     assert render("{{obj.secret}}|{{text.upper}}|{{obj.__class__}}", {"obj": Thing(), "text": "x"}) == "||"
+
+
+def test_evaluation_errors_render_in_place() -> None:
+    assert render("a {{ match(text, '(?=x)') }} b", DATA) == (
+        "a (error: match(): the pattern is not a supported regular expression (lookahead, lookbehind and "
+        "backreferences are not supported): lookahead (?= at position 0) b")
+
+
+def test_lookups_for_server_and_event() -> None:
+    functions = {"server": lambda i: {"s1": "web1"}.get(i, i), "event": lambda i: None}
+    assert render("{{ server('s1') }}/{{ server('s2') }}/{{ event('e') }}", DATA, functions=functions,
+                  missing="n/a") == "web1/s2/n/a"  # fmt: skip

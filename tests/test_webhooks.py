@@ -66,7 +66,7 @@ INVALID: list[tuple[Json, str]] = [
     ({"headers": [{"name": "X", "value": {"a": 1}}]}, "'headers'"),
     ({"headers": [{"name": "X", "value": "{{ a"}]}, "'headers[0].value'"),
     ({"body": '{"text": "{{text"}'}, "'body'"), ({"body": "{{ }}"}, "'body'"),
-    ({"body": "{{ job.code > 0 }}"}, "'body'"),
+    ({"body": "{{ job.code > }}"}, "'body'"),
     ({"timeout": 0}, "'timeout'"), ({"timeout": "soon"}, "'timeout'"), ({"timeout": 100_000}, "'timeout'"),
     ({"retries": -1}, "'retries'"), ({"retries": 1000}, "'retries'"), ({"follow": "maybe"}, "'follow'"),
     ({"max_per_day": "x"}, "'max_per_day'"), ({"icon": "bad icon!"}, "'icon'"),

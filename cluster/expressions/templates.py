@@ -1,99 +1,60 @@
-"""`{{ }}` placeholders in web hook URLs, headers and bodies, emails and action summaries.
+"""`{{ }}` placeholders in alert messages, web hook URLs, headers and bodies, emails and action summaries.
 
-A placeholder holds a dotted path into the data (`{{ job.id }}`, `{{ hook.headers.0.name }}`,
-`{{ secrets.API_TOKEN }}`), optionally wrapped in one helper from `FUNCTIONS` (`{{ encode(text) }}`).
-Nothing is ever evaluated as code: a path only walks mappings by key and lists by index.
+A placeholder holds any expression of the language (`{{ job.id }}`, `{{ bytes(memory.available) }}`,
+`{{ job.code == 0 ? 'ok' : 'failed' }}`, `{{ data.headers['x-uuid'] }}`), evaluated against the data with the
+same compiler and bounds as everywhere else. A result renders as JavaScript's String() would, except that arrays
+and objects render as JSON (as xyOps does) and null or undefined as the caller's `missing` text.
 
-Scanning follows xyOps: the first `{{` pairs with the next `}}`. A `}}` with no opening `{{` is
-plain text (JSON bodies routinely end in `}}`); an unclosed `{{`, an empty placeholder or an
-expression outside the grammar below is refused by `check()` with a message saying where.
+Scanning follows xyOps: the first `{{` pairs with the next `}}`. A `}}` with no opening `{{` is plain text (JSON
+bodies routinely end in `}}`); an unclosed `{{`, an empty placeholder or an expression that does not compile is
+refused by `check()` with a message saying where.
 
-Differences from xyOps' expression format (JEXL), by design or not yet needed:
-- no operators, comparisons, ternaries, literals, `|` transforms or `[...]` filter expressions
-  (only `[n]` list indices);
-- of the helpers only `encode`, `stringify`, `integer` and `float` exist (add more to FUNCTIONS);
-- one pass only: a value that itself contains `{{ }}` is inserted as is, never expanded again
-  (xyOps re-expands up to 32 times, which lets data inject placeholders);
-- a missing value renders as an empty string, or as the caller's `missing` text (xyOps: a fallback).
+Differences from xyOps, on purpose:
+- one pass only: a value that itself contains `{{ }}` is inserted as is, never expanded again (xyOps re-expands up
+  to 32 times, which lets data inject placeholders);
+- null renders as `missing` like undefined (xyOps writes "null"); `stringify()` of undefined is "null";
+- a placeholder that fails at evaluation (a bound, a refused `match` pattern) renders as "(error: ...)", the
+  message naming the problem, never the data (xyOps: "(ERROR: ...)").
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
-from urllib.parse import quote
+
+from . import values
+from .compiler import Expression, compile_expression
+from .errors import EvaluationError, ExpressionError
+from .functions import BUILTINS
+from .values import get_property
 
 OPEN, CLOSE = "{{", "}}"
-_SEGMENT = r"[A-Za-z0-9_$]+"
-_PATH = rf"{_SEGMENT}(?:\.{_SEGMENT}|\[\d+\])*"
-_EXPR = re.compile(rf"(?:(?P<func>[A-Za-z_]\w*)\(\s*(?P<arg>{_PATH})\s*\)|(?P<path>{_PATH}))")
-_STEP = re.compile(rf"\.?({_SEGMENT})|\[(\d+)\]")
+FUNCTIONS = BUILTINS  # the functions a placeholder may call (plus the caller's `server` / `event`)
 
 
 def to_text(value: Any) -> str:
     """A value as it appears in rendered text (JavaScript-like: true/false, 3 not 3.0, objects as JSON)."""
-    if value is None:
+    try:
+        return values.text(value)
+    except values.LimitError:
         return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
-def _integer(value: Any) -> str:
-    try:
-        return str(math.trunc(float(value)))
-    except (TypeError, ValueError, OverflowError):
-        return "0"
-
-
-def _float(value: Any) -> str:
-    try:
-        return to_text(float(value))
-    except (TypeError, ValueError):
-        return "0"
-
-
-# Helper name -> function of the looked-up value (None when missing) returning text.
-FUNCTIONS: dict[str, Callable[[Any], str]] = {
-    "encode": lambda v: quote(to_text(v), safe="-_.!~*'()"),  # encodeURIComponent
-    "stringify": lambda v: json.dumps(v, separators=(",", ":"), default=str),
-    "integer": _integer,
-    "float": _float,
-}
 
 
 class Placeholder(NamedTuple):
-    func: str | None
-    path: tuple[str, ...]
+    expression: Expression
     start: int  # offset of its `{{` in the template
 
 
-def _compile(expr: str, start: int) -> Placeholder:
-    source = expr.strip()
-    if not source:
-        raise ValueError(f"empty placeholder '{{{{{expr}}}}}' at position {start}")
-    match = _EXPR.fullmatch(source)
-    if match is None:
-        raise ValueError(
-            f"unsupported expression '{source}' at position {start}: use a dotted path such as "
-            f"'job.id', optionally inside one of {', '.join(f'{f}()' for f in FUNCTIONS)}"
-        )
-    func = match["func"]
-    if func is not None and func not in FUNCTIONS:
-        raise ValueError(f"unknown function '{func}' at position {start}; known: {', '.join(FUNCTIONS)}")
-    path = match["arg"] or match["path"]
-    steps = tuple(m[1] or m[2] for m in _STEP.finditer(path))
-    return Placeholder(func, steps, start)
+def _compile(source: str, start: int) -> Placeholder:
+    if not source.strip():
+        raise ValueError(f"empty placeholder '{OPEN}{source}{CLOSE}' at position {start}")
+    try:
+        return Placeholder(compile_expression(source), start)
+    except ExpressionError as exc:
+        where = "" if exc.position is None else f" (at {exc.position} in the placeholder)"
+        raise ValueError(f"unsupported expression '{source.strip()}' at position {start}: {exc.problem}{where}"
+                         ) from None  # fmt: skip
 
 
 @functools.lru_cache(maxsize=2048)
@@ -123,29 +84,28 @@ def lookup(data: Any, path: Sequence[str]) -> Any:
     """Walk mappings by key and lists by index; None as soon as a step is missing."""
     value = data
     for step in path:
-        if isinstance(value, Mapping):
-            value = value.get(step)
-        elif isinstance(value, list | tuple) and step.isdigit() and int(step) < len(value):
-            value = value[int(step)]
-        else:
-            return None
-        if value is None:
+        value = get_property(value, step)
+        if value is None or value is values.UNDEFINED:
             return None
     return value
 
 
 def render(template: str, data: Mapping[str, Any], escape: Callable[[str], str] | None = None, *,
-           raw_start: bool = False, missing: str = "") -> str:  # fmt: skip
+           raw_start: bool = False, missing: str = "",
+           functions: Mapping[str, Callable[..., Any]] | None = None) -> str:  # fmt: skip
     """Expand every placeholder. `escape` filters each inserted value (e.g. URL-encoding); with `raw_start`, a
     placeholder at the very start is inserted unescaped (a URL's base address); a value that is missing or renders
-    empty becomes `missing` (emails and summaries show "n/a" there, as xyOps does)."""
+    empty becomes `missing` (emails and summaries show "n/a" there, as xyOps does). `functions`: lookups for
+    `server(id)` and `event(id)`."""
     out: list[str] = []
     for part in parse(template):
         if isinstance(part, str):
             out.append(part)
             continue
-        value = lookup(data, part.path)
-        text = FUNCTIONS[part.func](value) if part.func is not None else to_text(value)
+        try:
+            text = values.text(part.expression.evaluate_raw(data, functions))
+        except (EvaluationError, values.LimitError) as exc:
+            text = f"(error: {exc})"
         if not text:
             text = missing
         if escape is not None and not (raw_start and part.start == 0):
