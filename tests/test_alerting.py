@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from cluster.monitoring.alerting import Alert, advance, compile_alerts, evaluate
+from cluster.monitoring.alerting import advance, compile_alerts, evaluate
 from cluster.monitoring.alertservice import alert_actions
 
 Record = dict[str, Any]
@@ -80,7 +80,7 @@ def test_evaluation_renders_messages_only_for_true_results_and_respects_groups()
     assert evaluate(alerts, data, ["main"]) == {"load": "load 5.5", "broken": None}
     assert evaluate(alerts, {**data, "monitors": {"load_avg": 1}}, ["main", "db"]) == {
         "load": None, "db_only": "x", "broken": None}  # fmt: skip
-    assert isinstance(alerts[0], Alert) and alerts[0].samples == 1
+    assert alerts[0].samples == 1
 
 
 def test_actions_are_the_alerts_own_then_groups_then_universal_once_each() -> None:

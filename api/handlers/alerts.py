@@ -99,7 +99,7 @@ async def test_alert(call: Call) -> Reply:
     check_message(p["message"])
     data = (await host_record(call, p["server"])).get("data") or {}
     try:
-        result = truthy(compile_expression(p["expression"]).evaluate(data))
+        result = truthy(compile_expression(p["expression"]).evaluate_raw(data))
     except ExpressionError:
         result = False
     return {"result": result, "message": templates.render(p["message"], data)}

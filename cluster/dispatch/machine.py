@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +30,14 @@ import structlog
 from storage.actions import DAY_TTL_S, day_of
 from storage.connection import UNAVAILABLE_ERRORS
 from storage.errors import Conflict, FencedError
-from storage.families import ALERTS, GROUPS, TAGS
+from storage.families import ALERTS, GROUPS, MONITORS, TAGS
 from storage.fence import Fence
 from storage.ids import generate_id
 from storage.jobs import JobWrite
 
 from ..actions import plan
 from ..actions.record import Change, with_result
+from ..expressions import ExpressionError, server_filter
 from . import finish as finishing
 from . import limits, metrics
 from .selection import UnknownAlgorithm, available, candidates, choose
@@ -107,6 +108,7 @@ class Dispatcher:
         self.servers: dict[str, Record] = {}
         self.groups: dict[str, Record] = {}
         self.alert_blocked: set[str] = set()  # servers an active limit_jobs alert keeps new jobs off
+        self.monitors: dict[str, Record] = {}
         self.known_tags: Collection[str] | None = None  # tag ids and titles (None: not read yet, keep all)
         self.tally = Tally()
         self.loaded = False
@@ -168,7 +170,9 @@ class Dispatcher:
         await self.refresh_alerts()
 
     async def refresh_alerts(self) -> None:
-        """Servers with an active alert that has `limit_jobs`: no new job is placed there while it lasts."""
+        """Servers with an active alert that has `limit_jobs`: no new job is placed there while it lasts. And the
+        monitors, for the `monitor:<id>` algorithm."""
+        self.monitors = {str(m["id"]): m for m in await self.node.stores.defs.all(MONITORS)}
         limiting = {str(a["id"]) for a in await self.node.stores.defs.all(ALERTS) if a.get("limit_jobs")}
         blocked: set[str] = set()
         if limiting:
@@ -270,7 +274,8 @@ class Dispatcher:
             return False
         found = candidates(job.get("targets"), self.servers)
         ok = available(found, groups=self.groups, load=self.tally.load, weight=limits.weight(job),
-                       alert_blocked=() if job.get("type") == "workflow" else self.alert_blocked)  # fmt: skip
+                       alert_blocked=() if job.get("type") == "workflow" else self.alert_blocked,
+                       expression=self._target_filter(job))  # fmt: skip
         if job.get("state") == "ready" and self.tally.queued.get(key):
             # A new job waits behind the queued ones, never jumps them.
             self._wait_or_abort(job, LIMIT_FULL if ok else NO_SERVERS, now, batch)
@@ -278,7 +283,7 @@ class Dispatcher:
         algo = str(job.get("algo") or "random")
         try:
             robin = self.robin.get(str(job.get("event")), 0)
-            server = choose(ok, algo, robin=robin, active_counts=self.tally.on_server)
+            server = choose(ok, algo, robin=robin, active_counts=self.tally.on_server, monitors=self.monitors)
         except UnknownAlgorithm as exc:
             self._abort_now(job, str(exc), now, batch)
             return False
@@ -312,6 +317,18 @@ class Dispatcher:
                 return True
         self._launch(job, now, batch)
         return True
+
+    def _target_filter(self, job: Record) -> Callable[[Mapping[str, Any]], bool] | None:
+        """The event's `expression` over candidate servers (compiled once, cached); `server(id)` reads an online
+        server. One that no longer compiles is skipped, as xyOps skips a failing filter."""
+        source = job.get("expression")
+        if not isinstance(source, str) or not source.strip():
+            return None
+        try:
+            return server_filter(source, {"server": lambda sid: self.servers.get(str(sid))})
+        except ExpressionError as exc:
+            log.warning("target_expression_invalid", job=job.get("id"), error=str(exc))
+            return None
 
     def _launch(self, job: Record, now: float, batch: JobWrite) -> None:
         job.update(state="active", remote=True, started=now, updated=now, progress=0)

@@ -49,7 +49,7 @@ class Alert:
     def check(self, data: Mapping[str, Any]) -> str | None:
         """The rendered message when the expression holds for `data`, else None."""
         try:
-            if not truthy(self.expression.evaluate(data)):
+            if not truthy(self.expression.evaluate_raw(data)):
                 return None
         except ExpressionError:
             return None
