@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .actions import ActionStore
 from .activity import ActivityStore
 from .agents import AgentStreams
+from .alerts import AlertStore
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
@@ -42,6 +43,7 @@ class Stores:
     files: FileStore
     logs: LogStore
     actions: ActionStore
+    alerts: AlertStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -64,6 +66,7 @@ class Stores:
             files=files,
             logs=LogStore(db, files),
             actions=ActionStore(db),
+            alerts=AlertStore(db),
             secret_key=secret_key,
         )
 
