@@ -3,6 +3,7 @@
 from . import (
     account,
     activity,
+    alertinvocations,
     apikeys,
     categories,
     channels,
@@ -29,6 +30,7 @@ from . import (
 __all__ = [
     "account",
     "activity",
+    "alertinvocations",
     "apikeys",
     "categories",
     "channels",
