@@ -224,3 +224,21 @@ async def test_delete_removes_the_record_and_its_entries(db: Database) -> None:
     await evaluator_writes(db, invocation("a1", "disk_full", "s4", T0))
     await store.index_pending()
     assert await ids(store, "server:s4") == ["a1"] and await ids(store, "alert:load_avg_high") == ["a3"]
+
+
+async def test_an_id_leaves_the_queue_only_once_its_entries_match_the_record(db: Database) -> None:
+    store = AlertStore(db)
+    rec = invocation("a1", "x", "s1", T0)
+    await evaluator_writes(db, rec)
+
+    async def later(record: dict[str, Any], delay: float) -> None:
+        await asyncio.sleep(delay)
+        await evaluator_writes(db, record)
+
+    for round_no in range(100):  # re-indexes racing the evaluator flipping the invocation, at varied moments
+        rec = {**rec, "active": round_no % 2 == 1, "modified": T0 + round_no}
+        await asyncio.gather(store.reindex("a1"), later(rec, (round_no % 10) * 0.0002), store.reindex("a1"))
+        if not await store.pending():  # off the queue: the index must say what the record says
+            assert await ids(store, f"active:{str(rec['active']).lower()}") == ["a1"], round_no
+            assert await ids(store, f"end:{T0 + round_no}") == ["a1"], round_no
+        await store.index_pending()

@@ -45,7 +45,7 @@ def _missing(invocation_id: str) -> ApiError:
 
 
 @HANDLERS.add("get_alert_invocations", write=False, privilege=AUTH,
-              args=(strings("ids", required=True, max_items=MAX_PAGE, doc="invocation ids (array or CSV)"),))
+              args=(strings("ids", required=True, max_items=MAX_PAGE, doc="ids, array or CSV"),))  # fmt: skip
 async def get_alert_invocations(call: Call) -> Reply:
     """Invocations by id, in the order asked, with an `{err}` placeholder for each missing or hidden one (the same
     words for both, so nothing tells them apart)."""
