@@ -325,6 +325,22 @@ class Keyspace:
     def alerts_active(self) -> str:
         """HASH '<server>-<alert id>' -> invocation id of every active (fired, not cleared) alert."""
         return self.key("alerts", "active")
+    # -- alert invocations (storage/alerts.py) ------------------------------------------
+    def alert_invocation(self, invocation_id: str) -> str:
+        """STRING msgpack alert invocation {id, active, alert, server, groups, date, modified, ...}, written by
+        the primary's alert evaluator (and rewritten when the alert clears), kept after it clears."""
+        return self.key("alert_inv", invocation_id)
+
+    @property
+    def alerts_unindexed(self) -> str:
+        """SET invocation ids written (created, cleared, changed, deleted) whose search entries are still to
+        be brought in line with the record (storage/alerts.py index_pending)."""
+        return self.key("alert_invs", "unindexed")
+
+    def alert_indexed(self, invocation_id: str) -> str:
+        """STRING msgpack {s: slot, o: order, f: fields}: one invocation exactly as the `alerts` search index
+        holds it, written in the same MULTI as its index entries, so a re-index moves the old entries."""
+        return self.key("alert_inv_indexed", invocation_id)
 
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .actions import ActionStore
 from .activity import ActivityStore
 from .agents import AgentStreams
+from .alerts import AlertStore
 from .alertstate import AlertStateStore
 from .bus import InvalidationBus
 from .connection import Database
@@ -44,6 +45,7 @@ class Stores:
     files: FileStore
     logs: LogStore
     actions: ActionStore
+    alerts: AlertStore
     hosts: HostDataStore
     alertstate: AlertStateStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
@@ -68,6 +70,7 @@ class Stores:
             files=files,
             logs=LogStore(db, files),
             actions=ActionStore(db),
+            alerts=AlertStore(db),
             hosts=HostDataStore(db),
             alertstate=AlertStateStore(db),
             secret_key=secret_key,

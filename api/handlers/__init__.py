@@ -3,6 +3,7 @@
 from . import (
     account,
     activity,
+    alertinvocations,
     alerts,
     apikeys,
     categories,
@@ -31,6 +32,7 @@ from . import (
 __all__ = [
     "account",
     "activity",
+    "alertinvocations",
     "alerts",
     "apikeys",
     "categories",
