@@ -86,11 +86,12 @@ class Maintenance:
                 log.warning("maintenance_failed", error=repr(exc))
             delay = self.config.interval_s
 
-    async def run_once(self, stop: asyncio.Event | None = None) -> Removed:
-        """One full pass. Raises NotPrimary / FencedError as soon as this node is not primary."""
+    async def run_once(self, stop: asyncio.Event | None = None, *, now: float | None = None) -> Removed:
+        """One full pass, as of `now` (default: the clock). Raises NotPrimary / FencedError as soon as this node
+        is not primary."""
         cfg, stores = self.config, self.node.stores
         started = time.monotonic()
-        now = time.time()
+        now = time.time() if now is None else now
         removed = Removed()
         trims: tuple[tuple[Trimmed, int, int, str, After | None], ...] = (
             (stores.jobs, cfg.job_max_rows, cfg.job_expire_days, "jobs", stores.drop_job_output),
