@@ -55,6 +55,7 @@ MAX_ROWS = 50_000  # the most items one read returns (a month of the daily syste
 MAX_TOTALS = 500  # monitors in one sample
 MAX_ALERTS = 100  # alert ids flagged on one item
 MAX_ID = 128  # length of a monitor or alert id
+GAP_STUBS = 5000  # gap stubs one script call writes (a few ms of the store's time); a longer gap takes more calls
 
 QUICK_MAX = 60  # QuickMon samples kept per server (xyOps `quick_max`)
 QUICK_TTL_S = 300  # a server's samples go this long after its last one
@@ -66,24 +67,55 @@ QUICK_SAMPLE_BYTES = 4096  # one packed sample
 # Write one sample into every system, or nothing.
 # KEYS[1] timelines zset, KEYS[2] columns hash, KEYS[3..] one list per system
 # ARGV[1] server id, ARGV[2] date (epoch s), ARGV[3] msgpack {monitor id, value, ...},
-# ARGV[4] msgpack {alert id, ...}, ARGV[5] msgpack {{div, kept buckets, single only 0|1}, ...} (KEYS order)
-# return 1 written; 0 refused, a sample is already in a single-only bucket; -1 refused, older than a last bucket
+# ARGV[4] msgpack {alert id, ...}, ARGV[5] msgpack {{div, kept buckets, single only 0|1}, ...} (KEYS order),
+# ARGV[6] most gap stubs one call writes
+# return 1 written; 0 refused, a sample is already in a single-only bucket; -1 refused, older than a last bucket;
+# 2 more gap stubs written first, call again (the sample itself is not written yet)
 # Same bucket: totals summed, count + 1, alerts merged. Newer: gap stubs, then the item; a gap of `kept`
 # buckets or more would leave nothing of the old list after trimming, so the list starts afresh instead.
+# A long gap is filled over several calls, so no call blocks the store for long; stubs written before a refusal
+# or a crash are harmless (a stub is what the gap holds anyway, and a later sample in its bucket replaces it).
 TIMELINE_ADD = """
 local date = tonumber(ARGV[2])
 local specs = cmsgpack.unpack(ARGV[5])
 local lasts = {}
+local gaps = {}
+local budget = tonumber(ARGV[6])
+local total = 0
 for i, spec in ipairs(specs) do
   local bucket = math.floor(date / spec[1])
   local raw = redis.call('LINDEX', KEYS[i + 2], -1)
   lasts[i] = false
+  gaps[i] = 0
   if raw then
     local last = cmsgpack.unpack(raw)
     if last[1] > bucket then return -1 end
-    if last[1] == bucket and spec[3] == 1 then return 0 end
+    if last[1] == bucket and spec[3] == 1 and #last > 1 then return 0 end
     lasts[i] = last
+    if bucket - last[1] < spec[2] then gaps[i] = bucket - last[1] - 1 end
   end
+  total = total + gaps[i]
+end
+local function stubs(key, from, count)
+  local n = from
+  while n < from + count do
+    local chunk = {}
+    while n < from + count and #chunk < 1000 do
+      chunk[#chunk + 1] = cmsgpack.pack({n})
+      n = n + 1
+    end
+    redis.call('RPUSH', key, unpack(chunk))
+  end
+end
+if total > budget then
+  for i, gap in ipairs(gaps) do
+    local count = math.min(gap, budget)
+    if count > 0 then
+      stubs(KEYS[i + 2], lasts[i][1] + 1, count)
+      budget = budget - count
+    end
+  end
+  return 2
 end
 local given = cmsgpack.unpack(ARGV[3])
 local cols = {}
@@ -131,18 +163,8 @@ for i, spec in ipairs(specs) do
   else
     if last and bucket - last[1] >= kept then
       redis.call('DEL', key)
-      last = false
-    end
-    if last then
-      local n = last[1] + 1
-      while n < bucket do
-        local stubs = {}
-        while n < bucket and #stubs < 1000 do
-          stubs[#stubs + 1] = cmsgpack.pack({n})
-          n = n + 1
-        end
-        redis.call('RPUSH', key, unpack(stubs))
-      end
+    elseif gaps[i] > 0 then
+      stubs(key, last[1] + 1, gaps[i])
     end
     local item = {bucket, 1, cols}
     merge_alerts(item)
@@ -365,12 +387,14 @@ class TimelineStore:
             flat += [mid, _number(totals[mid], f"totals.{mid}")]
         specs = [[div, self.kept[sys], int(sys == SINGLE_ONLY)] for sys, div in SYSTEMS.items()]
         k = self.db.keys
-        written = await self.db.script(TIMELINE_ADD)(
-            keys=[k.timelines, k.timeline_columns, *self._keys(server)],
-            args=[server, repr(date), codec.pack_for_lua(flat),
-                  codec.pack_for_lua(_ids(alerts, "alerts", MAX_ALERTS)), codec.pack_for_lua(specs)],
-        )  # fmt: skip
-        return int(written) == 1
+        keys = [k.timelines, k.timeline_columns, *self._keys(server)]
+        args = [server, repr(date), codec.pack_for_lua(flat), codec.pack_for_lua(_ids(alerts, "alerts", MAX_ALERTS)),
+                codec.pack_for_lua(specs), GAP_STUBS]  # fmt: skip
+        for _ in range(sum(self.kept.values()) // GAP_STUBS + 2):  # each call writes stubs or finishes
+            written = int(await self.db.script(TIMELINE_ADD)(keys=keys, args=args))
+            if written != 2:
+                return written == 1
+        raise RuntimeError(f"timeline of {server}: the gap was not filled")  # the store changed under us
 
     async def flag_alerts(self, server: str, date: float, alert_ids: Iterable[str]) -> None:
         """Set alerts[id] = true on the item covering `date` in each system (where that bucket has a sample)."""

@@ -129,6 +129,41 @@ async def test_a_gap_longer_than_the_retention_starts_the_list_afresh(db: Databa
     assert [i.get("count") for i in daily] == [1, None, None, None, 1, None, None, None, None, 1]
 
 
+async def test_a_long_gap_is_filled_over_several_short_calls(db: Database) -> None:
+    store = TimelineStore(db)
+
+    async def evalsha_calls() -> int:
+        stats = await db.client.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    assert await store.add("s1", T0, {"cpu": 1})
+    before = await evalsha_calls()
+    assert await store.add("s1", T0 + 6 * 86400, {"cpu": 2})  # 8,639 + 4,319 + 143 + 11 stubs: three calls
+    assert await evalsha_calls() == before + 3
+    for sys in SYSTEMS:
+        items = await store.latest("s1", sys, MAX_ROWS)
+        first = bucket(T0, sys)
+        assert [i["epoch_div"] for i in items] == list(range(first, bucket(T0 + 6 * 86400, sys) + 1))
+        assert [i["totals"] for i in items if "totals" in i] == [{"cpu": 1}, {"cpu": 2}]
+    # A refused sample writes no stubs either: half a gap filled is never left by a refusal.
+    before_state = await raw_state(db, "s1")
+    assert not await store.add("s1", T0 + 6 * 86400 + 10, {"cpu": 3})
+    assert await raw_state(db, "s1") == before_state
+
+
+async def test_stubs_left_at_the_end_by_an_unfinished_fill_take_a_later_sample(db: Database) -> None:
+    store = TimelineStore(db)
+    assert await store.add("s1", T0, {"cpu": 1})
+    first = bucket(T0, "hourly")
+    key = db.keys.timeline("s1", "hourly")
+    await db.client.rpush(key, codec.pack([first + 1]), codec.pack([first + 2]))  # as a fill cut short leaves it
+    assert await store.add("s1", T0 + 2 * MIN, {"cpu": 4})  # the last stub's bucket: not a second sample
+    hourly = await store.latest("s1", "hourly", 10)
+    merged = {"date": (first + 2) * 60, "epoch_div": first + 2, "totals": {"cpu": 4}, "count": 1}
+    assert hourly[1:] == [{"epoch_div": first + 1}, merged]
+    assert not await store.add("s1", T0 + 2 * MIN + 30, {"cpu": 5})
+
+
 async def test_alerts_ride_with_a_sample_and_can_be_flagged_later(db: Database) -> None:
     store = TimelineStore(db)
     assert await store.add("s1", T0, {"cpu": 1}, alerts=["a1"])
