@@ -58,6 +58,10 @@ ENV = {
     "job_expire_days": "PODIUM_JOB_EXPIRE_DAYS",
     "activity_expire_days": "PODIUM_ACTIVITY_EXPIRE_DAYS",
     "max_sessions_per_user": "PODIUM_MAX_SESSIONS_PER_USER",
+    "timeline_hourly_days": "PODIUM_TIMELINE_HOURLY_DAYS",
+    "timeline_daily_days": "PODIUM_TIMELINE_DAILY_DAYS",
+    "timeline_monthly_days": "PODIUM_TIMELINE_MONTHLY_DAYS",
+    "timeline_yearly_days": "PODIUM_TIMELINE_YEARLY_DAYS",
     "scheduler_grace": "PODIUM_SCHEDULER_GRACE",
     "max_jobs_per_min": "PODIUM_MAX_JOBS_PER_MIN",
     "dead_job_timeout": "PODIUM_DEAD_JOB_TIMEOUT",
@@ -116,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--job-expire-days", metavar="N", help="delete jobs completed N days ago (default 0 = off)")
     serve.add_argument("--activity-expire-days", metavar="N", help="delete activity N days old (default 0 = off)")
     serve.add_argument("--max-sessions-per-user", metavar="N", help="sessions kept per user (default 100)")
+    serve.add_argument("--timeline-hourly-days", metavar="N", help="days of 1-minute monitor data (default 7)")
+    serve.add_argument("--timeline-daily-days", metavar="N", help="days of 2-minute monitor data (default 90)")
+    serve.add_argument("--timeline-monthly-days", metavar="N", help="days of hourly monitor data (default 1826)")
+    serve.add_argument("--timeline-yearly-days", metavar="N", help="days of 12-hour monitor data (default 3652)")
     serve.add_argument("--scheduler-grace", metavar="S", help="launch slots missed by up to S seconds (default 60)")
     serve.add_argument("--max-jobs-per-min", metavar="N", help="scheduler brake (default 100)")
     serve.add_argument("--dead-job-timeout", metavar="S", help="abort a job silent for S seconds (default 120)")
@@ -249,6 +257,10 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         job_expire_days=_int(_pick(args, env, "job_expire_days", "0"), "--job-expire-days"),
         activity_expire_days=_int(_pick(args, env, "activity_expire_days", "0"), "--activity-expire-days"),
         max_sessions_per_user=_int(_pick(args, env, "max_sessions_per_user", "100"), "--max-sessions-per-user"),
+        timeline_hourly_days=_int(_pick(args, env, "timeline_hourly_days", "7"), "--timeline-hourly-days"),
+        timeline_daily_days=_int(_pick(args, env, "timeline_daily_days", "90"), "--timeline-daily-days"),
+        timeline_monthly_days=_int(_pick(args, env, "timeline_monthly_days", "1826"), "--timeline-monthly-days"),
+        timeline_yearly_days=_int(_pick(args, env, "timeline_yearly_days", "3652"), "--timeline-yearly-days"),
         scheduler_grace_s=_int(_pick(args, env, "scheduler_grace", "60"), "--scheduler-grace"),
         max_jobs_per_min=_int(_pick(args, env, "max_jobs_per_min", "100"), "--max-jobs-per-min"),
         dead_job_timeout_s=_int(_pick(args, env, "dead_job_timeout", "120"), "--dead-job-timeout"),

@@ -106,6 +106,13 @@ def maintenance_config(settings: Settings) -> MaintenanceConfig:
     )
 
 
+def timeline_retention_s(settings: Settings) -> dict[str, int]:
+    """Seconds each monitor time series system keeps (storage/timeseries.py)."""
+    days = {"hourly": settings.timeline_hourly_days, "daily": settings.timeline_daily_days,
+            "monthly": settings.timeline_monthly_days, "yearly": settings.timeline_yearly_days}  # fmt: skip
+    return {system: n * 86400 for system, n in days.items()}
+
+
 def file_store(settings: Settings, db: Database) -> FileStore:
     """The `--file-store` backend; a directory must exist or be creatable (checked before the node starts)."""
     if settings.file_store != "redis":
@@ -157,7 +164,9 @@ async def serve(settings: Settings) -> None:
             settings.advertise_url,
             lease_ms=settings.lease_ms,
             services=[first_start],
-            stores=Stores.open(db, secret_key, files=file_store(settings, db)),
+            stores=Stores.open(
+                db, secret_key, files=file_store(settings, db), timeline_retention_s=timeline_retention_s(settings)
+            ),
             control=db.with_own_pool(),  # the lease and the heartbeat never wait behind requests
         )
         node.services += [

@@ -77,6 +77,11 @@ class Settings:
     job_expire_days: int = 0  # also delete job records completed longer ago; 0 = keep by count only
     activity_expire_days: int = 0
     max_sessions_per_user: int = 100  # a login beyond it ends the user's oldest session; 0 = no cap
+    # Monitor timelines kept per system (storage/timeseries.py; xyOps keeps 10 years of each), trimmed by maintenance.
+    timeline_hourly_days: int = 7
+    timeline_daily_days: int = 90
+    timeline_monthly_days: int = 1826
+    timeline_yearly_days: int = 3652
     scheduler_grace_s: int = 60  # missed scheduled slots younger than this are launched after a failover
     scheduler_stagger_ms: int = 50
     max_jobs_per_min: int = 100
@@ -141,6 +146,11 @@ class Settings:
             ("--file-max-bytes", self.file_max_bytes, 1024, None),
             ("--file-store-max-bytes", self.file_store_max_bytes, 1024, None),
             ("--smtp-port", self.smtp_port, 1, 65535),
+            # A server back after a gap gets stub rows up to its retention, written in one script: bounded.
+            ("--timeline-hourly-days", self.timeline_hourly_days, 1, 90),
+            ("--timeline-daily-days", self.timeline_daily_days, 1, 366),
+            ("--timeline-monthly-days", self.timeline_monthly_days, 1, 3660),
+            ("--timeline-yearly-days", self.timeline_yearly_days, 1, 36600),
         ]
 
     def validate(self) -> Settings:

@@ -1,4 +1,4 @@
-"""Retention: a primary-only service that trims job records, activity records and sessions.
+"""Retention: a primary-only service that trims job records, activity records, sessions and monitor timelines.
 
 It runs shortly after this node becomes primary and then every `interval_s`. Old records are found
 through the time-ordered search indexes (never a scan of the records), deleted together with their
@@ -8,7 +8,9 @@ batches, so a large backlog never holds up the node. A deleted job's log and fil
 
 Limits (xyOps `db_maint.<table>.max_rows` keeps the newest rows of a table; `*_expire_days` is ours):
 jobs and activity beyond `*_max_rows`, or older than `*_expire_days`; each user's oldest sessions
-beyond `max_sessions_per_user` (also applied at every login, storage/users.py `create_session`).
+beyond `max_sessions_per_user` (also applied at every login, storage/users.py `create_session`). Monitor
+timelines keep each system's retention (storage/timeseries.py, xyOps `runTimelineMaintenance`), servers found
+by a ZSCAN of one key and trimmed `timeline_step` servers per fenced script.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class MaintenanceConfig:
     first_run_s: float = 30.0  # after taking the primary: let a failover settle first
     batch: int = 500  # old records found per index query
     step: int = 100  # records deleted per fenced script: each blocks the store (and this loop) only briefly
+    timeline_step: int = 25  # servers whose timelines (4 lists each) one fenced script trims
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class Removed:
     jobs: int = 0
     activity: int = 0
     sessions: int = 0
+    timeline_rows: int = 0
 
 
 class Trimmed(Protocol):
@@ -82,11 +86,12 @@ class Maintenance:
                 log.warning("maintenance_failed", error=repr(exc))
             delay = self.config.interval_s
 
-    async def run_once(self, stop: asyncio.Event | None = None) -> Removed:
-        """One full pass. Raises NotPrimary / FencedError as soon as this node is not primary."""
+    async def run_once(self, stop: asyncio.Event | None = None, *, now: float | None = None) -> Removed:
+        """One full pass, as of `now` (default: the clock). Raises NotPrimary / FencedError as soon as this node
+        is not primary."""
         cfg, stores = self.config, self.node.stores
         started = time.monotonic()
-        now = time.time()
+        now = time.time() if now is None else now
         removed = Removed()
         trims: tuple[tuple[Trimmed, int, int, str, After | None], ...] = (
             (stores.jobs, cfg.job_max_rows, cfg.job_expire_days, "jobs", stores.drop_job_output),
@@ -97,9 +102,10 @@ class Maintenance:
             count += await self._trim(family, stop, max_rows=max_rows, after=after) if max_rows else 0
             setattr(removed, field, count)
         removed.sessions = await self._trim_sessions(stop)
-        if removed.jobs or removed.activity or removed.sessions:
-            log.info("maintenance_removed", jobs=removed.jobs, activity=removed.activity,
-                     sessions=removed.sessions, seconds=round(time.monotonic() - started, 3))  # fmt: skip
+        removed.timeline_rows = await self._trim_timelines(stop, now)
+        if removed.jobs or removed.activity or removed.sessions or removed.timeline_rows:
+            log.info("maintenance_removed", jobs=removed.jobs, activity=removed.activity, sessions=removed.sessions,
+                     timeline_rows=removed.timeline_rows, seconds=round(time.monotonic() - started, 3))  # fmt: skip
         return removed
 
     async def _trim(
@@ -142,6 +148,19 @@ class Maintenance:
             offset += len(page)
             await asyncio.sleep(0)
         return ended
+
+    async def _trim_timelines(self, stop: asyncio.Event | None, now: float) -> int:
+        timelines = self.node.stores.timelines
+        step = max(self.config.timeline_step, 1)
+        removed = cursor = 0
+        while stop is None or not stop.is_set():
+            cursor, servers = await timelines.servers(cursor, self.config.batch)
+            for at in range(0, len(servers), step):
+                removed += await timelines.trim(servers[at : at + step], fence=self.node.fence(), now=now)
+                await asyncio.sleep(0)
+            if not cursor:
+                break
+        return removed
 
 
 def maintenance_service(config: MaintenanceConfig) -> Any:

@@ -341,6 +341,27 @@ class Keyspace:
         """STRING msgpack {s: slot, o: order, f: fields}: one invocation exactly as the `alerts` search index
         holds it, written in the same MULTI as its index entries, so a re-index moves the old entries."""
         return self.key("alert_inv_indexed", invocation_id)
+    # -- monitoring time series (storage/timeseries.py) ------------------------------------
+    def timeline(self, server_id: str, system: str) -> str:
+        """LIST one server's time series in one system (hourly, daily, monthly, yearly), oldest first: one
+        msgpack item per bucket, contiguous (gaps hold stubs), `[epoch_div, count, [column, total, ...],
+        [alert id, ...]?]` or the stub `[epoch_div]`; trimmed to the system's retention by maintenance."""
+        return self.key("timeline", server_id, system)
+
+    @property
+    def timelines(self) -> str:
+        """ZSET server id -> date (epoch s) of its last sample in its timelines: what maintenance trims."""
+        return self.key("timelines")
+
+    @property
+    def timeline_columns(self) -> str:
+        """HASH monitor id -> column number, shared by every timeline item (append-only)."""
+        return self.key("timeline_columns")
+
+    def quickmon(self, server_id: str) -> str:
+        """LIST msgpack QuickMon samples `{date, <quickmon id>: value}` of one server, oldest first, the last
+        60; EX 5 minutes after the last one."""
+        return self.key("quickmon", server_id)
 
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .actions import ActionStore
@@ -21,6 +21,7 @@ from .logs import LogStore
 from .ratelimit import RateLimiter
 from .servers import ServerStore
 from .state import StateStore
+from .timeseries import DEFAULT_RETENTION_S, QuickmonStore, TimelineStore
 from .users import UserStore
 
 
@@ -48,11 +49,17 @@ class Stores:
     alerts: AlertStore
     hosts: HostDataStore
     alertstate: AlertStateStore
+    timelines: TimelineStore
+    quickmon: QuickmonStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
-    def open(cls, db: Database, secret_key: str = "", *, files: FileStore | None = None) -> Stores:
-        """`files`: the file store backend (default: the Redis one with its default caps)."""
+    def open(
+        cls, db: Database, secret_key: str = "", *, files: FileStore | None = None,
+        timeline_retention_s: Mapping[str, int] = DEFAULT_RETENTION_S,
+    ) -> Stores:  # fmt: skip
+        """`files`: the file store backend (default: the Redis one with its default caps);
+        `timeline_retention_s`: seconds each monitor time series system keeps (storage/timeseries.py)."""
         bus = InvalidationBus(db)
         files = files if files is not None else RedisFileStore(db)
         return cls(
@@ -73,6 +80,8 @@ class Stores:
             alerts=AlertStore(db),
             hosts=HostDataStore(db),
             alertstate=AlertStateStore(db),
+            timelines=TimelineStore(db, timeline_retention_s),
+            quickmon=QuickmonStore(db),
             secret_key=secret_key,
         )
 

@@ -79,7 +79,7 @@ def test_data_match_and_casts() -> None:
 
 
 def test_group_scope() -> None:
-    defs = [{"id": "all", "source": "1", "data_type": "integer"},
+    defs: list[dict[str, Any]] = [{"id": "all", "source": "1", "data_type": "integer"},
             {"id": "db", "source": "2", "data_type": "integer", "groups": ["db"]}]  # fmt: skip
     assert compute(compile_monitors(defs), {}, ["main"], None, None)[0] == {"all": 1}
     assert compute(compile_monitors(defs), {}, ["main", "db"], None, None)[0] == {"all": 1, "db": 2}
