@@ -110,7 +110,22 @@ class AlertStore:
     async def get(self, invocation_id: str) -> Record | None:
         if not valid_invocation_id(invocation_id):
             return None
-        return _record(await self.db.client.get(self.db.keys.alert_invocation(invocation_id)))
+        found = _record(await self.db.client.get(self.db.keys.alert_invocation(invocation_id)))
+        return None if found is None else (await self._with_results([found]))[0]
+
+    async def _with_results(self, records: list[Record]) -> list[Record]:
+        """Records with their action results (kept in a list per invocation, keys.alert_results, appended as each
+        action is retired) joined onto `actions`, as xyOps stores them."""
+        if not records:
+            return records
+        async with self.db.client.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.lrange(self.db.keys.alert_results(str(record.get("id"))), 0, -1)  # type: ignore[unused-awaitable]
+            replies = await pipe.execute()
+        for record, raws in zip(records, replies, strict=True):
+            if raws:
+                record["actions"] = [*(record.get("actions") or []), *(dict(codec.unpack(r)) for r in raws)]
+        return records
 
     async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
         """The records of `ids`, in order, None where one is missing (or the id is malformed)."""
@@ -126,6 +141,7 @@ class AlertStore:
         for start, raws in zip(range(0, len(wanted), MGET_BATCH), replies, strict=True):
             for (i, _), raw in zip(wanted[start : start + MGET_BATCH], raws, strict=True):
                 out[i] = _record(raw)
+        await self._with_results([r for r in out if r is not None])
         return out
 
     async def search(
@@ -137,7 +153,7 @@ class AlertStore:
         parsed = restrict(parse(query, ALERTS_INDEX), *(parse(q, ALERTS_INDEX) for q in also))
         found = await self.index.search(parsed, offset=offset, limit=limit, sort_by=sort_by, sort_dir=sort_dir)
         rows = await fetch_page(self.db, [self.db.keys.alert_invocation(i) for i in found.ids])
-        return [r for r in rows if r is not None], found.total
+        return await self._with_results([r for r in rows if r is not None]), found.total
 
     async def pending(self) -> int:
         """How many invocations wait for their search entries."""
@@ -193,6 +209,7 @@ class AlertStore:
             return False
         k = self.db.keys
         batch = FencedBatch().add("DEL", [k.alert_invocation(invocation_id)])
+        batch.add("DEL", [k.alert_results(invocation_id)])
         batch.add("SADD", [k.alerts_unindexed], invocation_id)
         gone = (await fence.execute(batch))[0]
         await self.reindex(invocation_id)

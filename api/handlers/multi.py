@@ -58,8 +58,10 @@ async def get_multiple(call: Call) -> Reply:
     p = call.params
     if p["jobs"]:
         reply["activeJobs"], reply["internalJobs"] = {}, {}
-    if p["alerts"]:
-        reply["activeAlerts"] = {}
+    if p["alerts"]:  # '<server>-<alert id>' -> the active invocation (xyOps activeAlerts)
+        active = await call.stores.alertstate.active()
+        found = await call.stores.alerts.get_many(list(active.values()))
+        reply["activeAlerts"] = {key: rec for key, rec in zip(active, found, strict=True) if rec is not None}
     if p["state"]:
         reply["state"] = await call.stores.state.get()
     for name in ("stats", "servers", "serverCache"):

@@ -94,6 +94,7 @@ class AlertService:
             cursor = await self.node.stores.alertstate.cursor()
             swept = 0.0
             await self._finish_clearing()
+            await self.node.stores.alerts.index_pending()  # what a predecessor wrote and did not index
             while not stop.is_set():
                 try:
                     entries = await self.node.stores.alertstate.read(cursor, block_ms=self.config.block_ms,
