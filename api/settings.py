@@ -146,7 +146,7 @@ class Settings:
             ("--file-max-bytes", self.file_max_bytes, 1024, None),
             ("--file-store-max-bytes", self.file_store_max_bytes, 1024, None),
             ("--smtp-port", self.smtp_port, 1, 65535),
-            # A server back after a gap gets stub rows up to its retention, written in one script: bounded.
+            # Bounded: a server back after a gap gets stub rows (about 6 bytes each) up to its retention.
             ("--timeline-hourly-days", self.timeline_hourly_days, 1, 90),
             ("--timeline-daily-days", self.timeline_daily_days, 1, 366),
             ("--timeline-monthly-days", self.timeline_monthly_days, 1, 3660),

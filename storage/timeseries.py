@@ -17,8 +17,10 @@ Layout (storage/keyspace.py, "monitoring time series"):
   first, expiring `QUICK_TTL_S` after the last one, so a server that went away leaves nothing.
 
 One Lua script writes a sample into all four systems, so a refusal (a second sample in the same hourly
-bucket, or one older than the last bucket) writes nothing at all. Values are numbers (Lua doubles: integers
-are exact up to 2**53), stored as msgpack ints where integral, else float32 when exact, else float64.
+bucket, or one older than the last bucket) writes nothing at all. A server back after a long gap gets its
+stubs from a few more calls of the same script first (`GAP_STUBS` each), so no call holds the store long.
+Values are numbers (Lua doubles: integers are exact up to 2**53), stored as msgpack ints where integral,
+else float32 when exact, else float64.
 
 Retention is per system and by age: maintenance keeps the items of the last `retention / div` buckets up
 to the current time (xyOps keeps that many rows, whatever their age; for a server still reporting that is
@@ -31,6 +33,8 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import msgpack
 
 from . import codec
 from .connection import Database
@@ -347,12 +351,15 @@ def _columns(flat: Sequence[Any]) -> dict[int, str]:
 
 def decode_item(raw: bytes, div: int, columns: Mapping[int, str]) -> Item:
     """One stored item in xyOps' shape (a column no longer in `columns` is left out)."""
-    packed = codec.unpack(raw)
+    packed = msgpack.unpackb(raw, use_list=False)  # tuples: cheaper, and slices alike (reads of 720 items)
     bucket = int(packed[0])
     if len(packed) == 1:
         return {"epoch_div": bucket}
     flat = packed[2]
-    totals = {columns[c]: v for c, v in zip(flat[::2], flat[1::2], strict=True) if c in columns}
+    try:
+        totals = dict(zip(map(columns.__getitem__, flat[::2]), flat[1::2], strict=True))
+    except KeyError:
+        totals = {columns[c]: v for c, v in zip(flat[::2], flat[1::2], strict=True) if c in columns}
     item: Item = {"date": bucket * div, "epoch_div": bucket, "totals": totals, "count": packed[1]}
     if len(packed) > 3 and packed[3]:
         item["alerts"] = {_text(a): True for a in packed[3]}
