@@ -2,8 +2,8 @@
 behaving as xySat does where it matters to a conductor:
 
 - it connects to `ws://HOST:PORT/` (path `/`, no extra headers) and says `hello` without `info.podium`;
-- on `redirect {host}` it reconnects to that host on the same port; on `retry` it reconnects; on `auth_failure`
-  it stops; it reads `joined.masterData.masters` and answers every `echo` with `echoback`;
+- on `redirect {host}` it reconnects to that host on the same port; on `retry` or a lost socket it reconnects to
+  the next of the hosts `joined` named; on `auth_failure` it stops; it reads `joined.masterData.masters` and answers every `echo` with `echoback`;
 - it runs a `launch_job` by reporting progress (`jobs`) and output (`job_log`, no offsets), then `finishing`;
 - to finish it polls `GET /health` on the node it is connected to until `master` is true, uploads a file
   (multipart `file1`, `id`, `auth`), and posts `finish_job`, retrying each every second, to that same node.
@@ -62,7 +62,7 @@ class ForeignAgent:
 
     async def _run(self) -> None:
         assert self._http is not None
-        host, delay = self.host, 0.2
+        host, delay, attempts = self.host, 0.2, 0
         while not self.auth_failed:
             self.hosts_seen.append(host)
             redirect = None
@@ -76,7 +76,9 @@ class ForeignAgent:
             if redirect:
                 host = redirect
                 continue
-            host = self.masters[0] if self.masters else self.host
+            # xySat connects to a random one of its hosts each time; cycling through them is the same, in order.
+            attempts += 1
+            host = self.masters[attempts % len(self.masters)] if self.masters else self.host
             await asyncio.sleep(delay)
 
     @property

@@ -123,7 +123,8 @@ async def _quick(jobs: Jobs, node: Node, server_id: str) -> list[dict[str, Any]]
 
 
 async def test_an_alert_warms_up_across_a_failover_fires_once_and_clears(tmp_path: Path) -> None:
-    async with HookReceiver() as receiver, Cluster(tmp_path, size=2, extra=("--secret-key", SECRET)) as c:
+    hosts = ("127.0.0.1", "127.0.0.2")  # one port on two addresses: the foreign agent follows xySat there
+    async with HookReceiver() as receiver, Cluster(tmp_path, size=2, extra=("--secret-key", SECRET), hosts=hosts) as c:
         primary = await c.wait_single_primary()
         jobs = await Jobs.login(c, primary)
         await hook(jobs, primary, receiver, "disk")
@@ -132,6 +133,11 @@ async def test_an_alert_warms_up_across_a_failover_fires_once_and_clears(tmp_pat
             "message": "root at {{monitors.disk_usage_root}}%",
             "actions": [{"enabled": True, "condition": "alert_new", "type": "web_hook", "web_hook": "disk"}]})
         alert_id = created["alert"]["id"]
+
+        async def both_nodes() -> bool:  # so that `joined` names both: the agent needs the other one after the kill
+            return len((await jobs.ok(primary, "get_servers"))["masters"]) == 2
+
+        await eventually(both_nodes, what="both nodes registered")
         foreign = await ForeignAgent(primary.host, primary.port, SECRET, hostname="disk1.example").start()
         try:
             await eventually(lambda: foreign.joined, what="the agent joined")
@@ -139,8 +145,7 @@ async def test_an_alert_warms_up_across_a_failover_fires_once_and_clears(tmp_pat
             await foreign.monitor(sample(95.0))  # warm-up: 1 of 2
 
             async def warm() -> bool:
-                state = await c.call(primary, "get_server", id=foreign.server_id)
-                return bool(state[1].get("data"))
+                return bool((await jobs.ok(primary, "get_server", {"id": foreign.server_id})).get("data"))
 
             await eventually(warm, what="the first sample stored")
             await asyncio.sleep(1.0)  # the primary has applied it (its inbox is read continuously)
@@ -148,16 +153,21 @@ async def test_an_alert_warms_up_across_a_failover_fires_once_and_clears(tmp_pat
             survivor = await c.wait_single_primary(timeout=60, nodes=[n for n in c.nodes if n is not primary])
             jobs = await Jobs.login(c, survivor)
             await eventually(lambda: foreign.joined and foreign.hosts_seen[-1] == survivor.host, timeout=60,
-                             what="the agent on the new primary")  # fmt: skip
+                             what="the agent on the new primary")
             await next_minute(2.0)
             await foreign.monitor(sample(96.0))  # 2 of 2: fires
 
             async def fired() -> list[dict[str, Any]] | None:
-                found = await jobs.ok(survivor, "search_alerts", {"query": "active:true"})
+                found = await jobs.ok(survivor, "search_alerts", {"query": f"active:true alert:{alert_id}",
+                                                                  "limit": 10})  # fmt: skip
                 return found["rows"] or None
 
             rows = await eventually(fired, timeout=60, what="an active invocation")
-            assert len(rows) == 1 and rows[0]["alert"] == alert_id and rows[0]["server"] == foreign.server_id
+            assert len(rows) == 1 and rows[0]["server"] == foreign.server_id
+            # The stock disk alert (samples 1) fired at the first sample, before the failover. Ours began warming up
+            # at that same sample: its date is the first true sample's, kept in Redis across the failover.
+            stock = (await jobs.ok(survivor, "search_alerts", {"query": "alert:disk_usage_root_high"}))["rows"]
+            assert len(stock) == 1 and stock[0]["date"] == rows[0]["date"] < rows[0]["modified"]
             assert rows[0]["message"] == "root at 96%"
             await eventually(lambda: receiver.to("/disk"), what="the web hook")
             await next_minute(1.0)
@@ -166,7 +176,7 @@ async def test_an_alert_warms_up_across_a_failover_fires_once_and_clears(tmp_pat
             await foreign.monitor(sample(50.0))  # 0: clears
 
             async def cleared() -> bool:
-                found = await jobs.ok(survivor, "search_alerts", {"query": "active:false"})
+                found = await jobs.ok(survivor, "search_alerts", {"query": f"active:false alert:{alert_id}"})
                 return bool(found["rows"])
 
             await eventually(cleared, timeout=60, what="the invocation cleared")

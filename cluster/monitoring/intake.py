@@ -154,7 +154,8 @@ class MonitorIntake:
     # -- per-second samples ---------------------------------------------------------------------
     def quick(self, server_id: str, frame: Mapping[str, Any]) -> None:
         """Buffer one `quickmon` frame's values; written with the next flush."""
-        sample: Record = {"date": time.time(), **quick_values(self.compiled.quick, frame)}
+        # Whole seconds, as xyOps dates them: the store moves a sample in the same second one second on.
+        sample: Record = {"date": int(time.time()), **quick_values(self.compiled.quick, frame)}
         self._quick.append((server_id, sample))
         if len(self._quick) > QUICK_BUFFER_MAX:
             del self._quick[: len(self._quick) - QUICK_BUFFER_MAX]
