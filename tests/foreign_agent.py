@@ -2,8 +2,9 @@
 behaving as xySat does where it matters to a conductor:
 
 - it connects to `ws://HOST:PORT/` (path `/`, no extra headers) and says `hello` without `info.podium`;
-- on `redirect {host}` it reconnects to that host on the same port; on `retry` or a lost socket it reconnects to
-  the next of the hosts `joined` named; on `auth_failure` it stops; it reads `joined.masterData.masters` and answers every `echo` with `echoback`;
+- on `redirect {host}` it reconnects to that host on the same port; on `retry` or a lost socket it reconnects
+  to the next of the hosts `joined` named; on `auth_failure` it stops; it reads `joined.masterData.masters` and
+  answers every `echo` with `echoback`;
 - it runs a `launch_job` by reporting progress (`jobs`) and output (`job_log`, no offsets), then `finishing`;
 - to finish it polls `GET /health` on the node it is connected to until `master` is true, uploads a file
   (multipart `file1`, `id`, `auth`), and posts `finish_job`, retrying each every second, to that same node.
