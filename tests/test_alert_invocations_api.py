@@ -203,6 +203,9 @@ async def test_delete_alert_invocation(site: Site, admin: Headers, satellite: Cl
     assert (status, data["code"], data["url"]) == (500, "master", "http://127.0.0.1:5522")
     assert (await ok(site, "search_alerts", {"limit": 10}, admin))["list"]["length"] == 3
 
+    status, data = await call(site.client, "delete_alert_invocation", {"id": "a1"}, deleter)  # active: refused
+    assert (status, data["code"]) == (500, "alert") and "active" in data["description"], data
+    await site.node.stores.alerts.update(site.node.fence(), "a1", lambda r: {**r, "active": False})
     await ok(site, "delete_alert_invocation", {"id": "a1"}, deleter)
     for client in (site.client, satellite):
         got = (await call(client, "get_alert_invocations", {"ids": ["a1", "a2"]}, admin))[1]["alerts"]

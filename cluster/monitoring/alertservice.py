@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from storage import codec
+from storage.alertstate import INBOX_BATCH
 from storage.connection import UNAVAILABLE_ERRORS
-from storage.errors import FencedError
+from storage.errors import Conflict, FencedError
 from storage.families import ALERTS, GROUPS
 from storage.fence import FencedBatch
 from storage.ids import generate_id
@@ -87,38 +88,52 @@ class AlertService:
         self.dispatcher = dispatcher
         self.config = config or AlertConfig()
         self.applied = 0  # inbox entries applied (tests read it)
+        self.cursor = "0-0"  # the last inbox entry applied, as committed
+        # apply(), sweep() and clear() each read a server's warm entries and write them back whole: one at a time.
+        self._lock = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
         own = self.node.db.with_own_pool(2, client_name="podium-alerts")
         try:
-            cursor = await self.node.stores.alertstate.cursor()
-            swept = 0.0
-            await self._finish_clearing()
-            await self.node.stores.alerts.index_pending()  # what a predecessor wrote and did not index
+            started = False
+            swept = time.time()
             while not stop.is_set():
                 try:
-                    entries = await self.node.stores.alertstate.read(cursor, block_ms=self.config.block_ms,
+                    if not started:  # (again after any error: the cursor in Redis is the truth)
+                        self.cursor = await self.node.stores.alertstate.cursor()
+                        await self._finish_clearing()
+                        await self.node.stores.alerts.index_pending()  # what a predecessor did not index
+                        started = True
+                    entries = await self.node.stores.alertstate.read(self.cursor, block_ms=self.config.block_ms,
                                                                      client=own.client)  # fmt: skip
                     if entries:
                         await self.apply(entries)
-                        cursor = entries[-1][0]
-                    if time.time() - swept >= self.config.sweep_s:
+                    # Only once the inbox is drained: a server whose samples still wait in a backlog is not stale.
+                    if len(entries) < INBOX_BATCH and time.time() - swept >= self.config.sweep_s:
                         swept = time.time()
                         await self.sweep(swept)
                 except FencedError:
                     return
-                except UNAVAILABLE_ERRORS as exc:
-                    log.warning("alerts_store_unavailable", error=str(exc))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the store is away, or a bug: alerting must not end for the term
+                    if isinstance(exc, UNAVAILABLE_ERRORS):
+                        log.warning("alerts_store_unavailable", error=str(exc))
+                    else:
+                        log.exception("alerts_loop_failed")
+                    started = False
                     await asyncio.sleep(1.0)
-                except Exception:  # a bug must not end alerting for the rest of the term
-                    log.exception("alerts_loop_failed")
-                    await asyncio.sleep(1.0)
-                    cursor = await self.node.stores.alertstate.cursor()
         finally:
             await own.aclose()
 
     # -- applying samples ---------------------------------------------------------------------
     async def apply(self, entries: Sequence[tuple[str, Record]]) -> None:
+        async with self._lock:
+            fired, cleared = await self._apply(entries)
+        await self._after(fired, cleared)
+
+    async def _apply(self, entries: Sequence[tuple[str, Record]]
+                     ) -> tuple[list[tuple[Record, Record]], list[tuple[Record, Record | None, bool]]]:  # fmt: skip
         stores, keys = self.node.stores, self.node.db.keys
         defs = {str(a["id"]): a for a in await stores.defs.all(ALERTS) if a.get("enabled", True)}
         groups = {str(g["id"]): g for g in await stores.defs.all(GROUPS)}
@@ -171,8 +186,9 @@ class AlertService:
             stores.alertstate.warm_ops(batch, server, warm[server], now)
         stores.alertstate.done_ops(batch, entries[-1][0])
         await self.node.fence().execute(batch)
+        self.cursor = entries[-1][0]  # committed: whatever follows must not apply these again
         self.applied += len(entries)
-        await self._after(fired, cleared)
+        return fired, cleared
 
     def _invocation(self, item: Mapping[str, Any], alert: Mapping[str, Any], entry: Mapping[str, Any]) -> Record:
         server = str(item["server"])
@@ -233,7 +249,13 @@ class AlertService:
                     return None
                 return {**record, "active": False, "modified": when}
 
-            await stores.alerts.update(self.node.fence(), inv_id, change)
+            try:
+                await stores.alerts.update(self.node.fence(), inv_id, change)
+            except FencedError:
+                raise
+            except Conflict:  # kept changing: tried again at the next batch (a bad record: see alerts_clear_failed)
+                log.warning("alerts_clear_failed", id=inv_id)
+                continue
             await self.node.fence().execute(FencedBatch().add("ZREM", [keys.alerts_clearing], inv_id))
         if found:
             with contextlib.suppress(Exception):
@@ -243,13 +265,21 @@ class AlertService:
     async def clear(self, invocation_id: str) -> bool:
         """Clear an active invocation now, with its alert_cleared actions (xyOps clearActiveAlert). False when it
         is not active (cleared already: doing it again changes nothing)."""
+        async with self._lock:
+            done = await self._clear(invocation_id)
+        if done is None:
+            return False
+        await self._after([], [done])
+        return True
+
+    async def _clear(self, invocation_id: str) -> tuple[Record, Record | None, bool] | None:
         stores, keys = self.node.stores, self.node.db.keys
         invocation = await stores.alerts.get(invocation_id)
         if invocation is None or not invocation.get("active"):
-            return False
+            return None
         server, alert_id = str(invocation.get("server")), str(invocation.get("alert"))
         if (await stores.alertstate.active()).get(f"{server}-{alert_id}") != invocation_id:
-            return False
+            return None
         now = time.time()
         warm = (await stores.alertstate.warm([server])).get(server, {})
         warm.pop(alert_id, None)
@@ -266,12 +296,18 @@ class AlertService:
                 run["elapsed"] = max(0.0, now - float(invocation.get("date") or now))
                 self._queue(batch, run, now)
         await self.node.fence().execute(batch)
-        await self._after([], [(invocation, alert, False)])
-        return True
+        return invocation, alert, False
 
     # -- stale entries ----------------------------------------------------------------------------
     async def sweep(self, now: float) -> int:
         """Clear, silently, the warm and active entries of servers that stopped reporting."""
+        async with self._lock:
+            cleared = await self._sweep(now)
+        if cleared:
+            await self._finish_clearing()
+        return cleared
+
+    async def _sweep(self, now: float) -> int:
         stores, keys = self.node.stores, self.node.db.keys
         servers = await stores.alertstate.stale(now - self.config.stale_s)
         if not servers:
@@ -287,8 +323,6 @@ class AlertService:
                     cleared += 1
             stores.alertstate.warm_ops(batch, server, {}, now)
         await self.node.fence().execute(batch)
-        if cleared:
-            await self._finish_clearing()
         log.info("alerts_stale_cleared", servers=len(servers), invocations=cleared)
         return cleared
 

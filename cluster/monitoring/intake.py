@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("podium.monitoring")
 Record = dict[str, Any]
 QUICK_FLUSH_S = 0.25
-QUICK_BUFFER_MAX = 20_000  # samples waiting for a flush (a store outage drops the oldest, never blocks frames)
 INFO_FIELDS = ("cpu", "memory", "process")  # copied to the server record's `info` with the monitors and deltas
+# Lists of a sample kept in the last sample (and so in snapshots): an agent may send more, the rest is dropped.
+LIST_CAPS = {("processes", "list"): 1000, ("conns",): 2000, ("cpu", "cpus"): 512}
+INFO_CPU_DROPPED = ("cpus", "flags", "cache")  # the bulky parts of `cpu`: the server record stays small
 
 # xyOps' QuickMon presets (sample_conf quick_monitors): id -> (source over the per-second frame, type). The rate
 # presets hold the agent's cumulative counters; the charts derive the rate, as in xyOps.
@@ -86,14 +88,29 @@ def quick_values(compiled: Sequence[tuple[str, Expression, str]], frame: Mapping
     return out
 
 
+def capped(data: Mapping[str, Any]) -> Record:
+    """A copy of a sample with its long lists cut to LIST_CAPS (the counts it reports stay as sent)."""
+    out = dict(data)
+    for path, cap in LIST_CAPS.items():
+        parent: Any = out
+        for key in path[:-1]:
+            found = parent.get(key) if isinstance(parent, Mapping) else None
+            if not isinstance(found, Mapping):
+                parent = None
+                break
+            parent[key] = parent = dict(found)
+        if isinstance(parent, dict) and isinstance(parent.get(path[-1]), list) and len(parent[path[-1]]) > cap:
+            parent[path[-1]] = parent[path[-1]][:cap]
+    return out
+
+
 class MonitorIntake:
     """The node's side of monitoring: one per node, fed by the agent gateway."""
 
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
         self.compiled = _Compiled()
-        self._quick: list[tuple[str, Record]] = []
-        self._quick_wake = asyncio.Event()
+        self._quick: dict[str, Record] = {}  # server -> its latest sample since the last flush
         self._task: asyncio.Task[None] | None = None
         self.samples = 0  # minute samples processed (tests and the benchmark read them)
         self.duplicates = 0
@@ -110,7 +127,7 @@ class MonitorIntake:
             return False
         now = time.time()
         groups = [str(g) for g in server.get("groups") or []]
-        data = dict(data)
+        data = capped(data)
         record: Record = {"version": str(frame.get("version") or "1.0"), "date": now, "server": server_id,
                           "hostname": str(server.get("hostname") or ""), "ip": ip or str(server.get("ip") or ""),
                           "groups": groups, "data": data}  # fmt: skip
@@ -143,6 +160,8 @@ class MonitorIntake:
         """`info.{cpu, memory, process, monitors, deltas}` of the server record: what `least_cpu`, `least_mem` and
         `monitor:<id>` placement read."""
         info_update = {k: data[k] for k in INFO_FIELDS if isinstance(data.get(k), Mapping)}
+        if "cpu" in info_update:  # `avgLoad`, `currentLoad`, `cores`, ...: what placement and messages read
+            info_update["cpu"] = {k: v for k, v in info_update["cpu"].items() if k not in INFO_CPU_DROPPED}
 
         async def change(server: Record) -> Record:
             info = dict(server.get("info") or {})
@@ -155,15 +174,13 @@ class MonitorIntake:
     def quick(self, server_id: str, frame: Mapping[str, Any]) -> None:
         """Buffer one `quickmon` frame's values; written with the next flush."""
         # Whole seconds, as xyOps dates them: the store moves a sample in the same second one second on.
-        sample: Record = {"date": int(time.time()), **quick_values(self.compiled.quick, frame)}
-        self._quick.append((server_id, sample))
-        if len(self._quick) > QUICK_BUFFER_MAX:
-            del self._quick[: len(self._quick) - QUICK_BUFFER_MAX]
+        # One per server per flush: an agent that floods frames replaces its own sample, never pushes out others'.
+        self._quick[server_id] = {"date": int(time.time()), **quick_values(self.compiled.quick, frame)}
 
     async def flush_quick(self) -> None:
-        batch, self._quick = self._quick, []
+        batch, self._quick = self._quick, {}
         if batch:
-            await self.node.stores.quickmon.add_many(batch)
+            await self.node.stores.quickmon.add_many(list(batch.items()))
 
     async def _flusher(self) -> None:
         while True:

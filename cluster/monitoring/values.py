@@ -73,10 +73,21 @@ def short_float(value: float, places: int = 5) -> float:
     return round(value, places) + 0.0  # + 0.0: no -0.0
 
 
+MAX_SAFE = 2**53  # what every store and client holds exactly (msgpack ints stop at 2**64)
+
+
+def finite(value: float) -> int | float:
+    """A value the time series and JSON can hold: Infinity and NaN are 0 (xyOps would store `null`), integers
+    beyond +-2**53 are clamped."""
+    if isinstance(value, int):
+        return max(-MAX_SAFE, min(MAX_SAFE, value))
+    return value if math.isfinite(value) else 0
+
+
 def cast(value: Any, data_type: str) -> int | float:
     if data_type in INTEGER_TYPES:
-        return js_int(value)
-    return short_float(js_float(value))
+        return finite(js_int(value))
+    return finite(short_float(js_float(value)))
 
 
 def extract(value: Any, pattern: Pattern) -> Any:
@@ -148,8 +159,8 @@ class Monitor:
         if self.divide and elapsed is not None:
             delta /= elapsed or 1
         if self.data_type in INTEGER_TYPES:
-            return math.floor(delta) if math.isfinite(delta) else 0
-        return delta
+            return finite(math.floor(delta)) if math.isfinite(delta) else 0
+        return finite(delta)
 
 
 def compile_monitors(records: Sequence[Mapping[str, Any]]) -> list[Monitor]:
