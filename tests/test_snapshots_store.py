@@ -73,7 +73,7 @@ async def test_records_briefs_and_every_index_column(db: Database) -> None:
         await store.search("nosuchcolumn:x", 0, 10)
 
     # Briefs leave out the heavy parts (xyOps' search_snapshots without verbose); verbose rows are whole.
-    rows, _ = await store.search(f"server:s2", 0, 10)
+    rows, _ = await store.search("server:s2", 0, 10)
     assert rows[0]["data"] == {"load": [0.1, 0.2, 0.3]} and rows[0]["job"] == "jmx9"
     rows, _ = await store.search("type:group", 0, 10)
     assert rows[0]["data"] == {} and not {"servers", "snapshots", "group_def", "quickmons"} & set(rows[0])
@@ -81,9 +81,8 @@ async def test_records_briefs_and_every_index_column(db: Database) -> None:
     assert rows[0]["servers"] == [{"id": "s1", "offline": False}] and rows[0]["snapshots"][0]["server"] == "s1"
     full = await store.get(str(c["id"]))
     assert full is not None and full["data"]["processes"]["all"] == 3 and len(full["data"]["conns"]) == 2
-    assert await store.get_many([str(c["id"]), "nope", "BAD ID", str(a["id"])], full=False) == \
-        [await store.get_many([str(c["id"])], full=False)][0] + [None, None, (await store.get_many(
-            [str(a["id"])], full=False))[0]]  # fmt: skip
+    got = await store.get_many([str(c["id"]), "nope", "BAD ID", str(a["id"])], full=False)
+    assert [r and r["id"] for r in got] == [c["id"], None, None, a["id"]]
     assert await store.get("BAD ID") is None
 
 
@@ -167,18 +166,19 @@ def test_builders_bound_what_an_agent_sends() -> None:
 
     active = {"s1-load": "a1", "s10-load": "a2", "s1-disk": "a3", "s2-load": "a4"}
     assert snap.server_alerts(active, "s1") == ["a1", "a3"]  # not s10's
-    jobs = [{"id": "j1", "server": "s1", "workflow": {"job": "w1"}}, {"id": "j2", "server": "s2"},
+    jobs: list[dict[str, Any]] = [{"id": "j1", "server": "s1", "workflow": {"job": "w1"}}, {"id": "j2", "server": "s2"},
             {"id": "j3", "server": "s1"}, {"id": "w1", "server": ""}]  # fmt: skip
     assert snap.server_jobs(jobs, {"s1"}) == ["j1", "j3", "w1"]
     assert snap.server_jobs(jobs, {"s1", "s2"}, parents=False) == ["j1", "j2", "j3"]
 
+    quick = [{"date": 1, "_qm_cpu_usage": 5}]
     record = snap.build_server_snapshot(host("s1", now - 30), {"id": "s1", "groups": ["g1"]}, snapshot_id="snx",
                                         source="job", extra={"job": "j1", "source": "ignored", "id": "ignored"},
-                                        alerts=["a1"], jobs=["j1"], quickmon=[{"date": 1, "_qm_cpu_usage": 5}])
+                                        alerts=["a1"], jobs=["j1"], quickmon=quick)  # fmt: skip
     assert (record["id"], record["type"], record["source"], record["server"], record["groups"]) == \
         ("snx", "server", "job", "s1", ["g1"])  # fmt: skip
     assert (record["date"], record["job"], record["alerts"], record["quickmon"]) == \
-        (now - 30, "j1", ["a1"], [{"date": 1, "_qm_cpu_usage": 5}])  # the sample's date, as xyOps
+        (now - 30, "j1", ["a1"], [{"date": 1, "_qm_cpu_usage": 5}])  # fmt: skip  # the sample's date, as xyOps
 
     members = [({"id": f"s{i}"}, i % 2 == 1, host(f"s{i}", now)) for i in range(snap.MAX_GROUP_SERVERS + 5)]
     group = snap.build_group_snapshot({"id": "g1"}, members, snapshot_id="sny", source="watch", now=now,
@@ -214,7 +214,7 @@ async def test_api_refusals_watches_and_lookups_on_one_node(site: Site, admin: d
         ({"server": "sa2"}, "snapshot", "No monitoring data"), ({"server": "sa3"}, "snapshot", "disabled"),
         ({"server": "BAD ID"}, "api", "server"), ({}, "api", "server"),
     ):  # fmt: skip
-        status, reply = await site.call("create_snapshot", body, headers=admin)
+        _, reply = await site.call("create_snapshot", body, headers=admin)
         assert reply["code"] == code and words in reply["description"], (body, reply)
     assert await stores.snapshots.search("*", 0, 10) == ([], 0)  # nothing half-written
 
@@ -233,7 +233,7 @@ async def test_api_refusals_watches_and_lookups_on_one_node(site: Site, admin: d
     assert time.time() + 290 < expiry <= time.time() + 300
     await ok(site, "watch_server", {"id": "sa1", "duration": 0}, admin)
     assert (await stores.state.get())["watches"]["servers"]["sa1"] == 0
-    for api, body, code in (("watch_server", {"id": "nope", "duration": 5}, "notfound"),
+    for api, args, code in (("watch_server", {"id": "nope", "duration": 5}, "notfound"),
                             ("watch_server", {"id": "sa1", "duration": -1}, "api"),
                             ("watch_server", {"id": "sa1", "duration": snap.WATCH_MAX_S + 1}, "api"),
                             ("watch_server", {"id": "sa1"}, "api"),
@@ -241,8 +241,8 @@ async def test_api_refusals_watches_and_lookups_on_one_node(site: Site, admin: d
                             ("create_group_snapshot", {"group": "nogroup"}, "notfound"),
                             ("delete_snapshot", {"id": "snnothere"}, "notfound"),
                             ("search_snapshots", {"query": "bogus:1"}, "api")):  # fmt: skip
-        _, reply = await site.call(api, body, headers=admin)
-        assert reply["code"] == code, (api, body, reply)
+        _, reply = await site.call(api, args, headers=admin)
+        assert reply["code"] == code, (api, args, reply)
     await ok(site, "watch_group", {"id": "main", "duration": 60}, admin)
     assert snap.watched(await stores.state.get(), "groups", time.time()).keys() == {"main"}
     assert await snap.watch_groups(site.node) and (await snap.watch_groups(site.node, time.time() + 120)) == []
@@ -253,8 +253,9 @@ async def test_api_refusals_watches_and_lookups_on_one_node(site: Site, admin: d
 
     # A group-limited caller: only its groups' servers, groups and snapshots; it may not delete.
     await ok(site, "create_group", {"id": "web", "title": "Web", "hostname_match": "^web"}, admin)
+    privileges = {"create_snapshots": True, "delete_snapshots": True}
     await ok(site, "create_role", {"id": "webonly", "title": "Web only", "groups": ["web"],
-                                   "privileges": {"create_snapshots": True, "delete_snapshots": True}}, admin)
+                                   "privileges": privileges}, admin)  # fmt: skip
     key = await ok(site, "create_api_key", {"title": "web key", "roles": ["webonly"],
                                             "privileges": {}}, admin)  # fmt: skip
     limited = {"X-API-Key": key["plain_key"]}
@@ -268,4 +269,3 @@ async def test_api_refusals_watches_and_lookups_on_one_node(site: Site, admin: d
     assert reply["code"] == "access", reply
     await ok(site, "delete_snapshot", {"id": created["id"]}, admin)
     assert await stores.snapshots.get(created["id"]) is None
-
