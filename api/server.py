@@ -19,7 +19,8 @@ from cluster.actions.email import SmtpConfig
 from cluster.actions.runner import ActionRunner, RunnerConfig, actions_service
 from cluster.dispatch.machine import DispatchConfig, Dispatcher, dispatch_service
 from cluster.maintenance import MaintenanceConfig, maintenance_service
-from cluster.monitoring.alertservice import AlertService, alert_service
+from cluster.monitoring.alertservice import AlertConfig, AlertService, alert_service
+from cluster.monitoring.snapshots import ALERT_UNIVERSAL_ACTIONS, group_watch_service
 from cluster.node import NodeRuntime, load_node_id
 from cluster.scheduler import SchedulerConfig, scheduler_service
 from storage.connection import Database, connect, redacted, wait_reachable
@@ -89,11 +90,13 @@ def runner_config(settings: Settings, node: NodeRuntime) -> RunnerConfig:
 
 
 def job_services(node: NodeRuntime, settings: Settings) -> list[Any]:
-    """The job state machine and its action runner, as primary services of `node` (which gets the dispatcher)."""
+    """The job state machine, its action runner, the alert evaluator (with xyOps' default universal alert action:
+    a snapshot when an alert fires) and the group watches, as primary services of `node` (which gets the
+    dispatcher)."""
     dispatcher = node.dispatcher = Dispatcher(node, dispatch_config(settings))
     runner = ActionRunner(node, dispatcher, runner_config(settings, node))
-    alerting = node.alerting = AlertService(node, dispatcher)
-    return [dispatch_service(dispatcher), actions_service(runner), alert_service(alerting)]
+    alerting = node.alerting = AlertService(node, dispatcher, AlertConfig(universal_actions=ALERT_UNIVERSAL_ACTIONS))
+    return [dispatch_service(dispatcher), actions_service(runner), alert_service(alerting), group_watch_service()]
 
 
 def maintenance_config(settings: Settings) -> MaintenanceConfig:

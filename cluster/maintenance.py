@@ -1,4 +1,5 @@
-"""Retention: a primary-only service that trims job records, activity records, sessions and monitor timelines.
+"""Retention: a primary-only service that trims job records, activity records, snapshots, sessions and monitor
+timelines.
 
 It runs shortly after this node becomes primary and then every `interval_s`. Old records are found
 through the time-ordered search indexes (never a scan of the records), deleted together with their
@@ -7,7 +8,8 @@ batches, so a large backlog never holds up the node. A deleted job's log and fil
 (Stores.drop_job_output). What was removed is logged.
 
 Limits (xyOps `db_maint.<table>.max_rows` keeps the newest rows of a table; `*_expire_days` is ours):
-jobs and activity beyond `*_max_rows`, or older than `*_expire_days`; each user's oldest sessions
+jobs, activity and snapshots beyond `*_max_rows`, or older than `*_expire_days` (a snapshot by the date of
+its sample); each user's oldest sessions
 beyond `max_sessions_per_user` (also applied at every login, storage/users.py `create_session`). Monitor
 timelines keep each system's retention (storage/timeseries.py, xyOps `runTimelineMaintenance`), servers found
 by a ZSCAN of one key and trimmed `timeline_step` servers per fenced script.
@@ -38,6 +40,9 @@ class MaintenanceConfig:
     job_expire_days: int = 0  # 0 = no age limit
     activity_max_rows: int = 100_000
     activity_expire_days: int = 0
+    # ⚠ xyOps keeps 100,000 snapshots (on disk); here they are in Redis memory, tens of KB each.
+    snapshot_max_rows: int = 10_000
+    snapshot_expire_days: int = 0
     max_sessions_per_user: int = 100  # 0 = no cap
     interval_s: float = 600.0
     first_run_s: float = 30.0  # after taking the primary: let a failover settle first
@@ -50,12 +55,14 @@ class MaintenanceConfig:
 class Removed:
     jobs: int = 0
     activity: int = 0
+    snapshots: int = 0
     sessions: int = 0
     timeline_rows: int = 0
 
 
 class Trimmed(Protocol):
-    """A record family maintenance can trim (storage/jobs.py JobStore, storage/activity.py ActivityStore)."""
+    """A record family maintenance can trim (storage/jobs.py JobStore, storage/activity.py ActivityStore,
+    storage/snapshots.py SnapshotStore)."""
 
     async def oldest(self, limit: int, *, before: float | None = None, offset: int = 0) -> tuple[list[str], int]: ...
 
@@ -96,16 +103,20 @@ class Maintenance:
         trims: tuple[tuple[Trimmed, int, int, str, After | None], ...] = (
             (stores.jobs, cfg.job_max_rows, cfg.job_expire_days, "jobs", stores.drop_job_output),
             (stores.activity, cfg.activity_max_rows, cfg.activity_expire_days, "activity", None),
+            (stores.snapshots, cfg.snapshot_max_rows, cfg.snapshot_expire_days, "snapshots", None),
         )
+        while await stores.snapshots.index_pending():  # a crash between a snapshot and its index entries
+            pass
         for family, max_rows, days, field, after in trims:
             count = await self._trim(family, stop, before=now - days * 86400, after=after) if days else 0
             count += await self._trim(family, stop, max_rows=max_rows, after=after) if max_rows else 0
             setattr(removed, field, count)
         removed.sessions = await self._trim_sessions(stop)
         removed.timeline_rows = await self._trim_timelines(stop, now)
-        if removed.jobs or removed.activity or removed.sessions or removed.timeline_rows:
-            log.info("maintenance_removed", jobs=removed.jobs, activity=removed.activity, sessions=removed.sessions,
-                     timeline_rows=removed.timeline_rows, seconds=round(time.monotonic() - started, 3))  # fmt: skip
+        if removed.jobs or removed.activity or removed.snapshots or removed.sessions or removed.timeline_rows:
+            log.info("maintenance_removed", jobs=removed.jobs, activity=removed.activity, snapshots=removed.snapshots,
+                     sessions=removed.sessions, timeline_rows=removed.timeline_rows,
+                     seconds=round(time.monotonic() - started, 3))  # fmt: skip
         return removed
 
     async def _trim(

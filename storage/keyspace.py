@@ -363,6 +363,22 @@ class Keyspace:
         60; EX 5 minutes after the last one."""
         return self.key("quickmon", server_id)
 
+    # -- snapshots (storage/snapshots.py) ------------------------------------------
+    def snapshot(self, snapshot_id: str) -> str:
+        """STRING msgpack snapshot of a server or a group {id, type, server, groups, source, date, alerts, jobs,
+        data, quickmon, ...} (xyOps unbase `snapshots` record), written once by whichever node takes it."""
+        return self.key("snapshot", snapshot_id)
+
+    def snapshot_brief(self, snapshot_id: str) -> str:
+        """STRING msgpack the same snapshot without its heavy parts (process and connection lists, mounts,
+        plugin output, a group's member data): what `search_snapshots` answers unless asked to be verbose."""
+        return self.key("snapshot_brief", snapshot_id)
+
+    @property
+    def snapshots_unindexed(self) -> str:
+        """SET snapshot ids written whose search entries are still to be written (SnapshotStore.index_pending)."""
+        return self.key("snapshots", "unindexed")
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""

@@ -20,6 +20,7 @@ from .logins import LoginGuard
 from .logs import LogStore
 from .ratelimit import RateLimiter
 from .servers import ServerStore
+from .snapshots import SnapshotStore
 from .state import StateStore
 from .timeseries import DEFAULT_RETENTION_S, QuickmonStore, TimelineStore
 from .users import UserStore
@@ -51,6 +52,7 @@ class Stores:
     alertstate: AlertStateStore
     timelines: TimelineStore
     quickmon: QuickmonStore
+    snapshots: SnapshotStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -82,6 +84,7 @@ class Stores:
             alertstate=AlertStateStore(db),
             timelines=TimelineStore(db, timeline_retention_s),
             quickmon=QuickmonStore(db),
+            snapshots=SnapshotStore(db),
             secret_key=secret_key,
         )
 

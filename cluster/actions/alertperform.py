@@ -4,7 +4,8 @@ The run names the invocation, its condition (`alert_new` or `alert_cleared`) and
 message renders (AlertHookData: hookdata.alert_context) is built from the invocation, its alert definition, the
 server's last sample and the server record. Email, web hook, channel and plugin go through the same senders as
 job actions; `run_event` launches a job with `source: alert` (on the alert's server with `target_server`, clearing
-the alert when it completes with `clear_alert`); `snapshot` and `ticket` are recorded as skipped until they exist.
+the alert when it completes with `clear_alert`); `snapshot` takes one of the alert's server (source `alert`, naming
+the invocation); `ticket` is recorded as skipped until tickets exist.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from storage.families import ALERTS, CHANNELS, EVENTS, GROUPS, PLUGINS, WEB_HOOKS
 
 from ..launcher import Launch, LaunchError, launch_job
+from ..monitoring.snapshots import SnapshotError, take_server_snapshot
 from .email import send_email
 from .hookdata import alert_context
 from .perform import Context, Performer, recipients_csv
@@ -26,7 +28,7 @@ from .webhook import run_web_hook
 
 Record = dict[str, Any]
 ABORT_JOBS = "_abort_jobs"
-LATER = {"snapshot": "server snapshots are not built yet", "ticket": "tickets are not built yet"}
+LATER = {"ticket": "tickets are not built yet"}
 
 
 class AlertPerformer(Performer):
@@ -45,6 +47,10 @@ class AlertPerformer(Performer):
             return await self._abort_jobs(run)
         if kind in LATER:
             return Outcome(code="skipped", description=f"Skipped: {LATER[kind]}.")
+        if kind == "snapshot":  # needs none of the message data
+            outcome = await self._alert_snapshot(run)
+            outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+            return outcome
         handler = self._alert_kinds.get(kind)
         if handler is None:
             return Outcome(code="type", description=f"Unknown alert action type: {kind}")
@@ -154,6 +160,16 @@ class AlertPerformer(Performer):
         if launched is None:
             return Outcome(description="The job of this action was launched already.")
         return Outcome(description=f"Successfully launched job: {launched['id']}")
+
+    async def _alert_snapshot(self, run: Record) -> Outcome:
+        """A snapshot of the alert's server (xyOps runAlertAction_snapshot), naming the invocation."""
+        server_id = str(run.get("server") or "")
+        try:
+            snapshot_id = await take_server_snapshot(self.ctx.node, server_id, "alert",
+                                                     {"alert": str(run.get("invocation") or "")})  # fmt: skip
+        except SnapshotError as exc:
+            return Outcome(code="snapshot", description=f"Failed to take snapshot: {exc.message}")
+        return Outcome(description=f"Successfully took snapshot of server: {server_id} ({snapshot_id})")
 
     async def _abort_jobs(self, run: Record) -> Outcome:
         """An alert with `abort_jobs` fired: every active job on its server is aborted."""

@@ -26,6 +26,7 @@ from storage.families import CATEGORIES, CHANNELS, EVENTS, PLUGINS, WEB_HOOKS
 from ..dispatch import finish as finishing
 from ..expressions import templates
 from ..launcher import Launch, LaunchError, launch_job
+from ..monitoring.snapshots import SnapshotError, take_server_snapshot
 from .email import email_template, job_email_data, send_email
 from .plugin import run_action_plugin
 from .record import Change
@@ -46,8 +47,7 @@ MAX_USER_DATA = 64 * 1024  # a server's userData, as jobs' serverData adds to it
 REPEATABLE = frozenset({"tag", "label", "run_event", "disable", "delete", "snapshot", "ticket", "store",
                         "fetch", finishing.SERVER_DATA, finishing.EVENT_CHANGE, finishing.CLEAR_ALERT})  # fmt: skip
 # Not built yet: recorded as skipped, with the reason, never dropped silently.
-LATER = {"snapshot": "server snapshots arrive with monitoring",
-         "ticket": "tickets arrive with the ticket system",
+LATER = {"ticket": "tickets arrive with the ticket system",
          "store": "buckets arrive with the bucket system",
          "fetch": "buckets arrive with the bucket system"}  # fmt: skip
 _TAGS = re.compile(r"<[^>]*>")
@@ -80,7 +80,7 @@ class Performer:
             "channel": self._channel, "suspend": self._suspend, "disable": self._disable, "delete": self._delete,
             "tag": self._tag, "label": self._label, "plugin": self._plugin,
             finishing.SERVER_DATA: self._server_data, finishing.EVENT_CHANGE: self._event_change,
-            finishing.CLEAR_ALERT: self._clear_alert,
+            finishing.CLEAR_ALERT: self._clear_alert, "snapshot": self._snapshot,
         }  # fmt: skip
 
     async def _job(self, job_id: str) -> Record | None:
@@ -325,6 +325,17 @@ class Performer:
             target["label"] = label
 
         return Outcome(description=f"Successfully applied label: {label}"), apply
+
+    async def _snapshot(self, run: Record, job: Record) -> Result:
+        """A snapshot of the job's server, naming the job (xyOps runJobAction_snapshot)."""
+        server_id = str(job.get("server") or "")
+        if not server_id:
+            return Outcome(code="snapshot", description="Failed to take snapshot: No server selected for job."), None
+        try:
+            snapshot_id = await take_server_snapshot(self.ctx.node, server_id, "job", {"job": str(job["id"])})
+        except SnapshotError as exc:
+            return Outcome(code="snapshot", description=f"Failed to take snapshot: {exc.message}"), None
+        return Outcome(description=f"Successfully took snapshot of server: {server_id} ({snapshot_id})"), None
 
     async def _clear_alert(self, run: Record, job: Record) -> Result:
         """The job was launched by an alert with `clear_alert`: its end clears that alert (xyOps finishJob)."""

@@ -29,6 +29,7 @@ from cluster.expressions import Expression, ExpressionError, compile_expression
 from storage.families import ALERTS, MONITORS
 
 from .alerting import Alert, compile_alerts, evaluate
+from .snapshots import watch_sample
 from .values import Monitor, compile_monitors, compute, js_float, js_int, short_float
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class MonitorIntake:
             await stores.alertstate.post([{"server": server_id, "date": now, "groups": groups, "results": results,
                                            "hostname": record["hostname"], "ip": record["ip"]}])  # fmt: skip
         await self._refresh_info(server_id, data, values, deltas)
+        await watch_sample(self.node, server_id, record)  # snapshots: a watched server's every sample
         self.samples += 1
         return True
 
