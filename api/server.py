@@ -105,6 +105,8 @@ def maintenance_config(settings: Settings) -> MaintenanceConfig:
         job_expire_days=settings.job_expire_days,
         activity_max_rows=settings.activity_max_rows,
         activity_expire_days=settings.activity_expire_days,
+        snapshot_max_rows=settings.snapshot_max_rows,
+        snapshot_expire_days=settings.snapshot_expire_days,
         max_sessions_per_user=settings.max_sessions_per_user,
     )
 

@@ -76,6 +76,8 @@ class Settings:
     activity_max_rows: int = 100_000
     job_expire_days: int = 0  # also delete job records completed longer ago; 0 = keep by count only
     activity_expire_days: int = 0
+    snapshot_max_rows: int = 10_000  # snapshots live in Redis, tens of KB each (xyOps: 100,000)
+    snapshot_expire_days: int = 0
     max_sessions_per_user: int = 100  # a login beyond it ends the user's oldest session; 0 = no cap
     # Monitor timelines kept per system (storage/timeseries.py; xyOps keeps 10 years of each), trimmed by maintenance.
     timeline_hourly_days: int = 7
@@ -215,6 +217,7 @@ class Settings:
                 "and 604800 seconds"
             )
         for option, days in (("--job-expire-days", self.job_expire_days),
-                             ("--activity-expire-days", self.activity_expire_days)):  # fmt: skip
+                             ("--activity-expire-days", self.activity_expire_days),
+                             ("--snapshot-expire-days", self.snapshot_expire_days)):  # fmt: skip
             if not 0 <= days <= 36500:
                 raise ConfigError(f"{option} {days}: must be between 0 and 36500")

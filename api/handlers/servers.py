@@ -199,6 +199,8 @@ async def delete_server(call: Call) -> Reply:
         await call.stores.agents.drop(server_id)
         await call.stores.hosts.delete(server_id)
         await call.stores.timelines.delete(server_id)
+        await call.stores.quickmon.delete(server_id)
+        await call.stores.snapshots.delete_for_server(call.node.fence(), server_id)
     else:
         raise ApiError("server", f"Server has gone offline: {server_id}")
     await log_activity(call, "server_delete", f"Server deleted: {server.get('hostname', server_id)}",
