@@ -733,8 +733,9 @@ def report(results: Sequence[Result], sizes: tuple[int, int], args: argparse.Nam
     for r in results:
         per = 1000 / r.agents
         out.append(f"{r.agents:>6} {r.procs:>5} {r.join_s:>6.1f} {r.window_s:>8.0f} {r.idle_pct:>9.1f} "
-                   f"{r.node_pct:>9.1f} {(r.node_pct - r.idle_pct) * per:>7.1f} {r.store_pct:>10.1f} {r.store_pct * per:>7.1f} {r.gen_pct:>8.1f} "
-                   f"{r.other_pct:>10.1f} {r.node_rss / 2**20:>5.0f} ({r.node_rss_max / 2**20:.0f}) "
+                   f"{r.node_pct:>9.1f} {(r.node_pct - r.idle_pct) * per:>7.1f} {r.store_pct:>10.1f} "
+                   f"{r.store_pct * per:>7.1f} {r.gen_pct:>8.1f} {r.other_pct:>10.1f} "
+                   f"{f'{r.node_rss / 2**20:.0f} ({r.node_rss_max / 2**20:.0f})':>11} "
                    f"{r.store_rss / 2**20:>12.0f} "
                    f"{f'{r.lag_p50_ms:.0f}/{r.lag_p99_ms:.0f}/{r.lag_max_ms:.0f}':>19} "
                    f"{r.window_quick / r.window_s:>10.0f} {r.window_monitor / r.window_s * 60:>11.0f}")  # fmt: skip
@@ -835,7 +836,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--agents: a comma-separated list such as 100,1000")
     if not args.agents or not all(1 <= a <= 5000 for a in args.agents):
         parser.error("--agents: 1-5000 each")
-    if not 10 <= args.duration <= 1800 or not 0 <= args.settle <= 600 or not 1 <= args.idle <= 120 or not 1 <= args.procs <= 16:
+    if not 10 <= args.duration <= 1800 or not 0 <= args.settle <= 600 or not 1 <= args.procs <= 16 \
+            or not 1 <= args.idle <= 120:  # fmt: skip
         parser.error("--duration 10-1800, --settle 0-600, --idle 1-120, --procs 1-16")
     if not 1 <= args.join_rate <= 500 or not 1 <= args.processes <= 2000 or not 0 <= args.conns <= 2000:
         parser.error("--join-rate 1-500 (a few hundred per second at most), --processes 1-2000, --conns 0-2000")
