@@ -55,8 +55,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -491,6 +493,7 @@ class Result:
     join_s: float = 0.0
     window_s: float = 0.0
     idle_pct: float = 0.0  # node CPU before any agent joined
+    join_pct: float = 0.0  # node CPU while they joined
     node_pct: float = 0.0
     store_pct: float = 0.0
     gen_pct: float = 0.0
@@ -513,7 +516,7 @@ class Result:
     echoes: int = 0
     alerts_active: int = 0
     invocations: int = 0
-    log_events: dict[str, int] = field(default_factory=dict)
+    log_events: dict[str, str] = field(default_factory=dict)  # phase -> warnings logged
     ts_day: dict[str, float] = field(default_factory=dict)  # system -> B/server/day: MEMORY USAGE / items x items/day
     ts_growth_day: dict[str, float] = field(default_factory=dict)  # system -> B/server/day, growth over the window
     ts_items: dict[str, float] = field(default_factory=dict)  # system -> items per server
@@ -523,12 +526,18 @@ class Result:
     profile: list[str] = field(default_factory=list)
 
 
-async def timeline_usage(db: Database, ids: Sequence[str]) -> dict[str, int]:
-    """MEMORY USAGE (all samples) of every timeline key, per system, summed over `ids`."""
-    out = dict.fromkeys(SYSTEMS, 0)
+async def timeline_usage(db: Database, ids: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """MEMORY USAGE (all samples) and items of every timeline key, per system, summed over `ids`."""
+    usage, items = dict.fromkeys(SYSTEMS, 0), dict.fromkeys(SYSTEMS, 0)
     for system in SYSTEMS:
-        out[system] = await key_usage(db, [db.keys.timeline(sid, system) for sid in ids])
-    return out
+        keys = [db.keys.timeline(sid, system) for sid in ids]
+        usage[system] = await key_usage(db, keys)
+        for at in range(0, len(keys), 500):
+            async with db.client.pipeline(transaction=False) as pipe:
+                for key in keys[at : at + 500]:
+                    pipe.llen(key)  # type: ignore[unused-awaitable]  # queued
+                items[system] += sum(int(v or 0) for v in await pipe.execute())
+    return usage, items
 
 
 async def key_usage(db: Database, keys: Sequence[str]) -> int:
@@ -601,15 +610,29 @@ async def admin_key(http: aiohttp.ClientSession, node: Node) -> str:
     return str(reply["plain_key"])
 
 
-def log_events(node: Node) -> dict[str, int]:
-    counts = dict.fromkeys(LOG_EVENTS, 0)
+def log_events(node: Node, phases: Sequence[tuple[str, float]]) -> dict[str, str]:
+    """Phase -> the warnings of LOG_EVENTS the node logged in it (with the worst loop lag), by their timestamps."""
+    counts: dict[str, Counter[str]] = {}
+    worst: dict[str, float] = {}
     for line in node.log_text().splitlines():
-        with contextlib.suppress(ValueError, AttributeError):
-            event = str(json.loads(line).get("event", ""))
-            for name in LOG_EVENTS:
-                if event == name or (name == "alert" and event.startswith("alert_")):
-                    counts[name] += 1
-    return {k: v for k, v in counts.items() if v}
+        try:
+            entry = json.loads(line)
+            event = str(entry.get("event", ""))
+            at = datetime.fromisoformat(str(entry.get("timestamp"))).timestamp()
+        except (ValueError, AttributeError, TypeError):
+            continue
+        name = next((e for e in LOG_EVENTS if event == e or (e == "alert" and event.startswith("alert_"))), None)
+        if name is None:
+            continue
+        phase = [p for p, started in phases if started <= at][-1]
+        counts.setdefault(phase, Counter())[name] += 1
+        if name == "loop_lag":
+            worst[phase] = max(worst.get(phase, 0.0), float(entry.get("worst_ms") or entry.get("lag_ms") or 0))
+    out = {}
+    for phase, found in counts.items():
+        text = ", ".join(f"{k} {v}" for k, v in found.items())
+        out[phase] = text + (f" (worst lag {worst[phase]:.0f} ms)" if phase in worst else "")
+    return out
 
 
 async def run_one(root: Path, n: int, args: argparse.Namespace, template: Path) -> Result:
@@ -617,6 +640,7 @@ async def run_one(root: Path, n: int, args: argparse.Namespace, template: Path) 
     ids = [server_id(i) for i in range(n)]
     extra = ("--secret-key", SECRET, "--access-log", "off", "--cluster", CLUSTER)
     gens: list[GenProc] = []
+    phases: list[tuple[str, float]] = [("start", 0.0)]
     async with Cluster(root, size=1, extra=extra) as c:
         node = c.nodes[0]
         await c.wait_all_up(60)
@@ -633,6 +657,8 @@ async def run_one(root: Path, n: int, args: argparse.Namespace, template: Path) 
             ws_url = f"ws://127.0.0.1:{node.port}/"
             max_s = args.settle + args.duration + n / args.join_rate + 600
             share, t_join = math.ceil(n / res.procs), time.monotonic()
+            phases.append(("join", time.time()))
+            join0 = cpu_s([node.pid])
             for p in range(res.procs):
                 first, count = p * share, min(share, n - p * share)
                 if count > 0:
@@ -641,17 +667,20 @@ async def run_one(root: Path, n: int, args: argparse.Namespace, template: Path) 
             join_timeout = n / args.join_rate * 3 + 60
             await asyncio.wait_for(asyncio.gather(*(g.joined.wait() for g in gens)), join_timeout)
             res.join_s = time.monotonic() - t_join
+            res.join_pct = (cpu_s([node.pid]) - join0) / res.join_s * 100
+            phases.append(("settle", time.time()))
             print(f"  {n} agents joined in {res.join_s:.1f} s; settling {args.settle:.0f} s", file=sys.stderr,
                   flush=True)  # fmt: skip
             await asyncio.sleep(args.settle)
             # -- the steady window --
             spy: Profile | None = await start_profile(args.profile, node.pid) if args.profile else None
-            usage0 = await timeline_usage(db, ids)
+            usage0, items0 = await timeline_usage(db, ids)
             for g in gens:
                 await g.ask("mark")
             gen_pids = [g.pid for g in gens]
             node0, store0, gen0 = cpu_s([node.pid]), cpu_s([store_pid]), cpu_s(gen_pids)
             busy0, t0 = busy_cpu_seconds(), time.monotonic()
+            phases.append(("window", time.time()))
             print(f"  measuring {args.duration:.0f} s ...", file=sys.stderr, flush=True)
             while (left := args.duration - (time.monotonic() - t0)) > 0:
                 await asyncio.sleep(min(5.0, left))
@@ -659,7 +688,7 @@ async def run_one(root: Path, n: int, args: argparse.Namespace, template: Path) 
             res.window_s = time.monotonic() - t0
             node1, store1, gen1, busy1 = cpu_s([node.pid]), cpu_s([store_pid]), cpu_s(gen_pids), busy_cpu_seconds()
             reports = [await g.ask("report") for g in gens]
-            usage1 = await timeline_usage(db, ids)
+            usage1, items1 = await timeline_usage(db, ids)
             if spy is not None:
                 await stop_profile(spy)
                 res.profile = summarize_profile(spy)
@@ -677,9 +706,11 @@ async def run_one(root: Path, n: int, args: argparse.Namespace, template: Path) 
             # -- API reads under the load --
             print("  API reads ...", file=sys.stderr, flush=True)
             api0, ta = cpu_s([node.pid]), time.monotonic()
+            phases.append(("API reads", time.time()))
             res.api = await api_latency(http, node, key, ids, time.time() - 3600, args.requests, args.group_requests)
             res.api_node_pct = (cpu_s([node.pid]) - api0) / (time.monotonic() - ta) * 100
             # -- stop the agents, then count --
+            phases.append(("stop", time.time()))
             finals = [await g.stop() for g in gens]
             gens = []
             await asyncio.sleep(3.0)  # the last frames processed
@@ -697,20 +728,20 @@ async def run_one(root: Path, n: int, args: argparse.Namespace, template: Path) 
                 res.processed += sum(int(r.get("count", 0)) for r in rows)
                 minutes += sum(1 for r in rows if "count" in r)
             res.minutes = minutes / n
-            usage = await timeline_usage(db, ids)
+            usage, items = await timeline_usage(db, ids)
             for system, div in SYSTEMS.items():
-                items = sum([await db.client.llen(db.keys.timeline(s, system)) for s in ids])
-                res.ts_items[system] = items / n
-                per_item = usage[system] / items if items else 0.0
+                res.ts_items[system] = items[system] / n
+                per_item = usage[system] / items[system] if items[system] else 0.0
                 res.ts_day[system] = per_item * DAY_S / div
-                if system in GROWING:  # several items a window: the growth leaves out each key's fixed overhead
-                    res.ts_growth_day[system] = (usage1[system] - usage0[system]) / n / res.window_s * DAY_S
+                added = items1[system] - items0[system]
+                if system in GROWING and added > 0:  # without each key's fixed overhead
+                    res.ts_growth_day[system] = (usage1[system] - usage0[system]) / added * DAY_S / div
             res.quick_bytes = await key_usage(db, [db.keys.quickmon(s) for s in ids]) / n
             res.host_bytes = await key_usage(db, [db.keys.host_data(s) for s in ids]) / n
             res.alerts_active = int(await db.client.hlen(db.keys.alerts_active))
             res.invocations = len([k async for k in db.client.scan_iter(match=db.keys.alert_invocation("*"),
                                                                         count=1000)])  # fmt: skip
-            res.log_events = log_events(node)
+            res.log_events = log_events(node, phases)
         finally:
             for g in gens:
                 await g.stop()
@@ -761,15 +792,16 @@ def report(results: Sequence[Result], sizes: tuple[int, int], args: argparse.Nam
                "lost after joining; failed joins (retried); echoes answered; alerts active / invocations; node "
                "log")  # fmt: skip
     for r in results:
-        events = ", ".join(f"{k} {v}" for k, v in r.log_events.items()) or "none of " + "/".join(LOG_EVENTS[:5])
+        events = "; ".join(f"{k}: {v}" for k, v in r.log_events.items()) or "none of " + "/".join(LOG_EVENTS)
         out.append(f"  {r.agents:>5} agents: {r.sent:,} / {r.processed:,} ({r.sent - r.processed:+,} not stored); "
                    f"{r.quick_sent:,} quickmon; lost {r.lost}; failed joins {r.join_errors}; echoes {r.echoes:,}; "
-                   f"alerts {r.alerts_active} / {r.invocations}; log: {events}")  # fmt: skip
+                   f"alerts {r.alerts_active} / {r.invocations}; joining: node CPU {r.join_pct:.0f} %; "
+                   f"node log: {events}")  # fmt: skip
     out.append("")
     out.append("store memory per server (MEMORY USAGE): time series per day by system, as bytes per item (the "
                "keys' total / their items, so with each key's fixed overhead) x items per day, and for the systems "
-               "that grew during the window, from that growth (without the overhead); the QuickMon list (60 "
-               "samples) and the last sample")  # fmt: skip
+               "that grew during the window, from that growth per item added (without the overhead); the QuickMon "
+               "list (60 samples) and the last sample")  # fmt: skip
     for r in results:
         total = sum(r.ts_day.values())
         growth = total + sum(r.ts_growth_day.get(s, 0) - r.ts_day[s] for s in GROWING if s in r.ts_day)
