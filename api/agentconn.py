@@ -200,7 +200,7 @@ class AgentConn:
         masters, urls = gw.masters()
         await self.send("joined", {
             "config": {}, "masterData": {"masters": masters, "urls": urls}, "groups": record.get("groups", []),
-            "plugins": plugins, "commands": commands, "numServers": len(await stores.servers.online()),
+            "plugins": plugins, "commands": commands, "numServers": len(await stores.servers.online_ids()),
             "features": {"api_finish_job": True, "log_offsets": True},
         })  # fmt: skip
         log.info("agent_joined", server=self.server_id, hostname=record.get("hostname"), ip=self.ip,

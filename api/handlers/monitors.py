@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.timeseries import SYSTEMS
-
 from cluster.expressions import ExpressionError, compile_expression
 from cluster.monitoring.values import DATA_TYPES, cast, extract
 from cluster.patterns import PatternError, compile_user
 from storage.families import GROUPS, MONITORS
+from storage.timeseries import SYSTEMS
 
 from ..call import Call
 from ..definitions import FamilySpec, Field, register_family
@@ -169,10 +168,15 @@ async def get_historical_monitor_data(call: Call) -> Reply:
                     strings("servers", max_items=1000)))  # fmt: skip
 async def get_quickmon_data(call: Call) -> Reply:
     """The last minute of per-second samples of online servers (one, a group's, or all the caller sees)."""
-    online = await call.stores.servers.online()
-    wanted = [sid for sid, rec in online.items() if server_visible(call.who, rec)]
-    if call.params.get("server"):
-        wanted = [s for s in wanted if s == call.params["server"]]
-    elif call.params.get("group"):
-        wanted = [s for s in wanted if call.params["group"] in (online[s].get("groups") or [])]
+    who, server_id, group = call.who, call.params.get("server"), call.params.get("group")
+    if server_id:
+        record = await call.stores.servers.get(server_id)
+        online = await call.stores.servers.is_online(server_id)
+        wanted = [server_id] if record is not None and online and server_visible(who, record) else []
+    elif not group and (who.is_admin or not who.groups):  # every online server: the ids are enough
+        wanted = await call.stores.servers.online_ids()
+    else:
+        records = await call.stores.servers.online()
+        wanted = [sid for sid, rec in records.items() if server_visible(who, rec)
+                  and (not group or group in (rec.get("groups") or []))]  # fmt: skip
     return {"servers": await call.stores.quickmon.get(wanted)}
