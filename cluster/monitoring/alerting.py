@@ -51,11 +51,11 @@ class Alert:
         try:
             if not truthy(self.expression.evaluate_raw(data)):
                 return None
-        except ExpressionError:
+        except Exception:  # an ExpressionError, or any failure on odd data: false, as xyOps
             return None
         try:
             return templates.render(self.message, data)[:MESSAGE_CHARS]
-        except ValueError:
+        except Exception:
             return self.message[:MESSAGE_CHARS]
 
 

@@ -141,11 +141,14 @@ class Monitor:
         """The monitor's value for one sample."""
         try:
             raw = self.source.evaluate(data)
-        except ExpressionError:
+        except Exception:  # an ExpressionError, or any failure on odd data: 0, as xyOps (never the whole sample)
             raw = 0
-        if self.match is not None:
-            raw = extract(raw, self.match)
-        return cast(raw, self.data_type)
+        try:
+            if self.match is not None:
+                raw = extract(raw, self.match)
+            return cast(raw, self.data_type)
+        except (ValueError, OverflowError):  # e.g. a text of thousands of digits
+            return 0
 
     def rate(self, value: float, previous: Mapping[str, Any] | None, elapsed: float | None) -> int | float:
         """The delta of a delta monitor against the previous sample's absolute value."""
