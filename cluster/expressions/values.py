@@ -15,7 +15,6 @@ running for seconds. Outside an evaluation nothing is charged (the caps still ho
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -380,7 +379,6 @@ def get_property(value: Any, key: str) -> Any:
     return UNDEFINED
 
 
-
 # -- comparisons -----------------------------------------------------------------------------------------------------
 
 
@@ -529,32 +527,38 @@ class _JsonWriter:
             number = to_number(value)
             self.put(number_text(number) if math.isfinite(number) else "null")
         elif isinstance(value, list | tuple):
-            self._nest(depth)
-            charge(min(len(value), MAX_STRING) * JSON_ITEM_STEPS)
-            self.put("[")
-            for i, item in enumerate(value):
-                if i:
-                    self.put(",")
-                if not self.value(item, depth + 1):
-                    self.put("null")
-            self.put("]")
+            self._array(value, depth)
         elif isinstance(value, Mapping):
-            self._nest(depth)
-            self.put("{")
-            first = True
-            for key in _ordered_keys(value):
-                if len(key) > MAX_STRING:
-                    raise LimitError(f"a string would exceed {MAX_STRING} characters")
-                mark = len(self.parts)
-                self.put(("" if first else ",") + _quote(key) + ":")
-                if self.value(value[key], depth + 1):
-                    first = False
-                else:
-                    del self.parts[mark:]
-            self.put("}")
+            self._object(value, depth)
         else:
             self.put("{}")  # an opaque object: JSON.stringify of a class instance without own fields
         return True
+
+    def _array(self, value: list[Any] | tuple[Any, ...], depth: int) -> None:
+        self._nest(depth)
+        charge(min(len(value), MAX_STRING) * JSON_ITEM_STEPS)
+        self.put("[")
+        for i, item in enumerate(value):
+            if i:
+                self.put(",")
+            if not self.value(item, depth + 1):
+                self.put("null")
+        self.put("]")
+
+    def _object(self, value: Mapping[Any, Any], depth: int) -> None:
+        self._nest(depth)
+        self.put("{")
+        first = True
+        for key in _ordered_keys(value):
+            if len(key) > MAX_STRING:
+                raise LimitError(f"a string would exceed {MAX_STRING} characters")
+            mark = len(self.parts)
+            self.put(("" if first else ",") + _quote(key) + ":")
+            if self.value(value[key], depth + 1):
+                first = False
+            else:
+                del self.parts[mark:]
+        self.put("}")
 
     @staticmethod
     def _nest(depth: int) -> None:
