@@ -6,9 +6,12 @@ first match); `a[expr]` filters an array by `expr` when `expr` reads the item (`
 strings are reachable: no attribute of a Python object ever is. ⚠ Where JEXL throws on a missing value (`x[0]` or
 `x.y` with `x` missing or null, `.y` of an empty filter result) the result is undefined instead.
 
-Bounds at evaluation: every item a filter visits costs the filter's size in steps, every item a function walks one
-step, at most MAX_STEPS in all; no string over MAX_STRING characters and no array over MAX_ITEMS items is made.
-Going past any of them raises EvaluationError, as does a function that fails (e.g. `match` with a refused pattern).
+Bounds at evaluation: every item a filter visits costs the filter's size in steps, every item a function walks,
+`in` scans or a conversion joins one step, every CHARS_PER_STEP characters scanned or converted one step, every
+pattern `match` compiles COMPILE_STEPS, at most MAX_STEPS in all; no string over MAX_STRING characters and no
+array over MAX_ITEMS items is made. Going past any of them raises EvaluationError, as does a function that fails
+(e.g. `match` with a refused pattern) or any other fault inside the evaluator: callers only ever see
+ExpressionError.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from typing import Any, Final
 
 from . import values
 from .errors import EvaluationError
-from .functions import BUILTINS, NAMES, Budget, Builtin, FunctionFailed
+from .functions import BUILTINS, NAMES, Builtin, FunctionFailed
 from .parser import Node, parse
-from .values import MAX_ITEMS, UNDEFINED, JSDict, JSList, LimitError, get_property
+from .values import MAX_ITEMS, UNDEFINED, Budget, JSDict, JSList, LimitError, charging, get_property
 
 MAX_STEPS: Final = 100_000
 CACHE_SIZE: Final = 1024
@@ -148,16 +151,20 @@ def _result_float(value: float) -> int | float:
     return int(value) if value.is_integer() and abs(value) <= values.SAFE_INT else value
 
 
-def _in(left: Any, right: Any) -> Any:
+def _in(budget: Budget, left: Any, right: Any) -> Any:
+    """`left in right`: a substring of a string, or an item (===) of an array; each element or CHARS_PER_STEP
+    characters scanned costs a step, so `list[.x in other_list]` over two large arrays runs out of steps."""
     if isinstance(right, str):
+        budget.spend_chars(len(right))
         return values.to_string(left) in right
     if isinstance(right, list | tuple):
+        budget.spend(len(right))
         return any(values.strict_equal(item, left) for item in right)
     return False
 
 
 _BINARY: Final[dict[str, Callable[[Any, Any], Any]]] = {
-    "+": _add, "-": _sub, "*": _mul, "/": _div, "//": _floordiv, "%": _mod, "^": _pow, "in": _in,
+    "+": _add, "-": _sub, "*": _mul, "/": _div, "//": _floordiv, "%": _mod, "^": _pow,
     "==": values.loose_equal, "!=": lambda a, b: not values.loose_equal(a, b),
     "<": lambda a, b: values.compare("<", a, b), "<=": lambda a, b: values.compare("<=", a, b),
     ">": lambda a, b: values.compare(">", a, b), ">=": lambda a, b: values.compare(">=", a, b),
@@ -272,6 +279,8 @@ def _compile_binary(node: Node) -> Run:
             return not same if negate else same
 
         return equal
+    if node.value == "in":
+        return lambda env, item: _in(env.budget, left(env, item), right(env, item))
     op = _BINARY[node.value]
     return lambda env, item: op(left(env, item), right(env, item))
 
@@ -357,21 +366,23 @@ class Expression:
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
 
-    def evaluate_raw(self, context: Mapping[str, Any],
-                     functions: Mapping[str, Callable[..., Any]] | None = None) -> Any:  # fmt: skip
-        """The value as the evaluator holds it (UNDEFINED distinct from None; literals as JSList/JSDict)."""
+    def evaluate_raw(self, context: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]] | None = None,
+                     *, budget: Budget | None = None) -> Any:  # fmt: skip
+        """The value as the evaluator holds it (UNDEFINED distinct from None; literals as JSList/JSDict).
+        `budget`: steps shared with other evaluations (a template's placeholders); by default MAX_STEPS."""
         table: Mapping[str, Builtin] = BUILTINS
         if functions:
             table = {**BUILTINS, **{k: _external(k, f) for k, f in functions.items() if k in NAMES}}
-        env = _Env(context, table, Budget(MAX_STEPS))
+        env = _Env(context, table, Budget(MAX_STEPS) if budget is None else budget)
         try:
-            return self._run(env, context)
-        except LimitError as exc:
-            raise EvaluationError(str(exc)) from None
-        except FunctionFailed as exc:
+            with charging(env.budget):
+                return self._run(env, context)
+        except (LimitError, FunctionFailed) as exc:
             raise EvaluationError(str(exc)) from None
         except RecursionError:
             raise EvaluationError("the expression recursed too deeply") from None
+        except Exception as exc:  # a fault of ours on odd data: named by its type only, never the data
+            raise EvaluationError(f"the expression failed ({type(exc).__name__})") from None
 
     def evaluate(self, context: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]] | None = None) -> Any:
         """The value as plain Python data (undefined is None)."""

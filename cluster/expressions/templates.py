@@ -15,21 +15,27 @@ Differences from xyOps, on purpose:
 - null renders as `missing` like undefined (xyOps writes "null"); `stringify()` of undefined is "null";
 - a placeholder that fails at evaluation (a bound, a refused `match` pattern) renders as "(error: ...)", the
   message naming the problem, never the data (xyOps: "(ERROR: ...)").
+
+Bounds: one render has one Budget of MAX_STEPS shared by all its placeholders, and each inserted text costs a
+step per CHARS_PER_STEP characters, so repeating a costly placeholder does not multiply the work (once the steps
+are spent, the rest render as errors). The text the placeholders insert is at most MAX_OUTPUT characters in all;
+beyond, render() raises EvaluationError (a ValueError), the caller's path for a template that cannot render.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from . import values
-from .compiler import Expression, compile_expression
+from .compiler import MAX_STEPS, Expression, compile_expression
 from .errors import EvaluationError, ExpressionError
 from .functions import BUILTINS
-from .values import get_property
+from .values import Budget, charging, get_property
 
 OPEN, CLOSE = "{{", "}}"
+MAX_OUTPUT: Final = 256 * 1024  # characters all placeholders of one render may insert
 FUNCTIONS = BUILTINS  # the functions a placeholder may call (plus the caller's `server` / `event`)
 
 
@@ -90,25 +96,38 @@ def lookup(data: Any, path: Sequence[str]) -> Any:
     return value
 
 
+def _room(inserted: int) -> None:
+    if inserted > MAX_OUTPUT:
+        raise EvaluationError(f"the template would insert more than {MAX_OUTPUT} characters")
+
+
 def render(template: str, data: Mapping[str, Any], escape: Callable[[str], str] | None = None, *,
            raw_start: bool = False, missing: str = "",
            functions: Mapping[str, Callable[..., Any]] | None = None) -> str:  # fmt: skip
     """Expand every placeholder. `escape` filters each inserted value (e.g. URL-encoding); with `raw_start`, a
     placeholder at the very start is inserted unescaped (a URL's base address); a value that is missing or renders
     empty becomes `missing` (emails and summaries show "n/a" there, as xyOps does). `functions`: lookups for
-    `server(id)` and `event(id)`."""
+    `server(id)` and `event(id)`. EvaluationError when the placeholders would insert more than MAX_OUTPUT
+    characters."""
     out: list[str] = []
+    budget = Budget(MAX_STEPS)
+    inserted = 0
     for part in parse(template):
         if isinstance(part, str):
             out.append(part)
             continue
         try:
-            text = values.text(part.expression.evaluate_raw(data, functions))
+            with charging(budget):  # the JSON of a container result is charged too
+                text = values.text(part.expression.evaluate_raw(data, functions, budget=budget))
+                budget.spend_chars(len(text))
         except (EvaluationError, values.LimitError) as exc:
             text = f"(error: {exc})"
         if not text:
             text = missing
         if escape is not None and not (raw_start and part.start == 0):
+            _room(inserted + len(text))  # escaping never shortens a text: refuse before the work
             text = escape(text)
+        inserted += len(text)
+        _room(inserted)
         out.append(text)
     return "".join(out)

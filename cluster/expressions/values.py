@@ -7,26 +7,72 @@ JSDict, so `plain()` only has to walk those to turn UNDEFINED into None at the e
 object slipped into a context) is opaque: it has no properties and reads as "[object Object]".
 
 Every text this module builds (array joins, JSON) is capped at MAX_STRING characters and raises LimitError beyond,
-so no conversion of a large context value costs more than that much work.
+so no conversion of a large context value costs more than that much work. Conversions also charge the Budget of
+the evaluation under way (`charging()`): one step per item joined or written and one per CHARS_PER_STEP characters,
+so an expression that converts the same large array for every item of a filter runs out of steps instead of
+running for seconds. Outside an evaluation nothing is charged (the caps still hold).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import ROUND_HALF_UP, Decimal
+from json.encoder import encode_basestring
 from typing import Any, Final
 
 MAX_STRING: Final = 65536  # characters in any string an expression produces
 MAX_ITEMS: Final = 10_000  # items in any array an expression produces
 MAX_NESTING: Final = 64  # levels of arrays/objects walked when joining or serialising
 SAFE_INT: Final = 2**53  # beyond this JavaScript numbers are inexact; ints are carried as floats
+CHARS_PER_STEP: Final = 32  # characters converted, scanned or produced per step of the budget
+LONG_DIGITS: Final = 4000  # decimal digits beyond which text is read as a float (Python refuses int() past 4300)
 
 
 class LimitError(Exception):
     """A value grew past a bound (string length, array size, nesting); the evaluator turns it into an error."""
+
+
+class Budget:
+    """Work left to one evaluation (or one template render): filters spend per item visited, functions and
+    conversions per item walked and per CHARS_PER_STEP characters. `patterns` are those compiled so far."""
+
+    __slots__ = ("patterns", "steps")
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.patterns: set[str] = set()
+
+    def spend(self, steps: int) -> None:
+        self.steps -= steps
+        if self.steps < 0:
+            raise LimitError("the expression takes too many steps")
+
+    def spend_chars(self, count: int) -> None:
+        self.spend(count // CHARS_PER_STEP)
+
+
+_BUDGET: ContextVar[Budget | None] = ContextVar("expression_budget", default=None)
+
+
+@contextmanager
+def charging(budget: Budget) -> Iterator[Budget]:
+    """Charge the conversions made inside the block (joins, JSON, string scans) to `budget`."""
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
+
+
+def charge(steps: int, chars: int = 0) -> None:
+    """Spend steps (and characters) of the evaluation under way, if any."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.spend(steps + chars // CHARS_PER_STEP)
 
 
 class _Undefined:
@@ -107,6 +153,15 @@ def _int_or_float(value: int) -> int | float:
         return math.inf if value > 0 else -math.inf
 
 
+def _decimal_int(digits: str) -> int | float:
+    """Decimal digits (with an optional sign) as a number; past LONG_DIGITS as the float JavaScript reads
+    (Infinity for a long run of non-zero digits), so no text reaches Python's int-conversion limit."""
+    if len(digits) > LONG_DIGITS:
+        value = float(digits)
+        return int(value) if value.is_integer() and abs(value) <= SAFE_INT else value
+    return _int_or_float(int(digits))
+
+
 def _string_number(text: str) -> int | float:
     text = text.strip()
     if not text:
@@ -116,7 +171,7 @@ def _string_number(text: str) -> int | float:
             return -math.inf if text[0] == "-" else math.inf
         if "." in text or "e" in text or "E" in text:
             return float(text)
-        return _int_or_float(int(text))
+        return _decimal_int(text)
     if m := _RADIX.fullmatch(text):
         try:
             return _int_or_float(int(m[2], _RADIX_BASE[m[1].lower()]))
@@ -149,7 +204,9 @@ def parse_int(value: Any) -> int | float:
     m = _INT_PREFIX.match(to_string(value).strip())
     if m is None:
         return math.nan
-    number = int(m[2], 16) if m[2] is not None else int(m[3])
+    if m[2] is None:
+        return _decimal_int(m[1] + m[3])
+    number = int(m[2], 16)  # a power-of-two base: no conversion limit, linear
     return _int_or_float(-number if m[1] == "-" else number)
 
 
@@ -216,8 +273,15 @@ def locale_number(value: Any) -> str:
 
 
 def utf16_length(text: str) -> int:
-    """A string's JavaScript `length` (UTF-16 code units)."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF) if not text.isascii() else len(text)
+    """A string's JavaScript `length` (UTF-16 code units), counted by the codec rather than a Python loop."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def utf16_units(text: str) -> str | bytes:
+    """A key that orders strings by UTF-16 code units (JavaScript's `<`): the text itself when it is ASCII."""
+    return text if text.isascii() else text.encode("utf-16-be", "surrogatepass")
 
 
 def check_string(text: str) -> str:
@@ -229,6 +293,7 @@ def check_string(text: str) -> str:
 def _join(items: list[Any] | tuple[Any, ...], depth: int) -> str:
     if depth > MAX_NESTING:
         raise LimitError(f"arrays nest deeper than {MAX_NESTING} levels")
+    charge(min(len(items), MAX_STRING + 1))  # more items than that cannot fit in a string anyway
     parts: list[str] = []
     size = 0
     for item in items:
@@ -237,6 +302,7 @@ def _join(items: list[Any] | tuple[Any, ...], depth: int) -> str:
         if size > MAX_STRING + 1:
             raise LimitError(f"a string would exceed {MAX_STRING} characters")
         parts.append(text)
+    charge(0, size)
     return ",".join(parts)
 
 
@@ -284,6 +350,11 @@ def text(value: Any) -> str:
 # -- reading data ---------------------------------------------------------------------------------------------------
 
 
+def _is_index(key: str) -> bool:
+    """An array index as JavaScript writes it: ASCII digits, no leading zero, short enough for int()."""
+    return key.isascii() and key.isdigit() and len(key) <= 15 and (key == "0" or key[0] != "0")
+
+
 def get_property(value: Any, key: str) -> Any:
     """value[key] as JavaScript reads it, for data only: a mapping's key, a list's index or length, a string's
     character or length; anything else is undefined."""
@@ -292,21 +363,20 @@ def get_property(value: Any, key: str) -> Any:
     if isinstance(value, list | tuple):
         if key == "length":
             return len(value)
-        if key.isdigit() and (key == "0" or key[0] != "0"):
+        if _is_index(key):
             index = int(key)
             return value[index] if index < len(value) else UNDEFINED
         return UNDEFINED
     if isinstance(value, str):
         if key == "length":
             return utf16_length(value)
-        if key.isdigit() and (key == "0" or key[0] != "0"):
+        if _is_index(key):
             index = int(key)
             return value[index] if index < len(value) else UNDEFINED
         return UNDEFINED
     if isinstance(value, Mapping):
         return value.get(key, UNDEFINED)
     return UNDEFINED
-
 
 
 # -- comparisons -----------------------------------------------------------------------------------------------------
@@ -373,10 +443,6 @@ def same_value_zero(left: Any, right: Any) -> bool:
     return strict_equal(left, right)
 
 
-def _utf16_key(text: str) -> str | bytes:
-    return text if all(ord(c) <= 0xFFFF for c in text) else text.encode("utf-16-be", "surrogatepass")
-
-
 def compare(op: str, left: Any, right: Any) -> bool:
     """JavaScript `<`, `<=`, `>`, `>=`: two strings compare by UTF-16 code units, anything else as numbers
     (NaN compares false)."""
@@ -389,10 +455,8 @@ def compare(op: str, left: Any, right: Any) -> bool:
     if isinstance(left, str) and isinstance(right, str):
         a, b = left, right
         if not (a.isascii() and b.isascii()):
-            a, b = _utf16_key(a), _utf16_key(b)
-            if type(a) is not type(b):
-                a = a.encode("utf-16-be", "surrogatepass") if isinstance(a, str) else a
-                b = b.encode("utf-16-be", "surrogatepass") if isinstance(b, str) else b
+            charge(0, len(a) + len(b))
+            a, b = a.encode("utf-16-be", "surrogatepass"), b.encode("utf-16-be", "surrogatepass")
     else:
         a, b = to_number(left), to_number(right)
     if op == "<":
@@ -407,15 +471,24 @@ def compare(op: str, left: Any, right: Any) -> bool:
 # -- JSON ------------------------------------------------------------------------------------------------------------
 
 _INDEX_KEY = re.compile(r"0|[1-9]\d{0,9}")
+JSON_ITEM_STEPS: Final = 4  # an item or member written as JSON costs about four filter steps of work
+_quote: Final[Callable[[str], str]] = encode_basestring  # JSON string text in C, non-ASCII kept as is
 
 
 def _ordered_keys(obj: Mapping[Any, Any]) -> list[str]:
-    """JavaScript's own-key order: integer-like keys ascending first, then the rest in insertion order."""
-    keys = [k for k in obj if isinstance(k, str)]
-    index = [k for k in keys if _INDEX_KEY.fullmatch(k) and int(k) < 2**32 - 1]
+    """JavaScript's own-key order: integer-like keys ascending first, then the rest in insertion order.
+    Every member takes at least 4 characters of JSON (`"":0` or a comma), so more keys than MAX_STRING // 4
+    cannot fit and are refused before any sorting."""
+    charge(min(len(obj), MAX_STRING) * JSON_ITEM_STEPS)
+    index: list[str] = []
+    rest: list[str] = []
+    for key in obj:
+        if isinstance(key, str):
+            (index if _INDEX_KEY.fullmatch(key) and int(key) < 2**32 - 1 else rest).append(key)
+            if len(index) + len(rest) > MAX_STRING // 4:
+                raise LimitError(f"a string would exceed {MAX_STRING} characters")
     if not index:
-        return keys
-    rest = [k for k in keys if k not in set(index)]
+        return rest
     return sorted(index, key=int) + rest
 
 
@@ -430,43 +503,62 @@ class _JsonWriter:
             raise LimitError(f"a string would exceed {MAX_STRING} characters")
         self.parts.append(piece)
 
+    def text(self, value: str) -> None:
+        if len(value) > MAX_STRING:  # its JSON is at least as long: refuse before encoding
+            raise LimitError(f"a string would exceed {MAX_STRING} characters")
+        self.put(_quote(value))
+
     def value(self, value: Any, depth: int) -> bool:
         """Write one value; False when it has no JSON form (undefined), which the caller omits or writes as null."""
-        if value is UNDEFINED:
+        kind = type(value)
+        if kind is str:
+            self.text(value)
+        elif kind is int and -SAFE_INT <= value <= SAFE_INT:
+            self.put(str(value))
+        elif value is UNDEFINED:
             return False
-        if value is None:
+        elif value is None:
             self.put("null")
         elif value is True or value is False:
             self.put("true" if value else "false")
         elif isinstance(value, str):
-            self.put(json.dumps(str.__str__(value), ensure_ascii=False))
+            self.text(str.__str__(value))
         elif isinstance(value, int | float):
             number = to_number(value)
             self.put(number_text(number) if math.isfinite(number) else "null")
         elif isinstance(value, list | tuple):
-            self._nest(depth)
-            self.put("[")
-            for i, item in enumerate(value):
-                if i:
-                    self.put(",")
-                if not self.value(item, depth + 1):
-                    self.put("null")
-            self.put("]")
+            self._array(value, depth)
         elif isinstance(value, Mapping):
-            self._nest(depth)
-            self.put("{")
-            first = True
-            for key in _ordered_keys(value):
-                mark = len(self.parts)
-                self.put(("" if first else ",") + json.dumps(key, ensure_ascii=False) + ":")
-                if self.value(value[key], depth + 1):
-                    first = False
-                else:
-                    del self.parts[mark:]
-            self.put("}")
+            self._object(value, depth)
         else:
             self.put("{}")  # an opaque object: JSON.stringify of a class instance without own fields
         return True
+
+    def _array(self, value: list[Any] | tuple[Any, ...], depth: int) -> None:
+        self._nest(depth)
+        charge(min(len(value), MAX_STRING) * JSON_ITEM_STEPS)
+        self.put("[")
+        for i, item in enumerate(value):
+            if i:
+                self.put(",")
+            if not self.value(item, depth + 1):
+                self.put("null")
+        self.put("]")
+
+    def _object(self, value: Mapping[Any, Any], depth: int) -> None:
+        self._nest(depth)
+        self.put("{")
+        first = True
+        for key in _ordered_keys(value):
+            if len(key) > MAX_STRING:
+                raise LimitError(f"a string would exceed {MAX_STRING} characters")
+            mark = len(self.parts)
+            self.put(("" if first else ",") + _quote(key) + ":")
+            if self.value(value[key], depth + 1):
+                first = False
+            else:
+                del self.parts[mark:]
+        self.put("}")
 
     @staticmethod
     def _nest(depth: int) -> None:
@@ -479,4 +571,5 @@ def json_text(value: Any) -> str | None:
     writer = _JsonWriter()
     if not writer.value(value, 0):
         return None
+    charge(0, writer.size)
     return "".join(writer.parts)
