@@ -102,4 +102,8 @@ async def test_alert(call: Call) -> Reply:
         result = truthy(compile_expression(p["expression"]).evaluate_raw(data))
     except ExpressionError:
         result = False
-    return {"result": result, "message": templates.render(p["message"], data)}
+    try:
+        message = templates.render(p["message"], data)
+    except ValueError as exc:  # over the evaluation or output bounds
+        raise ApiError("alert", f"The message does not render: {exc}") from None
+    return {"result": result, "message": message}

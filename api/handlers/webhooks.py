@@ -15,7 +15,7 @@ from storage.families import WEB_HOOKS
 from .. import params as P
 from ..call import Call
 from ..definitions import FamilySpec, Field, Record, clean_fields, register_family
-from ..errors import bad_param
+from ..errors import ApiError, bad_param
 from ..registry import HANDLERS, Reply
 
 MAX_TIMEOUT_S = 3600
@@ -129,5 +129,9 @@ async def test_web_hook(call: Call) -> Reply:
     else:
         hook = {"id": hook_id, **clean_fields(WEB_HOOK_SPEC, overrides, creating=True)}
     validate_hook(hook)
-    result = await send(prepare(hook, sample_data(hook)))
+    try:
+        request = prepare(hook, sample_data(hook))
+    except ValueError as exc:  # a template over the evaluation or output bounds
+        raise ApiError("webhook", f"Web Hook {hook_id} cannot be prepared: {exc}") from None
+    result = await send(request)
     return {"result": result}
