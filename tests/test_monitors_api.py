@@ -31,7 +31,7 @@ async def test_monitor_definitions(site: Site, admin: Headers) -> None:
     made = (await ok(site, "create_monitor", {"title": "Swap", "source": "memory.swapused", "data_type": "bytes",
                                                "groups": ["main"]}, admin))["monitor"]  # fmt: skip
     assert made["id"].startswith("m") and made["sort_order"] == 15 and made["revision"] == 1
-    refused = [
+    refused: list[tuple[dict[str, Any], str, str]] = [
         ({"title": "x", "source": "1 +", "data_type": "integer"}, "monitor", "source"),
         ({"title": "x", "source": "a", "data_type": "percent"}, "api", "data_type"),
         ({"title": "x", "source": "a", "data_type": "float", "data_match": "(?=x)"}, "api", "data_match"),
@@ -66,7 +66,7 @@ async def test_alert_definitions(site: Site, admin: Headers) -> None:
                                              "message": "CPU at {{pct(monitors.cpu_usage)}}",
                                              "actions": [action]}, admin))["alert"]  # fmt: skip
     assert made["samples"] == 3 and made["enabled"] is True and made["limit_jobs"] is False
-    refused = [
+    refused: list[tuple[dict[str, Any], str, str]] = [
         ({"expression": "cpu >", "message": "m"}, "alert", "expression"),
         ({"expression": "true", "message": "{{ cpu. }}"}, "api", "message"),
         ({"expression": "true", "message": "m", "samples": 0}, "api", "samples"),
@@ -77,7 +77,7 @@ async def test_alert_definitions(site: Site, admin: Headers) -> None:
         ({"expression": "true"}, "api", "message"),
     ]
     for body, code, field in refused:
-        status, data = await call(site, "create_alert", {"title": "x", **body}, admin)
+        _, data = await call(site, "create_alert", {"title": "x", **body}, admin)
         assert data["code"] == code and field in data["description"], (body, data)
     await ok(site, "update_alert", {"id": made["id"], "enabled": False}, admin)
     assert (await ok(site, "get_alert", {"id": made["id"]}, admin))["alert"]["enabled"] is False
