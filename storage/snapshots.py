@@ -162,6 +162,9 @@ class SnapshotStore:
             return None
         return _record(await self.db.client.get(self.db.keys.snapshot(snapshot_id)))
 
+    async def exists(self, snapshot_id: str) -> bool:
+        return valid_snapshot_id(snapshot_id) and bool(await self.db.client.exists(self.db.keys.snapshot(snapshot_id)))
+
     async def get_many(self, ids: Sequence[str], *, full: bool = True) -> list[Record | None]:
         """The records (or with `full` False the briefs) of `ids`, in order, None where one is missing."""
         key = self.db.keys.snapshot if full else self.db.keys.snapshot_brief
@@ -302,11 +305,16 @@ class SnapshotStore:
         """Delete the oldest snapshots (fenced, `step` a script) until they take at most `target` bytes, or
         `most` went. Returns how many went."""
         removed = skipped = 0
-        while removed < most and await self.used_bytes() > target:
+        while removed < most and (excess := await self.used_bytes() - target) > 0:
             found, _ = await self.oldest(step, offset=skipped)
             if not found:
                 break
-            done, gone = await self.delete_many(fence, found)
+            sizes = await self.db.client.hmget(self.db.keys.snapshot_sizes, found)
+            upto = 0
+            while upto < len(found) and excess > 0:  # only as many as the excess needs
+                excess -= int(sizes[upto] or 0)
+                upto += 1
+            done, gone = await self.delete_many(fence, found[:upto])
             removed += done
             skipped += len(gone)
         return removed

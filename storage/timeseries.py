@@ -55,7 +55,7 @@ DEFAULT_RETENTION_S: dict[str, int] = {
     "monthly": 1826 * DAY_S,  # 5 years
     "yearly": 3652 * DAY_S,  # 10 years
 }
-MAX_ROWS = 5_000  # the most items one read returns: a few MB answered (3.5 days of the hourly system)
+MAX_ROWS = 50_000  # the most items one read returns (a month of the daily system is 22,320)
 MAX_TOTALS = 500  # monitors in one sample
 MAX_ALERTS = 100  # alert ids flagged on one item
 MAX_ID = 128  # length of a monitor or alert id

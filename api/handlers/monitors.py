@@ -12,7 +12,7 @@ from cluster.expressions import ExpressionError, compile_expression
 from cluster.monitoring.values import DATA_TYPES, cast, extract
 from cluster.patterns import PatternError, TextTooLong, compile_user
 from storage.families import GROUPS, MONITORS
-from storage.timeseries import MAX_ROWS, SYSTEMS
+from storage.timeseries import SYSTEMS
 
 from ..call import Call
 from ..definitions import FamilySpec, Field, register_family
@@ -23,8 +23,9 @@ from ..registry import AUTH, HANDLERS, Reply
 from .servers import SERVER_ID, server_visible
 
 EXPRESSION_LEN = 4096
-# Time series items in one read (xyOps: no bound): MAX_ROWS (5,000, storage/timeseries.py) keeps a reply to a few
-# MB and its decoding and encoding to tens of ms; a longer span is read in pages by `date`.
+# Time series items in one read (xyOps: no bound): a reply of a few MB, decoded and encoded in tens of ms (the store
+# allows more, for its own readers); a longer span is read in pages by `date`.
+MAX_ROWS = 5000
 MAX_DATE = 253_402_300_799.0  # 9999-12-31 (epoch s): far past any sample, and an offset the store can take
 
 

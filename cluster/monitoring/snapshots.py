@@ -224,6 +224,8 @@ async def take_server_snapshot(
         raise SnapshotError("snapshot", f"No monitoring data has arrived from server {server_id} yet.")
     if isinstance(host.get("data"), Mapping) and host["data"].get("dummy"):
         raise SnapshotError("snapshot", f"Monitoring is disabled on server: {server_id}")
+    if snapshot_id and await stores.snapshots.exists(snapshot_id):
+        return snapshot_id  # a repeated run: its snapshot is there already
     snapshot_id = snapshot_id or generate_id(ID_PREFIX)
     if per_sample:
         taken = await stores.snapshots.claim_sample(server_id, float(host.get("date") or 0), snapshot_id)
