@@ -391,10 +391,10 @@ class Keyspace:
         delete, recounted by maintenance."""
         return self.key("snapshots", "bytes")
 
-    def snapshot_of_sample(self, server_id: str, date: str) -> str:
-        """STRING the id of the job or alert snapshot taken of one server's sample dated `date` (the others of
-        that sample reuse it); EX a few minutes."""
-        return self.key("snapshot_of_sample", server_id, date)
+    def snapshot_of_sample(self, server_id: str, source: str, date: str) -> str:
+        """STRING the id of the snapshot a job (or alert) action took of one server's sample dated `date`: the
+        next job (or alert) action of that sample reuses it; EX a few minutes."""
+        return self.key("snapshot_of_sample", server_id, source, date)
 
     def host_brief(self, server_id: str) -> str:
         """STRING msgpack the server's last sample without its heavy parts (process and connection lists,

@@ -231,10 +231,10 @@ class SnapshotStore:
             await self.index.remove(snapshot_id, fields)
 
     # -- one snapshot per sample for jobs and alerts -----------------------------------------------
-    async def claim_sample(self, server_id: str, date: float, snapshot_id: str) -> str | None:
-        """Offer `snapshot_id` as the snapshot of one server's sample dated `date`. Returns the id of a stored
-        snapshot of that sample taken earlier (to record instead of a new copy), or None: take `snapshot_id`."""
-        key = self.db.keys.snapshot_of_sample(server_id, repr(float(date)))
+    async def claim_sample(self, server_id: str, source: str, date: float, snapshot_id: str) -> str | None:
+        """Offer `snapshot_id` as the `source` snapshot of one server's sample dated `date`. Returns the id of a
+        stored one of that sample taken earlier (to record instead of a new copy), or None: take `snapshot_id`."""
+        key = self.db.keys.snapshot_of_sample(server_id, source, repr(float(date)))
         if await self.db.client.set(key, snapshot_id, nx=True, ex=SAMPLE_REUSE_S):
             return None
         found = await self.db.client.get(key)

@@ -8,9 +8,10 @@ The builders here are pure; `take_server_snapshot` / `take_group_snapshot` gathe
 
 A group snapshot keeps each member's brief sample (no process or connection lists, mounts or plugin output) and
 reads only those (storage/hostdata.py), yielding to the loop every few members, so a large group never holds the
-primary's loop (and its lease) for long. Job and alert actions take one snapshot per server and sample: a second
-job error on a server within the same minute records the snapshot the first took; and their snapshot ids come
-from their run ids, so a run repeated after a failover finds its snapshot instead of making a second one. Past
+primary's loop (and its lease) for long. Job and alert actions take one snapshot per server, sample and source: a
+second job error on a server within the same minute records the snapshot the first took (alerts alike); and
+their snapshot ids come from their run ids, so a run repeated after a failover finds its snapshot instead of
+making a second one. Past
 the byte budget (storage/snapshots.py) the primary drops the oldest snapshots to make room; another node
 refuses (code `snapshot`) until retention has made some.
 
@@ -213,8 +214,8 @@ async def take_server_snapshot(
 ) -> str:  # fmt: skip
     """Snapshot one server from its last sample (or `host`, the record just written); returns the id. SnapshotError
     when the server is unknown, has sent no sample yet or has monitoring disabled. `snapshot_id`: a stable id (an
-    action run's, run_snapshot_id); `per_sample`: the id of a snapshot already taken of the same sample by another
-    job or alert action, if there is one, instead of a new copy."""
+    action run's, run_snapshot_id); `per_sample`: the id of a snapshot of the same sample and source taken already
+    (by another job's action, or another alert's), if there is one, instead of a new copy."""
     stores = node.stores
     server = await stores.servers.get(server_id)
     if server is None:
@@ -228,7 +229,7 @@ async def take_server_snapshot(
         return snapshot_id  # a repeated run: its snapshot is there already
     snapshot_id = snapshot_id or generate_id(ID_PREFIX)
     if per_sample:
-        taken = await stores.snapshots.claim_sample(server_id, float(host.get("date") or 0), snapshot_id)
+        taken = await stores.snapshots.claim_sample(server_id, source, float(host.get("date") or 0), snapshot_id)
         if taken is not None:
             log.info("snapshot_reused", id=taken, server=server_id, source=source)
             return taken
