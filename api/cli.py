@@ -57,6 +57,7 @@ ENV = {
     "activity_max_rows": "PODIUM_ACTIVITY_MAX_ROWS",
     "snapshot_max_rows": "PODIUM_SNAPSHOT_MAX_ROWS",
     "snapshot_expire_days": "PODIUM_SNAPSHOT_EXPIRE_DAYS",
+    "snapshot_max_mb": "PODIUM_SNAPSHOT_MAX_MB",
     "job_expire_days": "PODIUM_JOB_EXPIRE_DAYS",
     "activity_expire_days": "PODIUM_ACTIVITY_EXPIRE_DAYS",
     "max_sessions_per_user": "PODIUM_MAX_SESSIONS_PER_USER",
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--activity-expire-days", metavar="N", help="delete activity N days old (default 0 = off)")
     serve.add_argument("--snapshot-max-rows", metavar="N", help="server snapshots kept (default 10000, 0 = all)")
     serve.add_argument("--snapshot-expire-days", metavar="N", help="delete snapshots N days old (default 0 = off)")
+    serve.add_argument("--snapshot-max-mb", metavar="N", help="MB all snapshots may take (default 512, 0 = no cap)")
     serve.add_argument("--max-sessions-per-user", metavar="N", help="sessions kept per user (default 100)")
     serve.add_argument("--timeline-hourly-days", metavar="N", help="days of 1-minute monitor data (default 7)")
     serve.add_argument("--timeline-daily-days", metavar="N", help="days of 2-minute monitor data (default 90)")
@@ -262,6 +264,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         activity_expire_days=_int(_pick(args, env, "activity_expire_days", "0"), "--activity-expire-days"),
         snapshot_max_rows=_int(_pick(args, env, "snapshot_max_rows", "10000"), "--snapshot-max-rows"),
         snapshot_expire_days=_int(_pick(args, env, "snapshot_expire_days", "0"), "--snapshot-expire-days"),
+        snapshot_max_mb=_int(_pick(args, env, "snapshot_max_mb", "512"), "--snapshot-max-mb"),
         max_sessions_per_user=_int(_pick(args, env, "max_sessions_per_user", "100"), "--max-sessions-per-user"),
         timeline_hourly_days=_int(_pick(args, env, "timeline_hourly_days", "7"), "--timeline-hourly-days"),
         timeline_daily_days=_int(_pick(args, env, "timeline_daily_days", "90"), "--timeline-daily-days"),

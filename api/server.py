@@ -163,15 +163,17 @@ async def serve(settings: Settings) -> None:
             raise ConfigError(f"--secret-key: {exc}") from None
 
         node_id = load_node_id(settings.data_dir)
+        stores = Stores.open(
+            db, secret_key, files=file_store(settings, db), timeline_retention_s=timeline_retention_s(settings)
+        )
+        stores.snapshots.max_bytes = settings.snapshot_max_mb * 1024 * 1024
         node = NodeRuntime(
             db,
             node_id,
             settings.advertise_url,
             lease_ms=settings.lease_ms,
             services=[first_start],
-            stores=Stores.open(
-                db, secret_key, files=file_store(settings, db), timeline_retention_s=timeline_retention_s(settings)
-            ),
+            stores=stores,
             control=db.with_own_pool(),  # the lease and the heartbeat never wait behind requests
         )
         node.services += [

@@ -78,6 +78,7 @@ class Settings:
     activity_expire_days: int = 0
     snapshot_max_rows: int = 10_000  # snapshots live in Redis, tens of KB each (xyOps: 100,000)
     snapshot_expire_days: int = 0
+    snapshot_max_mb: int = 512  # packed bytes of every snapshot together (Redis memory); 0 = no budget
     max_sessions_per_user: int = 100  # a login beyond it ends the user's oldest session; 0 = no cap
     # Monitor timelines kept per system (storage/timeseries.py; xyOps keeps 10 years of each), trimmed by maintenance.
     timeline_hourly_days: int = 7
@@ -216,6 +217,8 @@ class Settings:
                 f"--login-lock-max {self.login_lock_max_s}: must be between --login-lock ({self.login_lock_s}) "
                 "and 604800 seconds"
             )
+        if not 0 <= self.snapshot_max_mb <= 1_048_576:
+            raise ConfigError(f"--snapshot-max-mb {self.snapshot_max_mb}: must be between 0 and 1048576")
         for option, days in (("--job-expire-days", self.job_expire_days),
                              ("--activity-expire-days", self.activity_expire_days),
                              ("--snapshot-expire-days", self.snapshot_expire_days)):  # fmt: skip

@@ -9,7 +9,9 @@ batches, so a large backlog never holds up the node. A deleted job's log and fil
 
 Limits (xyOps `db_maint.<table>.max_rows` keeps the newest rows of a table; `*_expire_days` is ours):
 jobs, activity and snapshots beyond `*_max_rows`, or older than `*_expire_days` (a snapshot by the date of
-its sample); each user's oldest sessions
+its sample), and the oldest snapshots past 95% of their byte budget (--snapshot-max-mb; after the trims, with
+the indexing of snapshots a crash left unindexed, so a failure there holds up no other retention); each user's
+oldest sessions
 beyond `max_sessions_per_user` (also applied at every login, storage/users.py `create_session`). Monitor
 timelines keep each system's retention (storage/timeseries.py, xyOps `runTimelineMaintenance`), servers found
 by a ZSCAN of one key and trimmed `timeline_step` servers per fenced script.
@@ -105,12 +107,11 @@ class Maintenance:
             (stores.activity, cfg.activity_max_rows, cfg.activity_expire_days, "activity", None),
             (stores.snapshots, cfg.snapshot_max_rows, cfg.snapshot_expire_days, "snapshots", None),
         )
-        while await stores.snapshots.index_pending():  # a crash between a snapshot and its index entries
-            pass
         for family, max_rows, days, field, after in trims:
             count = await self._trim(family, stop, before=now - days * 86400, after=after) if days else 0
             count += await self._trim(family, stop, max_rows=max_rows, after=after) if max_rows else 0
             setattr(removed, field, count)
+        removed.snapshots += await self._snapshot_upkeep(stop)
         removed.sessions = await self._trim_sessions(stop)
         removed.timeline_rows = await self._trim_timelines(stop, now)
         if removed.jobs or removed.activity or removed.snapshots or removed.sessions or removed.timeline_rows:
@@ -142,6 +143,24 @@ class Maintenance:
                 skipped += len(gone)
                 await asyncio.sleep(0)
         return removed
+
+    async def _snapshot_upkeep(self, stop: asyncio.Event | None) -> int:
+        """After the trims (a failure here must not hold up retention): index the snapshots a crash left
+        unindexed, recount their bytes and drop the oldest past the byte budget (to 95% of it, so other nodes,
+        which cannot drop any, have room again). Returns how many went."""
+        snapshots = self.node.stores.snapshots
+        try:
+            for _ in range(1000):  # at most a million: a bound on one pass, the next goes on
+                if (stop is not None and stop.is_set()) or not await snapshots.index_pending():
+                    break
+            await snapshots.recount()
+            if snapshots.max_bytes:
+                return await snapshots.trim_bytes(self.node.fence(), int(snapshots.max_bytes * 0.95))
+        except (FencedError, NotPrimary):
+            raise
+        except Exception as exc:
+            log.warning("snapshot_upkeep_failed", error=repr(exc))
+        return 0
 
     async def _trim_sessions(self, stop: asyncio.Event | None) -> int:
         cap = self.config.max_sessions_per_user

@@ -379,6 +379,28 @@ class Keyspace:
         """SET snapshot ids written whose search entries are still to be written (SnapshotStore.index_pending)."""
         return self.key("snapshots", "unindexed")
 
+    # -- snapshot budget and reuse (storage/snapshots.py, storage/hostdata.py; issue 11 review) ---------------
+    @property
+    def snapshot_sizes(self) -> str:
+        """HASH snapshot id -> packed bytes of its record and brief (what its delete gives back to the budget)."""
+        return self.key("snapshots", "sizes")
+
+    @property
+    def snapshots_bytes(self) -> str:
+        """STRING integer: packed bytes of every stored snapshot (the sum of `snapshot_sizes`), kept by add and
+        delete, recounted by maintenance."""
+        return self.key("snapshots", "bytes")
+
+    def snapshot_of_sample(self, server_id: str, source: str, date: str) -> str:
+        """STRING the id of the snapshot a job (or alert) action took of one server's sample dated `date`: the
+        next job (or alert) action of that sample reuses it; EX a few minutes."""
+        return self.key("snapshot_of_sample", server_id, source, date)
+
+    def host_brief(self, server_id: str) -> str:
+        """STRING msgpack the server's last sample without its heavy parts (process and connection lists,
+        mounts, plugin output): what a group snapshot keeps of each member."""
+        return self.key("host_brief", server_id)
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""

@@ -7,8 +7,14 @@
   search or retention.
 - The brief form is the record without its heavy parts (what xyOps' `search_snapshots` prunes unless `verbose`):
   a page of briefs is a few KB a row where the full records are tens of KB (a group's hundreds).
+- A snapshot whose id is taken already is not written again: an action repeated after a failover derives its id
+  from its run's (cluster/monitoring/snapshots.py), so the repeat finds its snapshot there.
+- Memory is bounded by a byte budget (`max_bytes`, --snapshot-max-mb): `snapshot_sizes` holds each snapshot's
+  packed bytes and `snapshots_bytes` their sum, kept by add and delete; an add past the budget writes nothing
+  and raises OverBudget (the primary then drops the oldest, `trim_bytes`). Maintenance recounts the sum.
 - Deletes are fenced (the primary's API calls and retention): the records and their index entries go in one
-  script, so no crash parts them.
+  script, so no crash parts them. A delete that lands between an add's write and its indexing leaves index
+  entries with no record: the add looks again after indexing and takes them out.
 - Columns are those of xyOps' unbase `snapshots` index, so its queries work unchanged: `type:group`,
   `source:watch`, `server:s1`, `groups:main`, `date:>2026-01-01`, `alerts:a..`, `jobs:j..`.
   (⚠ xyOps keeps `date` to the hour; here it is to the second, a finer answer to the same queries.)
@@ -25,6 +31,7 @@ from typing import Any
 from . import codec
 from .connection import Database
 from .fence import Fence
+from .hostdata import HEAVY_DATA
 from .pages import fetch_page
 from .search.index import Column, Indexer, IndexSpec, Op
 from .search.query import Everything, Query, Range, parse, restrict
@@ -36,8 +43,9 @@ SNAPSHOT_ID = re.compile(r"^[a-z0-9_]{1,32}$")  # xyOps: ^[a-z0-9_]+$; the index
 ID_PREFIX = "sn"
 MAX_RECORD_BYTES = 32 * 1024 * 1024  # the last guard: the builders (cluster/monitoring/snapshots.py) stay far below
 MGET_BATCH = 200
-# What a brief leaves out: the heavy parts of a sample, and a group's member data (xyOps search_snapshots).
-HEAVY_DATA = ("conns", "processes", "mounts", "commands")
+SAMPLE_REUSE_S = 300  # how long a sample's job or alert snapshot is offered to the next job or alert
+# What a brief leaves out: the heavy parts of a sample (HEAVY_DATA), and a group's member data (xyOps
+# search_snapshots).
 GROUP_PARTS = ("servers", "snapshots", "group_def", "quickmons")
 
 SNAPSHOTS_INDEX = IndexSpec(
@@ -53,6 +61,42 @@ SNAPSHOTS_INDEX = IndexSpec(
     ),
     sorters=("date",),
 )
+
+
+# Write a new snapshot within the byte budget, or nothing.
+# KEYS[1] record, KEYS[2] brief, KEYS[3] unindexed set, KEYS[4] sizes hash, KEYS[5] total bytes
+# ARGV[1] id, ARGV[2] packed record, ARGV[3] packed brief, ARGV[4] budget in bytes (0 = none)
+# return 1 written; 0 a snapshot of that id is there already; -1 past the budget (nothing written either way)
+ADD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local size = #ARGV[2] + #ARGV[3]
+local budget = tonumber(ARGV[4])
+if budget > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') + size > budget then return -1 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], size)
+redis.call('INCRBY', KEYS[5], size)
+return 1
+"""
+
+# Set the total from the sizes (a delete racing an add of the same id can leave it off by one snapshot).
+# KEYS[1] sizes hash, KEYS[2] total bytes
+# return the total
+RECOUNT = """
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+redis.call('SET', KEYS[2], total)
+return total
+"""
+
+
+class OverBudget(Exception):
+    """A new snapshot would take the snapshots past their byte budget (nothing was written)."""
+
+    def __init__(self, size: int, used: int, budget: int) -> None:
+        super().__init__(f"snapshot storage is full ({used} of {budget} bytes used, this one needs {size})")
+        self.size = size
 
 
 def valid_snapshot_id(snapshot_id: Any) -> bool:
@@ -107,15 +151,19 @@ def _order(snapshot_id: str) -> float:
 class SnapshotStore:
     """Snapshot records, their brief forms and the `snapshots` search index."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, max_bytes: int = 512 * 1024 * 1024) -> None:
         self.db = db
         self.index = Indexer(db, SNAPSHOTS_INDEX)
+        self.max_bytes = max_bytes  # 0 = no budget (api/server.py sets --snapshot-max-mb)
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, snapshot_id: str) -> Record | None:
         if not valid_snapshot_id(snapshot_id):
             return None
         return _record(await self.db.client.get(self.db.keys.snapshot(snapshot_id)))
+
+    async def exists(self, snapshot_id: str) -> bool:
+        return valid_snapshot_id(snapshot_id) and bool(await self.db.client.exists(self.db.keys.snapshot(snapshot_id)))
 
     async def get_many(self, ids: Sequence[str], *, full: bool = True) -> list[Record | None]:
         """The records (or with `full` False the briefs) of `ids`, in order, None where one is missing."""
@@ -141,14 +189,19 @@ class SnapshotStore:
         rows = await fetch_page(self.db, [key(i) for i in found.ids])
         return [r for r in rows if r is not None], found.total
 
+    async def used_bytes(self) -> int:
+        """Packed bytes of every stored snapshot."""
+        return int(await self.db.client.get(self.db.keys.snapshots_bytes) or 0)
+
     async def pending(self) -> int:
         """How many snapshots wait for their search entries."""
         return int(await self.db.client.scard(self.db.keys.snapshots_unindexed))
 
     # -- writes ----------------------------------------------------------------------------------
-    async def add(self, record: Record) -> None:
-        """Store a new snapshot (its record, its brief and its place in the unindexed set in one MULTI), then
-        index it. ValueError for a malformed id or a record past MAX_RECORD_BYTES (nothing written)."""
+    async def add(self, record: Record) -> bool:
+        """Store a new snapshot (its record, its brief, its size and its place in the unindexed set in one script),
+        then index it. False when a snapshot of that id is there already (nothing written: a repeat). ValueError
+        for a malformed id or a record past MAX_RECORD_BYTES, OverBudget past `max_bytes` (nothing written)."""
         snapshot_id = str(record.get("id", ""))
         if not valid_snapshot_id(snapshot_id):
             raise ValueError(f"invalid snapshot id {snapshot_id[:40]!r}")
@@ -156,17 +209,40 @@ class SnapshotStore:
         if len(packed) > MAX_RECORD_BYTES:
             raise ValueError(f"a snapshot packs to at most {MAX_RECORD_BYTES} bytes (this one {len(packed)})")
         k = self.db.keys
-        async with self.db.client.pipeline(transaction=True) as pipe:
-            pipe.set(k.snapshot(snapshot_id), packed)  # type: ignore[unused-awaitable]  # queued
-            pipe.set(k.snapshot_brief(snapshot_id), codec.pack(brief(record)))  # type: ignore[unused-awaitable]
-            pipe.sadd(k.snapshots_unindexed, snapshot_id)  # type: ignore[unused-awaitable]
-            await pipe.execute()
+        packed_brief = codec.pack(brief(record))
+        written = await self.db.script(ADD)(
+            keys=[k.snapshot(snapshot_id), k.snapshot_brief(snapshot_id), k.snapshots_unindexed, k.snapshot_sizes,
+                  k.snapshots_bytes], args=[snapshot_id, packed, packed_brief, self.max_bytes],
+        )  # fmt: skip
+        if int(written) < 0:
+            raise OverBudget(len(packed) + len(packed_brief), await self.used_bytes(), self.max_bytes)
+        if not int(written):
+            return False
         await self._index_one(snapshot_id, record)
+        return True
 
     async def _index_one(self, snapshot_id: str, record: Record) -> None:
+        fields = index_fields(record)
         with contextlib.suppress(ValueError):  # in already (a drain of the unindexed set got there first)
-            await self.index.add(snapshot_id, index_fields(record), order=_order(snapshot_id))
+            await self.index.add(snapshot_id, fields, order=_order(snapshot_id))
         await self.db.client.srem(self.db.keys.snapshots_unindexed, snapshot_id)
+        if not await self.db.client.exists(self.db.keys.snapshot(snapshot_id)):
+            # deleted between its write and these entries (the delete found nothing indexed to take out)
+            await self.index.remove(snapshot_id, fields)
+
+    # -- one snapshot per sample for jobs and alerts -----------------------------------------------
+    async def claim_sample(self, server_id: str, source: str, date: float, snapshot_id: str) -> str | None:
+        """Offer `snapshot_id` as the `source` snapshot of one server's sample dated `date`. Returns the id of a
+        stored one of that sample taken earlier (to record instead of a new copy), or None: take `snapshot_id`."""
+        key = self.db.keys.snapshot_of_sample(server_id, source, repr(float(date)))
+        if await self.db.client.set(key, snapshot_id, nx=True, ex=SAMPLE_REUSE_S):
+            return None
+        found = await self.db.client.get(key)
+        other = _raw(found).decode() if found is not None else ""
+        if other and other != snapshot_id and valid_snapshot_id(other) \
+                and await self.db.client.exists(self.db.keys.snapshot(other)):  # fmt: skip
+            return other
+        return None  # its own claim (a repeat), or a claimer that has not stored it (yet): no reuse
 
     async def index_pending(self, limit: int = 1000) -> int:
         """Index snapshots whose indexing a crash interrupted (safe to repeat, on any node). Returns how many ids
@@ -192,9 +268,15 @@ class SnapshotStore:
         found = await self.get_many(ids, full=False)
         records = {sid: index_fields(rec) for sid, rec in zip(ids, found, strict=True) if rec is not None}
         also: list[Op] = []
+        freed = 0
+        if records:
+            sizes = await self.db.client.hmget(k.snapshot_sizes, list(records))
+            freed = sum(int(n) for n in sizes if n is not None)
         for sid in records:
             also += [("DEL", [k.snapshot(sid)], []), ("DEL", [k.snapshot_brief(sid)], []),
-                     ("SREM", [k.snapshots_unindexed], [sid])]  # fmt: skip
+                     ("SREM", [k.snapshots_unindexed], [sid]), ("HDEL", [k.snapshot_sizes], [sid])]  # fmt: skip
+        if freed:
+            also.append(("DECRBY", [k.snapshots_bytes], [freed]))
         await self.index.remove_fenced(fence, records, also)
         return len(records), [sid for sid, rec in zip(ids, found, strict=True) if rec is None]
 
@@ -214,6 +296,29 @@ class SnapshotStore:
             skipped += len(gone)  # entries whose record is gone already cannot be told apart here
 
     # -- retention (cluster/maintenance.py) ----------------------------------------------------------
+    async def recount(self) -> int:
+        """Set the byte total from the per-snapshot sizes; returns it."""
+        k = self.db.keys
+        return int(await self.db.script(RECOUNT)(keys=[k.snapshot_sizes, k.snapshots_bytes], args=[]))
+
+    async def trim_bytes(self, fence: Fence, target: int, step: int = 50, most: int = 100_000) -> int:
+        """Delete the oldest snapshots (fenced, `step` a script) until they take at most `target` bytes, or
+        `most` went. Returns how many went."""
+        removed = skipped = 0
+        while removed < most and (excess := await self.used_bytes() - target) > 0:
+            found, _ = await self.oldest(step, offset=skipped)
+            if not found:
+                break
+            sizes = await self.db.client.hmget(self.db.keys.snapshot_sizes, found)
+            upto = 0
+            while upto < len(found) and excess > 0:  # only as many as the excess needs
+                excess -= int(sizes[upto] or 0)
+                upto += 1
+            done, gone = await self.delete_many(fence, found[:upto])
+            removed += done
+            skipped += len(gone)
+        return removed
+
     async def oldest(self, limit: int, *, before: float | None = None, offset: int = 0) -> tuple[list[str], int]:
         """Ids of snapshots, earliest taken first, and how many there are; with `before` (epoch s) only those dated
         before it. Answered by the index, so no record is read."""

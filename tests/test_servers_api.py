@@ -1,11 +1,13 @@
 """The servers API on real `podium serve` nodes (a primary and a satellite sharing one Redis), with server records
 seeded through ServerStore as a gateway would write them: reads answer alike on both nodes, privileges and group
 scoping, notfound, update_server pushing `update` onto the agent's command stream, writes on a satellite refused
-with `master`, delete_server, and agent enrolment (get_satellite_token, satellite/config)."""
+with `master`, delete_server (with `history`, nothing of the server is left), and agent enrolment
+(get_satellite_token, satellite/config)."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,12 @@ import pytest
 from cluster.servers import merge_join
 from storage import codec
 from storage.connection import Database, connect
+from storage.hostdata import HostDataStore
+from storage.ids import generate_id
 from storage.keyspace import Keyspace
 from storage.servers import ServerStore
+from storage.snapshots import SnapshotStore
+from storage.timeseries import SYSTEMS, QuickmonStore, TimelineStore
 from tests.servers import Cluster, Node
 from tests.test_definitions_cluster import admin_session
 
@@ -288,3 +294,33 @@ async def test_group_writes_regroup_stored_servers(cluster: Cluster, store: Serv
     assert (await pushed("s1"))[-1] == {"groups": ["main"]} and (await pushed("s2"))[-1] == {"groups": ["main", "db"]}
     s2 = (await ok(cluster, primary, "get_server", {"id": "s2"}, admin))["server"]
     assert "db" in s2["keywords"].split(",") and "web" not in s2["keywords"].split(",")
+
+
+async def test_delete_server_with_history_leaves_nothing(cluster: Cluster, store: ServerStore) -> None:
+    primary = await cluster.wait_single_primary()
+    admin = await admin_session(cluster, primary)
+    await seed(cluster, primary, store, admin)
+    db, now = store.db, time.time()
+    hosts, timelines, quick, snapshots = HostDataStore(db), TimelineStore(db), QuickmonStore(db), SnapshotStore(db)
+    for sid in ("s2", "s3"):  # s2 online, s3 offline
+        await hosts.put(sid, {"date": now, "server": sid, "data": {"load": [1.0], "processes": {"list": []}}})
+        assert await timelines.add(sid, now, {"cpu": 1.0})
+        await quick.add_many([(sid, {"date": now, "cpu": 1})])
+        await snapshots.add({"id": generate_id("sn"), "type": "server", "source": "user", "server": sid,
+                             "groups": [], "date": now, "data": {}})  # fmt: skip
+    await store.db.client.xadd(db.keys.agent_commands("s3"), {"f": codec.pack({"cmd": "x", "data": {}})})
+
+    async def left(sid: str) -> list[str]:
+        keys = [db.keys.host_data(sid), db.keys.host_brief(sid), db.keys.quickmon(sid), db.keys.agent_commands(sid),
+                *(db.keys.timeline(sid, system) for system in SYSTEMS)]  # fmt: skip
+        found = [k for k in keys if await db.client.exists(k)]
+        rows, _ = await snapshots.search(f"server:{sid}", 0, 10)
+        return found + [r["id"] for r in rows]
+
+    assert len(await left("s3")) == 9  # 8 keys and a snapshot
+    await ok(cluster, primary, "delete_server", {"id": "s3", "history": True}, admin)
+    assert await left("s3") == [] and await store.get("s3") is None
+    await ok(cluster, primary, "delete_server", {"id": "s2", "history": True}, admin)
+    assert (await commands(store, "s2"))[-1] == {"cmd": "uninstall", "data": {}}
+    assert await left("s2") == [db.keys.agent_commands("s2")]  # the uninstall waits for the agent there
+    assert await store.get("s2") is None

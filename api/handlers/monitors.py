@@ -10,20 +10,23 @@ from typing import Any
 
 from cluster.expressions import ExpressionError, compile_expression
 from cluster.monitoring.values import DATA_TYPES, cast, extract
-from cluster.patterns import PatternError, compile_user
+from cluster.patterns import PatternError, TextTooLong, compile_user
 from storage.families import GROUPS, MONITORS
 from storage.timeseries import SYSTEMS
 
 from ..call import Call
 from ..definitions import FamilySpec, Field, register_family
 from ..errors import ApiError, bad_param
-from ..params import integer, number, strings, text
+from ..params import integer, number, text
 from ..principal import require_unrestricted
 from ..registry import AUTH, HANDLERS, Reply
 from .servers import SERVER_ID, server_visible
 
 EXPRESSION_LEN = 4096
-MAX_ROWS = 1000  # timeline items in one read (xyOps: no bound)
+# Time series items in one read (xyOps: no bound): a reply of a few MB, decoded and encoded in tens of ms (the store
+# allows more, for its own readers); a longer span is read in pages by `date`.
+MAX_ROWS = 5000
+MAX_DATE = 253_402_300_799.0  # 9999-12-31 (epoch s): far past any sample, and an offset the store can take
 
 
 def check_source(source: Any, field: str = "source", code: str = "monitor") -> None:
@@ -125,7 +128,11 @@ async def test_monitor(call: Call) -> Reply:
         return {"fail": True}
     if p.get("data_match"):
         pattern = compile_user(p["data_match"], "data_match")
-        if pattern.groups(str(value)) is None:
+        try:
+            matched = pattern.groups(str(value))
+        except TextTooLong as exc:  # a value of more than 64 KB: refused, as the intake refuses it
+            raise ApiError("monitor", f"The value is too long to match data_match against: {exc}") from None
+        if matched is None:
             raise ApiError("monitor", f"Custom data regular expression did not match: {p['data_match']}")
         value = extract(value, pattern)
     return {"value": cast(value, p["data_type"])}
@@ -152,7 +159,8 @@ async def get_latest_monitor_data(call: Call) -> Reply:
 
 
 @HANDLERS.add("get_historical_monitor_data", write=False, privilege=AUTH,
-              args=(SERVER_ID.with_(name="server"), SYS, number("date", ge=0, doc="epoch start"), LIMIT))  # fmt: skip
+              args=(SERVER_ID.with_(name="server"), SYS,
+                    number("date", ge=0, le=MAX_DATE, doc="epoch start (s)"), LIMIT))  # fmt: skip
 async def get_historical_monitor_data(call: Call) -> Reply:
     """`limit` time series items of a server in one system from `date` on."""
     sys = _system(call)
@@ -164,8 +172,7 @@ async def get_historical_monitor_data(call: Call) -> Reply:
 
 
 @HANDLERS.add("get_quickmon_data", write=False, privilege=AUTH,
-              args=(SERVER_ID.with_(name="server", required=False), text("group", max_len=64),
-                    strings("servers", max_items=1000)))  # fmt: skip
+              args=(SERVER_ID.with_(name="server", required=False), text("group", max_len=64)))  # fmt: skip
 async def get_quickmon_data(call: Call) -> Reply:
     """The last minute of per-second samples of online servers (one, a group's, or all the caller sees)."""
     who, server_id, group = call.who, call.params.get("server"), call.params.get("group")

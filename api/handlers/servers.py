@@ -181,26 +181,37 @@ async def update_server_data(call: Call) -> Reply:
     return {"data": found["userData"]}
 
 
+async def _delete_history(call: Call, server_id: str) -> None:
+    """What is kept about a server besides its record and command stream (each step safe to repeat)."""
+    await call.stores.hosts.delete(server_id)
+    await call.stores.timelines.delete(server_id)
+    await call.stores.quickmon.delete(server_id)
+    await call.stores.snapshots.delete_for_server(call.node.fence(), server_id)
+
+
 @HANDLERS.add("delete_server", write=True, privilege=ADMIN, params=Params.READ,  # query too, as xyOps
               args=(SERVER_ID, flag("history", False, doc="also delete what is kept about an offline server")))
 async def delete_server(call: Call) -> Reply:
     """Delete a server. Online: the agent is told to uninstall itself and the record goes (the socket stays
-    until the agent leaves). Offline: only with `history` (else code `server`), which also drops its command
-    stream, its last sample and its time series."""
+    until the agent leaves); with `history` its last sample, time series, QuickMon samples and snapshots go at
+    once too (samples arriving before the socket closes may re-create a little of them). Offline: only with
+    `history` (else code `server`), which drops all that and its command stream.
+
+    What depends on the server goes first and its record last, so a step that fails leaves the server in place
+    and the call can be repeated until it succeeds."""
     server_id = call.params["id"]
     server = await call.stores.servers.get(server_id)
     if server is None:
         raise ApiError("notfound", f"Failed to locate server: {server_id}")
     if await call.stores.servers.is_online(server_id):
         await call.stores.agents.send(server_id, "uninstall", {})
+        if call.params["history"]:
+            await _delete_history(call, server_id)  # not its command stream: the uninstall is still in it
         await call.stores.servers.delete(server_id, keep_online=True)
     elif call.params["history"]:
-        await call.stores.servers.delete(server_id)
+        await _delete_history(call, server_id)
         await call.stores.agents.drop(server_id)
-        await call.stores.hosts.delete(server_id)
-        await call.stores.timelines.delete(server_id)
-        await call.stores.quickmon.delete(server_id)
-        await call.stores.snapshots.delete_for_server(call.node.fence(), server_id)
+        await call.stores.servers.delete(server_id)
     else:
         raise ApiError("server", f"Server has gone offline: {server_id}")
     await log_activity(call, "server_delete", f"Server deleted: {server.get('hostname', server_id)}",

@@ -18,7 +18,7 @@ from typing import Any
 from storage.families import ALERTS, CHANNELS, EVENTS, GROUPS, PLUGINS, WEB_HOOKS
 
 from ..launcher import Launch, LaunchError, launch_job
-from ..monitoring.snapshots import SnapshotError, take_server_snapshot
+from ..monitoring.snapshots import SnapshotError, run_snapshot_id, take_server_snapshot
 from .email import send_email
 from .hookdata import alert_context
 from .perform import Context, Performer, recipients_csv
@@ -165,8 +165,11 @@ class AlertPerformer(Performer):
         """A snapshot of the alert's server (xyOps runAlertAction_snapshot), naming the invocation."""
         server_id = str(run.get("server") or "")
         try:
+            # issue 11: the run's own id (a repeat after a failover finds its snapshot), one per server and sample
             snapshot_id = await take_server_snapshot(self.ctx.node, server_id, "alert",
-                                                     {"alert": str(run.get("invocation") or "")})  # fmt: skip
+                                                     {"alert": str(run.get("invocation") or "")},
+                                                     snapshot_id=run_snapshot_id(str(run["id"])),
+                                                     per_sample=True)  # fmt: skip
         except SnapshotError as exc:
             return Outcome(code="snapshot", description=f"Failed to take snapshot: {exc.message}")
         return Outcome(description=f"Successfully took snapshot of server: {server_id} ({snapshot_id})")

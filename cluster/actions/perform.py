@@ -26,7 +26,7 @@ from storage.families import CATEGORIES, CHANNELS, EVENTS, PLUGINS, WEB_HOOKS
 from ..dispatch import finish as finishing
 from ..expressions import templates
 from ..launcher import Launch, LaunchError, launch_job
-from ..monitoring.snapshots import SnapshotError, take_server_snapshot
+from ..monitoring.snapshots import SnapshotError, run_snapshot_id, take_server_snapshot
 from .email import email_template, job_email_data, send_email
 from .plugin import run_action_plugin
 from .record import Change
@@ -332,7 +332,9 @@ class Performer:
         if not server_id:
             return Outcome(code="snapshot", description="Failed to take snapshot: No server selected for job."), None
         try:
-            snapshot_id = await take_server_snapshot(self.ctx.node, server_id, "job", {"job": str(job["id"])})
+            # issue 11: the run's own id (a repeat after a failover finds its snapshot), one per server and sample
+            snapshot_id = await take_server_snapshot(self.ctx.node, server_id, "job", {"job": str(job["id"])},
+                                                     snapshot_id=run_snapshot_id(str(run["id"])), per_sample=True)
         except SnapshotError as exc:
             return Outcome(code="snapshot", description=f"Failed to take snapshot: {exc.message}"), None
         return Outcome(description=f"Successfully took snapshot of server: {server_id} ({snapshot_id})"), None

@@ -3,7 +3,17 @@ checkGroupWatches): the last minute sample with the active jobs, alerts and Quic
 
 Every part is read from the store (the last sample, `alerts_active`, the active jobs, QuickMon), so any node can
 take one: a watched server's sample on the node holding its socket, an API call or an action on the primary. The
-builders here are pure; `take_server_snapshot` / `take_group_snapshot` gather the parts and store the result.
+active jobs come from the dispatcher's map in memory where the node runs one (the primary), else from the store.
+The builders here are pure; `take_server_snapshot` / `take_group_snapshot` gather the parts and store the result.
+
+A group snapshot keeps each member's brief sample (no process or connection lists, mounts or plugin output) and
+reads only those (storage/hostdata.py), yielding to the loop every few members, so a large group never holds the
+primary's loop (and its lease) for long. Job and alert actions take one snapshot per server, sample and source: a
+second job error on a server within the same minute records the snapshot the first took (alerts alike); and
+their snapshot ids come from their run ids, so a run repeated after a failover finds its snapshot instead of
+making a second one. Past
+the byte budget (storage/snapshots.py) the primary drops the oldest snapshots to make room; another node
+refuses (code `snapshot`) until retention has made some.
 
 Watches live in the global state, as in xyOps: `watches.servers.<id>` / `watches.groups.<id>` = expiry (epoch s),
 written by watch_server / watch_group (0 cancels). A watched server's every minute sample takes a snapshot (source
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +39,7 @@ import structlog
 from storage import codec
 from storage.families import GROUPS
 from storage.ids import generate_id
-from storage.snapshots import ID_PREFIX, brief
+from storage.snapshots import ID_PREFIX, OverBudget, brief
 
 if TYPE_CHECKING:
     from ..node import NodeRuntime
@@ -45,6 +56,8 @@ MIN_SHARE_BYTES = 64 * 1024
 RECENT_OFFLINE_S = 3600  # offline members still in a group snapshot (xyOps: modified in the last hour)
 WATCH_MAX_S = 31 * 86400  # the longest watch (a snapshot a minute; retention trims the oldest)
 GROUP_WATCH_SECOND = 30.0  # group watches run at :30 of every minute, as xyOps
+YIELD_EVERY = 20  # group members bounded between two yields to the loop
+BUDGET_SLACK = 0.05  # what the primary frees past the byte budget when full: some room for the next ones
 _WORD_ID = re.compile(r"^\w{1,64}$")
 # xyOps' default universal alert action (config `alert_universal_actions`): a snapshot of the server when an alert
 # fires, hidden in the UI's action lists.
@@ -129,19 +142,26 @@ def build_server_snapshot(
             "jobs": list(jobs)[:MAX_IDS], "quickmon": [dict(q) for q in quickmon]}  # fmt: skip
 
 
+def group_share(members: int) -> int:
+    """Packed bytes each member of a group snapshot may take."""
+    return max(MIN_SHARE_BYTES, GROUP_BYTES // max(members, 1))
+
+
 def build_group_snapshot(
     group: Mapping[str, Any], members: Sequence[tuple[Mapping[str, Any], bool, Mapping[str, Any]]], *,
     snapshot_id: str, source: str, now: float, extra: Mapping[str, Any] | None = None, alerts: Sequence[str] = (),
-    jobs: Sequence[str] = (), quickmons: Sequence[Sequence[Mapping[str, Any]]] = (),
+    jobs: Sequence[str] = (), quickmons: Sequence[Sequence[Mapping[str, Any]]] = (), bounded: bool = False,
 ) -> Record:  # fmt: skip
     """A group snapshot: `members` are (server record, offline, host record); `servers`, `snapshots` and
-    `quickmons` are aligned one to one with them, as xyOps has them."""
+    `quickmons` are aligned one to one with them, as xyOps has them. `bounded`: the host records are bounded to
+    their share already (bound_members)."""
     kept = list(members)[:MAX_GROUP_SERVERS]
-    share = max(MIN_SHARE_BYTES, GROUP_BYTES // max(len(kept), 1))
+    share = group_share(len(kept))
     return {**(extra or {}), "source": source, "id": snapshot_id, "type": "group", "date": now, "server": "",
             "groups": [str(group.get("id"))],
             "servers": [{**server, "offline": offline} for server, offline, _ in kept],
-            "snapshots": [bounded_host(host, share) for _, _, host in kept], "group_def": dict(group),
+            "snapshots": [dict(host) if bounded else bounded_host(host, share) for _, _, host in kept],
+            "group_def": dict(group),
             "alerts": list(alerts)[:MAX_IDS], "jobs": list(jobs)[:MAX_IDS],
             "quickmons": [[dict(q) for q in samples] for samples in list(quickmons)[: len(kept)]]}  # fmt: skip
 
@@ -155,13 +175,47 @@ def watched(state: Mapping[str, Any], kind: str, now: float) -> dict[str, float]
     return {str(i): float(e) for i, e in found.items() if isinstance(e, int | float) and float(e) >= now}
 
 
+def run_snapshot_id(run_id: str) -> str:
+    """The snapshot id of an action run: the same for every attempt of the run (a repeat after a failover)."""
+    return ID_PREFIX + hashlib.sha256(run_id.encode()).hexdigest()[:30]
+
+
 # -- taking snapshots -------------------------------------------------------------------------------
+async def active_jobs(node: NodeRuntime) -> list[Mapping[str, Any]]:
+    """The active jobs: the dispatcher's map when this node runs one (no store read), else the store's."""
+    dispatcher = node.dispatcher
+    if dispatcher is not None:
+        return list(dispatcher.jobs.values())
+    return list(await node.stores.jobs.active())
+
+
+async def store_snapshot(node: NodeRuntime, snapshot: Record) -> None:
+    """Store a new snapshot. Past the byte budget the primary drops the oldest first; another node answers
+    SnapshotError("snapshot"). A snapshot of that id stored already is left as it is (a repeated action)."""
+    snapshots = node.stores.snapshots
+    try:
+        await snapshots.add(snapshot)
+        return
+    except OverBudget as exc:
+        if not node.is_primary:
+            raise SnapshotError("snapshot", str(exc)) from None
+        target = max(int(snapshots.max_bytes * (1 - BUDGET_SLACK)) - exc.size, 0)
+        dropped = await snapshots.trim_bytes(node.fence(), target)
+        log.info("snapshots_dropped_for_budget", dropped=dropped, budget=snapshots.max_bytes)
+    try:
+        await snapshots.add(snapshot)
+    except OverBudget as exc:  # larger than the whole budget, or others filled the room meanwhile
+        raise SnapshotError("snapshot", str(exc)) from None
+
+
 async def take_server_snapshot(
     node: NodeRuntime, server_id: str, source: str, extra: Mapping[str, Any] | None = None, *,
-    host: Mapping[str, Any] | None = None,
+    host: Mapping[str, Any] | None = None, snapshot_id: str | None = None, per_sample: bool = False,
 ) -> str:  # fmt: skip
     """Snapshot one server from its last sample (or `host`, the record just written); returns the id. SnapshotError
-    when the server is unknown, has sent no sample yet or has monitoring disabled."""
+    when the server is unknown, has sent no sample yet or has monitoring disabled. `snapshot_id`: a stable id (an
+    action run's, run_snapshot_id); `per_sample`: the id of a snapshot of the same sample and source taken already
+    (by another job's action, or another alert's), if there is one, instead of a new copy."""
     stores = node.stores
     server = await stores.servers.get(server_id)
     if server is None:
@@ -171,20 +225,28 @@ async def take_server_snapshot(
         raise SnapshotError("snapshot", f"No monitoring data has arrived from server {server_id} yet.")
     if isinstance(host.get("data"), Mapping) and host["data"].get("dummy"):
         raise SnapshotError("snapshot", f"Monitoring is disabled on server: {server_id}")
+    if snapshot_id and await stores.snapshots.exists(snapshot_id):
+        return snapshot_id  # a repeated run: its snapshot is there already
+    snapshot_id = snapshot_id or generate_id(ID_PREFIX)
+    if per_sample:
+        taken = await stores.snapshots.claim_sample(server_id, source, float(host.get("date") or 0), snapshot_id)
+        if taken is not None:
+            log.info("snapshot_reused", id=taken, server=server_id, source=source)
+            return taken
     quick = await stores.quickmon.get([server_id])
     snapshot = build_server_snapshot(
-        host, server, snapshot_id=generate_id(ID_PREFIX), source=source, extra=extra,
+        host, server, snapshot_id=snapshot_id, source=source, extra=extra,
         alerts=server_alerts(await stores.alertstate.active(), server_id),
-        jobs=server_jobs(await stores.jobs.active(), {server_id}), quickmon=quick.get(server_id, []),
+        jobs=server_jobs(await active_jobs(node), {server_id}), quickmon=quick.get(server_id, []),
     )  # fmt: skip
-    await stores.snapshots.add(snapshot)
+    await store_snapshot(node, snapshot)
     log.info("snapshot_taken", id=snapshot["id"], server=server_id, source=source)
     return str(snapshot["id"])
 
 
 async def group_members(node: NodeRuntime, group_id: str, now: float) -> list[tuple[Record, bool, Record]]:
-    """(server, offline, host record) of a group's members: the online ones, then those offline whose last sample
-    is under RECENT_OFFLINE_S old; members that never sent a sample are left out (there is nothing to show)."""
+    """(server, offline, brief host record) of a group's members: the online ones, then those offline whose last
+    sample is under RECENT_OFFLINE_S old; members that never sent a sample are left out (nothing to show)."""
     stores = node.stores
     online = {sid: rec for sid, rec in (await stores.servers.online()).items() if group_id in (rec.get("groups") or [])}
     offline: dict[str, Record] = {}
@@ -193,7 +255,7 @@ async def group_members(node: NodeRuntime, group_id: str, now: float) -> list[tu
                                               sort_by="modified")  # fmt: skip
         offline = {str(r["id"]): r for r in rows if str(r.get("id")) not in online}
     candidates = [(sid, rec, False) for sid, rec in online.items()] + [(sid, r, True) for sid, r in offline.items()]
-    hosts = await stores.hosts.get_many([sid for sid, _, _ in candidates])
+    hosts = await stores.hosts.get_briefs([sid for sid, _, _ in candidates])
     members: list[tuple[Record, bool, Record]] = []
     for (_, server, is_offline), host in zip(candidates, hosts, strict=True):
         if host is None or (is_offline and float(host.get("date") or 0) < now - RECENT_OFFLINE_S):
@@ -202,6 +264,21 @@ async def group_members(node: NodeRuntime, group_id: str, now: float) -> list[tu
         if len(members) >= MAX_GROUP_SERVERS:
             break
     return members
+
+
+async def bound_members(
+    members: Sequence[tuple[Record, bool, Record]],
+) -> list[tuple[Record, bool, Mapping[str, Any]]]:
+    """`members` with each host record bounded to its share of a group snapshot, yielding to the loop every
+    YIELD_EVERY members (each bound packs the record once or twice)."""
+    kept = list(members)[:MAX_GROUP_SERVERS]
+    share = group_share(len(kept))
+    out: list[tuple[Record, bool, Mapping[str, Any]]] = []
+    for i, (server, offline, host) in enumerate(kept):
+        out.append((server, offline, bounded_host(host, share)))
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+    return out
 
 
 async def take_group_snapshot(
@@ -221,11 +298,12 @@ async def take_group_snapshot(
               if inv is not None and group_id in (inv.get("groups") or [])]  # fmt: skip
     quick = await stores.quickmon.get(ids) if ids else {}
     snapshot = build_group_snapshot(
-        group, members, snapshot_id=generate_id(ID_PREFIX), source=source, now=now, extra=extra,
-        alerts=sorted(alerts), jobs=server_jobs(await stores.jobs.active(), set(ids), parents=False),
-        quickmons=[quick.get(i, []) for i in ids],
+        group, await bound_members(members), snapshot_id=generate_id(ID_PREFIX), source=source, now=now,
+        extra=extra, alerts=sorted(alerts), jobs=server_jobs(await active_jobs(node), set(ids), parents=False),
+        quickmons=[quick.get(i, []) for i in ids], bounded=True,
     )  # fmt: skip
-    await stores.snapshots.add(snapshot)
+    await asyncio.sleep(0)
+    await store_snapshot(node, snapshot)
     log.info("group_snapshot_taken", id=snapshot["id"], group=group_id, servers=len(ids), source=source)
     return str(snapshot["id"])
 
