@@ -17,7 +17,7 @@ from cluster.launcher import Launch, launch_job
 from cluster.monitoring.alertservice import AlertService
 from cluster.servers import merge_join
 from storage.connection import Database
-from storage.families import ALERTS, GROUPS, WEB_HOOKS
+from storage.families import ALERTS, CHANNELS, GROUPS, WEB_HOOKS
 from tests.authkit import Site, open_site
 from tests.sinks import HookReceiver
 
@@ -178,3 +178,22 @@ async def test_limit_jobs_keeps_new_jobs_off_and_abort_jobs_stops_running_ones(s
     await invocation(site, "busy", active=False)
     await dispatcher.refresh_servers()
     assert dispatcher.alert_blocked == set()
+
+
+async def test_a_channel_action_notifies_through_its_web_hook(site: Site) -> None:
+    async with HookReceiver() as hooks:
+        node, fence = site.node, site.node.fence()
+        await define(site, "chan", f"{hooks.url}/chan")  # its own hook actions, plus a channel below
+        await node.stores.defs.create(fence, CHANNELS, {"id": "ops", "title": "Ops", "enabled": True, "users": [],
+                                                        "email": "", "web_hook": "h_chan", "run_event": "",
+                                                        "max_per_day": 0, "revision": 1})  # fmt: skip
+        alert = await node.stores.defs.get(ALERTS, "chan")
+        assert alert is not None
+        actions = [{"enabled": True, "condition": "alert_new", "type": "channel", "channel_id": "ops"}]
+        await node.stores.defs.replace(fence, ALERTS, {**alert, "actions": actions, "revision": 2}, 1)
+        await sample(site, "s3", {"chan": "m"})
+        fired = await invocation(site, "chan")
+        await until(lambda: asyncio.sleep(0, hooks.to("/chan")))
+        got = await until(lambda: _with_actions(site, fired["id"], 2))
+        channel = [a for a in got["actions"] if a["type"] == "channel"]
+        assert len(channel) == 1 and channel[0]["code"] == 0 and "Web Hook Details" in channel[0]["details"]

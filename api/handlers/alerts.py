@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.expressions import ExpressionError, compile_expression, templates, truthy
-from storage.families import ALERTS, GROUPS, MONITORS
+from storage.families import ALERTS, MONITORS
 
 from ..actions import validate_actions
 from ..call import Call
@@ -18,7 +18,7 @@ from ..errors import ApiError, bad_param
 from ..params import text
 from ..principal import require_unrestricted
 from ..registry import HANDLERS, Reply
-from .monitors import EXPRESSION_LEN, check_source, host_record
+from .monitors import EXPRESSION_LEN, check_groups, check_source, host_record, unrestricted_only
 from .servers import SERVER_ID
 
 ALERT_CONDITIONS = frozenset({"alert_new", "alert_cleared"})
@@ -44,17 +44,10 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
     for i, action in enumerate(record["actions"]):
         if action.get("condition") not in ALERT_CONDITIONS:
             raise ApiError("api", f"actions[{i}]: an alert action's condition is alert_new or alert_cleared")
-    known = {str(g.get("id")) for g in await call.stores.defs.all(GROUPS)}
-    unknown = [g for g in record.get("groups") or [] if g not in known]
-    if unknown:
-        raise bad_param("groups", f"names unknown group(s): {', '.join(unknown[:5])[:200]}")
+    await check_groups(call, record)
     monitor_id = record.get("monitor_id")
     if monitor_id and await call.stores.defs.get(MONITORS, str(monitor_id)) is None:
         raise bad_param("monitor_id", f"refers to an unknown monitor: {monitor_id}")
-
-
-async def _deleting(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
-    require_unrestricted(call.who)
 
 
 ALERT_SPEC = FamilySpec(
@@ -82,7 +75,7 @@ ALERT_SPEC = FamilySpec(
     ),
     before_create=_check,
     before_update=_check,
-    before_delete=_deleting,
+    before_delete=unrestricted_only,
 )
 
 alerts = register_family(ALERT_SPEC)

@@ -53,13 +53,19 @@ async def _check(call: Call, record: dict[str, Any], current: dict[str, Any] | N
     minimum = record.get("delta_min_value")
     if minimum not in (None, False, "") and (isinstance(minimum, bool) or not isinstance(minimum, int | float)):
         raise bad_param("delta_min_value", "must be a number or false")
+    await check_groups(call, record)
+
+
+async def check_groups(call: Call, record: dict[str, Any]) -> None:
+    """A monitor's or alert's `groups` name groups that exist."""
     known = {str(g.get("id")) for g in await call.stores.defs.all(GROUPS)}
     unknown = [g for g in record.get("groups") or [] if g not in known]
     if unknown:
         raise bad_param("groups", f"names unknown group(s): {', '.join(unknown[:5])[:200]}")
 
 
-async def _deleting(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+async def unrestricted_only(call: Call, record: dict[str, Any], current: dict[str, Any] | None) -> None:
+    """Group-limited users may not manage monitors or alerts (as xyOps)."""
     require_unrestricted(call.who)
 
 
@@ -91,7 +97,7 @@ MONITOR_SPEC = FamilySpec(
     ),
     before_create=_check,
     before_update=_check,
-    before_delete=_deleting,
+    before_delete=unrestricted_only,
 )
 
 monitors = register_family(MONITOR_SPEC)

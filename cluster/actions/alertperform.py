@@ -10,12 +10,11 @@ the invocation); `ticket` is recorded as skipped until tickets exist.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from storage.families import ALERTS, CHANNELS, EVENTS, GROUPS, PLUGINS, WEB_HOOKS
+from storage.families import ALERTS, EVENTS, GROUPS, PLUGINS, WEB_HOOKS
 
 from ..launcher import Launch, LaunchError, launch_job
 from ..monitoring.snapshots import SnapshotError, run_snapshot_id, take_server_snapshot
@@ -105,30 +104,12 @@ class AlertPerformer(Performer):
                                        scripts_dir=self.ctx.plugin_dir)  # fmt: skip
 
     async def _alert_channel(self, run: Record, data: Record) -> Outcome:
-        action = run["action"]
-        channel_id = str(action.get("channel_id") or "")
-        channel, refused = await self._usable(CHANNELS, "channel", "Notification Channel", channel_id)
-        if channel is None:
-            return refused
-        parts: list[tuple[str, Awaitable[Outcome]]] = []
-        if channel.get("users") or channel.get("email"):
-            sub = {**run, "action": {**action, "type": "email", "users": channel.get("users") or [],
-                                     "email": channel.get("email") or ""}}  # fmt: skip
-            parts.append(("Email", self._alert_email(sub, data)))
-        if channel.get("web_hook"):
-            sub = {**run, "action": {**action, "web_hook": channel["web_hook"]}}
-            parts.append(("Web Hook", self._alert_web_hook(sub, data)))
-        if channel.get("run_event"):
-            sub = {**run, "action": {"type": "run_event", "event_id": channel["run_event"]}}
-            parts.append(("Event", self._alert_run_event(sub, data)))
-        results = await asyncio.gather(*(p for _, p in parts))
-        outcome = Outcome(description=f"Successfully notified channel: {channel.get('title') or channel_id}")
-        sections = []
-        for (title, _), sub_outcome in zip(parts, results, strict=True):
-            sections.append(f"### {title} Details:\n\n**Result:** {sub_outcome.description}\n\n{sub_outcome.details}")
-            if sub_outcome.code:
-                outcome.code, outcome.description = sub_outcome.code, sub_outcome.description
-        outcome.details = "\n".join(sections)
+        senders = {"email": self._alert_email, "web_hook": self._alert_web_hook, "run_event": self._alert_run_event}
+
+        async def as_result(kind: str, sub: Record) -> tuple[Outcome, None]:
+            return await senders[kind](sub, data), None
+
+        outcome, _ = await self.notify_channel(run, as_result)
         return outcome
 
     async def _alert_run_event(self, run: Record, data: Record) -> Outcome:

@@ -180,6 +180,15 @@ class Performer:
                                        scripts_dir=self.ctx.plugin_dir), None  # fmt: skip
 
     async def _channel(self, run: Record, job: Record) -> Result:
+        async def as_result(kind: str, sub: Record) -> Result:
+            handler = {"email": self._email, "web_hook": self._web_hook, "run_event": self._run_event}[kind]
+            return await handler(sub, job)
+
+        return await self.notify_channel(run, as_result)
+
+    async def notify_channel(self, run: Record, send: Callable[[str, Record], Awaitable[Result]]) -> Result:
+        """A `channel` action (job or alert): its users' and its own email, its web hook and its event, at once,
+        each through `send(type, run of that type)`; the result names each part, the first failure wins."""
         action = run["action"]
         channel_id = str(action.get("channel_id") or "")
         channel, refused = await self._usable(CHANNELS, "channel", "Notification Channel", channel_id)
@@ -189,13 +198,12 @@ class Performer:
         if channel.get("users") or channel.get("email"):
             sub = {**run, "action": {**action, "type": "email", "users": channel.get("users") or [],
                                      "email": channel.get("email") or ""}}  # fmt: skip
-            parts.append(("Email", self._email(sub, job)))
+            parts.append(("Email", send("email", sub)))
         if channel.get("web_hook"):
-            sub = {**run, "action": {**action, "web_hook": channel["web_hook"]}}
-            parts.append(("Web Hook", self._web_hook(sub, job)))
+            parts.append(("Web Hook", send("web_hook", {**run, "action": {**action, "web_hook": channel["web_hook"]}})))
         if channel.get("run_event"):
-            sub = {**run, "action": {"type": "run_event", "event_id": channel["run_event"]}}
-            parts.append(("Event", self._run_event(sub, job)))
+            parts.append(("Event", send("run_event", {**run, "action": {"type": "run_event",
+                                                                         "event_id": channel["run_event"]}})))
         results = await asyncio.gather(*(p for _, p in parts))
         outcome = Outcome(description=f"Successfully notified channel: {channel.get('title') or channel_id}")
         changes: list[Change] = []
