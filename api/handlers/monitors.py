@@ -23,9 +23,9 @@ from ..registry import AUTH, HANDLERS, Reply
 from .servers import SERVER_ID, server_visible
 
 EXPRESSION_LEN = 4096
-# Time series items in one read (xyOps: no bound): a reply of a few MB, decoded and encoded in tens of ms (the store
+# Time series items in one read (xyOps: no bound): a reply under a MB, decoded and encoded in a few ms (the store
 # allows more, for its own readers); a longer span is read in pages by `date`.
-MAX_ROWS = 5000
+MAX_ROWS = 1000  # the page bound every handler keeps
 MAX_DATE = 253_402_300_799.0  # 9999-12-31 (epoch s): far past any sample, and an offset the store can take
 
 
