@@ -8,7 +8,7 @@ time of decoding 200 whole samples, so a group snapshot never holds the primary'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import codec
@@ -42,19 +42,18 @@ class HostDataStore:
     async def get(self, server_id: str) -> Record | None:
         return _record(await self.db.client.get(self.db.keys.host_data(server_id)))
 
-    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+    async def _mget(self, key: Callable[[str], str], ids: Sequence[str]) -> list[Record | None]:
         out: list[Record | None] = []
         for start in range(0, len(ids), MGET_BATCH):
-            raws = await self.db.client.mget([self.db.keys.host_data(i) for i in ids[start : start + MGET_BATCH]])
-            out.extend(_record(r) for r in raws)
+            out.extend(_record(r) for r in await self.db.client.mget([key(i) for i in ids[start : start + MGET_BATCH]]))
         return out
+
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        return await self._mget(self.db.keys.host_data, ids)
 
     async def get_briefs(self, ids: Sequence[str]) -> list[Record | None]:
         """The brief samples of `ids`, in order (a sample stored before briefs were: read whole, then briefed)."""
-        out: list[Record | None] = []
-        for start in range(0, len(ids), MGET_BATCH):
-            part = ids[start : start + MGET_BATCH]
-            out.extend(_record(r) for r in await self.db.client.mget([self.db.keys.host_brief(i) for i in part]))
+        out = await self._mget(self.db.keys.host_brief, ids)
         missing = [i for i, found in enumerate(out) if found is None]
         if missing:
             for i, whole in zip(missing, await self.get_many([ids[i] for i in missing]), strict=True):

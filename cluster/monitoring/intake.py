@@ -135,7 +135,7 @@ class MonitorIntake:
         if data.get("dummy"):  # monitoring is off on the agent: kept as the last sample, never processed
             await stores.hosts.put(server_id, record)
             return True
-        previous = await stores.hosts.get(server_id)
+        previous = (await stores.hosts.get_briefs([server_id]))[0]  # its date and monitors: the brief holds them
         prev_monitors, elapsed = None, None
         if previous is not None and isinstance(previous.get("data"), Mapping):
             found = previous["data"].get("monitors")
