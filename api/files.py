@@ -1,23 +1,30 @@
 """`GET /files/...` and `GET /logs/...`: stored files by their key (a File object's `path`, served at `/` + path).
 
-Access: a user or API key that can see the job owning the path (`files/jobs/<job>/...`, `logs/jobs/<job>/...`;
-administrators see every file), or an agent with `?server=<id>&auth=<that server's token>`. Unknown files are
-404, refused callers 403. Files are streamed in chunks, never read whole. Anything a browser could run (HTML, SVG,
-XML) is sent as a download, and every reply is sandboxed, so a stored file cannot act as a page of this site.
+Access is decided by one table of owner rules, by the key's second segment (OWNER_RULES):
+- `files/jobs/<job>/...`, `logs/jobs/<job>/...`: a user or API key that can see the job;
+- `files/users/<username>/<random>/...`: any authenticated caller. As in xyOps, the unguessable random segment
+  is what keeps such a file private: its URL is the secret, handed to whoever should read it;
+- `files/bucket/<id>/...`: any authenticated caller (buckets have no category restriction in xyOps);
+- `files/tickets/<id>/...`: administrators, until the tickets module installs its category rule.
+Administrators read every file, and so does an agent with `?server=<id>&auth=<that server's token>` (its jobs'
+input and output files). Unknown files are 404, refused callers 403 (before the store is asked, so a refusal says
+nothing about existence). Files are streamed in chunks, never read whole; single byte ranges (206/416) and
+ETag / Last-Modified revalidation (304) are answered. Anything a browser could run (HTML, SVG, XML) is sent as a
+download, and every reply is sandboxed, so a stored file cannot act as a page of this site.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from email.utils import formatdate
-from typing import Any
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import formatdate, parsedate_to_datetime
 
 import structlog
 from aiohttp import web
 
 from storage.connection import STORE_DOWN_ERRORS
-from storage.files import BadPath, check_path
+from storage.files import BadPath, FileInfo, check_path
 
 from .agentauth import same, server_token
 from .errors import ApiError
@@ -31,13 +38,57 @@ log = structlog.get_logger("podium.files")
 
 ROUTE = r"/{key:(?:files|logs)/.+}"
 _ACTIVE_TYPES = ("html", "svg", "xml", "javascript")  # served as downloads only
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_DOWNLOAD_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 
+# May `who` (a user or API key, not an administrator) read the stored file whose key split at `/` is `parts`?
+OwnerRule = Callable[[web.Request, Principal, list[str]], Awaitable[bool]]
+OWNER_RULES: dict[str, OwnerRule] = {}
+
+
+def owner_rule(segment: str) -> Callable[[OwnerRule], OwnerRule]:
+    """Decorator: the rule for `files/<segment>/...`. A module that owns a kind of file (tickets) installs its
+    own rule, replacing the default one here."""
+
+    def install(rule: OwnerRule) -> OwnerRule:
+        OWNER_RULES[segment] = rule
+        return rule
+
+    return install
 
 
 def owning_job(key: str) -> str:
     """The job a stored path belongs to (`files/jobs/<job>/...`, `logs/jobs/<job>/...`), or ''."""
     parts = key.split("/")
     return parts[2] if len(parts) > 3 and parts[1] == "jobs" else ""
+
+
+@owner_rule("jobs")
+async def job_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+    """Job output files: whoever can see the job (its category and targets)."""
+    job_id = parts[2] if len(parts) > 3 else ""
+    job = await request.app[NODE].stores.jobs.get(job_id) if job_id else None
+    return job is not None and can_see(who, job)
+
+
+@owner_rule("users")
+async def user_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+    """A user's uploads (`files/users/<username>/<random>/<name>`): any authenticated caller. The random
+    segment is the secret, as in xyOps (whose /files has no check at all): the uploader shares the URL."""
+    return len(parts) >= 5
+
+
+@owner_rule("bucket")
+async def bucket_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+    """Bucket files: any authenticated caller (xyOps buckets have no category restriction)."""
+    return len(parts) >= 4
+
+
+@owner_rule("tickets")
+async def ticket_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+    """Ticket files: administrators only (checked before any rule runs). The tickets module replaces this rule
+    with its category check (`@owner_rule("tickets")` in api/handlers/tickets.py)."""
+    return False
 
 
 async def stream_out(
@@ -76,27 +127,78 @@ async def _caller(request: web.Request) -> Principal | None:
 async def _allowed(request: web.Request, key: str) -> bool:
     stores = request.app[NODE].stores
     server, auth = request.query.get("server", ""), request.query.get("auth", "")
-    if server and auth:
+    if server and auth:  # an agent: it reads its jobs' input and output files
         return same(auth, server_token(server, stores.secret_key))
     who = await _caller(request)
     if who is None:
         return False
     if who.is_admin:
         return True
-    job_id = owning_job(key)
-    job = await stores.jobs.get(job_id) if job_id else None
-    return job is not None and can_see(who, job)
+    parts = key.split("/")
+    if parts[0] == "logs":
+        return parts[1:2] == ["jobs"] and await job_file_rule(request, who, parts)
+    rule = OWNER_RULES.get(parts[1]) if len(parts) > 2 else None
+    return rule is not None and await rule(request, who, parts)
 
 
-def _headers(key: str, info: dict[str, Any], download: str) -> dict[str, str]:
+def _download_name(key: str, download: str) -> str:
+    """The attachment's file name: the key's last segment, or the one asked for (`download=<name>`), reduced
+    to safe characters. ⚠ xyOps puts the asked-for name into the header as given (header injection)."""
+    base = key.rsplit("/", 1)[-1]  # a checked path: no quotes or separators to escape
+    if download in ("", "1", "true"):
+        return base
+    return _DOWNLOAD_NAME.sub("_", download.rsplit("/", 1)[-1].rsplit("\\", 1)[-1])[-128:].lstrip(".") or base
+
+
+def _etag(info: FileInfo) -> str:
+    return f'"{int(info["size"])}-{int(float(info["modified"]) * 1000)}"'
+
+
+def _headers(key: str, info: FileInfo, download: str) -> dict[str, str]:
     ctype = str(info["type"])
     headers = {"Content-Type": ctype, "Last-Modified": formatdate(float(info["modified"]), usegmt=True),
-               "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
-               "Cache-Control": "private, max-age=0"}  # fmt: skip
+               "ETag": _etag(info), "Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": "sandbox", "Cache-Control": "private, max-age=0"}  # fmt: skip
     if download or any(kind in ctype for kind in _ACTIVE_TYPES):
-        name = key.rsplit("/", 1)[-1]  # a checked path: no quotes or separators to escape
-        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        headers["Content-Disposition"] = f'attachment; filename="{_download_name(key, download)}"'
     return headers
+
+
+def _not_modified(request: web.Request, info: FileInfo) -> bool:
+    """A conditional GET the client's copy still answers: If-None-Match (wins when present) or
+    If-Modified-Since."""
+    match = request.headers.get("If-None-Match")
+    if match is not None:
+        tags = [t.strip().removeprefix("W/") for t in match.split(",")]
+        return "*" in tags or _etag(info) in tags
+    since = request.headers.get("If-Modified-Since")
+    if since:
+        try:
+            return int(float(info["modified"])) <= int(parsedate_to_datetime(since).timestamp())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+    return False
+
+
+def byte_range(header: str, size: int) -> tuple[int, int]:
+    """The one range of a `Range: bytes=a-b` header as (start, end exclusive); ValueError when it is malformed
+    or cannot be satisfied (416). Several ranges are refused too: a reply of one part keeps this simple."""
+    found = _RANGE.fullmatch(header.strip())
+    if found is None:
+        raise ValueError("malformed range")
+    first, last = found.groups()
+    if not first and not last:
+        raise ValueError("malformed range")
+    if not first:  # the last N bytes
+        length = int(last)
+        if length == 0:
+            raise ValueError("empty suffix range")
+        return max(size - length, 0), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if start >= size or (last and int(last) < start):
+        raise ValueError("range not satisfiable")
+    return start, end
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
@@ -109,12 +211,25 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         info = await files.stat(key)
         if info is None:
             return _refusal("notfound", f"File not found: {key}", 404)
-        resp = web.StreamResponse(headers=_headers(key, dict(info), request.query.get("download", "")))
+        headers = _headers(key, info, request.query.get("download", ""))
+        if _not_modified(request, info):
+            return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified",
+                                                                             "Cache-Control")})  # fmt: skip
+        size = int(info["size"])
+        start, end, status = 0, size, 200
+        if "Range" in request.headers:
+            try:
+                start, end = byte_range(request.headers["Range"], size)
+            except ValueError:
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            status = 206
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = end - start
         if request.method == "HEAD":
-            resp.content_length = int(info["size"])
             await resp.prepare(request)
             return resp
-        return await stream_out(request, resp, files.read(key))
+        return await stream_out(request, resp, files.read(key, start=start, end=end))
     except BadPath:
         return _refusal("notfound", "File not found.", 404)
     except ApiError as exc:

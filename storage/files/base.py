@@ -91,8 +91,10 @@ class FileStore(Protocol):
 
     async def get(self, path: str) -> bytes | None: ...
 
-    def read(self, path: str, chunk: int = CHUNK) -> AsyncIterator[bytes]:
-        """The file in chunks (nothing when it does not exist); for replies that must stay bounded in memory."""
+    def read(self, path: str, chunk: int = CHUNK, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The file in chunks (nothing when it does not exist); for replies that must stay bounded in memory.
+        `start`/`end`: only the bytes from offset `start` up to (not including) `end` (None: the end of the file),
+        for HTTP range requests."""
         ...
 
     async def stat(self, path: str) -> FileInfo | None: ...

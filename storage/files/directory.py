@@ -93,14 +93,22 @@ class DirectoryFileStore:
     async def get(self, path: str) -> bytes | None:
         return await asyncio.to_thread(self._read_all, self._target(path))
 
-    async def read(self, path: str, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+    async def read(self, path: str, chunk: int = CHUNK, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         target = self._target(path)
         try:
             source = await asyncio.to_thread(target.open, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         try:
-            while piece := await asyncio.to_thread(source.read, chunk):
+            if start:
+                await asyncio.to_thread(source.seek, start)
+            left = None if end is None else max(end - start, 0)
+            while left is None or left > 0:
+                piece = await asyncio.to_thread(source.read, chunk if left is None else min(chunk, left))
+                if not piece:
+                    return
+                if left is not None:
+                    left -= len(piece)
                 yield piece
         finally:
             source.close()

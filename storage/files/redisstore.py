@@ -156,16 +156,16 @@ class RedisFileStore:
         raw = await self.db.client.get(self.db.keys.file(check_path(path)))
         return None if raw is None else _bytes(raw)
 
-    async def read(self, path: str, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+    async def read(self, path: str, chunk: int = CHUNK, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         key = self.db.keys.file(check_path(path))
-        start = 0
-        while True:
-            piece = _bytes(await self.db.client.getrange(key, start, start + chunk - 1))
+        while end is None or start < end:
+            want = chunk if end is None else min(chunk, end - start)
+            piece = _bytes(await self.db.client.getrange(key, start, start + want - 1))
             if piece:
                 yield piece
-            if len(piece) < chunk:
+            if len(piece) < want:
                 return
-            start += chunk
+            start += want
 
     async def stat(self, path: str) -> FileInfo | None:
         raw = await self.db.client.hgetall(self.db.keys.file_meta(check_path(path)))

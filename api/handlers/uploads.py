@@ -1,0 +1,107 @@
+"""User uploads and job files (digest 3.17, 3.2): upload_files, upload_job_input_files, delete_job_file.
+
+Every upload goes through api/uploads.py. ⚠ xyOps stores user uploads at `files/<username>/<name>` (no random
+part, so the same name overwrites and a username can collide with other prefixes such as `jobs`); Podium stores
+them at `files/users/<username>/<random>/<name>`. The random segment is what keeps such a file private: GET
+/files serves `files/users/...` to any authenticated caller (api/files.py), as xyOps serves it to anyone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..activity import log_activity
+from ..call import Call
+from ..errors import ApiError
+from ..params import ident, text
+from ..registry import AUTH, HANDLERS, Reply
+from ..uploads import File, receive_upload
+from .jobcontrol import _rewrite_final
+from .jobs import _job, _light
+
+NO_FILES = "No file upload data found in request."
+
+
+def user_prefix(call: Call) -> str:
+    """Where a caller's own uploads live: `files/users/<username>` (API keys by their id, as activity names them)."""
+    return f"files/users/{call.who.username}"
+
+
+def _origin(call: Call) -> str:
+    """The base of the URLs upload_files answers: --base-url, else the origin the caller used."""
+    return call.settings.base_url.rstrip("/") or str(call.request.url.origin())
+
+
+async def _user_upload(call: Call) -> list[File]:
+    _, files = await receive_upload(call, prefix=user_prefix(call))
+    if not files:
+        raise ApiError("file", NO_FILES)
+    return files
+
+
+@HANDLERS.add("upload_files", write=True, privilege=AUTH, own_body=True, args=(), form_files=("file1",))
+async def upload_files(call: Call) -> Reply:
+    """Store the caller's files (any multipart file fields); answers a URL for each, in order."""
+    files = await _user_upload(call)
+    base = _origin(call)
+    return {"urls": [f"{base}/{f['path']}" for f in files]}
+
+
+@HANDLERS.add("upload_job_input_files", write=True, privilege="run_jobs", own_body=True, args=(),
+              form_files=("file1",))  # fmt: skip
+async def upload_job_input_files(call: Call) -> Reply:
+    """Store files to pass to a job: answers File objects for run_event's `input.files`."""
+    return {"files": await _user_upload(call)}
+
+
+# -- delete_job_file ----------------------------------------------------------------------------------------
+
+
+def _without(files: Any, path: str) -> tuple[list[Any], dict[str, Any] | None]:
+    """`files` without the entry whose path is `path`, and that entry (None when there is none)."""
+    entries = [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+    for i, entry in enumerate(entries):
+        if entry.get("path") == path:
+            return entries[:i] + entries[i + 1 :], entry
+    return entries, None
+
+
+def _protected(entry: dict[str, Any]) -> str:
+    """Why an input file must outlive its job ('' when it need not): it belongs to a bucket or a ticket."""
+    path = str(entry.get("path") or "")
+    if entry.get("bucket") or path.startswith("files/bucket/"):
+        return "Bucket"
+    if entry.get("ticket") or path.startswith("files/tickets/"):
+        return "Ticket"
+    return ""
+
+
+@HANDLERS.add("delete_job_file", write=True, privilege="delete_jobs",
+              args=(ident(), text("path", required=True, max_len=512)))  # fmt: skip
+async def delete_job_file(call: Call) -> Reply:
+    """Remove one file from a completed job (its output files or its input files) and delete it from the
+    store. Bucket and ticket files passed to the job as input stay: they are not the job's to delete."""
+    job = await _job(call, call.params["id"])
+    if job.get("state") != "complete":
+        raise ApiError("job", f"Job is still active: {job['id']}")
+    path = call.params["path"]
+    files, entry = _without(job.get("files"), path)
+    changes: dict[str, Any]
+    if entry is not None:
+        changes = {"files": files}
+    else:
+        given = job.get("input")
+        source: dict[str, Any] = given if isinstance(given, dict) else {}
+        inputs, entry = _without(source.get("files"), path)
+        if entry is None:
+            raise ApiError("job", f"Job file not found: {path}")
+        kind = _protected(entry)
+        if kind:
+            raise ApiError("job", f"{kind} files cannot be deleted from job: {entry.get('filename') or path}")
+        changes = {"input": {**source, "files": inputs}}
+    await _rewrite_final(call, job, changes)
+    if path.startswith("files/"):  # a record's entry names a stored file; nothing else is this call's to delete
+        await call.stores.files.delete(path)
+    await log_activity(call, "job_delete_file", f"Deleted file {path} of job {job['id']}", job=_light(job),
+                       file=entry)  # fmt: skip
+    return {}
