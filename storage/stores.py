@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .actions import ActionStore
 from .activity import ActivityStore
@@ -13,7 +14,7 @@ from .alertstate import AlertStateStore
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
-from .files import FileStore, RedisFileStore
+from .files import BadPath, FileStore, RedisFileStore
 from .hostdata import HostDataStore
 from .jobs import JobStore
 from .logins import LoginGuard
@@ -29,6 +30,20 @@ from .users import UserStore
 def job_files_prefix(job_id: str) -> str:
     """Where the files a job's agent uploaded live in the file store (`files/jobs/<job>/<random>/<name>`)."""
     return f"files/jobs/{job_id}/"
+
+
+def job_input_uploads(job: Mapping[str, Any]) -> list[str]:
+    """The input files a deleted job takes with it: the uploads made for it (`files/users/...`, from
+    upload_job_input_files), unless flagged `bucket` or `ticket`. Bucket and ticket files stay with their owner.
+    ⚠ xyOps deletes every input file not flagged bucket or ticket, so deleting a chained job also deleted its
+    parent's output files (passed to it as input); here those go with the job that made them."""
+    given = job.get("input")
+    files = given.get("files") if isinstance(given, Mapping) else None
+    if not isinstance(files, list):
+        return []
+    return [str(f["path"]) for f in files
+            if isinstance(f, Mapping) and isinstance(f.get("path"), str) and str(f["path"]).startswith("files/users/")
+            and not f.get("bucket") and not f.get("ticket")]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -88,11 +103,21 @@ class Stores:
             secret_key=secret_key,
         )
 
-    async def drop_job_output(self, job_ids: Iterable[str]) -> None:
-        """Delete what deleted jobs left in the stores: the live and stored log, and the uploaded files. Called
-        after the job records are deleted (delete_job, retention, an event's history): a crash in between leaves
-        orphan files, which is accepted, since nothing can reach them once the job is gone (a file is served only
-        to those who may see its job) and no record ever points at a missing file."""
-        for job_id in job_ids:
+    async def drop_job_output(self, jobs: Iterable[str | Mapping[str, Any]]) -> None:
+        """Delete what deleted jobs left in the stores: the live and stored log, the uploaded files and, for a
+        job given as its record rather than its id, its own input uploads (job_input_uploads). Called after the
+        job records are deleted (delete_job, retention, an event's history): a crash in between leaves orphan
+        files, which is accepted, since nothing can reach them once the job is gone (a file is served only to
+        those who may see its job, an upload only to whoever holds its random URL) and no record ever points at
+        a missing file."""
+        for job in jobs:
+            job_id = job if isinstance(job, str) else str(job.get("id") or "")
+            if not job_id:
+                continue
             await self.logs.drop(job_id)
             await self.files.delete_prefix(job_files_prefix(job_id))
+            for path in () if isinstance(job, str) else job_input_uploads(job):
+                try:
+                    await self.files.delete(path)
+                except BadPath:  # a record written before input files were checked: nothing of ours to delete
+                    continue

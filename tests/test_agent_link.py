@@ -200,13 +200,13 @@ async def test_input_files_are_downloaded_into_the_job_directory(site: Site, tmp
         [file] = first["files"]
         second = await site.job("#!/bin/sh\ncat out.txt\nls\n", input={"files": [file]})
         missing = {"id": "fnone", "path": "files/jobs/jnone/k/none.txt", "filename": "x.txt", "size": 1}
-        failed = await site.job("#!/bin/sh\necho never\n", input={"files": [missing]})
+        event = await site.jobs.event(site.node, "#!/bin/sh\necho never\n", targets=[SERVER])
+        status, refused = await site.jobs.call(site.node, "run_event", {"id": event, "input": {"files": [missing]}})
     assert second["code"] == 0, second
     assert await site.jobs.log(site.node, second["id"]) == "report\nout.txt\n"
     assert "Downloading file: out.txt" in messages(second)
-    assert failed["code"] == 1, failed
-    assert failed["description"].startswith("Setup Error: Failed to download job file: x.txt: HTTP 404"), failed
-    assert await site.jobs.log(site.node, failed["id"]) == ""
+    # A file that is not stored never reaches an agent: run_event checks input files (api/handlers/uploads.py).
+    assert (status, refused["description"]) == (400, f"Job input file not found: {missing['path']}"), refused
 
 
 LINES = 400

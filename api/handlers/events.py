@@ -227,7 +227,7 @@ async def _drop_history(call: Call, record: dict[str, Any], current: dict[str, A
             fence = node.fence()
             for job in found:
                 await jobs.delete(fence, job)
-            await node.stores.drop_job_output(str(job["id"]) for job in found)
+            await node.stores.drop_job_output(found)  # records: their input uploads go too
 
     task = asyncio.get_running_loop().create_task(sweep())
     _SWEEPS.add(task)

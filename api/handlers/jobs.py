@@ -186,6 +186,6 @@ async def delete_job(call: Call) -> Reply:
         raise ApiError("job", f"Job is still active: {job_id}")
     await call.stores.jobs.delete(call.node.fence(), job)
     async with post_commit("job_output"):  # the job is gone: a file store failure leaves orphans, not an error
-        await call.stores.drop_job_output([job_id])
+        await call.stores.drop_job_output([job])  # the record: its input uploads go too
     await log_activity(call, "job_delete", f"Deleted job {job_id}", job=_light(job))
     return {}

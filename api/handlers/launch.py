@@ -19,6 +19,7 @@ from ..principal import can_targets
 from ..registry import HANDLERS, NONE, Params, Reply
 from ..validate import boolean, string_list
 from .events import check_overrides, check_param_values, events, magic_token
+from .uploads import checked_input_files
 
 WAIT_POLL_S = 0.25
 WAIT_MAX_S = 3600
@@ -142,6 +143,8 @@ async def run_event(call: Call) -> Reply:
     job_input = params.get("input") or {}
     if not isinstance(job_input, dict):
         raise ApiError("api", "Parameter 'input' must be an object.")
+    if job_input.get("files") is not None:  # never trusted as given (api/handlers/uploads.py)
+        job_input = {**job_input, "files": await checked_input_files(call, job_input["files"])}
     if "targets" in overrides and not can_targets(call.who, string_list(overrides, "targets") or []):
         raise ApiError("access", "You do not have access to any of the overridden target groups.")
     await check_param_values(run_params, list(event.get("fields") or []), "Event fields")
@@ -176,6 +179,8 @@ async def magic(call: Call) -> Reply:
         raise ApiError("event", "Event is disabled.")
     params = dict(call.params)
     job_input = params.pop("input", None)
+    if isinstance(job_input, dict) and job_input.get("files") is not None:
+        job_input = {**job_input, "files": await checked_input_files(call, job_input["files"])}
     check_overrides(params, "Magic trigger params")
     run_params = {**(event.get("params") or {}), **params}
     _fill_field_defaults(run_params, event)

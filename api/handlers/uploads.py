@@ -8,18 +8,27 @@ them at `files/users/<username>/<random>/<name>`. The random segment is what kee
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any
+
+from storage.files import BadPath, check_path
 
 from ..activity import log_activity
 from ..call import Call
-from ..errors import ApiError
-from ..params import ident, text
+from ..errors import ApiError, bad_param
+from ..files import OWNER_RULES
+from ..params import ID_LEN, ident, text
+from ..principal import Principal
 from ..registry import AUTH, HANDLERS, Reply
-from ..uploads import File, receive_upload
+from ..uploads import File, base_name, display_name, receive_upload
 from .jobcontrol import _rewrite_final
 from .jobs import _job, _light
 
 NO_FILES = "No file upload data found in request."
+MAX_INPUT_FILES = 1000  # what an agent downloads for one job at most
+_SHARED_ROOTS = ("files/bucket/", "files/tickets/", "files/jobs/")
+_FILE_TAGS = ("username", "bucket", "ticket", "job", "server")  # File keys kept from a client's entry
 
 
 def user_prefix(call: Call) -> str:
@@ -105,3 +114,57 @@ async def delete_job_file(call: Call) -> Reply:
     await log_activity(call, "job_delete_file", f"Deleted file {path} of job {job['id']}", job=_light(job),
                        file=entry)  # fmt: skip
     return {}
+
+
+# -- input files a client names -----------------------------------------------------------------------------
+
+
+async def _may_use(call: Call, who: Principal | None, path: str) -> bool:
+    """May this caller hand the stored file at `path` to a job? Its own uploads, and bucket, ticket and job
+    files it may read (GET /files' owner rules); nobody else's uploads. A magic link (no caller) only bucket
+    files."""
+    if who is not None and path.startswith(f"files/users/{who.username}/"):
+        return True
+    if not path.startswith(_SHARED_ROOTS):
+        return False
+    if who is None:
+        return path.startswith("files/bucket/")
+    parts = path.split("/")
+    rule = OWNER_RULES.get(parts[1])
+    return who.is_admin or (rule is not None and await rule(call.request, who, parts))
+
+
+async def checked_input_files(call: Call, files: Any) -> list[File]:
+    """A client's `input.files` for a new job, checked and rebuilt: each entry must name an existing stored file
+    the caller may use (see _may_use), since the agent downloads it and deleting the job deletes it.
+    ⚠ xyOps takes the array as given, so a client could make a job expose or delete any storage key."""
+    if not isinstance(files, list):
+        raise bad_param("input.files", "must be an array of File objects")
+    if len(files) > MAX_INPUT_FILES:
+        raise bad_param("input.files", f"may list at most {MAX_INPUT_FILES} files")
+    out: list[File] = []
+    for i, entry in enumerate(files):
+        where = f"input.files[{i}]"
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not path:
+            raise bad_param(where, "must be a File object with a path")
+        try:
+            check_path(path)
+        except BadPath:
+            raise bad_param(f"{where}.path", "is not a stored file path") from None
+        if not await _may_use(call, call.user, path):
+            raise ApiError("access", f"Job input file is not yours to use: {path}")
+        info = await call.stores.files.stat(path)
+        if info is None:
+            raise ApiError("api", f"Job input file not found: {path}")
+        date = entry.get("date")
+        record: File = {"id": str(entry.get("id") or "f" + secrets.token_hex(8))[:ID_LEN],
+                        "date": int(date) if isinstance(date, int | float) else int(time.time()),
+                        "filename": display_name(str(entry.get("filename") or base_name(path))) or base_name(path),
+                        "path": path, "size": int(info["size"])}  # fmt: skip
+        for tag in _FILE_TAGS:
+            value = entry.get(tag)
+            if isinstance(value, str | bool) and value != "":
+                record[tag] = value[:ID_LEN] if isinstance(value, str) else value
+        out.append(record)
+    return out
