@@ -299,6 +299,12 @@ async def test_upload_job_input_files_needs_run_jobs(upsite: Site, upadmin: Head
     [file] = data["files"]
     assert file["path"].startswith("files/users/runner/") and file["path"].endswith("/in.txt")
     assert (file["filename"], file["size"], file["username"]) == ("In.txt", 6, "runner")
+    # A username a path cannot hold is named by its hash ('+' is never in a username).
+    accented = await user(upsite, upadmin, "josé", privileges={"run_jobs": 1})
+    status, data = await post(upsite.client, "upload_job_input_files", accented, [("file1", "j.txt", b"j")])
+    assert status == 200, data
+    segment = data["files"][0]["path"].split("/")[2]
+    assert segment.startswith("+") and len(segment) == 33 and data["files"][0]["username"] == "josé"
 
 
 # -- run_event's input.files ----------------------------------------------------------------------------------

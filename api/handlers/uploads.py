@@ -8,6 +8,8 @@ them at `files/users/<username>/<random>/<name>`. The random segment is what kee
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 import time
 from typing import Any
@@ -28,12 +30,18 @@ from .jobs import _job, _light
 NO_FILES = "No file upload data found in request."
 MAX_INPUT_FILES = 1000  # what an agent downloads for one job at most
 _SHARED_ROOTS = ("files/bucket/", "files/tickets/", "files/jobs/")
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _FILE_TAGS = ("username", "bucket", "ticket", "job", "server")  # File keys kept from a client's entry
 
 
-def user_prefix(call: Call) -> str:
-    """Where a caller's own uploads live: `files/users/<username>` (API keys by their id, as activity names them)."""
-    return f"files/users/{call.who.username}"
+def user_prefix(who: Principal) -> str:
+    """Where a caller's own uploads live: `files/users/<username>` (API keys by their id, as activity names them).
+    A username a stored path cannot hold (non-ASCII letters, a leading dot) is named by `+` and its hash instead:
+    usernames never hold `+`, so this names no other user."""
+    name = who.username
+    if not _PATH_SEGMENT.fullmatch(name):
+        name = "+" + hashlib.sha256(name.encode()).hexdigest()[:32]
+    return f"files/users/{name}"
 
 
 def _origin(call: Call) -> str:
@@ -42,7 +50,7 @@ def _origin(call: Call) -> str:
 
 
 async def _user_upload(call: Call) -> list[File]:
-    _, files = await receive_upload(call, prefix=user_prefix(call))
+    _, files = await receive_upload(call, prefix=user_prefix(call.who))
     if not files:
         raise ApiError("file", NO_FILES)
     return files
@@ -123,7 +131,7 @@ async def _may_use(call: Call, who: Principal | None, path: str) -> bool:
     """May this caller hand the stored file at `path` to a job? Its own uploads, and bucket, ticket and job
     files it may read (GET /files' owner rules); nobody else's uploads. A magic link (no caller) only bucket
     files."""
-    if who is not None and path.startswith(f"files/users/{who.username}/"):
+    if who is not None and path.startswith(user_prefix(who) + "/"):
         return True
     if not path.startswith(_SHARED_ROOTS):
         return False
