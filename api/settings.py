@@ -98,6 +98,10 @@ class Settings:
     file_store: str = "redis"
     file_max_bytes: int = DEFAULT_FILE_MAX  # one file (an upload, a finished log)
     file_store_max_bytes: int = DEFAULT_FILE_STORE_MAX  # everything in the Redis backend together
+    # Buckets (storage/buckets.py; xyOps client.bucket_upload_settings): files per bucket, megabytes per file (the
+    # file store's --file-max-bytes applies as well).
+    bucket_max_files: int = 100
+    bucket_max_file_mb: int = 1024
     # Email actions (cluster/actions/email.py); no --smtp-host = email is off and email actions record why.
     smtp_host: str = ""
     smtp_port: int = DEFAULT_SMTP_PORT
@@ -148,6 +152,8 @@ class Settings:
             ("--job-log-max-bytes", self.job_log_max_bytes, 1024, 1 << 40),
             ("--file-max-bytes", self.file_max_bytes, 1024, None),
             ("--file-store-max-bytes", self.file_store_max_bytes, 1024, None),
+            ("--bucket-max-files", self.bucket_max_files, 1, 10_000),
+            ("--bucket-max-file-mb", self.bucket_max_file_mb, 1, 1_048_576),
             ("--smtp-port", self.smtp_port, 1, 65535),
             # Bounded: a server back after a gap gets stub rows (about 6 bytes each) up to its retention.
             ("--timeline-hourly-days", self.timeline_hourly_days, 1, 90),

@@ -10,6 +10,7 @@ from .activity import ActivityStore
 from .agents import AgentStreams
 from .alerts import AlertStore
 from .alertstate import AlertStateStore
+from .buckets import BucketStore
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
@@ -53,6 +54,7 @@ class Stores:
     timelines: TimelineStore
     quickmon: QuickmonStore
     snapshots: SnapshotStore
+    buckets: BucketStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -85,6 +87,7 @@ class Stores:
             timelines=TimelineStore(db, timeline_retention_s),
             quickmon=QuickmonStore(db),
             snapshots=SnapshotStore(db),
+            buckets=BucketStore(db, files),
             secret_key=secret_key,
         )
 
