@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,8 @@ BUCKETS = Family("buckets")  # the definition family of bucket records (title, i
 DEFAULT_MAX_FILES = 100  # xyOps client.bucket_upload_settings.max_files_per_bucket
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024  # xyOps max_file_size (1 GiB); the file store's own limit applies too
 DEFAULT_MAX_DATA_BYTES = 1024 * 1024  # packed bytes of a bucket's data
-NAME_LEN = 128  # characters of a file's display name and of its stored name
+NAME_LEN = 128  # characters of a file's stored name (the last segment of its path)
+DISPLAY_LEN = 255  # characters of its display name (`filename`), as api/uploads.py keeps them
 CAS_RETRIES = 50
 
 # Write the contents of one bucket, checked against its definition record and, optionally, its revision.
@@ -65,7 +66,7 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'files', ARGV[6]) end
 return redis.call('HINCRBY', KEYS[4], 'rev', 1)
 """)
 
-_UNSAFE_DISPLAY = re.compile(r"""[^\w\-+.,\s()\[\]{}'"!&^%$#@*?~]+""", re.ASCII)
+_UNSAFE_DISPLAY = re.compile(r"""[^A-Za-z0-9_\-+., ()\[\]{}'"!&^%$#@*?~]+""")
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -81,9 +82,10 @@ class BucketNotFound(BucketError):
 
 def display_name(name: str) -> str:
     """A file's `filename` (xyOps cleanFilename): its last path segment, runs of characters outside letters,
-    digits and `_ - + . , ( ) [ ] { } ' " ! & ^ % $ # @ * ? ~` and spaces as one `_`, case kept."""
+    digits and `_ - + . , ( ) [ ] { } ' " ! & ^ % $ # @ * ? ~` and the plain space as one `_`, case kept (the rule
+    of api/uploads.py, so an uploaded file keeps the name the receiver gave it)."""
     base = re.split(r"[\\/]", name)[-1]
-    clean = _UNSAFE_DISPLAY.sub("_", base).strip()[-NAME_LEN:]
+    clean = _UNSAFE_DISPLAY.sub("_", base).strip()[-DISPLAY_LEN:]
     return clean if clean.strip(".") else ""
 
 
@@ -117,6 +119,10 @@ class Incoming:
     name: str
     chunks: Callable[[], AsyncIterable[bytes]]
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # A file already in the store under this bucket's prefix (an upload that just arrived), `size` bytes: a new
+    # name takes it as it is (no copy); a listed name gets its bytes copied in place, and it is deleted after.
+    stored: str = ""
+    size: int = 0
 
 
 # Fields a File object loses when it is replaced in place by another kind of writer (xyOps: an upload drops
@@ -216,7 +222,7 @@ class BucketStore:
             return ({} if data else None), ([] if files else None)
 
         await self._change(fence, bucket_id, change)
-        await self._delete_paths(f.get("path") for f in gone)
+        await self._delete_paths((f.get("path") for f in gone), bucket_id)
 
     async def remove_file(self, fence: Fence, bucket_id: str, match: Callable[[Record], bool]) -> Record | None:
         """Take the first file `match` accepts off the list and delete its bytes; None when none matches."""
@@ -228,38 +234,51 @@ class BucketStore:
 
         await self._change(fence, bucket_id, change)
         if found:
-            await self._delete_paths([found[0].get("path")])
+            await self._delete_paths([found[0].get("path")], bucket_id)
         return found[0] if found else None
 
     async def put_files(self, fence: Fence, bucket_id: str, incoming: Sequence[Incoming]) -> list[Record]:
         """Write files into a bucket: one with the filename of a listed file replaces it in place (same path, so
-        its link stays), the others get a new `files/bucket/<id>/<random>/<name>`. The count limit is checked
-        before any byte is written and again when the list is saved; the per-file size limit while bytes arrive.
-        On any failure the new files written so far are deleted and the list is unchanged. The full list."""
+        its link stays), the others get a new `files/bucket/<id>/<random>/<name>` (or keep the path they were
+        uploaded to). The count limit is checked before any byte is written and again when the list is saved; the
+        per-file size limit while bytes arrive. On any failure the new files (uploads included) are deleted and
+        the list is unchanged. The full list."""
         by_name: dict[str, Incoming] = {}
-        for item in incoming:
-            name = display_name(item.name)
-            if not name:
-                raise BucketError(f"File '{item.name[:64]}' has no usable name.")
-            by_name[name] = item  # the last of a name wins, as a later upload would
-        current = await self.get(bucket_id)
-        listed = {str(f.get("filename")): f for f in current.files}
-        self._check_count(len(current.files) + sum(1 for n in by_name if n not in listed))
+        uploads = [item.stored for item in incoming if item.stored]
+        try:
+            for item in incoming:
+                name = display_name(item.name)
+                if not name:
+                    raise BucketError(f"File '{item.name[:64]}' has no usable name.")
+                by_name[name] = item  # the last of a name wins, as a later upload would
+            current = await self.get(bucket_id)
+            listed = {str(f.get("filename")): f for f in current.files}
+            self._check_count(len(current.files) + sum(1 for n in by_name if n not in listed))
+        except BaseException:
+            await self._delete_paths(uploads, bucket_id)
+            raise
         written: list[Record] = []
-        fresh: list[str] = []
+        fresh: list[str] = list(uploads)  # deleted if this fails: what this call added to the store
+        displaced: list[str] = []
         try:
             for name, item in by_name.items():
                 old = listed.get(name)
-                path = str(old["path"]) if old and old.get("path") else \
-                    f"{files_prefix(bucket_id)}{secrets.token_urlsafe(16)}/{key_name(name)}"  # fmt: skip
-                if old is None or not old.get("path"):
+                in_place = bool(old and old.get("path"))
+                if in_place:
+                    path = str(old["path"]) if old else ""
+                    size = await self.files.put_stream(path, self._limited(item.chunks()))
+                elif item.stored:
+                    path, size = item.stored, item.size
+                    if size > self.max_file_bytes:
+                        raise self._too_large()
+                else:
+                    path = f"{files_prefix(bucket_id)}{secrets.token_urlsafe(16).lower()}/{key_name(name)}"
                     fresh.append(path)
-                size = await self.files.put_stream(path, self._limited(item.chunks()))
+                    size = await self.files.put_stream(path, self._limited(item.chunks()))
                 entry: Record = {"id": str(old.get("id")) if old and old.get("id") else "f" + secrets.token_hex(8),
                                  "date": int(time.time()), "filename": name, "path": path, "size": size,
                                  **dict(item.extra)}  # fmt: skip
                 written.append(entry)
-            displaced: list[str] = []
 
             def change(cur: Contents) -> tuple[Record | None, list[Record] | None]:
                 files = [dict(f) for f in cur.files]
@@ -278,10 +297,16 @@ class BucketStore:
 
             done = await self._change(fence, bucket_id, change)
         except BaseException:
-            await self._delete_paths(fresh)
+            await self._delete_paths(fresh, bucket_id)
             raise
-        await self._delete_paths(p for p in displaced if p not in {str(f.get("path")) for f in done.files})
+        kept_paths = {str(f.get("path")) for f in done.files}
+        # Replaced files, and uploads copied in place or superseded by a later file of the same name.
+        await self._delete_paths((p for p in [*displaced, *uploads] if p not in kept_paths), bucket_id)
         return done.files
+
+    def _too_large(self) -> BucketError:
+        return BucketError("One or more of the files exceed the maximum allowed bucket file size "
+                           f"({self.max_file_bytes} bytes).")  # fmt: skip
 
     def _check_count(self, count: int) -> None:
         if count > self.max_files:
@@ -292,13 +317,13 @@ class BucketStore:
         async for chunk in chunks:
             size += len(chunk)
             if size > self.max_file_bytes:
-                raise BucketError("One or more of the files exceed the maximum allowed bucket file size "
-                                  f"({self.max_file_bytes} bytes).")  # fmt: skip
+                raise self._too_large()
             yield chunk
 
-    async def _delete_paths(self, paths: Any) -> None:
+    async def _delete_paths(self, paths: Iterable[Any], bucket_id: str) -> None:
+        """Delete files of this bucket (only paths under its prefix: a list never names anything else)."""
         for path in paths:
-            if isinstance(path, str) and path.startswith("files/bucket/"):
+            if isinstance(path, str) and path.startswith(files_prefix(bucket_id)):
                 await self.files.delete(path)
 
     async def drop(self, fence: Fence, bucket_id: str) -> int:

@@ -10,6 +10,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+
 from storage.buckets import BucketError, Incoming, display_name, files_prefix, key_name
 from storage.stores import Stores
 from tests.authkit import Site, ok
@@ -230,3 +232,62 @@ def test_names() -> None:
     assert display_name("../..") == "" and display_name("...") == ""
     assert key_name("My Report (final).TXT") == "my_report_final_.txt"
     assert key_name(".hidden") == "_hidden"
+
+
+async def upload(site: Site, headers: Headers, files: dict[str, tuple[str, bytes]], *,
+                 query: dict[str, str] | None = None, **fields: str) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    form = aiohttp.FormData(default_to_multipart=True)
+    for key, value in fields.items():
+        form.add_field(key, value)
+    for key, (name, data) in files.items():
+        form.add_field(key, io.BytesIO(data), filename=name)
+    resp = await site.client.post("/api/app/upload_bucket_files/v1", data=form, params=query or {}, headers=headers)
+    return resp.status, await resp.json()
+
+
+async def test_upload_bucket_files(site: Site, admin: Headers) -> None:
+    stores = site.node.stores
+    bucket_id = await create(site, admin)
+
+    async def under_prefix() -> list[str]:
+        return [p for p in await stored_paths(stores.files) if p.startswith(files_prefix(bucket_id))]
+
+    status, reply = await upload(site, admin, {"file1": ("Report.CSV", b"a,b\n1,2\n"), "file2": ("README", b"hi")},
+                                 query={"id": bucket_id})  # fmt: skip
+    assert (status, reply["code"]) == (200, 0), reply
+    files = reply["files"]
+    assert [(f["filename"], f["size"], f["username"]) for f in files] == [("Report.CSV", 8, "admin"),
+                                                                          ("README", 2, "admin")]
+    report = files[0]
+    assert report["path"].startswith(files_prefix(bucket_id)) and report["path"].endswith("/report.csv")
+    assert await stores.files.get(report["path"]) == b"a,b\n1,2\n"
+    assert sorted(await under_prefix()) == sorted(f["path"] for f in files)
+
+    # The same name again, the bucket named in a form field this time (`bucket`, xyOps' alias): in place.
+    status, reply = await upload(site, admin, {"f": ("Report.CSV", b"new bytes")}, bucket=bucket_id)
+    assert (status, reply["code"]) == (200, 0), reply
+    again = {f["filename"]: f for f in reply["files"]}
+    assert again["Report.CSV"]["path"] == report["path"] and again["Report.CSV"]["id"] == report["id"]
+    assert again["Report.CSV"]["size"] == 9 and await stores.files.get(report["path"]) == b"new bytes"
+    assert sorted(await under_prefix()) == sorted(f["path"] for f in reply["files"])  # the upload's copy is gone
+    assert (await contents(site, admin, bucket_id))["files"] == reply["files"]
+
+    # Refusals keep nothing: the bucket's file count, an unknown bucket, no file, an empty file, no privilege.
+    before = await stored_paths(stores.files)
+    stores.buckets.max_files = 3
+    try:
+        status, reply = await upload(site, admin, {"a": ("one.txt", b"1"), "b": ("two.txt", b"2")},
+                                     query={"id": bucket_id})  # fmt: skip
+        refused(status, reply, "bucket", 500, "maximum number of allowed files")
+    finally:
+        stores.buckets.max_files = 100
+    refused(*await upload(site, admin, {"a": ("x.txt", b"x")}, query={"id": "nope"}), "bucket", 500,
+            "Bucket not found: nope")
+    refused(*await upload(site, admin, {"a": ("x.txt", b"x")}, id="nope"), "bucket", 500, "Bucket not found: nope")
+    refused(*await upload(site, admin, {}, id=bucket_id), "bucket", 500, "No file upload data")
+    refused(*await upload(site, admin, {"a": ("x.txt", b"")}, id=bucket_id), "api", 400, "zero bytes")
+    refused(*await upload(site, admin, {"a": ("x.txt", b"x")}), "api", 400, "id")
+    reader = await make_user(site, admin, "reader", privileges={})
+    refused(*await upload(site, reader, {"a": ("x.txt", b"x")}, query={"id": bucket_id}), "access", 403)
+    assert await stored_paths(stores.files) == before
+    assert len((await contents(site, admin, bucket_id))["files"]) == 2

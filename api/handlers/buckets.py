@@ -9,9 +9,11 @@ edit_buckets, delete_buckets. Bucket files are stored at `files/bucket/<bucket i
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+from typing import Any
 
-from storage.buckets import BUCKETS, BucketError, BucketNotFound
+from storage.buckets import BUCKETS, BucketError, BucketNotFound, Incoming, files_prefix
 from storage.errors import Conflict
 
 from .. import params as P
@@ -19,6 +21,7 @@ from ..call import Call
 from ..definitions import FamilySpec, Field, Record, loosely_equal, register_family
 from ..errors import ApiError, bad_param
 from ..registry import HANDLERS, Params, Reply
+from ..uploads import UploadLimits, receive_upload
 
 DATA_BYTES = 1024 * 1024  # encoded size of the data a call may send (the store bounds the merged data too)
 BUCKET_ID = P.text("id", required=True, max_len=P.ID_LEN, pattern=r"[a-z0-9_]+", doc="the bucket's id")
@@ -152,3 +155,47 @@ async def empty_bucket(call: Call) -> Reply:
     except BucketError as exc:
         raise _failure(exc) from None
     return {}
+
+
+UPLOAD_IDS = (P.text("id", max_len=P.ID_LEN, pattern=r"\w+", doc="the bucket's id"),
+              P.text("bucket", max_len=P.ID_LEN, pattern=r"\w+", doc="the bucket's id (xyOps' alias of `id`)"))
+UPLOAD_FORM = P.Validator(UPLOAD_IDS)
+
+
+@HANDLERS.add("upload_bucket_files", write=True, privilege="edit_buckets", own_body=True, params=Params.RUN,
+              args=UPLOAD_IDS,
+              form=UPLOAD_FORM, form_files=("file1",))  # fmt: skip
+async def upload_bucket_files(call: Call) -> Reply:
+    """Multipart files into a bucket (any part names; the bucket in the query or a form field, `bucket` or `id`).
+    A file named like a listed one replaces it in place (its path, a stable link, stays); a new one is stored at
+    `files/bucket/<id>/<random>/<name>`. The bucket's limits (files per bucket, bytes per file) apply on top of the
+    node's upload limits; a refused request keeps none of its files. Answers the bucket's full file list."""
+    buckets = call.stores.buckets
+    chosen: list[str] = []
+
+    async def prefix_of(fields: dict[str, Any]) -> str:
+        given = UPLOAD_FORM({k: v for k, v in fields.items() if k in ("id", "bucket")})
+        bucket_id = given.get("bucket") or given.get("id")
+        if not bucket_id:
+            raise ApiError("api", "Missing parameter: id")
+        await _existing(call, bucket_id)
+        chosen.append(bucket_id)
+        return files_prefix(bucket_id).rstrip("/")
+
+    prefix: Any = prefix_of
+    in_query = call.params.get("bucket") or call.params.get("id")
+    if in_query:  # known before the body: the files stream straight to the store
+        prefix = await prefix_of({"id": in_query})
+    limits = UploadLimits.of(call).lowered(file_bytes=buckets.max_file_bytes, files=buckets.max_files)
+    _, uploaded = await receive_upload(call, prefix=prefix, limits=limits)
+    if not uploaded:
+        raise ApiError("bucket", "No file upload data found in request.")
+    bucket_id = chosen[0]
+    username = call.who.username
+    incoming = [Incoming(str(f["filename"]), functools.partial(call.stores.files.read, str(f["path"])),
+                         {"username": username}, stored=str(f["path"]), size=int(f["size"])) for f in uploaded]
+    try:
+        files = await buckets.put_files(call.node.fence(), bucket_id, incoming)
+    except BucketError as exc:
+        raise _failure(exc) from None
+    return {"files": files}
