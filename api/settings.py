@@ -101,6 +101,10 @@ class Settings:
     file_store: str = "redis"
     file_max_bytes: int = DEFAULT_FILE_MAX  # one file (an upload, a finished log)
     file_store_max_bytes: int = DEFAULT_FILE_STORE_MAX  # everything in the Redis backend together
+    # Buckets (storage/buckets.py; xyOps client.bucket_upload_settings): files per bucket, megabytes per file (the
+    # file store's --file-max-bytes applies as well).
+    bucket_max_files: int = 100
+    bucket_max_file_mb: int = 1024
     # User uploads (api/uploads.py): per file (never above file_max_bytes), all files of a request, files per request.
     upload_max_file_mb: int = DEFAULT_UPLOAD_MAX_FILE_MB
     upload_max_request_mb: int = DEFAULT_UPLOAD_MAX_REQUEST_MB
@@ -155,6 +159,8 @@ class Settings:
             ("--job-log-max-bytes", self.job_log_max_bytes, 1024, 1 << 40),
             ("--file-max-bytes", self.file_max_bytes, 1024, None),
             ("--file-store-max-bytes", self.file_store_max_bytes, 1024, None),
+            ("--bucket-max-files", self.bucket_max_files, 1, 10_000),
+            ("--bucket-max-file-mb", self.bucket_max_file_mb, 1, 1_048_576),
             ("--upload-max-file-mb", self.upload_max_file_mb, 1, 1 << 20),
             ("--upload-max-request-mb", self.upload_max_request_mb, 1, 1 << 20),
             ("--upload-max-files", self.upload_max_files, 1, 10_000),

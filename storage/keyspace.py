@@ -401,6 +401,12 @@ class Keyspace:
         mounts, plugin output): what a group snapshot keeps of each member."""
         return self.key("host_brief", server_id)
 
+    # -- buckets (storage/buckets.py; issue 12) --------------------------------------------------------------
+    def bucket(self, bucket_id: str) -> str:
+        """HASH the contents of one bucket: `data` (msgpack object), `files` (msgpack list of File objects) and
+        `rev` (integer, bumped by every change: the compare-and-set of concurrent writers)."""
+        return self.key("bucket", bucket_id)
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""

@@ -11,6 +11,7 @@ from .activity import ActivityStore
 from .agents import AgentStreams
 from .alerts import AlertStore
 from .alertstate import AlertStateStore
+from .buckets import BucketStore
 from .bus import InvalidationBus
 from .connection import Database
 from .definitions import DefinitionStore
@@ -68,6 +69,7 @@ class Stores:
     timelines: TimelineStore
     quickmon: QuickmonStore
     snapshots: SnapshotStore
+    buckets: BucketStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -100,6 +102,7 @@ class Stores:
             timelines=TimelineStore(db, timeline_retention_s),
             quickmon=QuickmonStore(db),
             snapshots=SnapshotStore(db),
+            buckets=BucketStore(db, files),
             secret_key=secret_key,
         )
 

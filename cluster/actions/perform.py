@@ -27,6 +27,7 @@ from ..dispatch import finish as finishing
 from ..expressions import templates
 from ..launcher import Launch, LaunchError, launch_job
 from ..monitoring.snapshots import SnapshotError, run_snapshot_id, take_server_snapshot
+from . import bucket
 from .email import email_template, job_email_data, send_email
 from .plugin import run_action_plugin
 from .record import Change
@@ -47,9 +48,7 @@ MAX_USER_DATA = 64 * 1024  # a server's userData, as jobs' serverData adds to it
 REPEATABLE = frozenset({"tag", "label", "run_event", "disable", "delete", "snapshot", "ticket", "store",
                         "fetch", finishing.SERVER_DATA, finishing.EVENT_CHANGE, finishing.CLEAR_ALERT})  # fmt: skip
 # Not built yet: recorded as skipped, with the reason, never dropped silently.
-LATER = {"ticket": "tickets arrive with the ticket system",
-         "store": "buckets arrive with the bucket system",
-         "fetch": "buckets arrive with the bucket system"}  # fmt: skip
+LATER = {"ticket": "tickets arrive with the ticket system"}
 _TAGS = re.compile(r"<[^>]*>")
 
 
@@ -81,6 +80,7 @@ class Performer:
             "tag": self._tag, "label": self._label, "plugin": self._plugin,
             finishing.SERVER_DATA: self._server_data, finishing.EVENT_CHANGE: self._event_change,
             finishing.CLEAR_ALERT: self._clear_alert, "snapshot": self._snapshot,
+            "store": self._store, "fetch": self._fetch,
         }  # fmt: skip
 
     async def _job(self, job_id: str) -> Record | None:
@@ -346,6 +346,12 @@ class Performer:
         except SnapshotError as exc:
             return Outcome(code="snapshot", description=f"Failed to take snapshot: {exc.message}"), None
         return Outcome(description=f"Successfully took snapshot of server: {server_id} ({snapshot_id})"), None
+
+    async def _store(self, run: Record, job: Record) -> Result:
+        return await bucket.store(self.ctx.node, run, job)
+
+    async def _fetch(self, run: Record, job: Record) -> Result:
+        return await bucket.fetch(self.ctx.node, run, job)
 
     async def _clear_alert(self, run: Record, job: Record) -> Result:
         """The job was launched by an alert with `clear_alert`: its end clears that alert (xyOps finishJob)."""
