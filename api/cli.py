@@ -81,6 +81,8 @@ ENV = {
     "upload_max_file_mb": "PODIUM_UPLOAD_MAX_FILE_MB",
     "upload_max_request_mb": "PODIUM_UPLOAD_MAX_REQUEST_MB",
     "upload_max_files": "PODIUM_UPLOAD_MAX_FILES",
+    "bucket_max_files": "PODIUM_BUCKET_MAX_FILES",
+    "bucket_max_file_mb": "PODIUM_BUCKET_MAX_FILE_MB",
     "smtp_host": "PODIUM_SMTP_HOST",
     "smtp_port": "PODIUM_SMTP_PORT",
     "smtp_username": "PODIUM_SMTP_USERNAME",
@@ -155,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"all files of one upload request (default {DEFAULT_UPLOAD_MAX_REQUEST_MB})")
     serve.add_argument("--upload-max-files", metavar="N",
                        help=f"files per upload request (default {DEFAULT_UPLOAD_MAX_FILES})")
+    serve.add_argument("--bucket-max-files", metavar="N", help="files one bucket holds (default 100)")
+    serve.add_argument("--bucket-max-file-mb", metavar="MB", help="largest file in a bucket (default 1024)")
     serve.add_argument("--smtp-host", metavar="HOST", help="SMTP server for email actions (default none: email off)")
     serve.add_argument("--smtp-port", metavar="N", help=f"SMTP port (default {DEFAULT_SMTP_PORT})")
     serve.add_argument("--smtp-username", metavar="NAME", help="SMTP login (default none)")
@@ -300,6 +304,8 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
                                    "--upload-max-request-mb"),
         upload_max_files=_int(_pick(args, env, "upload_max_files", str(DEFAULT_UPLOAD_MAX_FILES)),
                               "--upload-max-files"),
+        bucket_max_files=_int(_pick(args, env, "bucket_max_files", "100"), "--bucket-max-files"),
+        bucket_max_file_mb=_int(_pick(args, env, "bucket_max_file_mb", "1024"), "--bucket-max-file-mb"),
         smtp_host=_pick(args, env, "smtp_host", ""),
         smtp_port=_int(_pick(args, env, "smtp_port", str(DEFAULT_SMTP_PORT)), "--smtp-port"),
         smtp_username=_pick(args, env, "smtp_username", ""),

@@ -167,6 +167,8 @@ async def serve(settings: Settings) -> None:
             db, secret_key, files=file_store(settings, db), timeline_retention_s=timeline_retention_s(settings)
         )
         stores.snapshots.max_bytes = settings.snapshot_max_mb * 1024 * 1024
+        stores.buckets.max_files = settings.bucket_max_files
+        stores.buckets.max_file_bytes = settings.bucket_max_file_mb * 1024 * 1024
         node = NodeRuntime(
             db,
             node_id,
