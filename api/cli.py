@@ -75,6 +75,11 @@ ENV = {
     "file_store": "PODIUM_FILE_STORE",
     "file_max_bytes": "PODIUM_FILE_MAX_BYTES",
     "file_store_max_bytes": "PODIUM_FILE_STORE_MAX_BYTES",
+    "s3_endpoint": "PODIUM_S3_ENDPOINT",
+    "s3_bucket": "PODIUM_S3_BUCKET",
+    "s3_region": "PODIUM_S3_REGION",
+    "s3_prefix": "PODIUM_S3_PREFIX",
+    "s3_path_style": "PODIUM_S3_PATH_STYLE",
     "smtp_host": "PODIUM_SMTP_HOST",
     "smtp_port": "PODIUM_SMTP_PORT",
     "smtp_username": "PODIUM_SMTP_USERNAME",
@@ -138,11 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--job-log-max-bytes", metavar="N", help="stored output per job (default 134217728)")
     serve.add_argument("--no-agent", dest="agent", action="store_const", const="off",
                        help="do not run this machine's agent with the node")  # fmt: skip
-    serve.add_argument("--file-store", metavar="redis|DIR",
-                       help="job files and finished logs: in Redis, or a directory every node shares (default redis)")
+    serve.add_argument("--file-store", metavar="redis|s3|DIR",
+                       help="job files and finished logs: in Redis, an S3 bucket (--s3-*), or a directory every node "
+                            "shares (default redis)")  # fmt: skip
     serve.add_argument("--file-max-bytes", metavar="N", help=f"largest stored file (default {DEFAULT_FILE_MAX})")
     serve.add_argument("--file-store-max-bytes", metavar="N",
                        help=f"total bytes the Redis file store holds (default {DEFAULT_FILE_STORE_MAX})")  # fmt: skip
+    serve.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible server for --file-store s3 (default AWS)")
+    serve.add_argument("--s3-bucket", metavar="NAME", help="bucket of --file-store s3 (required with it)")
+    serve.add_argument("--s3-region", metavar="NAME", help="region of the bucket (default: botocore's)")
+    serve.add_argument("--s3-prefix", metavar="PREFIX", help="key prefix inside the bucket (default none)")
+    serve.add_argument("--s3-path-style", choices=["on", "off"],
+                       help="bucket in the URL path, for local S3-compatible servers (default off)")  # fmt: skip
     serve.add_argument("--smtp-host", metavar="HOST", help="SMTP server for email actions (default none: email off)")
     serve.add_argument("--smtp-port", metavar="N", help=f"SMTP port (default {DEFAULT_SMTP_PORT})")
     serve.add_argument("--smtp-username", metavar="NAME", help="SMTP login (default none)")
@@ -282,6 +294,11 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         file_store_max_bytes=_int(
             _pick(args, env, "file_store_max_bytes", str(DEFAULT_FILE_STORE_MAX)), "--file-store-max-bytes"
         ),
+        s3_endpoint=_pick(args, env, "s3_endpoint", ""),
+        s3_bucket=_pick(args, env, "s3_bucket", ""),
+        s3_region=_pick(args, env, "s3_region", ""),
+        s3_prefix=_pick(args, env, "s3_prefix", ""),
+        s3_path_style=_flag(_pick(args, env, "s3_path_style", "off")),
         smtp_host=_pick(args, env, "smtp_host", ""),
         smtp_port=_int(_pick(args, env, "smtp_port", str(DEFAULT_SMTP_PORT)), "--smtp-port"),
         smtp_username=_pick(args, env, "smtp_username", ""),

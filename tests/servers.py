@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,52 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self.proc = None
+
+
+class S3Server:
+    """An S3-compatible server (moto's) on a loopback port, in its own process, for the S3 file store.
+    It keeps everything in memory and takes any credentials; `env` gives them to clients (boto's variables)."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "podium-test", "AWS_SECRET_ACCESS_KEY": "podium-test-secret",
+                "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> S3Server:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = spawn(cmd, {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}, self.directory / "s3.log")
+        deadline = time.monotonic() + timeout
+        while True:  # listening is not enough: wait until it answers
+            try:
+                with urllib.request.urlopen(self.url + "/moto-api/", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"the S3 server on port {self.port} did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         self.proc = None
 
 
