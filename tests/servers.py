@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -124,6 +125,45 @@ class S3Server:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+
+
+class S3Bucket:
+    """A fresh bucket on an S3Server, looked at with a plain client from outside any store."""
+
+    def __init__(self, server: S3Server) -> None:
+        self.server = server
+        self.name = f"podium-{secrets.token_hex(6)}"
+
+    def client(self) -> Any:
+        from aiobotocore.session import get_session  # botocore loads slowly: only in tests that use S3
+
+        return get_session().create_client("s3", endpoint_url=self.server.url, region_name="us-east-1",
+                                           aws_access_key_id=self.server.env["AWS_ACCESS_KEY_ID"],
+                                           aws_secret_access_key=self.server.env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+
+    async def create(self) -> S3Bucket:
+        async with self.client() as s3:
+            await s3.create_bucket(Bucket=self.name)
+        return self
+
+    async def keys(self) -> list[str]:
+        async with self.client() as s3:
+            found: list[str] = []
+            async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.name):
+                found += [item["Key"] for item in page.get("Contents", [])]
+            return sorted(found)
+
+    async def get(self, key: str) -> bytes:
+        async with self.client() as s3:
+            reply = await s3.get_object(Bucket=self.name, Key=key)
+            async with reply["Body"] as body:
+                return bytes(await body.read())
+
+    async def uploads(self) -> list[str]:
+        """Multipart uploads begun and neither completed nor aborted."""
+        async with self.client() as s3:
+            reply = await s3.list_multipart_uploads(Bucket=self.name)
+            return [upload["Key"] for upload in reply.get("Uploads", [])]
 
 
 class Node:

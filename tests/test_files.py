@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 
 from storage.connection import Database
 from storage.files import (
@@ -25,7 +22,7 @@ from storage.files import (
     check_path,
 )
 from storage.files.s3 import MIN_PART, S3Config, S3FileStore, S3Unavailable
-from tests.servers import S3Server
+from tests.servers import S3Bucket, S3Server
 
 HOSTILE = [
     "", "/etc/passwd", "../x", "files/../../x", "files/./x", "files//x", "files/x/", "files/.hidden",
@@ -52,34 +49,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.stop()
 
 
-class Bucket:
-    """A fresh bucket on the test server, and a plain client to look at it from outside the store."""
-
-    def __init__(self, server: S3Server) -> None:
-        self.server = server
-        self.name = f"podium-{secrets.token_hex(6)}"
-
-    def client(self) -> Any:
-        return get_session().create_client("s3", endpoint_url=self.server.url, region_name="us-east-1")
-
-    async def create(self) -> Bucket:
-        async with self.client() as s3:
-            await s3.create_bucket(Bucket=self.name)
-        return self
-
-    async def keys(self) -> list[str]:
-        async with self.client() as s3:
-            found: list[str] = []
-            async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.name):
-                found += [item["Key"] for item in page.get("Contents", [])]
-            return sorted(found)
-
-    async def uploads(self) -> list[str]:
-        """Multipart uploads begun and neither completed nor aborted."""
-        async with self.client() as s3:
-            reply = await s3.list_multipart_uploads(Bucket=self.name)
-            return [upload["Key"] for upload in reply.get("Uploads", [])]
-
+class Bucket(S3Bucket):
     def store(self, max_file_bytes: int = 4_000, prefix: str = "t/") -> S3FileStore:
         config = S3Config(bucket=self.name, endpoint=self.server.url, prefix=prefix, path_style=True)
         return S3FileStore(config, max_file_bytes)
@@ -88,7 +58,9 @@ class Bucket:
 async def new_bucket(server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     for name, value in server.env.items():  # botocore's standard chain finds them, as on a real node
         monkeypatch.setenv(name, value)
-    return await Bucket(server).create()
+    bucket = Bucket(server)
+    await bucket.create()
+    return bucket
 
 
 @pytest.fixture
