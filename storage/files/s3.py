@@ -284,7 +284,9 @@ class S3FileStore:
 
 
 class _Multipart:
-    """One multipart upload in progress: its parts in order, then completed or aborted."""
+    """One multipart upload in progress: its parts in order, then completed or aborted. One part is on its way
+    while the next is received (so at most two parts are in memory), which keeps the source and the server
+    busy at the same time."""
 
     def __init__(self, s3: S3Client, bucket: str, key: str, upload_id: str) -> None:
         self.s3 = s3
@@ -292,6 +294,7 @@ class _Multipart:
         self.key = key
         self.upload_id = upload_id
         self.parts: list[CompletedPartTypeDef] = []
+        self._sending: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, s3: S3Client, bucket: str, key: str, content_type: str) -> _Multipart:
@@ -300,13 +303,23 @@ class _Multipart:
         return cls(s3, bucket, key, reply["UploadId"])
 
     async def send(self, data: bytes) -> None:
-        number = len(self.parts) + 1
+        """Start sending the next part once the one before it is stored (its failure is raised here)."""
+        await self._sent()
+        self._sending = asyncio.create_task(self._part(len(self.parts) + 1, data))
+
+    async def _part(self, number: int, data: bytes) -> None:
         with _failing("store a file"):
             reply = await self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                               PartNumber=number, Body=data)  # fmt: skip
         self.parts.append({"PartNumber": number, "ETag": reply["ETag"]})
 
+    async def _sent(self) -> None:
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            await sending
+
     async def complete(self) -> None:
+        await self._sent()
         with _failing("store a file"):
             await self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                                     MultipartUpload={"Parts": self.parts})
@@ -314,6 +327,11 @@ class _Multipart:
     async def abort(self) -> None:
         """Discard the parts sent; shielded, so a cancelled upload still aborts. A failing abort is left to the
         bucket's lifecycle rule for incomplete uploads (the README recommends one)."""
+        sending, self._sending = self._sending, None
+        if sending is not None:  # a part still on its way would land after the abort and be kept
+            sending.cancel()
+            with contextlib.suppress(BaseException):  # its own failure is the one already being raised
+                await sending
         with contextlib.suppress(*_FAILURES):
             await asyncio.shield(self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key,
                                                                 UploadId=self.upload_id))  # fmt: skip
