@@ -83,6 +83,11 @@ ENV = {
     "upload_max_files": "PODIUM_UPLOAD_MAX_FILES",
     "bucket_max_files": "PODIUM_BUCKET_MAX_FILES",
     "bucket_max_file_mb": "PODIUM_BUCKET_MAX_FILE_MB",
+    "s3_endpoint": "PODIUM_S3_ENDPOINT",
+    "s3_bucket": "PODIUM_S3_BUCKET",
+    "s3_region": "PODIUM_S3_REGION",
+    "s3_prefix": "PODIUM_S3_PREFIX",
+    "s3_path_style": "PODIUM_S3_PATH_STYLE",
     "smtp_host": "PODIUM_SMTP_HOST",
     "smtp_port": "PODIUM_SMTP_PORT",
     "smtp_username": "PODIUM_SMTP_USERNAME",
@@ -146,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--job-log-max-bytes", metavar="N", help="stored output per job (default 134217728)")
     serve.add_argument("--no-agent", dest="agent", action="store_const", const="off",
                        help="do not run this machine's agent with the node")  # fmt: skip
-    serve.add_argument("--file-store", metavar="redis|DIR",
-                       help="job files and finished logs: in Redis, or a directory every node shares (default redis)")
+    serve.add_argument("--file-store", metavar="redis|s3|DIR",
+                       help="job files and finished logs: in Redis, an S3 bucket (--s3-*), or a directory every node "
+                            "shares (default redis)")  # fmt: skip
     serve.add_argument("--file-max-bytes", metavar="N", help=f"largest stored file (default {DEFAULT_FILE_MAX})")
     serve.add_argument("--file-store-max-bytes", metavar="N",
                        help=f"total bytes the Redis file store holds (default {DEFAULT_FILE_STORE_MAX})")  # fmt: skip
@@ -159,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"files per upload request (default {DEFAULT_UPLOAD_MAX_FILES})")
     serve.add_argument("--bucket-max-files", metavar="N", help="files one bucket holds (default 100)")
     serve.add_argument("--bucket-max-file-mb", metavar="MB", help="largest file in a bucket (default 1024)")
+    serve.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible server for --file-store s3 (default AWS)")
+    serve.add_argument("--s3-bucket", metavar="NAME", help="bucket of --file-store s3 (required with it)")
+    serve.add_argument("--s3-region", metavar="NAME", help="region of the bucket (default: botocore's)")
+    serve.add_argument("--s3-prefix", metavar="PREFIX", help="key prefix inside the bucket (default none)")
+    serve.add_argument("--s3-path-style", choices=["on", "off"],
+                       help="bucket in the URL path, for local S3-compatible servers (default off)")  # fmt: skip
     serve.add_argument("--smtp-host", metavar="HOST", help="SMTP server for email actions (default none: email off)")
     serve.add_argument("--smtp-port", metavar="N", help=f"SMTP port (default {DEFAULT_SMTP_PORT})")
     serve.add_argument("--smtp-username", metavar="NAME", help="SMTP login (default none)")
@@ -306,6 +318,11 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
                               "--upload-max-files"),
         bucket_max_files=_int(_pick(args, env, "bucket_max_files", "100"), "--bucket-max-files"),
         bucket_max_file_mb=_int(_pick(args, env, "bucket_max_file_mb", "1024"), "--bucket-max-file-mb"),
+        s3_endpoint=_pick(args, env, "s3_endpoint", ""),
+        s3_bucket=_pick(args, env, "s3_bucket", ""),
+        s3_region=_pick(args, env, "s3_region", ""),
+        s3_prefix=_pick(args, env, "s3_prefix", ""),
+        s3_path_style=_flag(_pick(args, env, "s3_path_style", "off")),
         smtp_host=_pick(args, env, "smtp_host", ""),
         smtp_port=_int(_pick(args, env, "smtp_port", str(DEFAULT_SMTP_PORT)), "--smtp-port"),
         smtp_username=_pick(args, env, "smtp_username", ""),

@@ -26,7 +26,7 @@ from cluster.scheduler import SchedulerConfig, scheduler_service
 from storage.connection import Database, connect, redacted, wait_reachable
 from storage.embedded import EmbeddedServer
 from storage.errors import StorageError
-from storage.files import FileStore, open_file_store
+from storage.files import FileStore, check_file_store, close_file_store, open_file_store
 from storage.keyspace import Keyspace
 from storage.secretkey import SecretKeyMismatch, ensure_secret_key
 from storage.stores import Stores
@@ -120,13 +120,13 @@ def timeline_retention_s(settings: Settings) -> dict[str, int]:
 
 def file_store(settings: Settings, db: Database) -> FileStore:
     """The `--file-store` backend; a directory must exist or be creatable (checked before the node starts)."""
-    if settings.file_store != "redis":
+    if settings.file_store not in ("redis", "s3"):
         try:
             Path(settings.file_store).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"--file-store {settings.file_store!r}: {exc.strerror or exc}") from None
     return open_file_store(settings.file_store, db, max_file_bytes=settings.file_max_bytes,
-                           max_bytes_total=settings.file_store_max_bytes)  # fmt: skip
+                           max_bytes_total=settings.file_store_max_bytes, s3=settings.s3_config())  # fmt: skip
 
 
 async def serve(settings: Settings) -> None:
@@ -163,9 +163,13 @@ async def serve(settings: Settings) -> None:
             raise ConfigError(f"--secret-key: {exc}") from None
 
         node_id = load_node_id(settings.data_dir)
-        stores = Stores.open(
-            db, secret_key, files=file_store(settings, db), timeline_retention_s=timeline_retention_s(settings)
-        )
+        files = file_store(settings, db)
+        stack.push_async_callback(close_file_store, files)  # after everything that uses it has stopped
+        try:
+            await check_file_store(files)
+        except StorageError as exc:
+            raise ConfigError(f"--file-store {settings.file_store}: {exc}") from None
+        stores = Stores.open(db, secret_key, files=files, timeline_retention_s=timeline_retention_s(settings))
         stores.snapshots.max_bytes = settings.snapshot_max_mb * 1024 * 1024
         stores.buckets.max_files = settings.bucket_max_files
         stores.buckets.max_file_bytes = settings.bucket_max_file_mb * 1024 * 1024

@@ -6,11 +6,15 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from storage.connection import DEFAULT_POOL, DEFAULT_POOL_TIMEOUT_S, check_url
 from storage.errors import BadRedisURL
 from storage.keyspace import valid_cluster_name
+
+if TYPE_CHECKING:
+    from storage.files.s3 import S3Config
 
 DEFAULT_PORT = 5522
 DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"
@@ -97,7 +101,7 @@ class Settings:
     abort_timeout_s: int = 30
     job_log_max_bytes: int = 128 * 1024 * 1024  # one job's stored output; a job's `log` limit may lower it
     agent: bool = True  # run this machine's agent as a child process of the node
-    # The file store (storage/files): "redis", or the directory of a filesystem every node shares.
+    # The file store (storage/files): "redis", "s3" (a bucket), or the directory of a filesystem every node shares.
     file_store: str = "redis"
     file_max_bytes: int = DEFAULT_FILE_MAX  # one file (an upload, a finished log)
     file_store_max_bytes: int = DEFAULT_FILE_STORE_MAX  # everything in the Redis backend together
@@ -109,6 +113,12 @@ class Settings:
     upload_max_file_mb: int = DEFAULT_UPLOAD_MAX_FILE_MB
     upload_max_request_mb: int = DEFAULT_UPLOAD_MAX_REQUEST_MB
     upload_max_files: int = DEFAULT_UPLOAD_MAX_FILES
+    # --file-store s3 (storage/files/s3.py); credentials come from the AWS_* variables or botocore's chain only.
+    s3_endpoint: str = ""  # an S3-compatible server's URL; '' = AWS
+    s3_bucket: str = ""
+    s3_region: str = ""
+    s3_prefix: str = ""  # key prefix inside the bucket
+    s3_path_style: bool = False  # bucket in the URL path, for local servers without wildcard DNS
     # Email actions (cluster/actions/email.py); no --smtp-host = email is off and email actions record why.
     smtp_host: str = ""
     smtp_port: int = DEFAULT_SMTP_PORT
@@ -188,9 +198,30 @@ class Settings:
                 raise ConfigError(f"--advertise {self.advertise!r}: must be an http(s):// URL")
         self._validate_logins_and_retention()
         self._validate_email()
-        if not self.file_store.strip():
-            raise ConfigError("--file-store '': use redis or a directory")
+        self._validate_file_store()
         return self
+
+    def _validate_file_store(self) -> None:
+        if not self.file_store.strip():
+            raise ConfigError("--file-store '': use redis, s3 or a directory")
+        if self.file_store != "s3":
+            return
+        if not self.s3_bucket:
+            raise ConfigError("--s3-bucket: required with --file-store s3")
+        s3 = self.s3_config()
+        problems = s3.problems() if s3 is not None else []
+        if problems:
+            raise ConfigError(problems[0])
+
+    def s3_config(self) -> S3Config | None:
+        """Where `--file-store s3` keeps files (None with another backend); imported here only when used, as
+        botocore is slow to load."""
+        if self.file_store != "s3":
+            return None
+        from storage.files.s3 import S3Config
+
+        return S3Config(bucket=self.s3_bucket, endpoint=self.s3_endpoint, region=self.s3_region,
+                        prefix=self.s3_prefix, path_style=self.s3_path_style)  # fmt: skip
 
     def _validate_email(self) -> None:
         if self.smtp_host and (len(self.smtp_host) > 253 or not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", self.smtp_host)):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,91 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+class S3Server:
+    """An S3-compatible server (moto's) on a loopback port, in its own process, for the S3 file store.
+    It keeps everything in memory and takes any credentials; `env` gives them to clients (boto's variables)."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "podium-test", "AWS_SECRET_ACCESS_KEY": "podium-test-secret",
+                "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> S3Server:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = spawn(cmd, {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}, self.directory / "s3.log")
+        deadline = time.monotonic() + timeout
+        while True:  # listening is not enough: wait until it answers
+            try:
+                with urllib.request.urlopen(self.url + "/moto-api/", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"the S3 server on port {self.port} did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+class S3Bucket:
+    """A fresh bucket on an S3Server, looked at with a plain client from outside any store."""
+
+    def __init__(self, server: S3Server) -> None:
+        self.server = server
+        self.name = f"podium-{secrets.token_hex(6)}"
+
+    def client(self) -> Any:
+        from aiobotocore.session import get_session  # botocore loads slowly: only in tests that use S3
+
+        return get_session().create_client("s3", endpoint_url=self.server.url, region_name="us-east-1",
+                                           aws_access_key_id=self.server.env["AWS_ACCESS_KEY_ID"],
+                                           aws_secret_access_key=self.server.env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+
+    async def create(self) -> S3Bucket:
+        async with self.client() as s3:
+            await s3.create_bucket(Bucket=self.name)
+        return self
+
+    async def keys(self) -> list[str]:
+        async with self.client() as s3:
+            found: list[str] = []
+            async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.name):
+                found += [item["Key"] for item in page.get("Contents", [])]
+            return sorted(found)
+
+    async def get(self, key: str) -> bytes:
+        async with self.client() as s3:
+            reply = await s3.get_object(Bucket=self.name, Key=key)
+            async with reply["Body"] as body:
+                return bytes(await body.read())
+
+    async def uploads(self) -> list[str]:
+        """Multipart uploads begun and neither completed nor aborted."""
+        async with self.client() as s3:
+            reply = await s3.list_multipart_uploads(Bucket=self.name)
+            return [upload["Key"] for upload in reply.get("Uploads", [])]
 
 
 class Node:
