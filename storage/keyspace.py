@@ -401,6 +401,23 @@ class Keyspace:
         mounts, plugin output): what a group snapshot keeps of each member."""
         return self.key("host_brief", server_id)
 
+    # -- tickets (storage/tickets.py; issue 12) -------------------------------------------------------
+    def ticket(self, ticket_id: str) -> str:
+        """STRING msgpack ticket {id, num, subject, body, type, status, category, server, assignees, cc, notify,
+        due, tags, events, files, changes, jobs, alerts, username, created, modified}; written only with its
+        search entries, in one fenced script."""
+        return self.key("ticket", ticket_id)
+
+    @property
+    def ticket_counter(self) -> str:
+        """STRING integer: the last ticket number given out (INCR in the script that stores the ticket)."""
+        return self.key("tickets", "num")
+
+    @property
+    def ticket_nums(self) -> str:
+        """HASH ticket number -> ticket id (get_ticket by `num`), written and deleted with the ticket."""
+        return self.key("tickets", "nums")
+
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:
         """Keys of one search index: <p>:idx:<index>:<parts...> (layout documented in storage/search)."""
