@@ -333,7 +333,9 @@ class TicketStore:
                 return {**updated, "id": current["id"], "num": current.get("num"), "created": current.get("created")}
         raise Conflict("revision", f"ticket {ticket_id} kept changing during an update")
 
-    async def delete(self, fence: Fence, ticket_id: str, check: Callable[[Record], None] | None = None) -> Record | None:
+    async def delete(
+        self, fence: Fence, ticket_id: str, check: Callable[[Record], None] | None = None
+    ) -> Record | None:
         """Delete a ticket, its number and its search entries in one fenced step; answers the deleted record, None
         when there was none. `check` sees the record first and may raise to refuse (nothing deleted)."""
         for _ in range(CAS_RETRIES):

@@ -26,6 +26,7 @@ from . import (
     state,
     tags,
     testhooks,
+    tickets,
     users,
     webhooks,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "state",
     "tags",
     "testhooks",
+    "tickets",
     "users",
     "webhooks",
 ]
