@@ -205,6 +205,8 @@ async def search_tickets(call: Call) -> Reply:
 async def create_ticket(call: Call) -> Reply:
     """Create a ticket (status `open` unless given); answers it as stored, with its number and history."""
     p = call.params
+    if not str(p["subject"]).strip():  # required with a template too (xyOps); only actions leave it to the template
+        raise ApiError("api", "Missing parameter: subject")
     try:
         fields = await _checked_fields(call, _now())
         _check_category(call.who, fields.get("category", ""))
