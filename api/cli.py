@@ -22,6 +22,9 @@ from .settings import (
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_JSON,
     DEFAULT_SMTP_PORT,
+    DEFAULT_UPLOAD_MAX_FILE_MB,
+    DEFAULT_UPLOAD_MAX_FILES,
+    DEFAULT_UPLOAD_MAX_REQUEST_MB,
     SMTP_TLS,
     ConfigError,
     Settings,
@@ -75,6 +78,9 @@ ENV = {
     "file_store": "PODIUM_FILE_STORE",
     "file_max_bytes": "PODIUM_FILE_MAX_BYTES",
     "file_store_max_bytes": "PODIUM_FILE_STORE_MAX_BYTES",
+    "upload_max_file_mb": "PODIUM_UPLOAD_MAX_FILE_MB",
+    "upload_max_request_mb": "PODIUM_UPLOAD_MAX_REQUEST_MB",
+    "upload_max_files": "PODIUM_UPLOAD_MAX_FILES",
     "smtp_host": "PODIUM_SMTP_HOST",
     "smtp_port": "PODIUM_SMTP_PORT",
     "smtp_username": "PODIUM_SMTP_USERNAME",
@@ -143,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--file-max-bytes", metavar="N", help=f"largest stored file (default {DEFAULT_FILE_MAX})")
     serve.add_argument("--file-store-max-bytes", metavar="N",
                        help=f"total bytes the Redis file store holds (default {DEFAULT_FILE_STORE_MAX})")  # fmt: skip
+    serve.add_argument("--upload-max-file-mb", metavar="MB",
+                       help=f"largest user upload, at most --file-max-bytes (default {DEFAULT_UPLOAD_MAX_FILE_MB})")
+    serve.add_argument("--upload-max-request-mb", metavar="MB",
+                       help=f"all files of one upload request (default {DEFAULT_UPLOAD_MAX_REQUEST_MB})")
+    serve.add_argument("--upload-max-files", metavar="N",
+                       help=f"files per upload request (default {DEFAULT_UPLOAD_MAX_FILES})")
     serve.add_argument("--smtp-host", metavar="HOST", help="SMTP server for email actions (default none: email off)")
     serve.add_argument("--smtp-port", metavar="N", help=f"SMTP port (default {DEFAULT_SMTP_PORT})")
     serve.add_argument("--smtp-username", metavar="NAME", help="SMTP login (default none)")
@@ -282,6 +294,12 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         file_store_max_bytes=_int(
             _pick(args, env, "file_store_max_bytes", str(DEFAULT_FILE_STORE_MAX)), "--file-store-max-bytes"
         ),
+        upload_max_file_mb=_int(_pick(args, env, "upload_max_file_mb", str(DEFAULT_UPLOAD_MAX_FILE_MB)),
+                                "--upload-max-file-mb"),
+        upload_max_request_mb=_int(_pick(args, env, "upload_max_request_mb", str(DEFAULT_UPLOAD_MAX_REQUEST_MB)),
+                                   "--upload-max-request-mb"),
+        upload_max_files=_int(_pick(args, env, "upload_max_files", str(DEFAULT_UPLOAD_MAX_FILES)),
+                              "--upload-max-files"),
         smtp_host=_pick(args, env, "smtp_host", ""),
         smtp_port=_int(_pick(args, env, "smtp_port", str(DEFAULT_SMTP_PORT)), "--smtp-port"),
         smtp_username=_pick(args, env, "smtp_username", ""),

@@ -20,6 +20,9 @@ DEFAULT_ANON_BODY = 64 * 1024
 DEFAULT_MAX_JSON = 4 * 1024 * 1024
 DEFAULT_FILE_MAX = 256 * 1024 * 1024
 DEFAULT_FILE_STORE_MAX = 2 * 1024 * 1024 * 1024
+DEFAULT_UPLOAD_MAX_FILE_MB = 1024
+DEFAULT_UPLOAD_MAX_REQUEST_MB = 1024
+DEFAULT_UPLOAD_MAX_FILES = 100
 DEFAULT_SMTP_PORT = 25
 DEFAULT_EMAIL_FROM = "podium@localhost"
 SMTP_TLS = ("auto", "none", "starttls", "tls")
@@ -98,6 +101,10 @@ class Settings:
     file_store: str = "redis"
     file_max_bytes: int = DEFAULT_FILE_MAX  # one file (an upload, a finished log)
     file_store_max_bytes: int = DEFAULT_FILE_STORE_MAX  # everything in the Redis backend together
+    # User uploads (api/uploads.py): per file (never above file_max_bytes), all files of a request, files per request.
+    upload_max_file_mb: int = DEFAULT_UPLOAD_MAX_FILE_MB
+    upload_max_request_mb: int = DEFAULT_UPLOAD_MAX_REQUEST_MB
+    upload_max_files: int = DEFAULT_UPLOAD_MAX_FILES
     # Email actions (cluster/actions/email.py); no --smtp-host = email is off and email actions record why.
     smtp_host: str = ""
     smtp_port: int = DEFAULT_SMTP_PORT
@@ -148,6 +155,9 @@ class Settings:
             ("--job-log-max-bytes", self.job_log_max_bytes, 1024, 1 << 40),
             ("--file-max-bytes", self.file_max_bytes, 1024, None),
             ("--file-store-max-bytes", self.file_store_max_bytes, 1024, None),
+            ("--upload-max-file-mb", self.upload_max_file_mb, 1, 1 << 20),
+            ("--upload-max-request-mb", self.upload_max_request_mb, 1, 1 << 20),
+            ("--upload-max-files", self.upload_max_files, 1, 10_000),
             ("--smtp-port", self.smtp_port, 1, 65535),
             # Bounded: a server back after a gap gets stub rows (about 6 bytes each) up to its retention.
             ("--timeline-hourly-days", self.timeline_hourly_days, 1, 90),

@@ -4,7 +4,6 @@ to the file store under its own body limit."""
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,27 +20,18 @@ from ..call import Call
 from ..errors import ApiError, bad_param
 from ..params import ID_LEN, Validator, text
 from ..registry import HANDLERS, NONE, Reply
+from ..uploads import stored_name as stored_name  # the one name rule of every upload
 from .joblogs import JOB_ID
 
 log = structlog.get_logger("podium.jobfiles")
 
 MAX_FIELDS = 16
 FIELD_BYTES = 4096
-NAME_LEN = 128
 UPLOAD_FIELDS = Validator((JOB_ID, text("auth", required=True, max_len=128, pattern=r"\w+"),
                            text("server", max_len=ID_LEN, pattern=r"[A-Za-z0-9_]+")))  # fmt: skip
 
 
 # -- upload_job_file ------------------------------------------------------------------------------------------
-
-
-def stored_name(name: str) -> str:
-    """An uploaded file's name as stored: its last path segment, lower-cased, runs of anything but letters,
-    digits, `_`, `-` and `.` as `_` (xyOps' rule), no leading dot, at most NAME_LEN characters (keeping the end)."""
-    base = re.split(r"[\\/]", name)[-1]
-    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).lower()[-NAME_LEN:]
-    clean = re.sub(r"^\.+", "_", clean)
-    return clean or "file"
 
 
 async def _authorize(call: Call, fields: dict[str, str], name: str) -> str:
