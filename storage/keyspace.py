@@ -406,6 +406,22 @@ class Keyspace:
         """HASH the contents of one bucket: `data` (msgpack object), `files` (msgpack list of File objects) and
         `rev` (integer, bumped by every change: the compare-and-set of concurrent writers)."""
         return self.key("bucket", bucket_id)
+    # -- tickets (storage/tickets.py; issue 12) -------------------------------------------------------
+    def ticket(self, ticket_id: str) -> str:
+        """STRING msgpack ticket {id, num, subject, body, type, status, category, server, assignees, cc, notify,
+        due, tags, events, files, changes, jobs, alerts, username, created, modified}; written only with its
+        search entries, in one fenced script."""
+        return self.key("ticket", ticket_id)
+
+    @property
+    def ticket_counter(self) -> str:
+        """STRING integer: the last ticket number given out (INCR in the script that stores the ticket)."""
+        return self.key("tickets", "num")
+
+    @property
+    def ticket_nums(self) -> str:
+        """HASH ticket number -> ticket id (get_ticket by `num`), written and deleted with the ticket."""
+        return self.key("tickets", "nums")
 
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:

@@ -24,6 +24,7 @@ from .ratelimit import RateLimiter
 from .servers import ServerStore
 from .snapshots import SnapshotStore
 from .state import StateStore
+from .tickets import TicketStore
 from .timeseries import DEFAULT_RETENTION_S, QuickmonStore, TimelineStore
 from .users import UserStore
 
@@ -70,6 +71,7 @@ class Stores:
     quickmon: QuickmonStore
     snapshots: SnapshotStore
     buckets: BucketStore
+    tickets: TicketStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -103,6 +105,7 @@ class Stores:
             quickmon=QuickmonStore(db),
             snapshots=SnapshotStore(db),
             buckets=BucketStore(db, files),
+            tickets=TicketStore(db),
             secret_key=secret_key,
         )
 

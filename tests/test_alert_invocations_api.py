@@ -146,6 +146,8 @@ async def test_search_alerts(site: Site, admin: Headers, satellite: Client, limi
 async def test_manage_alert_invocation_tickets(site: Site, admin: Headers, satellite: Client,
                                                limited: Headers) -> None:  # fmt: skip
     await seed(site)
+    for ticket_id in ("t1", "t2", "t3", "t9"):  # linked tickets must exist (their `alerts` list the invocation)
+        await ok(site, "create_ticket", {"id": ticket_id, "subject": f"Ticket {ticket_id}"}, admin)
     editor = await key(site, admin, privileges={"edit_tickets": True})
     await ok(site, "manage_alert_invocation_tickets", {"id": "a2", "tickets": ["t1", "t2", "t1"]}, editor)
     got = (await ok(site, "get_alert_invocations", {"ids": ["a2"]}, admin))["alerts"][0]

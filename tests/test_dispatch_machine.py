@@ -258,6 +258,7 @@ async def test_job_calls_through_the_api(bench: Bench) -> None:
     found = await ok("search_jobs", {"query": "tags:blue"})
     assert [r["id"] for r in found["rows"]] == [done["id"]]
     assert (await ok("search_jobs", {"query": "tags:_error"}))["rows"] == []  # the old tags left the index
+    await ok("create_ticket", {"id": "t1", "subject": "Linked"})  # a linked ticket must exist
     await ok("manage_job_tickets", {"id": done["id"], "tickets": ["t1"]})
     assert (await bench.job(done["id"]))["tickets"] == ["t1"]
     await bench.join("s1")

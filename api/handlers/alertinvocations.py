@@ -19,6 +19,7 @@ from ..params import MAX_PAGE, QUERY_LEN, ident, integer, page, strings, text
 from ..principal import Principal
 from ..registry import AUTH, HANDLERS, Reply
 from .servers import group_restriction
+from .tickets import check_linkable, relink
 
 INVOCATION_ID = ident(doc="alert invocation id").with_(max_len=32, pattern="^(?:[a-z0-9_]+)$")
 TICKET_ID = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -84,7 +85,8 @@ async def search_alerts(call: Call) -> Reply:
               args=(INVOCATION_ID, strings("tickets", required=True, max_items=MAX_TICKETS, item_len=64,
                                            doc="ticket ids: the invocation's whole list")))  # fmt: skip
 async def manage_alert_invocation_tickets(call: Call) -> Reply:
-    """Replace the tickets of an invocation (xyOps merges `{id, tickets}` into the record: the list is replaced).
+    """Replace the tickets of an invocation (xyOps merges `{id, tickets}` into the record: the list is replaced);
+    each ticket lists the invocation in its `alerts` too. An unknown (or hidden) ticket is refused (code `ticket`).
     (⚠ xyOps refuses any extra body key, credentials included; here credentials never count as parameters.)"""
     _require_unlimited(call.who)
     invocation_id = call.params["id"]
@@ -92,10 +94,17 @@ async def manage_alert_invocation_tickets(call: Call) -> Reply:
     for ticket in tickets:
         if not TICKET_ID.fullmatch(ticket):
             raise bad_param("tickets", f"holds an invalid ticket id {ticket[:64]!r} (a-z 0-9 _ only)")
-    changed = await call.stores.alerts.update(call.node.fence(), invocation_id,
-                                              lambda rec: {**rec, "tickets": tickets})  # fmt: skip
+    await check_linkable(call, tickets)
+    before: list[str] = []
+
+    def replace(rec: dict[str, Any]) -> dict[str, Any]:
+        before[:] = [str(t) for t in rec.get("tickets") or []]
+        return {**rec, "tickets": tickets}
+
+    changed = await call.stores.alerts.update(call.node.fence(), invocation_id, replace)
     if changed is None:
         raise _missing(invocation_id)
+    await relink(call, "alerts", invocation_id, before, tickets)
     await log_activity(call, "alert_update_tickets", f"Updated the tickets of alert invocation {invocation_id}",
                        alert=_summary(changed))  # fmt: skip
     return {}
