@@ -22,6 +22,7 @@ from .ratelimit import RateLimiter
 from .servers import ServerStore
 from .snapshots import SnapshotStore
 from .state import StateStore
+from .ticketmail import TicketOutbox
 from .timeseries import DEFAULT_RETENTION_S, QuickmonStore, TimelineStore
 from .users import UserStore
 
@@ -53,6 +54,7 @@ class Stores:
     timelines: TimelineStore
     quickmon: QuickmonStore
     snapshots: SnapshotStore
+    ticket_outbox: TicketOutbox
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -85,6 +87,7 @@ class Stores:
             timelines=TimelineStore(db, timeline_retention_s),
             quickmon=QuickmonStore(db),
             snapshots=SnapshotStore(db),
+            ticket_outbox=TicketOutbox(db),
             secret_key=secret_key,
         )
 
