@@ -31,6 +31,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -41,7 +42,7 @@ from storage.families import CATEGORIES, TAGS
 from storage.fence import Fence
 from storage.ticketmail import Claim
 
-from ..actions.email import SmtpConfig, display_name, envelope_address, send_email
+from ..actions.email import SmtpConfig, display_name, send_email
 from ..actions.result import one_line
 from ..node import NodeRuntime, NotPrimary
 
@@ -137,20 +138,14 @@ class People:
 def recipients_of(ticket: Mapping[str, Any], people: People, *, assignees_only: bool = False) -> list[str]:
     """`notify` addresses, then assignees, then cc users, as `Full Name <address>`; each address once (the first
     spelling kept, given a name by a later entry if it had none). Users with no address are left out."""
-    order: list[str] = []
-    entries: dict[str, str] = {}
+    entries: dict[str, tuple[str, str]] = {}  # address, lower-cased -> (first spelling, name)
 
-    def add(address: str, name: str) -> None:
-        address = address.strip()
-        if not address or "@" not in address:
+    def add(entry: str, name: str) -> None:
+        given, address = parseaddr(entry.strip())  # a notify entry may be `Name <address>` itself
+        if "@" not in address:
             return
-        named = f"{display_name(name)} <{address}>" if name and display_name(name) else address
-        key = envelope_address(address).lower()
-        if key not in entries:
-            order.append(key)
-            entries[key] = named
-        elif name and "<" not in entries[key]:
-            entries[key] = named
+        first, had = entries.get(address.lower(), (address, ""))
+        entries[address.lower()] = (first, had or display_name(name or given))
 
     if not assignees_only:
         for address in _strings(ticket.get("notify")):
@@ -158,7 +153,7 @@ def recipients_of(ticket: Mapping[str, Any], people: People, *, assignees_only: 
     users = _strings(ticket.get("assignees")) + ([] if assignees_only else _strings(ticket.get("cc")))
     for username in users:
         add(people.address(username), people.name(username))
-    return [entries[k] for k in order]
+    return [f"{name} <{address}>" if name else address for address, name in entries.values()]
 
 
 class TicketMailer:
