@@ -30,6 +30,9 @@ DEFAULT_UPLOAD_MAX_FILES = 100
 DEFAULT_SMTP_PORT = 25
 DEFAULT_EMAIL_FROM = "podium@localhost"
 SMTP_TLS = ("auto", "none", "starttls", "tls")
+DEFAULT_TICKET_DEBOUNCE_S = 30
+DEFAULT_TICKET_OVERDUE_TIME = "04:30"
+_HH_MM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 _EMAIL = re.compile(r"[^@\s,;<>()\[\]\\\"']+@[A-Za-z0-9.\-]+")
 
 
@@ -127,6 +130,10 @@ class Settings:
     smtp_tls: str = "auto"  # auto: tls on port 465, starttls on 587, none on any other port
     email_from: str = DEFAULT_EMAIL_FROM
     base_url: str = ""  # links in emails and web hooks; default: the advertise URL
+    # Ticket mail (cluster/tickets/mail.py; xyOps `tickets.email_enabled`, `email_debounce_sec`, `overdue_schedule`).
+    ticket_email: bool = True
+    ticket_debounce_s: int = DEFAULT_TICKET_DEBOUNCE_S  # quiet seconds after a ticket's last change before its mail
+    ticket_overdue_time: str = DEFAULT_TICKET_OVERDUE_TIME  # local HH:MM of the daily overdue notices
     test_hooks: bool = False
 
     @property
@@ -144,6 +151,12 @@ class Settings:
     def public_url(self) -> str:
         """The base of the links Podium sends out (emails, web hooks)."""
         return self.base_url.rstrip("/") or self.advertise_url
+
+    @property
+    def ticket_overdue_at(self) -> tuple[int, int]:
+        """(hour, minute), local time, of the daily overdue ticket notices."""
+        hour, _, minute = self.ticket_overdue_time.partition(":")
+        return int(hour), int(minute)
 
     @property
     def smtp_tls_mode(self) -> str:
@@ -175,6 +188,7 @@ class Settings:
             ("--upload-max-request-mb", self.upload_max_request_mb, 1, 1 << 20),
             ("--upload-max-files", self.upload_max_files, 1, 10_000),
             ("--smtp-port", self.smtp_port, 1, 65535),
+            ("--ticket-debounce-s", self.ticket_debounce_s, 0, 86400),
             # Bounded: a server back after a gap gets stub rows (about 6 bytes each) up to its retention.
             ("--timeline-hourly-days", self.timeline_hourly_days, 1, 90),
             ("--timeline-daily-days", self.timeline_daily_days, 1, 366),
@@ -230,6 +244,8 @@ class Settings:
             raise ConfigError(f"--smtp-tls {self.smtp_tls!r}: use {', '.join(SMTP_TLS)}")
         if len(self.email_from) > 254 or not _EMAIL.fullmatch(self.email_from):
             raise ConfigError(f"--email-from {self.email_from[:80]!r}: must be one address such as podium@example.com")
+        if not _HH_MM.fullmatch(self.ticket_overdue_time):
+            raise ConfigError(f"--ticket-overdue-time {self.ticket_overdue_time[:20]!r}: use HH:MM, 00:00-23:59")
         if self.base_url:
             parts = urlsplit(self.base_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -422,6 +422,34 @@ class Keyspace:
     def ticket_nums(self) -> str:
         """HASH ticket number -> ticket id (get_ticket by `num`), written and deleted with the ticket."""
         return self.key("tickets", "nums")
+    # -- ticket mail (storage/ticketmail.py; issue 12) -----------------------------------------------
+    @property
+    def ticketmail_due(self) -> str:
+        """ZSET ticket id -> when its pending mail batch is due (epoch s, Redis clock): the debounce outbox."""
+        return self.key("ticketmail", "due")
+
+    def ticketmail_batch(self, ticket_id: str) -> str:
+        """LIST msgpack changes of one ticket waiting to be mailed, in arrival order (bounded)."""
+        return self.key("ticketmail_batch", ticket_id)
+
+    def ticketmail_meta(self, ticket_id: str) -> str:
+        """HASH {bytes, dropped, now} of one ticket's pending batch: packed size, changes left out past the
+        bounds, 1 when the batch is due at once (a new ticket's mail)."""
+        return self.key("ticketmail_meta", ticket_id)
+
+    @property
+    def ticketmail_claimed(self) -> str:
+        """ZSET claim id -> when it was claimed (epoch s): batches a primary took (fenced) and has not finished."""
+        return self.key("ticketmail", "claimed")
+
+    def ticketmail_claim(self, claim_id: str) -> str:
+        """HASH {ticket, node, epoch, claimed, changes, dropped} of one claimed batch, deleted once mailed."""
+        return self.key("ticketmail_claim", claim_id)
+
+    def ticket_overdue(self, day: str) -> str:
+        """HASH ticket id -> epoch of the primary that sent its overdue notice on `day` (local YYYY-MM-DD), and
+        ':done' once all of that day's went; EX 3 days."""
+        return self.key("ticket_overdue", day)
 
     # -- search indexes (storage/search) ------------------------------------------
     def index(self, index: str, *parts: str) -> str:

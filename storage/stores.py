@@ -25,6 +25,7 @@ from .servers import ServerStore
 from .snapshots import SnapshotStore
 from .state import StateStore
 from .tickets import TicketStore
+from .ticketmail import TicketOutbox
 from .timeseries import DEFAULT_RETENTION_S, QuickmonStore, TimelineStore
 from .users import UserStore
 
@@ -72,6 +73,7 @@ class Stores:
     snapshots: SnapshotStore
     buckets: BucketStore
     tickets: TicketStore
+    ticket_outbox: TicketOutbox
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -106,6 +108,7 @@ class Stores:
             snapshots=SnapshotStore(db),
             buckets=BucketStore(db, files),
             tickets=TicketStore(db),
+            ticket_outbox=TicketOutbox(db),
             secret_key=secret_key,
         )
 

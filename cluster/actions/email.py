@@ -7,7 +7,8 @@ multipart/alternative: the rendered markdown as text, and the same rendered to h
 the result sanitized, so nothing a job printed can become markup.
 
 Safety: the subject is forced to one line and every address is checked (no header injection; `email.message`
-refuses line breaks in headers as a second guard); recipients are de-duplicated and at most `max_recipients`;
+refuses line breaks in headers as a second guard); a recipient may carry a display name (`Full Name <addr>`, the
+name cleaned of quotes, brackets and separators); recipients are de-duplicated by address and at most `max_recipients`;
 the password never appears in an Outcome (scrubbed from server replies too). `send_email()` never raises for a
 failing server: that is an Outcome with code "email".
 """
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from importlib import resources
 from typing import Any
 
@@ -39,6 +40,10 @@ MAX_SUBJECT = 200  # characters
 MAX_ADDRESS = 254  # RFC 5321 path limit
 MAX_EXCERPT = 8 * 1024  # bytes of the end of a job's output quoted in an email
 _ADDRESS = re.compile(r"[^@\s,;<>()\[\]\\\"']+@[A-Za-z0-9.\-\[\]:]+")
+_NAMED = re.compile(r"(?P<name>[^<>]*)<(?P<addr>[^<>]*)>")  # `Full Name <addr>`
+_NAME_JUNK = re.compile(r"[\"<>()\[\]\\,;:@]")
+_ATOMS = re.compile(r"[\w\s!#$%&'*+\-/=?^`{|}~]*")  # a name that needs no quotes
+MAX_NAME = 80  # characters of a recipient's display name
 _SPLIT = re.compile(r"[,;]")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _FENCE = re.compile(r"^\s*```", re.MULTILINE)
@@ -134,7 +139,8 @@ def job_email_data(job: Mapping[str, Any], event: Mapping[str, Any] | None, *, b
 
 def recipients(to: Iterable[str], limit: int) -> tuple[list[str], list[str], int]:
     """(addresses, refused entries, how many were over `limit`): entries may be lists separated by , or ;
-    duplicates (ignoring case) are dropped, the first spelling kept."""
+    an entry may be `Name <addr>` (kept as a header form with the name cleaned); duplicates of an address
+    (ignoring case) are dropped, the first spelling kept."""
     seen: set[str] = set()
     good: list[str] = []
     bad: list[str] = []
@@ -144,6 +150,11 @@ def recipients(to: Iterable[str], limit: int) -> tuple[list[str], list[str], int
             item = piece.strip()
             if not item:
                 continue
+            name = ""
+            named = _NAMED.fullmatch(item)
+            if named:
+                name = display_name(named["name"])
+                item = named["addr"].strip()
             if len(item) > MAX_ADDRESS or not _ADDRESS.fullmatch(item):
                 bad.append(one_line(item, 80))
                 continue
@@ -153,8 +164,23 @@ def recipients(to: Iterable[str], limit: int) -> tuple[list[str], list[str], int
             if len(good) >= limit:
                 over += 1
                 continue
-            good.append(item)
+            good.append(_named(name, item) if name else item)
     return good, bad, over
+
+
+def display_name(name: str) -> str:
+    """A recipient's name as it may stand before `<addr>`: one line, no quotes, brackets or separators."""
+    return one_line(_NAME_JUNK.sub(" ", name), MAX_NAME)
+
+
+def _named(name: str, address: str) -> str:
+    """`Name <addr>`, the name quoted when it holds more than atoms (a dot): display_name() left no quote in it."""
+    return f"{name} <{address}>" if _ATOMS.fullmatch(name) else f'"{name}" <{address}>'
+
+
+def envelope_address(recipient: str) -> str:
+    """The bare address of a recipient from recipients() (`Name <addr>` or `addr`)."""
+    return parseaddr(recipient)[1] or recipient
 
 
 def to_html(markdown: str) -> str:
@@ -229,7 +255,8 @@ async def send_email(config: SmtpConfig, *, to: Sequence[str], template: str, da
         message = build_message(config, rcpts, subject, text)
         async with asyncio.timeout(config.timeout_s):
             refused, reply = await aiosmtplib.send(
-                message, sender=config.from_address, recipients=rcpts, hostname=config.host, port=config.port,
+                message, sender=config.from_address, recipients=[envelope_address(r) for r in rcpts],
+                hostname=config.host, port=config.port,
                 username=config.username or None, password=config.password or None, timeout=config.timeout_s,
                 use_tls=config.tls == "tls", start_tls=config.tls == "starttls",
             )  # fmt: skip
@@ -242,7 +269,7 @@ async def send_email(config: SmtpConfig, *, to: Sequence[str], template: str, da
         return done("email", f"Failed to send email to {', '.join(rcpts)}: {error}",
                     _details(config, rcpts, subject, bad, over, str(exc)))  # fmt: skip
     details = _details(config, rcpts, subject, bad, over, reply)
-    accepted = [r for r in rcpts if r not in refused]
+    accepted = [r for r in rcpts if envelope_address(r) not in refused]
     description = f"Email sent to {', '.join(accepted)}"
     if refused:
         description += "; refused: " + ", ".join(f"{r} ({one_line(str(v), 80)})" for r, v in refused.items())
