@@ -24,8 +24,8 @@ from .ratelimit import RateLimiter
 from .servers import ServerStore
 from .snapshots import SnapshotStore
 from .state import StateStore
-from .tickets import TicketStore
 from .ticketmail import TicketOutbox
+from .tickets import TicketStore
 from .timeseries import DEFAULT_RETENTION_S, QuickmonStore, TimelineStore
 from .users import UserStore
 

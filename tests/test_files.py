@@ -104,6 +104,20 @@ async def test_put_get_stat_read_delete(store: FileStore) -> None:
     assert await store.get("files/jobs/j1/abc/empty.bin") == b""
 
 
+async def test_range_read(store: FileStore) -> None:
+    path = "files/jobs/j1/rng/digits.txt"
+    await store.put(path, b"0123456789")
+
+    async def part(start: int, end: int | None, chunk: int = 3) -> bytes:
+        return b"".join([piece async for piece in store.read(path, chunk, start=start, end=end)])
+
+    assert await part(0, None) == b"0123456789"
+    assert await part(2, 5) == b"234" and await part(7, None) == b"789" and await part(0, 1) == b"0"
+    assert await part(8, 50) == b"89"  # an end past the file stops at its end
+    assert await part(10, None) == b"" and await part(4, 4) == b""
+    assert b"".join([p async for p in store.read("files/jobs/j1/rng/none.txt", 3, start=1, end=4)]) == b""
+
+
 async def test_streamed_put(store: FileStore) -> None:
     path = "files/jobs/j2/r/data.bin"
     parts = [os.urandom(1000) for _ in range(3)] + [b"", os.urandom(5)]

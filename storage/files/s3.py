@@ -24,7 +24,7 @@ import logging
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -227,14 +227,19 @@ class S3FileStore:
             async with reply["Body"] as body:
                 return await body.read()
 
-    async def read(self, path: str, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+    async def read(self, path: str, chunk: int = CHUNK, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         key = self._key(path)
+        if end is not None and end <= start:
+            return
+        extra: dict[str, Any] = {}
+        if start or end is not None:  # an HTTP range of the object: `end` is exclusive here, inclusive in S3
+            extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         with _failing("read a file"):
             try:
-                reply = await (await self._s3()).get_object(Bucket=self.bucket, Key=key)
+                reply = await (await self._s3()).get_object(Bucket=self.bucket, Key=key, **extra)
             except ClientError as exc:
-                if _missing(exc):
-                    return
+                if _missing(exc) or exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return  # a start past the end reads nothing, as on the other backends
                 raise
             async with reply["Body"] as body:  # closed (its connection released) when the reader stops early too
                 async for piece in body.iter_chunks(chunk):
