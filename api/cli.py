@@ -83,6 +83,9 @@ ENV = {
     "upload_max_files": "PODIUM_UPLOAD_MAX_FILES",
     "bucket_max_files": "PODIUM_BUCKET_MAX_FILES",
     "bucket_max_file_mb": "PODIUM_BUCKET_MAX_FILE_MB",
+    "ticket_email": "PODIUM_TICKET_EMAIL",
+    "ticket_debounce_s": "PODIUM_TICKET_DEBOUNCE_S",
+    "ticket_overdue_time": "PODIUM_TICKET_OVERDUE_TIME",
     "s3_endpoint": "PODIUM_S3_ENDPOINT",
     "s3_bucket": "PODIUM_S3_BUCKET",
     "s3_region": "PODIUM_S3_REGION",
@@ -165,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"files per upload request (default {DEFAULT_UPLOAD_MAX_FILES})")
     serve.add_argument("--bucket-max-files", metavar="N", help="files one bucket holds (default 100)")
     serve.add_argument("--bucket-max-file-mb", metavar="MB", help="largest file in a bucket (default 1024)")
+    serve.add_argument("--ticket-email", choices=["on", "off"], help="mail about ticket changes (default on)")
+    serve.add_argument("--ticket-debounce-s", metavar="S",
+                       help="quiet seconds after a ticket's last change before its mail goes (default 30)")
+    serve.add_argument("--ticket-overdue-time", metavar="HH:MM",
+                       help="local time of the daily overdue ticket mail (default 04:30)")
     serve.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible server for --file-store s3 (default AWS)")
     serve.add_argument("--s3-bucket", metavar="NAME", help="bucket of --file-store s3 (required with it)")
     serve.add_argument("--s3-region", metavar="NAME", help="region of the bucket (default: botocore's)")
@@ -318,6 +326,9 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
                               "--upload-max-files"),
         bucket_max_files=_int(_pick(args, env, "bucket_max_files", "100"), "--bucket-max-files"),
         bucket_max_file_mb=_int(_pick(args, env, "bucket_max_file_mb", "1024"), "--bucket-max-file-mb"),
+        ticket_email=_flag(_pick(args, env, "ticket_email", "on")),
+        ticket_debounce_s=_int(_pick(args, env, "ticket_debounce_s", "30"), "--ticket-debounce-s"),
+        ticket_overdue_time=_pick(args, env, "ticket_overdue_time", "04:30"),
         s3_endpoint=_pick(args, env, "s3_endpoint", ""),
         s3_bucket=_pick(args, env, "s3_bucket", ""),
         s3_region=_pick(args, env, "s3_region", ""),

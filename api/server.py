@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import errno
 import logging
 import signal
@@ -23,6 +24,8 @@ from cluster.monitoring.alertservice import AlertConfig, AlertService, alert_ser
 from cluster.monitoring.snapshots import ALERT_UNIVERSAL_ACTIONS, group_watch_service
 from cluster.node import NodeRuntime, load_node_id
 from cluster.scheduler import SchedulerConfig, scheduler_service
+from cluster.tickets.changes import collapse
+from cluster.tickets.mail import TicketMailConfig, TicketMailer, ticket_mail_service
 from storage.connection import Database, connect, redacted, wait_reachable
 from storage.embedded import EmbeddedServer
 from storage.errors import StorageError
@@ -96,7 +99,22 @@ def job_services(node: NodeRuntime, settings: Settings) -> list[Any]:
     dispatcher = node.dispatcher = Dispatcher(node, dispatch_config(settings))
     runner = ActionRunner(node, dispatcher, runner_config(settings, node))
     alerting = node.alerting = AlertService(node, dispatcher, AlertConfig(universal_actions=ALERT_UNIVERSAL_ACTIONS))
-    return [dispatch_service(dispatcher), actions_service(runner), alert_service(alerting), group_watch_service()]
+    services = [dispatch_service(dispatcher), actions_service(runner), alert_service(alerting), group_watch_service()]
+    if settings.ticket_email:
+        services.append(ticket_mail_service(ticket_mailer(node, settings)))
+    return services
+
+
+def ticket_mailer(node: NodeRuntime, settings: Settings) -> TicketMailer:
+    """The primary's ticket mail: debounced batches from the outbox, and the daily overdue notices."""
+    tickets = node.stores.tickets
+
+    async def find_overdue(today: datetime.date) -> list[dict[str, Any]]:
+        rows, _ = await tickets.search(f"status:open due:<{today.isoformat()}", 0, 1000, 1)
+        return rows
+
+    return TicketMailer(node.stores, node.fence, smtp_config(settings), tickets.get, find_overdue=find_overdue,
+                        collapse=collapse, config=TicketMailConfig(overdue_time=settings.ticket_overdue_time))
 
 
 def maintenance_config(settings: Settings) -> MaintenanceConfig:
@@ -173,6 +191,8 @@ async def serve(settings: Settings) -> None:
         stores.snapshots.max_bytes = settings.snapshot_max_mb * 1024 * 1024
         stores.buckets.max_files = settings.bucket_max_files
         stores.buckets.max_file_bytes = settings.bucket_max_file_mb * 1024 * 1024
+        stores.ticket_outbox.enabled = settings.ticket_email
+        stores.ticket_outbox.debounce_s = settings.ticket_debounce_s
         node = NodeRuntime(
             db,
             node_id,

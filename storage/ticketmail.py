@@ -171,6 +171,15 @@ class TicketOutbox:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.enabled = True  # --ticket-email
+        self.debounce_s = 30.0  # --ticket-debounce-s
+
+    async def notify(self, ticket_id: str, changes: Sequence[Mapping[str, Any]], *, immediate: bool = False) -> bool:
+        """Queue ticket mail as configured: at once for a new ticket (`immediate`), else after the debounce; nothing
+        when ticket mail is off."""
+        if not self.enabled:
+            return False
+        return await self.add(ticket_id, changes, debounce_s=0 if immediate else self.debounce_s)
 
     async def add(self, ticket_id: str, changes: Sequence[Mapping[str, Any]], *, debounce_s: float) -> bool:
         """Queue `changes` of a ticket for mail: appended to its pending batch, which is then due `debounce_s`

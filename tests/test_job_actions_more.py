@@ -68,8 +68,15 @@ async def test_plugins_skipped_kinds_and_changes_to_the_event(tmp_path: Path) ->
         assert (crashed["code"], crashed["description"]) == ("plugin", "Plugin exited with code 3"), crashed
         assert "boom" in crashed["details"]
         assert meta(job, "Plugin action (complete): over the quota")
-        (skipped,) = results(job, "ticket", "complete")  # not built yet: recorded as skipped, with the reason
-        assert skipped["code"] == "skipped" and "not available yet" in skipped["description"], skipped
+        (made,) = results(job, "ticket", "complete")  # a ticket about the job, linked both ways
+        assert made["code"] == 0 and made["description"].startswith("Successfully created ticket: #"), made
+        ticket_id = made["description"].rsplit("(", 1)[1].rstrip(")")
+        ticket = (await jobs.ok(node, "get_ticket", {"id": ticket_id}))["ticket"]
+        assert ticket["type"] == "issue" and ticket["username"] == "system" and ticket["status"] == "open"
+        assert job_id in ticket["subject"] and job_id in ticket["jobs"] and ticket["num"] >= 1
+        assert ticket_id in (await jobs.ok(node, "get_job", {"id": job_id}))["job"]["tickets"]
+        found = await jobs.ok(node, "search_tickets", {"query": f"jobs:{job_id}"})
+        assert [r["id"] for r in found["rows"]] == [ticket_id]
         (snapped,) = results(job, "snapshot", "complete")  # the agent may not have sent its first sample yet
         assert (snapped["code"] == 0 and "Successfully took snapshot" in snapped["description"]) or \
             (snapped["code"] == "snapshot" and "No monitoring data" in snapped["description"]), snapped  # fmt: skip

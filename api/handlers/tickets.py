@@ -70,9 +70,9 @@ FIELDS = (
 
 async def notify(call: Call, ticket: Mapping[str, Any], changes: Sequence[Mapping[str, Any]], *,
                  immediate: bool) -> None:  # fmt: skip
-    """Mail the ticket's assignees, cc and notify addresses about `changes` (facts §7): at once for a new ticket
-    (`immediate`), else debounced. Not wired yet: the outbox lands with the ticket mail."""
-    return
+    """Mail the ticket's assignees, cc and notify addresses about `changes`: at once for a new ticket
+    (`immediate`), else debounced (storage/ticketmail.py; the primary's TicketMailer sends)."""
+    await call.stores.ticket_outbox.notify(str(ticket["id"]), changes, immediate=immediate)
 
 
 def _error(exc: TicketError) -> ApiError:

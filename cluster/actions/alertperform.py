@@ -5,7 +5,7 @@ message renders (AlertHookData: hookdata.alert_context) is built from the invoca
 server's last sample and the server record. Email, web hook, channel and plugin go through the same senders as
 job actions; `run_event` launches a job with `source: alert` (on the alert's server with `target_server`, clearing
 the alert when it completes with `clear_alert`); `snapshot` takes one of the alert's server (source `alert`, naming
-the invocation); `ticket` is recorded as skipped until tickets exist.
+the invocation); `ticket` opens a ticket about the invocation and lists it in the invocation's `tickets`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from .hookdata import alert_context
 from .perform import Context, Performer, recipients_csv
 from .plugin import run_action_plugin
 from .result import Outcome
+from .ticket import make_ticket
 from .webhook import run_web_hook
 
 Record = dict[str, Any]
 ABORT_JOBS = "_abort_jobs"
-LATER = {"ticket": "tickets are not built yet"}
 
 
 class AlertPerformer(Performer):
@@ -44,8 +44,11 @@ class AlertPerformer(Performer):
         started = time.monotonic()
         if kind == ABORT_JOBS and run.get("kind") == "alert_internal":
             return await self._abort_jobs(run)
-        if kind in LATER:
-            return Outcome(code="skipped", description=f"Skipped: {LATER[kind]}.")
+        if kind == "ticket":
+            outcome, _ = await make_ticket(self.ctx.node, run, base_url=self.ctx.base_url,
+                                           invocation=await self._invocation(run))  # fmt: skip
+            outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+            return outcome
         if kind == "snapshot":  # needs none of the message data
             outcome = await self._alert_snapshot(run)
             outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
@@ -59,11 +62,14 @@ class AlertPerformer(Performer):
             outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         return outcome
 
+    async def _invocation(self, run: Mapping[str, Any]) -> Record:
+        """The run's invocation as stored, or what the run knows of it."""
+        stored = await self.ctx.node.stores.alerts.get(str(run.get("invocation")))
+        return stored or {"id": run.get("invocation"), "alert": run.get("alert"), "server": run.get("server")}
+
     async def _alert_data(self, run: Mapping[str, Any], text: str = "") -> dict[str, Any]:
         stores = self.ctx.node.stores
-        invocation = await stores.alerts.get(str(run.get("invocation"))) or {"id": run.get("invocation"),
-                                                                              "alert": run.get("alert"),
-                                                                              "server": run.get("server")}
+        invocation = await self._invocation(run)
         condition = str(run.get("condition") or "alert_new")
         if condition == "alert_cleared":  # the record may still be active: its clear is written after the batch
             invocation = {**invocation, "active": False}

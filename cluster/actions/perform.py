@@ -32,6 +32,7 @@ from .email import email_template, job_email_data, send_email
 from .plugin import run_action_plugin
 from .record import Change
 from .result import Outcome
+from .ticket import make_ticket
 from .webhook import job_hook_data, run_web_hook
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ MAX_USER_DATA = 64 * 1024  # a server's userData, as jobs' serverData adds to it
 # changes nothing (a state set again, a launch guarded by a claim of its own), unlike a message sent twice.
 REPEATABLE = frozenset({"tag", "label", "run_event", "disable", "delete", "snapshot", "ticket", "store",
                         "fetch", finishing.SERVER_DATA, finishing.EVENT_CHANGE, finishing.CLEAR_ALERT})  # fmt: skip
-# Not built yet: recorded as skipped, with the reason, never dropped silently.
-LATER = {"ticket": "tickets arrive with the ticket system"}
 _TAGS = re.compile(r"<[^>]*>")
 
 
@@ -80,6 +79,7 @@ class Performer:
             "tag": self._tag, "label": self._label, "plugin": self._plugin,
             finishing.SERVER_DATA: self._server_data, finishing.EVENT_CHANGE: self._event_change,
             finishing.CLEAR_ALERT: self._clear_alert, "snapshot": self._snapshot,
+            "ticket": self._ticket,
             "store": self._store, "fetch": self._fetch,
         }  # fmt: skip
 
@@ -96,8 +96,6 @@ class Performer:
         job = await self._job(str(run.get("job")))
         if job is None:
             return Outcome(code="job", description="The job is gone."), None
-        if kind in LATER:
-            return Outcome(code="skipped", description=f"Skipped: {LATER[kind]} (not available yet)."), None
         if kind.startswith("_") and run.get("kind") != "internal":
             return Outcome(code="type", description=f"Unknown action type: {kind}"), None  # never from a job
         handler = self._kinds.get(kind)
@@ -346,6 +344,19 @@ class Performer:
         except SnapshotError as exc:
             return Outcome(code="snapshot", description=f"Failed to take snapshot: {exc.message}"), None
         return Outcome(description=f"Successfully took snapshot of server: {server_id} ({snapshot_id})"), None
+
+    async def _ticket(self, run: Record, job: Record) -> Result:
+        """A ticket about the job (its body from the job's success or failure), listed in the job's `tickets`."""
+        outcome, ticket_id = await make_ticket(self.ctx.node, run, base_url=self.ctx.base_url, job=job)
+        if not ticket_id:
+            return outcome, None
+
+        def link(target_job: Record) -> None:
+            tickets = [str(t) for t in target_job.get("tickets") or []]
+            if ticket_id not in tickets:
+                target_job["tickets"] = [*tickets, ticket_id]
+
+        return outcome, link
 
     async def _store(self, run: Record, job: Record) -> Result:
         return await bucket.store(self.ctx.node, run, job)
