@@ -135,7 +135,9 @@ async def test_an_alert_warms_up_across_a_failover_fires_once_and_clears(tmp_pat
         created = await jobs.ok(primary, "create_alert", {
             "title": "Disk nearly full", "expression": "monitors.disk_usage_root >= 90", "samples": 2,
             "message": "root at {{monitors.disk_usage_root}}%",
-            "actions": [{"enabled": True, "condition": "alert_new", "type": "web_hook", "web_hook": "disk"}]})
+            "actions": [{"enabled": True, "condition": "alert_new", "type": "web_hook", "web_hook": "disk"},
+                        {"enabled": True, "condition": "alert_new", "type": "ticket", "ticket_type": "issue",
+                         "ticket_assignees": ["admin"], "ticket_due": "2 days"}]})
         alert_id = created["alert"]["id"]
 
         async def both_nodes() -> bool:  # so that `joined` names both: the agent needs the other one after the kill
@@ -187,9 +189,16 @@ async def test_an_alert_warms_up_across_a_failover_fires_once_and_clears(tmp_pat
             invocation = (await jobs.ok(survivor, "get_alert_invocations", {"ids": [rows[0]["id"]]}))["alerts"][0]
             assert invocation["active"] is False and invocation["modified"] > invocation["date"]
             # its web hook, and the default (hidden) universal snapshot
-            assert sorted((a["type"], a["code"]) for a in invocation["actions"]) == [("snapshot", 0), ("web_hook", 0)]
+            assert sorted((a["type"], a["code"]) for a in invocation["actions"]) == [("snapshot", 0), ("ticket", 0),
+                                                                                     ("web_hook", 0)]  # fmt: skip
             await asyncio.sleep(2.0)
             assert len(receiver.to("/disk")) == 1  # exactly once, across the failover and the clear
+            (ticket_id,) = invocation["tickets"]  # the ticket action: one ticket, linked both ways
+            ticket = (await jobs.ok(survivor, "get_ticket", {"id": ticket_id}))["ticket"]
+            assert ticket["alerts"] == [invocation["id"]] and ticket["assignees"] == ["admin"]
+            assert ticket["subject"].startswith("Alert: Disk nearly full") and ticket["due"] > time.time()
+            found = await jobs.ok(survivor, "search_tickets", {"query": f"alerts:{invocation['id']}"})
+            assert [r["id"] for r in found["rows"]] == [ticket_id]
         finally:
             await foreign.stop()
 
