@@ -23,8 +23,8 @@ async def test_ticket_mail_through_the_api(tmp_path: Path) -> None:
         ticket_id = created["id"]
         await jobs.ok(node, "update_ticket", {"id": ticket_id, "subject": "Disk full on db1"})
         await jobs.ok(node, "update_ticket", {"id": ticket_id, "status": "closed"})
-        await jobs.ok(node, "add_ticket_change", {"id": ticket_id, "change": {"type": "comment",
-                                                                              "body": "Cleaned /var/log."}})  # fmt: skip
+        comment = {"type": "comment", "body": "Cleaned /var/log."}
+        await jobs.ok(node, "add_ticket_change", {"id": ticket_id, "change": comment})
         updated = await eventually(lambda: sink.messages[1:], timeout=60, what="the debounced mail")
         await asyncio.sleep(3.0)  # past another debounce window: still one message for the burst
         assert len(sink.messages) == 2 and len(updated) == 1
