@@ -24,7 +24,7 @@ from tests.servers import Node, wait_port
 # Not fuzzed: echo sleeps on request, test_web_hook sends requests to the URL it is given (only loopback
 # traffic is allowed from tests), and a fuzzer that logs the admin out would test nothing further.
 SKIP = frozenset({"echo", "test_web_hook", "logout_all", "logout"})
-EXAMPLES = 20  # per operation and caller: about 130 operations x 2 callers in a minute or two
+EXAMPLES = 20  # per operation and caller: about 160 operations x 2 callers in two to four minutes
 LEAKS = ("Traceback", 'File "/', "bcrypt", "$2b$", "hunter2")
 # Calls whose replies are text by contract (a job log, or its refusal as text, as xyOps answers a browser).
 TEXT_REPLIES = ("/view_job_log/", "/download_job_log/")
@@ -103,6 +103,7 @@ def fuzz_operation(url: str, strategy: Any, who: str, key: str) -> int:
     return sent
 
 
+@pytest.mark.timeout(900)  # every operation, twice: minutes on a busy 2-core machine
 def test_schemathesis_finds_no_crash(node: Node) -> None:
     doc = requests.get(node.url + "/api/openapi.json", timeout=10).json()
     sid = _admin_session(node.url)
