@@ -22,9 +22,6 @@ ACTIVITY_INDEX = IndexSpec(
 )
 
 
-def _raw(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
 
 def index_fields(record: Record) -> Record:
     """The searchable view of an activity record."""
@@ -51,7 +48,7 @@ class ActivityStore:
         if not ids:
             return []
         raws = await self.db.client.mget([self.db.keys.activity(i) for i in ids])
-        return [None if r is None else dict(codec.unpack(_raw(r))) for r in raws]
+        return [None if r is None else dict(codec.unpack(codec.as_bytes(r))) for r in raws]
 
     async def search(
         self, query: str, offset: int, limit: int, sort_dir: int = -1, *, also: Sequence[str] = ()

@@ -72,12 +72,9 @@ def valid_invocation_id(invocation_id: Any) -> bool:
     return isinstance(invocation_id, str) and bool(INVOCATION_ID.fullmatch(invocation_id))
 
 
-def _raw(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
 
 def _record(raw: Any) -> Record | None:
-    return None if raw is None else dict(codec.unpack(_raw(raw)))
+    return None if raw is None else dict(codec.unpack(codec.as_bytes(raw)))
 
 
 def index_fields(record: Record) -> Record:
@@ -167,7 +164,7 @@ class AlertStore:
         raw = await self.db.client.get(self.db.keys.alert_invocation(invocation_id))
         if raw is None:
             return None
-        data = _raw(raw)
+        data = codec.as_bytes(raw)
         return dict(codec.unpack(data)), hashlib.sha1(data).hexdigest()
 
     async def swap(self, fence: Fence, invocation_id: str, digest: str, new: Record) -> bool:
@@ -223,7 +220,7 @@ class AlertStore:
         ids = await self.db.client.srandmember(self.db.keys.alerts_unindexed, limit)
         done = 0
         for raw in ids or []:
-            invocation_id = _raw(raw).decode()
+            invocation_id = codec.as_bytes(raw).decode()
             if not valid_invocation_id(invocation_id):  # nothing can be indexed under it: just drop it
                 await self.db.client.srem(self.db.keys.alerts_unindexed, invocation_id)
                 continue

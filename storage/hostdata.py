@@ -26,12 +26,6 @@ def brief_host(record: Record) -> Record:
     return {**record, "data": {k: v for k, v in data.items() if k not in HEAVY_DATA} if isinstance(data, dict) else {}}
 
 
-def _record(raw: Any) -> Record | None:
-    if raw is None:
-        return None
-    found = codec.unpack(raw if isinstance(raw, bytes) else str(raw).encode())
-    return dict(found) if isinstance(found, dict) else None
-
 
 class HostDataStore:
     """Each server's last sample, whole and brief."""
@@ -40,12 +34,13 @@ class HostDataStore:
         self.db = db
 
     async def get(self, server_id: str) -> Record | None:
-        return _record(await self.db.client.get(self.db.keys.host_data(server_id)))
+        return codec.unpack_record(await self.db.client.get(self.db.keys.host_data(server_id)))
 
     async def _mget(self, key: Callable[[str], str], ids: Sequence[str]) -> list[Record | None]:
         out: list[Record | None] = []
         for start in range(0, len(ids), MGET_BATCH):
-            out.extend(_record(r) for r in await self.db.client.mget([key(i) for i in ids[start : start + MGET_BATCH]]))
+            raws = await self.db.client.mget([key(i) for i in ids[start : start + MGET_BATCH]])
+            out.extend(codec.unpack_record(r) for r in raws)
         return out
 
     async def get_many(self, ids: Sequence[str]) -> list[Record | None]:

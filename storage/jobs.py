@@ -180,9 +180,6 @@ return 1
 """)
 
 
-def _raw(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
 
 def index_fields(job: Record) -> Record:
     """The searchable view of a final job record."""
@@ -299,26 +296,26 @@ class JobStore:
         raw, lines = await self.db.client.mget([k.job(job_id), k.job_timelines(job_id)])
         if raw is None:
             return None
-        job = dict(codec.unpack(_raw(raw)))
+        job = dict(codec.unpack(codec.as_bytes(raw)))
         if lines is not None and not job.get("final"):
-            job[TIMELINES] = codec.unpack(_raw(lines))
+            job[TIMELINES] = codec.unpack(codec.as_bytes(lines))
         return job
 
     async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
         if not ids:
             return []
         raws = await self.db.client.mget([self.db.keys.job(i) for i in ids])
-        return [None if r is None else dict(codec.unpack(_raw(r))) for r in raws]
+        return [None if r is None else dict(codec.unpack(codec.as_bytes(r))) for r in raws]
 
     async def active(self, *, timelines: bool = False) -> list[Record]:
         """Every active job; with `timelines`, each with its stored timelines (what the dispatcher loads)."""
-        ids = [_raw(i).decode() for i in await self.db.client.zrange(self.db.keys.jobs_active, 0, -1)]
+        ids = [codec.as_bytes(i).decode() for i in await self.db.client.zrange(self.db.keys.jobs_active, 0, -1)]
         found = await self.get_many(ids)
         if timelines and ids:
             raws = await self.db.client.mget([self.db.keys.job_timelines(i) for i in ids])
             for job, lines in zip(found, raws, strict=True):
                 if job is not None and lines is not None:
-                    job[TIMELINES] = codec.unpack(_raw(lines))
+                    job[TIMELINES] = codec.unpack(codec.as_bytes(lines))
         return [j for j in found if j is not None]
 
     async def launch(
@@ -352,7 +349,7 @@ class JobStore:
     async def robin_counters(self) -> dict[str, int]:
         """The round-robin counter of every event (server selection)."""
         raw = await self.db.client.hgetall(self.db.keys.dispatch_robin)
-        return {_raw(k).decode(): int(v) for k, v in raw.items()}
+        return {codec.as_bytes(k).decode(): int(v) for k, v in raw.items()}
 
     async def finish(self, fence: Fence, job: Record, *, index: bool = True, extra: JobWrite | None = None) -> None:
         """Store the final record (fenced, with `extra`'s ops) and queue it for indexing; index it now unless the
@@ -374,7 +371,7 @@ class JobStore:
         raw = await self.db.client.get(self.db.keys.job(job_id))
         if raw is None:
             return None
-        data = _raw(raw)
+        data = codec.as_bytes(raw)
         return dict(codec.unpack(data)), hashlib.sha1(data).hexdigest()
 
     async def swap(self, fence: Fence, digest: str, old: Record, new: Record, extra: JobWrite | None = None) -> bool:
@@ -421,7 +418,7 @@ class JobStore:
         """Index final jobs whose indexing a crash interrupted. Returns how many were done."""
         ids = await self.db.client.srandmember(self.db.keys.jobs_unindexed, limit)
         done = 0
-        for job in await self.get_many([_raw(i).decode() for i in ids or []]):
+        for job in await self.get_many([codec.as_bytes(i).decode() for i in ids or []]):
             if job is not None:
                 await self.index_one(job)
                 done += 1
@@ -444,11 +441,11 @@ class JobStore:
 
     async def nth_counters(self) -> dict[str, int]:
         raw = await self.db.client.hgetall(self.db.keys.sched_nth)
-        return {_raw(k).decode(): int(v) for k, v in raw.items()}
+        return {codec.as_bytes(k).decode(): int(v) for k, v in raw.items()}
 
     async def cursors(self) -> dict[str, int]:
         raw = await self.db.client.hgetall(self.db.keys.sched_cursor)
-        return {_raw(k).decode(): int(v) for k, v in raw.items()}
+        return {codec.as_bytes(k).decode(): int(v) for k, v in raw.items()}
 
     async def search(
         self,

@@ -103,15 +103,6 @@ def valid_snapshot_id(snapshot_id: Any) -> bool:
     return isinstance(snapshot_id, str) and bool(SNAPSHOT_ID.fullmatch(snapshot_id))
 
 
-def _raw(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-def _record(raw: Any) -> Record | None:
-    if raw is None:
-        return None
-    found = codec.unpack(_raw(raw))
-    return dict(found) if isinstance(found, dict) else None
 
 
 def _words(value: Any) -> list[str]:
@@ -160,7 +151,7 @@ class SnapshotStore:
     async def get(self, snapshot_id: str) -> Record | None:
         if not valid_snapshot_id(snapshot_id):
             return None
-        return _record(await self.db.client.get(self.db.keys.snapshot(snapshot_id)))
+        return codec.unpack_record(await self.db.client.get(self.db.keys.snapshot(snapshot_id)))
 
     async def exists(self, snapshot_id: str) -> bool:
         return valid_snapshot_id(snapshot_id) and bool(await self.db.client.exists(self.db.keys.snapshot(snapshot_id)))
@@ -174,7 +165,7 @@ class SnapshotStore:
             part = wanted[start : start + MGET_BATCH]
             raws = await self.db.client.mget([key(sid) for _, sid in part])
             for (i, _), raw in zip(part, raws, strict=True):
-                out[i] = _record(raw)
+                out[i] = codec.unpack_record(raw)
         return out
 
     async def search(
@@ -238,7 +229,7 @@ class SnapshotStore:
         if await self.db.client.set(key, snapshot_id, nx=True, ex=SAMPLE_REUSE_S):
             return None
         found = await self.db.client.get(key)
-        other = _raw(found).decode() if found is not None else ""
+        other = codec.as_bytes(found).decode() if found is not None else ""
         if other and other != snapshot_id and valid_snapshot_id(other) \
                 and await self.db.client.exists(self.db.keys.snapshot(other)):  # fmt: skip
             return other
@@ -247,8 +238,8 @@ class SnapshotStore:
     async def index_pending(self, limit: int = 1000) -> int:
         """Index snapshots whose indexing a crash interrupted (safe to repeat, on any node). Returns how many ids
         were dealt with."""
-        ids = [_raw(i).decode() for i in await self.db.client.srandmember(self.db.keys.snapshots_unindexed, limit)
-               or []]  # fmt: skip
+        found_ids = await self.db.client.srandmember(self.db.keys.snapshots_unindexed, limit) or []
+        ids = [codec.as_bytes(i).decode() for i in found_ids]
         for snapshot_id, found in zip(ids, await self.get_many(ids, full=False), strict=True):
             if found is None:  # deleted meanwhile, or never a valid id: nothing to index
                 await self.db.client.srem(self.db.keys.snapshots_unindexed, snapshot_id)

@@ -138,9 +138,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _raw(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
 
 def _clipped(change: Mapping[str, Any]) -> Record:
     """A change as the outbox keeps it: long texts clipped (the mail quotes them, the ticket keeps them whole)."""
@@ -199,7 +196,7 @@ class TicketOutbox:
     async def pending(self, ticket_id: str) -> list[Record]:
         """The changes waiting in a ticket's batch (tests and diagnostics)."""
         raw = await self.db.client.lrange(self.db.keys.ticketmail_batch(check_ticket_id(ticket_id)), 0, -1)
-        return [dict(codec.unpack(_raw(r))) for r in raw]
+        return [dict(codec.unpack(codec.as_bytes(r))) for r in raw]
 
     async def due_at(self, ticket_id: str) -> float | None:
         """When a ticket's pending batch is due (Redis clock, epoch s); None when nothing is pending."""
@@ -225,7 +222,7 @@ class TicketOutbox:
         if not reply:
             return None
         dropped, raw = reply
-        return Claim(claim_id, ticket_id, [dict(codec.unpack(_raw(r))) for r in raw], int(_text(dropped)))
+        return Claim(claim_id, ticket_id, [dict(codec.unpack(codec.as_bytes(r))) for r in raw], int(_text(dropped)))
 
     async def done(self, fence: Fence, claim_id: str) -> None:
         """Forget a claim whose mail went out (or failed for good): fenced, so a deposed primary's claim stays

@@ -141,15 +141,6 @@ def valid_ticket_id(ticket_id: Any) -> bool:
     return isinstance(ticket_id, str) and bool(TICKET_ID.fullmatch(ticket_id))
 
 
-def _raw(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-def _record(raw: Any) -> Record | None:
-    if raw is None:
-        return None
-    found = codec.unpack(_raw(raw))
-    return dict(found) if isinstance(found, dict) else None
 
 
 def _words(value: Any) -> list[str]:
@@ -231,11 +222,11 @@ class TicketStore:
     async def get(self, ticket_id: str) -> Record | None:
         if not valid_ticket_id(ticket_id):
             return None
-        return _record(await self.db.client.get(self.db.keys.ticket(ticket_id)))
+        return codec.unpack_record(await self.db.client.get(self.db.keys.ticket(ticket_id)))
 
     async def get_by_num(self, num: int) -> Record | None:
         found = await self.db.client.hget(self.db.keys.ticket_nums, str(num))
-        return None if found is None else await self.get(_raw(found).decode())
+        return None if found is None else await self.get(codec.as_bytes(found).decode())
 
     async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
         """The records of `ids`, in order, None where one is missing (or the id is malformed)."""
@@ -245,7 +236,7 @@ class TicketStore:
             part = wanted[start : start + MGET_BATCH]
             raws = await self.db.client.mget([self.db.keys.ticket(tid) for _, tid in part])
             for (i, _), raw in zip(part, raws, strict=True):
-                out[i] = _record(raw)
+                out[i] = codec.unpack_record(raw)
         return out
 
     async def search(
@@ -270,7 +261,7 @@ class TicketStore:
         raw = await self.db.client.get(self.db.keys.ticket(ticket_id))
         if raw is None:
             return None
-        data = _raw(raw)
+        data = codec.as_bytes(raw)
         found = codec.unpack(data)
         return (dict(found), hashlib.sha1(data).hexdigest()) if isinstance(found, dict) else None
 

@@ -68,9 +68,6 @@ def session_digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def _raw(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
 
 class UserStore:
     def __init__(self, db: Database, bus: InvalidationBus) -> None:
@@ -81,7 +78,7 @@ class UserStore:
     # -- users ------------------------------------------------------------------
     async def _load_user(self, norm: str) -> Record | None:
         raw = await self.db.client.get(self.db.keys.user(norm))
-        return None if raw is None else dict(codec.unpack(_raw(raw)))
+        return None if raw is None else dict(codec.unpack(codec.as_bytes(raw)))
 
     async def get(self, username: str) -> Record | None:
         """The stored user (with hash and salt). Callers must copy before changing it."""
@@ -131,8 +128,8 @@ class UserStore:
         names = await self.db.client.zrange(k.users, offset, offset + max(limit, 0) - 1) if limit > 0 else []
         if not names:
             return [], total
-        raws = await self.db.client.mget([k.user(_raw(n).decode()) for n in names])
-        return [dict(codec.unpack(_raw(r))) for r in raws if r is not None], total
+        raws = await self.db.client.mget([k.user(codec.as_bytes(n).decode()) for n in names])
+        return [dict(codec.unpack(codec.as_bytes(r))) for r in raws if r is not None], total
 
     async def count(self) -> int:
         return int(await self.db.client.zcard(self.db.keys.users))
@@ -140,7 +137,7 @@ class UserStore:
     # -- sessions ---------------------------------------------------------------
     async def _load_session(self, digest: str) -> Record | None:
         raw = await self.db.client.get(self.db.keys.session(digest))
-        return None if raw is None else dict(codec.unpack(_raw(raw)))
+        return None if raw is None else dict(codec.unpack(codec.as_bytes(raw)))
 
     async def session(self, session_id: str) -> Record | None:
         """A live session, or None (missing or past its expiry)."""
@@ -169,12 +166,12 @@ class UserStore:
         """End a user's oldest sessions (by `created`) beyond `keep`, and forget ids of sessions that
         expired by themselves. Returns how many live sessions were ended."""
         members = await self.db.client.smembers(self.db.keys.user_sessions(norm))
-        digests = sorted(_raw(m).decode() for m in members)
+        digests = sorted(codec.as_bytes(m).decode() for m in members)
         if len(digests) <= keep:
             return 0
         raws = await self.db.client.mget([self.db.keys.session(d) for d in digests])
         gone = [d for d, raw in zip(digests, raws, strict=True) if raw is None]
-        live = sorted((float(codec.unpack(_raw(raw)).get("created") or 0), d)
+        live = sorted((float(codec.unpack(codec.as_bytes(raw)).get("created") or 0), d)
                       for d, raw in zip(digests, raws, strict=True) if raw is not None)  # fmt: skip
         ended = [d for _, d in live[: max(len(live) - keep, 0)]]
         await self._drop_digests(fence, norm, gone + ended)
@@ -183,7 +180,7 @@ class UserStore:
     async def session_counts(self, offset: int, limit: int) -> list[tuple[str, int]]:
         """(normalised name, number of session ids held) for one page of users in creation order."""
         k = self.db.keys
-        names = [_raw(n).decode() for n in await self.db.client.zrange(k.users, offset, offset + limit - 1)]
+        names = [codec.as_bytes(n).decode() for n in await self.db.client.zrange(k.users, offset, offset + limit - 1)]
         if not names:
             return []
         async with self.db.client.pipeline(transaction=False) as pipe:
@@ -198,7 +195,7 @@ class UserStore:
     async def drop_sessions(self, fence: Fence, norm: str, keep: str | None = None) -> int:
         """Delete every session of a user (but `keep`, a session id); returns how many went."""
         members = await self.db.client.smembers(self.db.keys.user_sessions(norm))
-        digests = [_raw(m).decode() for m in members]
+        digests = [codec.as_bytes(m).decode() for m in members]
         if keep is not None:
             digests = [d for d in digests if d != session_digest(keep)]
         await self._drop_digests(fence, norm, digests)
@@ -231,7 +228,7 @@ class UserStore:
             pipe.llen(key)  # type: ignore[unused-awaitable]
             pipe.lrange(key, offset, offset + max(limit, 1) - 1)  # type: ignore[unused-awaitable]
             total, raws = await pipe.execute()
-        return [dict(codec.unpack(_raw(r))) for r in raws], int(total)
+        return [dict(codec.unpack(codec.as_bytes(r))) for r in raws], int(total)
 
     # -- operator writes (`podium user ...`, no fence) ---------------------------
     # The CLI is not a node and holds no lease. Its writes are safe unfenced because the user write is
@@ -265,7 +262,7 @@ class UserStore:
     async def operator_drop_sessions(self, norm: str) -> int:
         """End every session of a user (deleting needs no fence: nothing stale can be written back)."""
         k = self.db.keys
-        digests = [_raw(m).decode() for m in await self.db.client.smembers(k.user_sessions(norm))]
+        digests = [codec.as_bytes(m).decode() for m in await self.db.client.smembers(k.user_sessions(norm))]
         async with self.db.client.pipeline(transaction=True) as pipe:
             for digest in digests:
                 pipe.delete(k.session(digest))  # type: ignore[unused-awaitable]  # queued

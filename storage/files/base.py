@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol, TypedDict
 
+from ..codec import as_bytes as as_bytes  # re-exported: the file stores' one reply-to-bytes rule
 from ..errors import StorageError
 
 MAX_PATH = 512  # characters of a stored path
@@ -64,9 +65,6 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def as_bytes(value: bytes | str) -> bytes:
-    """A Redis reply as bytes (the client answers bytes; its annotations say bytes or str)."""
-    return value if isinstance(value, bytes) else value.encode()
 
 
 def guess_type(path: str) -> str:
