@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
 import structlog
@@ -73,6 +74,22 @@ async def post_commit(step: str) -> AsyncIterator[None]:
         log.warning("post_commit_step_failed", step=step, error=repr(exc))
     except Exception:
         log.exception("post_commit_step_failed", step=step)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()  # strong references while background steps run
+
+
+def in_background(step: str, work: Coroutine[Any, Any, None]) -> None:
+    """Run a long step that follows a committed write (a history sweep, a deleted ticket's links) after the reply,
+    its failure logged as post_commit logs it."""
+
+    async def run() -> None:
+        async with post_commit(step):
+            await work
+
+    task = asyncio.get_running_loop().create_task(run())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 async def log_activity(call: Call, action: str, description: str, **objects: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from typing import Any
@@ -15,6 +14,7 @@ from cluster.triggers import TriggerError, validate_triggers
 from storage.families import CATEGORIES, EVENTS, PLUGINS, TAGS
 
 from ..actions import validate_actions, validate_limits
+from ..activity import in_background
 from ..call import Call
 from ..definitions import FamilySpec, Field, register_family
 from ..errors import ApiError, bad_param
@@ -229,12 +229,7 @@ async def _drop_history(call: Call, record: dict[str, Any], current: dict[str, A
                 await jobs.delete(fence, job)
             await node.stores.drop_job_output(found)  # records: their input uploads go too
 
-    task = asyncio.get_running_loop().create_task(sweep())
-    _SWEEPS.add(task)
-    task.add_done_callback(_SWEEPS.discard)
-
-
-_SWEEPS: set[asyncio.Task[None]] = set()  # strong references while history sweeps run
+    in_background("event_history", sweep())
 
 EVENT_SPEC = FamilySpec(
     family=EVENTS,

@@ -10,7 +10,6 @@ reply carries is sanitized Markdown. Mail is not sent here: `notify` marks each 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +31,7 @@ from storage.ids import generate_id
 from storage.search.query import QueryError
 from storage.tickets import ticket_files_prefix
 
-from ..activity import log_activity, post_commit
+from ..activity import in_background, log_activity, post_commit
 from ..call import Call
 from ..errors import ApiError
 from ..params import MAX_PAGE, QUERY_LEN, anything, flag, ident, integer, obj, page, strings, text
@@ -47,7 +46,6 @@ SORTERS = ("_id", "num", "modified")
 LIST_BYTES = 64 * 1024
 UNLINK_MAX = 1000  # jobs and invocations a deleted ticket is taken off (a ticket lists at most MAX_LINKS)
 MAX_LINKS = 1000  # jobs, and invocations, one ticket may be linked to
-_BACKGROUND: set[asyncio.Task[None]] = set()  # strong references while post-delete sweeps run
 
 # The fields a client may send to create_ticket and update_ticket, declared loosely: their checks are the ticket
 # rules' (code `ticket`, as xyOps answers), not the transport's.
@@ -405,9 +403,7 @@ async def delete_ticket(call: Call) -> Reply:
         raise _missing(ticket_id)
     await log_activity(call, "ticket_delete", f"Deleted ticket #{gone.get('num')}: {gone.get('subject')}",
                        ticket=activity_copy(gone))  # fmt: skip
-    task = asyncio.get_running_loop().create_task(_after_delete(call, gone))
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
+    in_background("ticket_delete", _after_delete(call, gone))
     return {}
 
 
