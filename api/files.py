@@ -5,7 +5,7 @@ Access is decided by one table of owner rules, by the key's second segment (OWNE
 - `files/users/<username>/<random>/...`: any authenticated caller. As in xyOps, the unguessable random segment
   is what keeps such a file private: its URL is the secret, handed to whoever should read it;
 - `files/bucket/<id>/...`: any authenticated caller (buckets have no category restriction in xyOps);
-- `files/tickets/<id>/...`: administrators, until the tickets module installs its category rule.
+- `files/tickets/<id>/...`: whoever may see the ticket (api/handlers/ticketfiles.py installs that rule).
 Administrators read every file, and so does an agent with `?server=<id>&auth=<that server's token>` (its jobs'
 input and output files). Unknown files are 404, refused callers 403 (before the store is asked, so a refusal says
 nothing about existence). Files are streamed in chunks, never read whole; single byte ranges (206/416) and

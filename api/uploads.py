@@ -29,7 +29,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from storage.files import CHUNK, BadPath, FileTooLarge, StorageFull
 
-from .call import Call
+from .call import Call, Upload
 from .errors import ApiError
 from .transport import parse_json
 
@@ -346,14 +346,54 @@ async def receive_upload(
         raise
     finally:
         rx.unspool()
+    return fields, _records(call, rx.parts, owner)
+
+
+def _records(call: Call, parts: list[_Part], owner: Mapping[str, Any] | None) -> list[File]:
+    """A File object per stored part, in xyOps' shape, with `owner`'s keys."""
     now = int(time.time())
     username = call.user.username if call.user is not None else None
     files: list[File] = []
-    for item in rx.parts:
+    for item in parts:
         record: File = {"id": "f" + secrets.token_hex(8), "date": now, "filename": display_name(item.name),
                         "path": item.path, "size": item.size}  # fmt: skip
         if username:
             record["username"] = username
         record.update(owner or {})
         files.append(record)
-    return fields, files
+    return files
+
+
+async def store_spooled(
+    call: Call, uploads: Mapping[str, Upload], *, prefix: str, limits: UploadLimits | None = None,
+    owner: Mapping[str, Any] | None = None,
+) -> list[File]:  # fmt: skip
+    """The files a generic multipart body brought (the transport spooled them: create_ticket), stored under
+    `<prefix>/<random>/<url name>` with the same name rules and limits as receive_upload, and answered as File
+    objects. A refusal or a failure midway deletes every file stored here."""
+    limits = limits or UploadLimits.of(call)
+    if len(uploads) > limits.files:
+        raise _too_large(f"Too many files: at most {limits.files} per request.")
+    rx = _Receiver(call, limits)
+    try:
+        for key, upload in uploads.items():
+            if not valid_name(upload.name):
+                raise ApiError("api", f"File '{key}' is missing required name property, or name is invalid.")
+            item = _Part(key=key, name=upload.name)
+            item.path = f"{prefix}/{rx.random}/{rx.unique(url_name(item.name))}"
+            chunks = _nonempty(key, _spooled_chunks(Path(upload.path)))
+            item.size = await rx.store(item.path, rx.counted(key, chunks, [0]))
+            rx.parts.append(item)
+    except BaseException:
+        await rx.discard()
+        raise
+    return _records(call, rx.parts, owner)
+
+
+async def discard_files(call: Call, files: list[File]) -> None:
+    """Delete stored files a request made but could not keep (the record they belong to was refused)."""
+    for f in files:
+        try:
+            await call.stores.files.delete(str(f["path"]))
+        except Exception as exc:  # the store is down: the orphan is logged, the original error answers
+            log.warning("upload_cleanup_failed", path=f.get("path"), error=repr(exc))

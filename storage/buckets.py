@@ -13,6 +13,8 @@ deleting the bucket removes, never a list entry without its file.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 import secrets
 import time
@@ -194,7 +196,7 @@ class BucketStore:
     ) -> Contents:
         """Read, apply `change` (new data and/or files, None = keep; it may raise BucketError), compare-and-set;
         again on top of a concurrent writer's result. The contents as written."""
-        for _ in range(CAS_RETRIES):
+        for attempt in range(CAS_RETRIES):
             current = await self.get(bucket_id)
             data, files = change(current)
             packed = self.packed_data(data) if data is not None else b""
@@ -202,6 +204,9 @@ class BucketStore:
                 rev = await self._write(fence, bucket_id, "update", str(current.rev), packed, files)
             except Conflict as exc:
                 if exc.reason == "revision":
+                    # Many writers of one bucket: a random pause (up to 1 ms per lost round, at most 50 ms) spreads
+                    # them out, so none keeps losing to the others until its retries run out.
+                    await asyncio.sleep(random.random() * min(attempt + 1, 50) / 1000)
                     continue
                 raise
             return Contents(data if data is not None else current.data,
@@ -260,21 +265,24 @@ class BucketStore:
         written: list[Record] = []
         fresh: list[str] = list(uploads)  # deleted if this fails: what this call added to the store
         displaced: list[str] = []
+        # A replacement in place is staged at a path of its own and copied over the listed one only once the list
+        # is saved: a refused or failed write leaves the old bytes, and a bucket deleted meanwhile no file.
+        staged: dict[str, str] = {}  # listed path -> staged copy
         try:
             for name, item in by_name.items():
                 old = listed.get(name)
-                in_place = bool(old and old.get("path"))
-                if in_place:
-                    path = str(old["path"]) if old else ""
-                    size = await self.files.put_stream(path, self._limited(item.chunks()))
-                elif item.stored:
-                    path, size = item.stored, item.size
+                if item.stored:
+                    stage, size = item.stored, item.size
                     if size > self.max_file_bytes:
                         raise self._too_large()
                 else:
-                    path = f"{files_prefix(bucket_id)}{secrets.token_urlsafe(16).lower()}/{key_name(name)}"
-                    fresh.append(path)
-                    size = await self.files.put_stream(path, self._limited(item.chunks()))
+                    stage = f"{files_prefix(bucket_id)}{secrets.token_urlsafe(16).lower()}/{key_name(name)}"
+                    fresh.append(stage)
+                    size = await self.files.put_stream(stage, self._limited(item.chunks()))
+                path = stage
+                if old and old.get("path"):
+                    path = str(old["path"])
+                    staged[path] = stage
                 entry: Record = {"id": str(old.get("id")) if old and old.get("id") else "f" + secrets.token_hex(8),
                                  "date": int(time.time()), "filename": name, "path": path, "size": size,
                                  **dict(item.extra)}  # fmt: skip
@@ -300,9 +308,21 @@ class BucketStore:
             await self._delete_paths(fresh, bucket_id)
             raise
         kept_paths = {str(f.get("path")) for f in done.files}
-        # Replaced files, and uploads copied in place or superseded by a later file of the same name.
-        await self._delete_paths((p for p in [*displaced, *uploads] if p not in kept_paths), bucket_id)
+        await self._copy_staged(bucket_id, {p: s for p, s in staged.items() if p in kept_paths})
+        # Replaced files, staged copies, and uploads superseded by a later file of the same name.
+        await self._delete_paths((p for p in [*displaced, *uploads, *staged.values()] if p not in kept_paths),
+                                 bucket_id)  # fmt: skip
         return done.files
+
+    async def _copy_staged(self, bucket_id: str, staged: Mapping[str, str]) -> None:
+        """Copy each staged replacement over the listed path it replaces (after the list was saved); a path the
+        list stopped naming meanwhile (removed, emptied, bucket deleted) is deleted again, so no copy outlives its
+        entry."""
+        for path, stage in staged.items():
+            await self.files.put_stream(path, self.files.read(stage))
+        if staged:
+            listed_now = {str(f.get("path")) for f in (await self.get(bucket_id)).files}
+            await self._delete_paths((p for p in staged if p not in listed_now), bucket_id)
 
     def _too_large(self) -> BucketError:
         return BucketError("One or more of the files exceed the maximum allowed bucket file size "

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 
-from storage.buckets import BucketError, Incoming, display_name, files_prefix, key_name
+from storage.buckets import DEFAULT_MAX_FILE_BYTES, BucketError, Incoming, display_name, files_prefix, key_name
 from storage.stores import Stores
 from tests.authkit import Site, ok
 from tests.test_definitions import make_user, refused
@@ -167,6 +168,17 @@ async def test_files_in_place_by_criteria_empty_and_the_delete_cascade(site: Sit
     assert replaced["size"] == 11 and replaced["job"] == "j1" and "username" not in replaced
     assert await stores.files.get(report["path"]) == b"version two"
     assert [f["filename"] for f in (await contents(site, admin, bucket_id))["files"]] == ["Report 1.CSV", "x.bin"]
+    # A replacement refused midway (the second file is over the limit) keeps the old bytes and leaves no copy.
+    before = await stored_paths(stores.files)
+    stores.buckets.max_file_bytes = 20
+    try:
+        with pytest.raises(BucketError, match="exceed"):
+            await put(stores, site, bucket_id, incoming("Report 1.CSV", b"version three"),
+                      incoming("big.bin", b"b" * 21))  # fmt: skip
+    finally:
+        stores.buckets.max_file_bytes = DEFAULT_MAX_FILE_BYTES
+    assert await stores.files.get(report["path"]) == b"version two"
+    assert await stored_paths(stores.files) == before
 
     # delete_bucket_file: every criterion must match; credentials are never criteria.
     refused(*await site.call("delete_bucket_file", {"id": bucket_id}, headers=admin), "bucket", 500,

@@ -11,7 +11,7 @@ reply carries is sanitized Markdown. Mail is not sent here: `notify` marks each 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cluster.tickets import changes as history
@@ -37,6 +37,7 @@ from ..errors import ApiError
 from ..params import MAX_PAGE, QUERY_LEN, anything, flag, ident, integer, obj, page, strings, text
 from ..principal import Principal, can_category
 from ..registry import AUTH, HANDLERS, Reply
+from ..uploads import discard_files, store_spooled
 from .events import check_param_values
 from .jobs import can_see
 
@@ -99,6 +100,17 @@ def _now() -> int:
 def _missing(ticket_id: str) -> ApiError:
     # ⚠ xyOps answers code `ticket` when update / delete / comment calls miss; `notfound` as for every missing record.
     return ApiError("notfound", f"Failed to load ticket: ID: {ticket_id}")
+
+
+async def update_ticket_record(
+    call: Call, ticket_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """TicketStore.update behind this node's fence, a record past the store's size limit refused with code
+    `ticket` rather than failing the call."""
+    try:
+        return await call.stores.tickets.update(call.node.fence(), ticket_id, change)
+    except ValueError as exc:
+        raise TicketError(f"Failed to update ticket: {ticket_id}: {exc}") from None
 
 
 def _brief(ticket: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,16 +217,24 @@ async def create_ticket(call: Call) -> Reply:
     p = call.params
     if not str(p["subject"]).strip():  # required with a template too (xyOps); only actions leave it to the template
         raise ApiError("api", "Missing parameter: subject")
+    files: list[dict[str, Any]] = []
     try:
         fields = await _checked_fields(call, _now())
         _check_category(call.who, fields.get("category", ""))
         job, invocation = await _template_source(call, str(p.get("template") or ""))
-        ticket = await open_ticket(call.node, {k: p[k] for k in (*EDITABLE, "id") if k in p},
+        ticket_id = p.get("id") or generate_id("t")
+        if call.files:  # a multipart create: its files are the ticket's from the start
+            files = await store_spooled(call, call.files, prefix=ticket_files_prefix(ticket_id).rstrip("/"),
+                                        owner={"ticket": ticket_id})  # fmt: skip
+        ticket = await open_ticket(call.node, {**{k: p[k] for k in EDITABLE if k in p}, "id": ticket_id},
                                    username=call.who.username, job=job, invocation=invocation,
                                    template=str(p.get("template") or ""), link=False,
-                                   base_url=call.settings.public_url, activity=False)  # fmt: skip
-    except TicketError as exc:
-        raise _error(exc) from None
+                                   base_url=call.settings.public_url, activity=False, files=files)  # fmt: skip
+    except BaseException as exc:
+        await discard_files(call, files)
+        if isinstance(exc, TicketError):
+            raise _error(exc) from None
+        raise
     await log_activity(call, "ticket_create", f"Created ticket #{ticket['num']}: {ticket['subject']}",
                        ticket=activity_copy(ticket))  # fmt: skip
     if ticket.get("status") != "draft":
@@ -267,7 +287,7 @@ async def update_ticket(call: Call) -> Reply:
         return new
 
     try:
-        ticket = await call.stores.tickets.update(call.node.fence(), ticket_id, change)
+        ticket = await update_ticket_record(call, ticket_id, change)
     except TicketError as exc:
         raise _error(exc) from None
     if ticket is None:
@@ -312,7 +332,7 @@ async def add_ticket_change(call: Call) -> Reply:
                 raise TicketError(f"The ticket has reached its maximum of {MAX_CHANGES} changes.")
             return {**current, "changes": [*entries, entry], "modified": entry["date"]}
 
-        ticket = await call.stores.tickets.update(call.node.fence(), ticket_id, add)
+        ticket = await update_ticket_record(call, ticket_id, add)
     except TicketError as exc:
         raise _error(exc) from None
     if ticket is None:
@@ -369,7 +389,7 @@ async def update_ticket_change(call: Call) -> Reply:
         return {**current, "changes": entries, "modified": now}
 
     try:
-        ticket = await call.stores.tickets.update(call.node.fence(), ticket_id, edit)
+        ticket = await update_ticket_record(call, ticket_id, edit)
     except TicketError as exc:
         raise _error(exc) from None
     if ticket is None:
@@ -457,7 +477,6 @@ async def relink(call: Call, column: str, obj_id: str, before: Sequence[str], af
     """Make the tickets' `column` (`jobs` or `alerts`) agree with a job's or invocation's new `tickets`: `obj_id`
     added to each ticket in `after`, taken out of each only in `before`. Runs after the job or invocation is
     written (a crash in between leaves a ticket listing a link the next manage call repairs)."""
-    fence = call.node.fence()
     gone = [t for t in before if t not in after]
     for ticket_id in [*after, *gone]:
         keep = ticket_id in after
@@ -471,7 +490,7 @@ async def relink(call: Call, column: str, obj_id: str, before: Sequence[str], af
             return {**rec, column: [*listed, obj_id] if keep else [v for v in listed if v != obj_id]}
 
         try:
-            await call.stores.tickets.update(fence, ticket_id, move)
+            await update_ticket_record(call, ticket_id, move)
         except TicketError as exc:
             raise _error(exc) from None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -97,7 +97,7 @@ async def _from_invocation(stores: Stores, invocation: Mapping[str, Any], base_u
 async def open_ticket(
     node: NodeRuntime, fields: Mapping[str, Any], *, username: str, job: Mapping[str, Any] | None = None,
     invocation: Mapping[str, Any] | None = None, template: str = "", link: bool = True, base_url: str = "",
-    activity: bool = True,
+    activity: bool = True, files: Sequence[Mapping[str, Any]] = (),
 ) -> Record:  # fmt: skip
     """Store a new ticket and answer it as stored (with its `num`).
 
@@ -105,6 +105,7 @@ async def open_ticket(
     events; `id` to choose one); other keys are ignored. `username`: its author (`system` for actions). `job` /
     `invocation`: the job or alert invocation record it is about: listed in the ticket's `jobs` / `alerts` unless
     `link` is False (create_ticket's templates: xyOps links those only through manage_job_tickets).
+    `files`: File objects already stored under the ticket's prefix (create_ticket's multipart files).
     `template` "job" or "alert": the body (and the subject, when none is given) is generated from `job` /
     `invocation` (⚠ as xyOps, a generated body replaces any body given). `activity`: write the `ticket_create`
     activity record here (the API writes its own, with the caller's address).
@@ -133,7 +134,8 @@ async def open_ticket(
     if not cleaned["subject"].strip():
         raise TicketError("Missing parameter: subject", code="api")
     record: Record = {
-        "id": ticket_id, **cleaned, "files": [], "username": username, "created": now, "modified": now,
+        "id": ticket_id, **cleaned, "files": [dict(f) for f in files], "username": username, "created": now,
+        "modified": now,
         "changes": [{"type": "change", "username": username, "date": now, "key": "created"}],
         "jobs": [str(job["id"])] if link and job is not None and job.get("id") else [],
         "alerts": [str(invocation["id"])] if link and invocation is not None and invocation.get("id") else [],
