@@ -41,6 +41,7 @@ from .logs import AccessLogger
 from .settings import ConfigError, Settings
 
 log = structlog.get_logger("podium.server")
+OVERDUE_MAX = 1000  # overdue tickets noticed in one day's pass
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -110,8 +111,14 @@ def ticket_mailer(node: NodeRuntime, settings: Settings) -> TicketMailer:
     tickets = node.stores.tickets
 
     async def find_overdue(today: datetime.date) -> list[dict[str, Any]]:
-        rows, _ = await tickets.search(f"status:open due:<{today.isoformat()}", 0, 1000, 1)
-        return rows
+        # Pages of 50 whole tickets: one page of 1,000 could pass the search's byte budget (PageTooLarge).
+        found: list[dict[str, Any]] = []
+        while len(found) < OVERDUE_MAX:
+            rows, total = await tickets.search(f"status:open due:<{today.isoformat()}", len(found), 50, 1)
+            found += rows
+            if not rows or len(found) >= total:
+                break
+        return found[:OVERDUE_MAX]
 
     return TicketMailer(node.stores, node.fence, smtp_config(settings), tickets.get, find_overdue=find_overdue,
                         collapse=collapse, config=TicketMailConfig(overdue_time=settings.ticket_overdue_time))

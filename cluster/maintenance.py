@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,8 +71,10 @@ class Trimmed(Protocol):
     async def delete_many(self, fence: Fence, ids: Sequence[str]) -> tuple[int, list[str]]: ...
 
 
-# What goes with a deleted batch besides the records (a job's log and files: Stores.drop_job_output).
-After = Callable[[Sequence[str]], Awaitable[None]]
+# What goes with a deleted batch besides the records (a job's log and files: Stores.drop_job_output). It is given
+# the records as they were read before the delete (the id where there was none), so a job's input uploads go too.
+After = Callable[[Sequence[str | Mapping[str, Any]]], Awaitable[None]]
+Load = Callable[[Sequence[str]], Awaitable[Sequence[Mapping[str, Any] | None]]]
 
 
 class Maintenance:
@@ -102,8 +104,9 @@ class Maintenance:
         started = time.monotonic()
         now = time.time() if now is None else now
         removed = Removed()
-        trims: tuple[tuple[Trimmed, int, int, str, After | None], ...] = (
-            (stores.jobs, cfg.job_max_rows, cfg.job_expire_days, "jobs", stores.drop_job_output),
+        trims: tuple[tuple[Trimmed, int, int, str, tuple[After, Load] | None], ...] = (
+            (stores.jobs, cfg.job_max_rows, cfg.job_expire_days, "jobs",
+             (stores.drop_job_output, stores.jobs.get_many)),
             (stores.activity, cfg.activity_max_rows, cfg.activity_expire_days, "activity", None),
             (stores.snapshots, cfg.snapshot_max_rows, cfg.snapshot_expire_days, "snapshots", None),
         )
@@ -122,10 +125,11 @@ class Maintenance:
 
     async def _trim(
         self, family: Trimmed, stop: asyncio.Event | None, *, before: float | None = None, max_rows: int = 0,
-        after: After | None = None,
+        after: tuple[After, Load] | None = None,
     ) -> int:  # fmt: skip
-        """Delete, oldest first, records dated before `before`, or all but the newest `max_rows`; `after` is given
-        the ids of each deleted batch (those whose record was already gone too: what they left goes with them)."""
+        """Delete, oldest first, records dated before `before`, or all but the newest `max_rows`; `after` (a hook and
+        how it loads the records) is given each deleted batch: the records read before the delete, the id of those
+        already gone (what they left goes with them)."""
         removed = 0
         skipped = 0  # index entries whose record is already gone: stepped over (they are the oldest left)
         while stop is None or not stop.is_set():
@@ -136,9 +140,10 @@ class Maintenance:
                 break
             for at in range(0, len(ids), self.config.step):
                 chunk = ids[at : at + self.config.step]
+                records = await after[1](chunk) if after is not None else []
                 done, gone = await family.delete_many(self.node.fence(), chunk)
                 if after is not None:
-                    await after(chunk)
+                    await after[0]([rec or job_id for job_id, rec in zip(chunk, records, strict=True)])
                 removed += done
                 skipped += len(gone)
                 await asyncio.sleep(0)

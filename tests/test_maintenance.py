@@ -29,14 +29,14 @@ def config(**changes: Any) -> MaintenanceConfig:
     return MaintenanceConfig(**{**{f: getattr(OFF, f) for f in OFF.__dataclass_fields__}, **changes})
 
 
-async def add_jobs(node: NodeRuntime, count: int, *, days_ago: float, event: str) -> list[str]:
+async def add_jobs(node: NodeRuntime, count: int, *, days_ago: float, event: str, **extra: Any) -> list[str]:
     ids: list[str] = []
     for n in range(count):
         completed = time.time() - days_ago * DAY + n
         job: dict[str, Any] = {
             "id": generate_id("j"), "state": "complete", "code": 0, "event": event, "category": "general",
             "plugin": "testplug", "server": "s1", "source": "scheduler", "tags": ["_success"],
-            "started": completed - 2, "completed": completed, "elapsed": 2,
+            "started": completed - 2, "completed": completed, "elapsed": 2, **extra,
         }  # fmt: skip
         assert await node.stores.jobs.launch(node.fence(), job)
         ids.append(str(job["id"]))
@@ -70,6 +70,19 @@ async def test_jobs_older_than_the_retention_go_with_their_index_entries(site: S
     assert all(j is None for j in await node.stores.jobs.get_many(old))
     assert await db.client.hmget(db.keys.index("jobs", "slots"), old) == [None] * len(old)
     assert (await Maintenance(node, config(job_expire_days=7)).run_once()).jobs == 0
+
+
+async def test_an_expired_job_takes_its_files_and_input_uploads(site: Site) -> None:
+    node, files = site.node, site.node.stores.files
+    upload, bucket = "files/users/admin/r1/in.txt", "files/bucket/b1/r2/shared.txt"
+    for path in (upload, bucket):
+        await files.put(path, b"data")
+    (job_id,) = await add_jobs(node, 1, days_ago=10, event="oldev",
+                               input={"files": [{"path": upload}, {"path": bucket, "bucket": "b1"}]})  # fmt: skip
+    output = f"files/jobs/{job_id}/r3/out.txt"
+    await files.put(output, b"out")
+    assert (await Maintenance(node, config(job_expire_days=7)).run_once()).jobs == 1
+    assert [await files.stat(p) is None for p in (upload, output, bucket)] == [True, True, False]
 
 
 async def test_job_and_activity_caps_keep_the_newest(site: Site) -> None:

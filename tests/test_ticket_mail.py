@@ -331,3 +331,30 @@ def test_ticket_mail_settings() -> None:
         Settings(ticket_debounce_s=-1).validate()
     with pytest.raises(ValueError, match="HH:MM"):
         TicketMailConfig(overdue_time="late").overdue_at  # noqa: B018
+
+
+async def test_each_term_recovers_what_the_last_left_claimed(db: Database, desk: Desk) -> None:
+    """One node's mailer, primary again after a term it lost midway through a send: its next term reports that
+    claim (not resent) rather than leaving it claimed for ever."""
+    desk.ticket("t1", 1)
+    fences = [desk.fence]
+    mailer = TicketMailer(desk.stores, lambda: fences[0], desk.smtp, desk.load, find_overdue=desk.overdue,
+                          config=TicketMailConfig(poll_s=0.05))  # fmt: skip
+    assert await mailer.step() == 0  # the first term's recovery ran
+    outbox = desk.stores.ticket_outbox
+    await outbox.add("t1", [change("status", "closed")], debounce_s=0)
+    assert await outbox.claim(desk.fence, "t1") is not None  # ... and the term ends before the send
+    leases = LeaseStore(db)
+    assert await leases.release("a", desk.fence.epoch)
+    fences[0] = await elect(leases, "a", lease_ms=60_000)
+    stop = asyncio.Event()
+    task = asyncio.create_task(mailer.run(stop))
+    try:
+        async def cleared() -> bool:
+            return await outbox.claims() == []
+
+        await eventually(cleared, what="the interrupted claim reported")
+    finally:
+        stop.set()
+        await task
+    assert desk.mails == []

@@ -7,6 +7,7 @@ field, get by num, the job and alert templates, and what a delete takes with it 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -454,3 +455,51 @@ async def test_concurrent_updates_lose_nothing(site: Site, admin: Headers) -> No
     assert sorted(c["body"] for c in got["changes"] if c["type"] == "comment") == sorted(
         f"comment {i}" for i in range(20))
     assert await find(site, admin, "changes:comment") == [ticket["id"]]
+
+
+async def test_the_overdue_search_pages_past_the_byte_budget(site: Site) -> None:
+    """The primary's daily overdue pass finds every overdue ticket even when their records together are larger
+    than one search page may be (100 x 100 KB > 8 MiB)."""
+    from api.server import ticket_mailer
+
+    yesterday = int(time.time()) - 2 * 86400
+    body = "x" * (100 * 1024)
+    for n in range(100):
+        await open_ticket(site.node, {"subject": f"Late {n}", "body": body, "due": yesterday}, username="admin",
+                          activity=False)  # fmt: skip
+    await open_ticket(site.node, {"subject": "Not late", "due": yesterday + 10 * 86400}, username="admin",
+                      activity=False)  # fmt: skip
+    mailer = ticket_mailer(site.node, site.settings)
+    assert mailer.find_overdue is not None
+    found = await mailer.find_overdue(datetime.date.today())
+    assert sorted(t["subject"] for t in found) == sorted(f"Late {n}" for n in range(100))
+
+
+async def test_a_ticket_action_mails_its_new_ticket_at_once(site: Site) -> None:
+    """The `ticket` action's new ticket is mailed at once, as create_ticket's is, not after the debounce."""
+    from cluster.actions.ticket import make_ticket
+
+    inv = await invocation(site, "ainv1")
+    run = {"id": "run1", "action": {"type": "ticket", "ticket_type": "issue", "ticket_assignees": ["admin"]}}
+    before = time.time()
+    outcome, ticket_id = await make_ticket(site.node, run, base_url="", invocation=inv)
+    assert ticket_id and outcome.code == 0, outcome
+    due = await site.node.stores.ticket_outbox.due_at(ticket_id)
+    assert due is None or due <= before + 1, due  # sent already, or due now (not 30 s on)
+
+
+async def test_a_ticket_past_the_record_limit_is_refused_with_code_ticket(site: Site, admin: Headers) -> None:
+    ticket = await create(site, admin, body="y" * 200_000)
+    body = "x" * (256 * 1024)
+    codes: list[Any] = []
+    for _ in range(12):  # 12 x 256 KiB of comments cannot fit in a 2 MiB record
+        status, data = await site.call("add_ticket_change", {"id": ticket["id"], "change": {"type": "comment",
+                                                                                          "body": body}},
+                                       headers=admin)  # fmt: skip
+        codes.append(data["code"])
+        if data["code"] != 0:
+            assert (status, data["code"]) == (500, "ticket") and "Failed to update ticket" in data["description"]
+            break
+    assert codes[-1] == "ticket" and codes[:-1] == [0] * (len(codes) - 1), codes
+    stored = await get(site, admin, ticket["id"])
+    assert len(stored["changes"]) == len(codes)  # the created entry and the comments that fitted

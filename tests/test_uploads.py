@@ -367,13 +367,15 @@ async def test_delete_job_file(upsite: Site, upadmin: Headers) -> None:
     upload = "files/users/admin/r2/in.txt"
     bucket = "files/bucket/b1/r3/shared.txt"
     ticket = "files/tickets/t1/r4/spec.txt"
-    for path in (out, upload, bucket, ticket):
+    parent = "files/jobs/jparent/r5/made.txt"  # another job's output, passed on as input
+    for path in (out, upload, bucket, ticket, parent):
         await files.put(path, b"data")
     job = await completed_job(upsite, id=job_id, files=[{"id": "f1", "path": out, "filename": "out.txt"}],
                               input={"data": {"k": 1}, "files": [
                                   {"id": "f2", "path": upload, "filename": "in.txt"},
                                   {"id": "f3", "path": bucket, "filename": "shared.txt", "bucket": "b1"},
-                                  {"id": "f4", "path": ticket, "filename": "spec.txt", "ticket": "t1"}]})  # fmt: skip
+                                  {"id": "f4", "path": ticket, "filename": "spec.txt", "ticket": "t1"},
+                                  {"id": "f5", "path": parent, "filename": "made.txt"}]})  # fmt: skip
 
     async def delete(path: str) -> tuple[int, Reply]:
         return await upsite.call("delete_job_file", {"id": job["id"], "path": path}, headers=upadmin)
@@ -386,14 +388,16 @@ async def test_delete_job_file(upsite: Site, upadmin: Headers) -> None:
     assert await delete(missing) == (500, {"code": "job", "description": f"Job file not found: {missing}"})
     assert (await delete(out))[0] == 200
     assert (await delete(upload))[0] == 200
+    assert (await delete(parent))[0] == 200
     stored = (await ok(upsite, "get_job", {}, upadmin, method="GET", query={"id": job["id"]}))["job"]
     assert stored["files"] == [] and [f["id"] for f in stored["input"]["files"]] == ["f3", "f4"]
     assert stored["input"]["data"] == {"k": 1}
     assert await files.stat(out) is None and await files.stat(upload) is None
     assert await files.stat(bucket) is not None and await files.stat(ticket) is not None
+    assert await files.stat(parent) is not None  # not this job's to delete: only the entry went
     _, found = await upsite.call("search_activity", headers=upadmin, method="GET",
                                  query={"query": "action:job_delete_file", "limit": "10"})  # fmt: skip
-    assert len(found["rows"]) == 2, found
+    assert len(found["rows"]) == 3, found
     viewer = await user(upsite, upadmin, "nodelete", privileges={})
     got, data = await upsite.call("delete_job_file", {"id": job["id"], "path": bucket}, headers=viewer)
     assert (got, data["code"]) == (403, "access")

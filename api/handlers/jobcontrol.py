@@ -6,6 +6,7 @@ completed ones are rewritten here, fenced, with their search entries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from cluster.dispatch.machine import Dispatcher
@@ -73,9 +74,13 @@ async def job_skip_delay(call: Call) -> Reply:
     return {}
 
 
-async def _rewrite_final(call: Call, job: dict[str, Any], changes: dict[str, Any]) -> None:
+Changes = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+
+
+async def _rewrite_final(call: Call, job: dict[str, Any], changes: Changes) -> None:
     """Merge `changes` into a completed job, compare-and-swap: an action recording its result on the same job
-    meanwhile makes this read again, so neither change is lost."""
+    meanwhile makes this read again, so neither change is lost. `changes` may be a function of the current
+    record (it may raise ApiError to refuse), for a change that depends on what the record holds."""
     jobs = call.stores.jobs
     for _ in range(20):
         got = await jobs.stored(str(job["id"]))
@@ -84,7 +89,8 @@ async def _rewrite_final(call: Call, job: dict[str, Any], changes: dict[str, Any
         current, digest = got
         if current.get("state") != "complete":
             raise ApiError("job", f"Job is still active: {job['id']}")
-        if await jobs.swap(call.node.fence(), digest, current, {**current, **changes}):
+        found = changes(current) if callable(changes) else changes
+        if await jobs.swap(call.node.fence(), digest, current, {**current, **found}):
             return
     raise ApiError("job", f"Job {job['id']} kept changing; try again.")
 

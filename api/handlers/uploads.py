@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from storage.files import BadPath, check_path
+from storage.stores import job_files_prefix, job_input_uploads
 
 from ..activity import log_activity
 from ..call import Call
@@ -102,12 +103,15 @@ async def delete_job_file(call: Call) -> Reply:
     if job.get("state") != "complete":
         raise ApiError("job", f"Job is still active: {job['id']}")
     path = call.params["path"]
-    files, entry = _without(job.get("files"), path)
-    changes: dict[str, Any]
-    if entry is not None:
-        changes = {"files": files}
-    else:
-        given = job.get("input")
+    removed: list[dict[str, Any]] = []
+    owned: list[bool] = []
+
+    def change(current: dict[str, Any]) -> dict[str, Any]:
+        files, entry = _without(current.get("files"), path)
+        if entry is not None:
+            removed[:], owned[:] = [entry], [path.startswith(job_files_prefix(str(job["id"])))]
+            return {"files": files}
+        given = current.get("input")
         source: dict[str, Any] = given if isinstance(given, dict) else {}
         inputs, entry = _without(source.get("files"), path)
         if entry is None:
@@ -115,12 +119,16 @@ async def delete_job_file(call: Call) -> Reply:
         kind = _protected(entry)
         if kind:
             raise ApiError("job", f"{kind} files cannot be deleted from job: {entry.get('filename') or path}")
-        changes = {"input": {**source, "files": inputs}}
-    await _rewrite_final(call, job, changes)
-    if path.startswith("files/"):  # a record's entry names a stored file; nothing else is this call's to delete
+        removed[:], owned[:] = [entry], [bool(job_input_uploads({"input": {"files": [entry]}}))]
+        return {"input": {**source, "files": inputs}}
+
+    await _rewrite_final(call, job, change)
+    # Only a file the job owns is deleted (its output, an upload made for it); an entry naming anything else
+    # (another job's output passed on as input) just leaves the list. ⚠ xyOps deletes whatever the entry names.
+    if owned[0]:
         await call.stores.files.delete(path)
     await log_activity(call, "job_delete_file", f"Deleted file {path} of job {job['id']}", job=_light(job),
-                       file=entry)  # fmt: skip
+                       file=removed[0])  # fmt: skip
     return {}
 
 

@@ -52,7 +52,7 @@ async def make_ticket(node: NodeRuntime, run: Mapping[str, Any], *, base_url: st
                                          template="job" if job is not None else "alert", base_url=base_url)
         except TicketError as exc:
             return Outcome(code="ticket", description=f"Could not insert ticket: {exc.message}"), ""
-        await node.stores.ticket_outbox.notify(ticket_id, existing.get("changes") or [])
+        await node.stores.ticket_outbox.notify(ticket_id, existing.get("changes") or [], immediate=True)  # a new ticket
     if invocation is not None and invocation.get("id"):
         await link_invocation(node, str(invocation["id"]), ticket_id)
     num = existing.get("num")

@@ -180,6 +180,7 @@ class TicketMailer:
     # -- the service ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """The primary service: until `stop`, or until this node is deposed."""
+        self._recovered = False  # each term starts by recovering what the previous one (maybe ours) left claimed
         while not stop.is_set():
             try:
                 await self.step()
