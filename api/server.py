@@ -25,10 +25,10 @@ from cluster.monitoring.snapshots import ALERT_UNIVERSAL_ACTIONS, group_watch_se
 from cluster.node import NodeRuntime, load_node_id
 from cluster.scheduler import SchedulerConfig, scheduler_service
 from cluster.tickets.changes import collapse
-from cluster.tickets.mail import TicketMailConfig, TicketMailer, ticket_mail_service
+from cluster.tickets.mail import MAX_OVERDUE, TicketMailConfig, TicketMailer, ticket_mail_service
 from storage.connection import Database, connect, redacted, wait_reachable
 from storage.embedded import EmbeddedServer
-from storage.errors import StorageError
+from storage.errors import PageTooLarge, StorageError
 from storage.files import FileStore, check_file_store, close_file_store, open_file_store
 from storage.keyspace import Keyspace
 from storage.secretkey import SecretKeyMismatch, ensure_secret_key
@@ -41,7 +41,6 @@ from .logs import AccessLogger
 from .settings import ConfigError, Settings
 
 log = structlog.get_logger("podium.server")
-OVERDUE_MAX = 1000  # overdue tickets noticed in one day's pass
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -111,14 +110,21 @@ def ticket_mailer(node: NodeRuntime, settings: Settings) -> TicketMailer:
     tickets = node.stores.tickets
 
     async def find_overdue(today: datetime.date) -> list[dict[str, Any]]:
-        # Pages of 50 whole tickets: one page of 1,000 could pass the search's byte budget (PageTooLarge).
+        # Pages of whole tickets: 50, or as many as the search's byte budget holds (PageTooLarge says how many).
         found: list[dict[str, Any]] = []
-        while len(found) < OVERDUE_MAX:
-            rows, total = await tickets.search(f"status:open due:<{today.isoformat()}", len(found), 50, 1)
+        size = 50
+        while len(found) < MAX_OVERDUE:
+            try:
+                rows, total = await tickets.search(f"status:open due:<{today.isoformat()}", len(found), size, 1)
+            except PageTooLarge as exc:
+                if size == 1:  # cannot happen (a ticket is far below the budget); never loop on it
+                    raise
+                size = max(min(exc.fits, size - 1), 1)
+                continue
             found += rows
             if not rows or len(found) >= total:
                 break
-        return found[:OVERDUE_MAX]
+        return found[:MAX_OVERDUE]
 
     return TicketMailer(node.stores, node.fence, smtp_config(settings), tickets.get, find_overdue=find_overdue,
                         collapse=collapse, config=TicketMailConfig(overdue_time=settings.ticket_overdue_time))

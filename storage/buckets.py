@@ -14,6 +14,7 @@ deleting the bucket removes, never a list entry without its file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import secrets
@@ -22,7 +23,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Ma
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import LockError, ResponseError
 
 from . import codec
 from .connection import Database
@@ -303,16 +304,42 @@ class BucketStore:
                 self._check_count(len(files))
                 return None, files
 
-            done = await self._change(fence, bucket_id, change)
+            done = await self._save(fence, bucket_id, change, staged)
         except BaseException:
-            await self._delete_paths(fresh, bucket_id)
+            await self._delete_paths([*fresh, *staged.values()], bucket_id)
             raise
         kept_paths = {str(f.get("path")) for f in done.files}
-        await self._copy_staged(bucket_id, {p: s for p, s in staged.items() if p in kept_paths})
         # Replaced files, staged copies, and uploads superseded by a later file of the same name.
         await self._delete_paths((p for p in [*displaced, *uploads, *staged.values()] if p not in kept_paths),
                                  bucket_id)  # fmt: skip
         return done.files
+
+    async def _save(self, fence: Fence, bucket_id: str,
+                    change: Callable[[Contents], tuple[Record | None, list[Record] | None]],
+                    staged: Mapping[str, str]) -> Contents:  # fmt: skip
+        """Save the list (`change`); with replacements in place, also copy their staged bytes over the listed
+        paths, one writer of this bucket's replacements at a time."""
+        if not staged:
+            return await self._change(fence, bucket_id, change)
+        async with self._replace_lock(bucket_id):
+            done = await self._change(fence, bucket_id, change)
+            kept_paths = {str(f.get("path")) for f in done.files}
+            await self._copy_staged(bucket_id, {p: s for p, s in staged.items() if p in kept_paths})
+            return done
+
+    @contextlib.asynccontextmanager
+    async def _replace_lock(self, bucket_id: str) -> AsyncIterator[None]:
+        """The bucket's replacement lock (redis-py Lock, 120 s: a holder that died lets go by then). Without it, two
+        writers replacing one file could save their lists in one order and copy their bytes in the other: the list
+        would describe one file and hold the other's bytes."""
+        lock = self.db.client.lock(self.db.keys.bucket_replace_lock(bucket_id), timeout=120, blocking_timeout=120)
+        if not await lock.acquire():
+            raise BucketError(f"Bucket {bucket_id} is busy; try again.")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(LockError):  # expired meanwhile: nothing of ours to release
+                await lock.release()
 
     async def _copy_staged(self, bucket_id: str, staged: Mapping[str, str]) -> None:
         """Copy each staged replacement over the listed path it replaces (after the list was saved); a path the

@@ -274,6 +274,12 @@ class Keyspace:
         return self.key("files", "bytes")
 
     @property
+    def uploads_given(self) -> str:
+        """SET paths of user uploads already handed to a job as input: the first job given one owns it (deletes it
+        with itself); a later job given the same upload only lists it."""
+        return self.key("uploads", "given")
+
+    @property
     def files_index(self) -> str:
         """ZSET every path held by the Redis file store, all scored 0, so a prefix is one ZRANGEBYLEX."""
         return self.key("files", "index")
@@ -406,6 +412,11 @@ class Keyspace:
         """HASH the contents of one bucket: `data` (msgpack object), `files` (msgpack list of File objects) and
         `rev` (integer, bumped by every change: the compare-and-set of concurrent writers)."""
         return self.key("bucket", bucket_id)
+
+    def bucket_replace_lock(self, bucket_id: str) -> str:
+        """STRING a lock token (redis-py Lock, PX): held by the writer saving a bucket's list with files replaced
+        in place and copying their bytes, so concurrent replacements copy in the order they were saved."""
+        return self.key("bucket_replace", bucket_id)
     # -- tickets (storage/tickets.py; issue 12) -------------------------------------------------------
     def ticket(self, ticket_id: str) -> str:
         """STRING msgpack ticket {id, num, subject, body, type, status, category, server, assignees, cc, notify,

@@ -36,17 +36,18 @@ def job_files_prefix(job_id: str) -> str:
 
 
 def job_input_uploads(job: Mapping[str, Any]) -> list[str]:
-    """The input files a deleted job takes with it: the uploads made for it (`files/users/...`, from
-    upload_job_input_files), unless flagged `bucket` or `ticket`. Bucket and ticket files stay with their owner.
+    """The input files a deleted job takes with it: the uploads it owns (`files/users/...` entries flagged `owned`:
+    the first job given that upload, see Stores.claim_upload), unless the job was retried (its retry, which copies
+    the input, owns them now). Bucket and ticket files stay with their owner, a parent's output with the parent.
     ⚠ xyOps deletes every input file not flagged bucket or ticket, so deleting a chained job also deleted its
-    parent's output files (passed to it as input); here those go with the job that made them."""
+    parent's output files, and deleting a retried job its retry's input."""
     given = job.get("input")
     files = given.get("files") if isinstance(given, Mapping) else None
-    if not isinstance(files, list):
+    if not isinstance(files, list) or job.get("retried"):
         return []
     return [str(f["path"]) for f in files
             if isinstance(f, Mapping) and isinstance(f.get("path"), str) and str(f["path"]).startswith("files/users/")
-            and not f.get("bucket") and not f.get("ticket")]  # fmt: skip
+            and f.get("owned") is True and not f.get("bucket") and not f.get("ticket")]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -126,7 +127,16 @@ class Stores:
             await self.logs.drop(job_id)
             await self.files.delete_prefix(job_files_prefix(job_id))
             for path in () if isinstance(job, str) else job_input_uploads(job):
-                try:
-                    await self.files.delete(path)
-                except BadPath:  # a record written before input files were checked: nothing of ours to delete
-                    continue
+                await self.drop_upload(path)
+
+    async def claim_upload(self, path: str) -> bool:
+        """Hand a user upload to a new job as input: True for the first job given it (which then owns it)."""
+        return bool(await self.db.client.sadd(self.db.keys.uploads_given, path))
+
+    async def drop_upload(self, path: str) -> None:
+        """Delete a user upload its owning job no longer needs."""
+        try:
+            await self.files.delete(path)
+        except BadPath:  # a record written before input files were checked: nothing of ours to delete
+            return
+        await self.db.client.srem(self.db.keys.uploads_given, path)

@@ -303,3 +303,18 @@ async def test_upload_bucket_files(site: Site, admin: Headers) -> None:
     refused(*await upload(site, reader, {"a": ("x.txt", b"x")}, query={"id": bucket_id}), "access", 403)
     assert await stored_paths(stores.files) == before
     assert len((await contents(site, admin, bucket_id))["files"]) == 2
+
+
+async def test_concurrent_replacements_of_one_file_agree_with_the_list(site: Site, admin: Headers) -> None:
+    """Writers replacing one file at once: the bytes that stay are those of the entry the list shows, and no
+    staged copy is left behind."""
+    stores = site.node.stores
+    bucket_id = await create(site, admin)
+    (first,) = await put(stores, site, bucket_id, incoming("same.txt", b"0"))
+    writes = [put(stores, site, bucket_id, incoming("same.txt", bytes([65 + i]) * (i + 2))) for i in range(12)]
+    await asyncio.gather(*writes)
+    (entry,) = (await contents(site, admin, bucket_id))["files"]
+    assert entry["path"] == first["path"]
+    size = int(entry["size"])
+    assert await stores.files.get(entry["path"]) == bytes([65 + size - 2]) * size
+    assert [p for p in await stored_paths(stores.files) if p.startswith(files_prefix(bucket_id))] == [entry["path"]]

@@ -77,8 +77,8 @@ async def test_an_expired_job_takes_its_files_and_input_uploads(site: Site) -> N
     upload, bucket = "files/users/admin/r1/in.txt", "files/bucket/b1/r2/shared.txt"
     for path in (upload, bucket):
         await files.put(path, b"data")
-    (job_id,) = await add_jobs(node, 1, days_ago=10, event="oldev",
-                               input={"files": [{"path": upload}, {"path": bucket, "bucket": "b1"}]})  # fmt: skip
+    inputs = [{"path": upload, "owned": True}, {"path": bucket, "bucket": "b1"}]
+    (job_id,) = await add_jobs(node, 1, days_ago=10, event="oldev", input={"files": inputs})
     output = f"files/jobs/{job_id}/r3/out.txt"
     await files.put(output, b"out")
     assert (await Maintenance(node, config(job_expire_days=7)).run_once()).jobs == 1

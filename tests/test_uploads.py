@@ -346,6 +346,13 @@ async def test_run_event_checks_input_files(upsite: Site, upadmin: Headers) -> N
     want = {"path": own["path"], "size": 5, "filename": "evil_name", "username": "admin"}
     assert {k: first[k] for k in want} == want and "extra" not in first
     assert (second["filename"], second["size"], second["bucket"]) == ("shared.txt", 11, "b1")
+    assert first["owned"] is True and "owned" not in second  # the first job given the upload owns it
+    # The same upload given to a second run (or a client claiming `owned`): that job only lists it, so deleting
+    # either job first leaves the other's input in place.
+    got, data = await run([{**own, "owned": True}])
+    assert got == 200, data
+    again = (await ok(upsite, "get_job", {"id": data["id"]}, upadmin, method="GET", query={"id": data["id"]}))["job"]
+    assert "owned" not in again["input"]["files"][0]
 
 
 # -- delete_job_file and the cascade --------------------------------------------------------------------------
@@ -372,7 +379,7 @@ async def test_delete_job_file(upsite: Site, upadmin: Headers) -> None:
         await files.put(path, b"data")
     job = await completed_job(upsite, id=job_id, files=[{"id": "f1", "path": out, "filename": "out.txt"}],
                               input={"data": {"k": 1}, "files": [
-                                  {"id": "f2", "path": upload, "filename": "in.txt"},
+                                  {"id": "f2", "path": upload, "filename": "in.txt", "owned": True},
                                   {"id": "f3", "path": bucket, "filename": "shared.txt", "bucket": "b1"},
                                   {"id": "f4", "path": ticket, "filename": "spec.txt", "ticket": "t1"},
                                   {"id": "f5", "path": parent, "filename": "made.txt"}]})  # fmt: skip
@@ -407,11 +414,13 @@ async def test_delete_job_file(upsite: Site, upadmin: Headers) -> None:
 
 
 def test_job_input_uploads() -> None:
-    job = {"input": {"files": [{"path": "files/users/a/r/x.txt"}, {"path": "files/users/a/r/y.txt", "bucket": "b"},
-                               {"path": "files/users/a/r/z.txt", "ticket": "t"}, {"path": "files/bucket/b/r/w"},
-                               {"path": "files/tickets/t/r/v"}, {"path": "files/jobs/parent/r/out.txt"},
-                               {"path": 5}, "junk"]}}  # fmt: skip
+    job = {"input": {"files": [{"path": "files/users/a/r/x.txt", "owned": True}, {"path": "files/users/a/r/s.txt"},
+                               {"path": "files/users/a/r/y.txt", "bucket": "b", "owned": True},
+                               {"path": "files/users/a/r/z.txt", "ticket": "t", "owned": True},
+                               {"path": "files/bucket/b/r/w", "owned": True}, {"path": "files/tickets/t/r/v"},
+                               {"path": "files/jobs/parent/r/out.txt", "owned": True}, {"path": 5}, "junk"]}}
     assert job_input_uploads(job) == ["files/users/a/r/x.txt"]
+    assert job_input_uploads({**job, "retried": True}) == []  # its retry owns them now
     assert job_input_uploads({"input": "x"}) == job_input_uploads({}) == []
 
 
@@ -422,7 +431,7 @@ async def test_deleting_a_job_deletes_its_input_uploads(upsite: Site, upadmin: H
              "parent": "files/jobs/jparent/r5/out.txt"}  # fmt: skip
     for path in paths.values():
         await files.put(path, b"data")
-    job = await completed_job(upsite, input={"files": [{"path": paths["upload"]},
+    job = await completed_job(upsite, input={"files": [{"path": paths["upload"], "owned": True},
                                                        {"path": paths["flagged"], "bucket": "b1"},
                                                        {"path": paths["bucket"]}, {"path": paths["ticket"]},
                                                        {"path": paths["parent"]}]})  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster.tickets.fields import TicketError
+from cluster.tickets.fields import MAX_FILES, TicketError
 from storage.tickets import ticket_files_prefix
 
 from ..call import Call
@@ -24,9 +24,8 @@ from ..principal import Principal, can_category
 from ..registry import HANDLERS, Params, Reply
 from ..typedefs import NODE
 from ..uploads import discard_files, receive_upload
-from .tickets import TICKET_ID, _check_category, _error, _missing, update_ticket_record
+from .tickets import REFUSALS, TICKET_ID, _check_category, _error, _missing, update_ticket_record
 
-MAX_FILES = 500  # listed on one ticket (its record is bounded as a whole too)
 _TICKET_PARAM = text("ticket", max_len=32, pattern="^(?:[a-z0-9_]+)$", doc="the ticket's id")
 _UPLOAD_FORM = Validator((_TICKET_PARAM,))
 
@@ -86,7 +85,7 @@ async def upload_user_ticket_files(call: Call) -> Reply:
 
     try:
         ticket = await update_ticket_record(call, ticket_id, add)
-    except BaseException as exc:
+    except REFUSALS as exc:
         await discard_files(call, files)
         if isinstance(exc, TicketError):
             raise _error(exc) from None

@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from cluster.node import NotPrimary
 from cluster.tickets import changes as history
 from cluster.tickets.fields import (
     BODY_LEN,
     EDITABLE,
     MAX_CHANGES,
+    MAX_FILES,
     SUBJECT_LEN,
     TicketError,
     clean,
@@ -26,6 +28,7 @@ from cluster.tickets.fields import (
     sanitize_markdown,
 )
 from cluster.tickets.service import activity_copy, check_references, open_ticket
+from storage.errors import FencedError
 from storage.families import EVENTS
 from storage.ids import generate_id
 from storage.search.query import QueryError
@@ -37,7 +40,7 @@ from ..errors import ApiError
 from ..params import MAX_PAGE, QUERY_LEN, anything, flag, ident, integer, obj, page, strings, text
 from ..principal import Principal, can_category
 from ..registry import AUTH, HANDLERS, Reply
-from ..uploads import discard_files, store_spooled
+from ..uploads import UploadLimits, discard_files, store_spooled
 from .events import check_param_values
 from .jobs import can_see
 
@@ -45,6 +48,9 @@ _ID_PATTERN = "^(?:[a-z0-9_]+)$"
 TICKET_ID = ident(doc="ticket id").with_(max_len=32, pattern=_ID_PATTERN)
 SORTERS = ("_id", "num", "modified")
 LIST_BYTES = 64 * 1024
+# Failures after which a ticket's new files are certainly not listed on it (deleted again); after any other (the
+# store's reply lost) the write may have landed, so the files stay.
+REFUSALS = (TicketError, ApiError, FencedError, NotPrimary)
 UNLINK_MAX = 1000  # jobs and invocations a deleted ticket is taken off (a ticket lists at most MAX_LINKS)
 MAX_LINKS = 1000  # jobs, and invocations, one ticket may be linked to
 
@@ -223,14 +229,17 @@ async def create_ticket(call: Call) -> Reply:
         _check_category(call.who, fields.get("category", ""))
         job, invocation = await _template_source(call, str(p.get("template") or ""))
         ticket_id = p.get("id") or generate_id("t")
+        if call.files and p.get("id") and await call.stores.tickets.get(ticket_id) is not None:
+            raise TicketError(f"Failed to create ticket: a ticket with the ID {ticket_id} exists.")  # before any file
         if call.files:  # a multipart create: its files are the ticket's from the start
             files = await store_spooled(call, call.files, prefix=ticket_files_prefix(ticket_id).rstrip("/"),
+                                        limits=UploadLimits.of(call).lowered(files=MAX_FILES),
                                         owner={"ticket": ticket_id})  # fmt: skip
         ticket = await open_ticket(call.node, {**{k: p[k] for k in EDITABLE if k in p}, "id": ticket_id},
                                    username=call.who.username, job=job, invocation=invocation,
                                    template=str(p.get("template") or ""), link=False,
                                    base_url=call.settings.public_url, activity=False, files=files)  # fmt: skip
-    except BaseException as exc:
+    except REFUSALS as exc:  # refused for certain: no ticket lists the files (any other failure keeps them)
         await discard_files(call, files)
         if isinstance(exc, TicketError):
             raise _error(exc) from None

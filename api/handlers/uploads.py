@@ -119,14 +119,17 @@ async def delete_job_file(call: Call) -> Reply:
         kind = _protected(entry)
         if kind:
             raise ApiError("job", f"{kind} files cannot be deleted from job: {entry.get('filename') or path}")
-        removed[:], owned[:] = [entry], [bool(job_input_uploads({"input": {"files": [entry]}}))]
+        removed[:], owned[:] = [entry], [bool(job_input_uploads({**current, "input": {"files": [entry]}}))]
         return {"input": {**source, "files": inputs}}
 
     await _rewrite_final(call, job, change)
-    # Only a file the job owns is deleted (its output, an upload made for it); an entry naming anything else
-    # (another job's output passed on as input) just leaves the list. ⚠ xyOps deletes whatever the entry names.
-    if owned[0]:
+    # Only a file the job owns is deleted (its output, an upload it was the first given); an entry naming anything
+    # else (another job's output passed on as input, an upload shared with other runs) just leaves the list.
+    # ⚠ xyOps deletes whatever the entry names.
+    if owned[0] and path.startswith("files/jobs/"):
         await call.stores.files.delete(path)
+    elif owned[0]:
+        await call.stores.drop_upload(path)
     await log_activity(call, "job_delete_file", f"Deleted file {path} of job {job['id']}", job=_light(job),
                        file=removed[0])  # fmt: skip
     return {}
@@ -182,5 +185,7 @@ async def checked_input_files(call: Call, files: Any) -> list[File]:
             value = entry.get(tag)
             if isinstance(value, str | bool) and value != "":
                 record[tag] = value[:ID_LEN] if isinstance(value, str) else value
+        if path.startswith("files/users/") and await call.stores.claim_upload(path):
+            record["owned"] = True  # the first job given this upload: it goes with the job (job_input_uploads)
         out.append(record)
     return out
