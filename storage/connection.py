@@ -13,6 +13,9 @@ that ran but whose reply was lost would otherwise run again, and a committed cre
 "already exists". A broken connection is still replaced: the pool checks a connection before handing it
 out and reconnects it if the server closed it, so a restarted Redis is picked up without any action.
 Whoever sees a failed write decides whether to retry it (README: "Errors from the store").
+
+A `redis+sentinel://` URL gives the same pool over connections to whichever server the sentinels name
+master (storage/sentinel.py, which also tells the election when that master changed).
 """
 
 from __future__ import annotations

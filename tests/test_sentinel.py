@@ -7,18 +7,20 @@ used before, serve reads and writes, and fence every write after the switch with
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from storage.connection import check_url, redacted
+from storage.connection import UNAVAILABLE_ERRORS, Database, check_url, connect, redacted, wait_reachable
 from storage.errors import BadRedisURL
 from storage.keyspace import Keyspace
-from storage.sentinel import parse_url
+from storage.sentinel import SentinelPool, parse_url
 from tests.servers import Cluster, Node, SentinelStore
 from tests.test_definitions_cluster import admin_session, call
 
@@ -166,3 +168,71 @@ def test_sentinel_urls_are_checked_and_never_show_the_password() -> None:
         with pytest.raises(BadRedisURL) as err:
             check_url(bad)
         assert says in str(err.value) and "s3cret" not in str(err.value)
+
+
+async def test_clients_follow_the_master_and_count_each_way_a_change_shows(tmp_path: Path) -> None:
+    """Three clients, as of three nodes, on the master when the sentinels promote the replica. Until Sentinel
+    demotes it (seconds later) the old master still takes writes; each client learns of the change in one of
+    the three ways: asking the sentinels (the heartbeat's check), a connection the old master closed and that
+    reconnects to the new one, or a READONLY reply once the old master is a replica."""
+    store = SentinelStore(tmp_path / "store").start()
+    asks, reconnects, refused = (Database(connect(store.url, max_connections=3), KEYS) for _ in range(3))
+    control = asks.with_own_pool()
+    replica, old_master = plain(store.replica.port), plain(store.master.port)
+    clients = [asks, reconnects, refused, control]
+    try:
+        for db in clients:
+            await wait_reachable(db.client)
+            await db.client.set("probe", "before")
+        pools = [asks.client.connection_pool, control.client.connection_pool]
+        assert all(isinstance(p, SentinelPool) for p in pools)
+        assert [p.max_connections for p in pools] == [3, 2]  # the bounded pools, also under Sentinel
+        assert [db.store_changes for db in clients] == [0, 0, 0, 0]
+        await _wait(lambda: _link_up(replica))
+
+        sentinel = plain(store.sentinel_ports[0])
+        try:
+            assert await sentinel.execute_command("SENTINEL", "FAILOVER", store.service)  # type: ignore[no-untyped-call]
+
+            async def moved() -> bool:
+                masters = await info(store.sentinel_ports[0], sentinel=True)
+                return bool(masters[store.service]["port"] == store.replica.port)
+
+            await _wait(moved)
+        finally:
+            await sentinel.aclose()
+
+        await asks.verify_store()  # the sentinels name another master
+        assert asks.store_changes == control.store_changes == 1  # one watch for the node's pools
+        await asks.client.set("probe", "asks")
+        assert await replica.get("probe") == b"asks"
+
+        own_id = await reconnects.client.client_id()  # the old master closes it, as Sentinel does on demotion
+        await old_master.execute_command("CLIENT", "KILL", "ID", str(own_id))  # type: ignore[no-untyped-call]
+        await reconnects.client.set("probe", "reconnects")
+        assert reconnects.store_changes == 1 and await replica.get("probe") == b"reconnects"
+
+        assert refused.store_changes == 0
+        await old_master.replicaof("127.0.0.1", store.replica.port)
+        with pytest.raises(UNAVAILABLE_ERRORS):  # READONLY, as "the store is not there right now"
+            await refused.client.set("probe", "refused")
+        assert refused.store_changes == 1
+        await refused.client.set("probe", "refused")  # reconnected to the new master, no second change
+        assert refused.store_changes == 1 and await replica.get("probe") == b"refused"
+    finally:
+        for db in clients:
+            await db.aclose()
+        await replica.aclose()
+        await old_master.aclose()
+        store.stop()
+
+
+async def _link_up(client: aioredis.Redis) -> bool:
+    return bool((await client.info("replication")).get("master_link_status") == "up")
+
+
+async def _wait(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
