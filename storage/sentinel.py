@@ -156,7 +156,18 @@ class SentinelPool(FairPool, SentinelConnectionPool):
                  **kwargs: Any) -> None:  # fmt: skip
         self.watch = watch
         self.owns_manager = owns_manager
+        self._changes_seen = watch.changes
         super().__init__(service_name=service_name, sentinel_manager=sentinel_manager, **kwargs)
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._changes_seen != self.watch.changes:
+            # Another pool of this node (or this one) saw the master change: connections that may still reach
+            # the old master are dropped, so that every command from now on asks the sentinels afresh.
+            self._changes_seen = self.watch.changes
+            self.master_address = None
+            await self.disconnect(inuse_connections=False)
+            await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]  # untyped upstream
+        return await super().get_connection(*args, **kwargs)
 
     def sibling(self, max_connections: int, timeout: float, client_name: str) -> SentinelPool:
         kwargs = {k: v for k, v in self.connection_kwargs.items() if k != "connection_pool"}
@@ -171,9 +182,7 @@ class SentinelPool(FairPool, SentinelConnectionPool):
         known = self.watch.identity
         if known is not None and (known[0], known[1]) != (str(host), int(port)):
             self.watch.changed("sentinels name another master", f"{host}:{port}")
-            await self.get_master_address()  # type: ignore[no-untyped-call]  # drops idle connections to the old one
-            await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]  # and in-use ones
-            return
+            return  # every pool of the node drops its connections at its next command (get_connection)
         info = await client.info("replication")
         if known is not None and info.get("role") == "master":
             self.watch.seen(known[0], known[1], str(info.get("master_replid", "")))

@@ -206,6 +206,8 @@ async def test_clients_follow_the_master_and_count_each_way_a_change_shows(tmp_p
         assert asks.store_changes == control.store_changes == 1  # one watch for the node's pools
         await asks.client.set("probe", "asks")
         assert await replica.get("probe") == b"asks"
+        await control.client.set("probe", "control")  # its idle connection to the old master was dropped
+        assert await replica.get("probe") == b"control"
 
         own_id = await reconnects.client.client_id()  # the old master closes it, as Sentinel does on demotion
         await old_master.execute_command("CLIENT", "KILL", "ID", str(own_id))  # type: ignore[no-untyped-call]
