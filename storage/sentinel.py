@@ -184,7 +184,11 @@ class SentinelPool(FairPool, SentinelConnectionPool):
             self.watch.changed("sentinels name another master", f"{host}:{port}")
             return  # every pool of the node drops its connections at its next command (get_connection)
         info = await client.info("replication")
-        if known is not None and info.get("role") == "master":
+        if known is None:
+            return
+        if info.get("role") != "master":  # demoted, while our connection to it stayed open
+            self.watch.changed("master is now a replica", f"{known[0]}:{known[1]}")
+        else:
             self.watch.seen(known[0], known[1], str(info.get("master_replid", "")))
 
     async def aclose(self) -> None:

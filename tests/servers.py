@@ -92,8 +92,18 @@ class SentinelStore:
         self.service = service
         self.down_after_ms = down_after_ms
         self.master = RedisServer(directory / "master")
-        self.replica = RedisServer(directory / "replica", args=["--replicaof", "127.0.0.1", str(self.master.port)])
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        replica_port = free_port()
+        while replica_port == self.master.port:
+            replica_port = free_port()
+        self.replica = RedisServer(directory / "replica", replica_port,
+                                   args=["--replicaof", "127.0.0.1", str(self.master.port)])  # fmt: skip
+        taken = {self.master.port, self.replica.port}
+        self.sentinel_ports: list[int] = []
+        while len(self.sentinel_ports) < 3:  # free_port may hand out one port twice while nothing binds it
+            port = free_port()
+            if port not in taken:
+                taken.add(port)
+                self.sentinel_ports.append(port)
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -308,6 +318,12 @@ class Cluster:
         port = free_port() if hosts else None
         self.nodes = [Node(i, root / f"node{i}", url, extra, host=hosts[i] if hosts else "127.0.0.1",
                            port=port, env=env) for i in range(size)]  # fmt: skip
+        if sentinel is not None:  # five store ports, none bound yet: keep the nodes off them
+            taken = {sentinel.master.port, sentinel.replica.port, *sentinel.sentinel_ports}
+            for node in self.nodes:
+                while node.port in taken:
+                    node.port = free_port()
+                taken.add(node.port)
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Cluster:
