@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from cluster.election import Election
 from storage.connection import UNAVAILABLE_ERRORS, Database, check_url, connect, redacted, wait_reachable
 from storage.errors import BadRedisURL
 from storage.keyspace import Keyspace
+from storage.lease import LeaseStore
 from storage.sentinel import SentinelPool, parse_url
 from tests.servers import Cluster, Node, SentinelStore
 from tests.test_definitions_cluster import admin_session, call
@@ -238,3 +240,41 @@ async def _wait(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0)
     while not await predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.1)
+
+
+async def test_a_store_change_deposes_the_primary_and_the_next_epoch_rises_above_the_floor(db: Database) -> None:
+    """The election's side, on one real server with a hand-moved clock: a counted store change ends the
+    primary at once, nobody acquires during the hold, and the epoch drawn after it is above the floor even
+    when the store's own epoch went back (here: deleted, as on a replica that missed the INCR)."""
+    now = [1000.0]
+    changes = [0]
+    floor = [0]
+    node = Election(LeaseStore(db), "a", lease_ms=3000, clock=lambda: now[0], store_changes=lambda: changes[0],
+                    epoch_floor=lambda: floor[0], failover_hold_s=3.0)  # fmt: skip
+    roles: list[bool] = []
+    node.on_change = roles.append
+    await node.step()
+    assert node.is_primary and node.epoch == 1
+
+    floor[0] = 7  # another live node reports epoch 7 in the registry
+    await db.client.delete(db.keys.leader, db.keys.epoch)  # the new master lost the lease and the epoch
+    changes[0] += 1
+    assert not node.is_primary  # before the election loop runs again: no fenced write from here on
+    assert await node.step() > 0 and roles == [True, False]
+    now[0] += 2.9
+    await node.step()
+    assert not node.is_primary and await db.client.get(db.keys.leader) is None  # held off
+    now[0] += 0.2
+    await node.step()
+    assert node.is_primary and node.epoch == 8 and int(await db.client.get(db.keys.epoch)) == 8
+    assert roles == [True, False, True]
+
+
+async def test_a_satellite_never_lowers_the_epoch_it_knows(db: Database) -> None:
+    node = Election(LeaseStore(db), "b", lease_ms=3000)
+    assert (await LeaseStore(db).acquire("other", 60_000, floor=5)).epoch == 6
+    await node.step()
+    assert not node.is_primary and node.epoch == 6
+    await db.client.set(db.keys.epoch, 2)  # a store that went back
+    await node.step()
+    assert node.epoch == 6
