@@ -15,11 +15,13 @@ A store failover (Redis Sentinel, storage/sentinel.py) may lose the last writes 
 acknowledged: a renew, the INCR that drew our epoch, or the lease itself. `store_changes` counts the
 changes of master the node's connections saw (a new address or replication id, READONLY, NOREPLICAS).
 On any change the node stops being primary at once (is_primary reads the count, so no fenced write is
-even attempted) and steps down; the election then runs again against the new master, with two rules:
+even attempted) and steps down at its next round (stopping the primary-only services); the election then
+runs again against the new master, with two rules:
 
 - Epochs must keep rising although the new master may hold an older `epoch` than one already used (the
-  INCR was not replicated). Agents and the ticket outbox tell a deposed primary from its successor by the
-  larger epoch, so a reused or smaller one would let a stale claim win. Each acquire therefore passes a
+  INCR was not replicated). Epochs order primaries: the ticket outbox takes over the claims of every
+  smaller epoch as interrupted, and records and logs name the epoch they were written under, so a reused
+  or smaller one would let a successor pass for its predecessor. Each acquire therefore passes a
   floor, the highest epoch this node knows of: its own (kept monotonic, never lowered by what a store
   says) and every epoch in the registry (`epoch_floor`), and the script draws max(INCR, floor + 1).
 - The floor is only as good as the registry the candidate has read, so after a change a node does not
