@@ -10,6 +10,23 @@ The lease store is built on the node's control client (a connection pool of its 
 make a renew wait for a connection. The next renew is timed from when the last one was sent, not from
 when its reply arrived, and it runs inline under a timeout rather than as a task of its own, so a busy
 loop delays it as little as possible. What a node does when its loop lags: see cluster/watchdog.py.
+
+A store failover (Redis Sentinel, storage/sentinel.py) may lose the last writes the old master
+acknowledged: a renew, the INCR that drew our epoch, or the lease itself. `store_changes` counts the
+changes of master the node's connections saw (a new address or replication id, READONLY, NOREPLICAS).
+On any change the node stops being primary at once (is_primary reads the count, so no fenced write is
+even attempted) and steps down at its next round (stopping the primary-only services); the election then
+runs again against the new master, with two rules:
+
+- Epochs must keep rising although the new master may hold an older `epoch` than one already used (the
+  INCR was not replicated). Epochs order primaries: the ticket outbox takes over the claims of every
+  smaller epoch as interrupted, and records and logs name the epoch they were written under, so a reused
+  or smaller one would let a successor pass for its predecessor. Each acquire therefore passes a
+  floor, the highest epoch this node knows of: its own (kept monotonic, never lowered by what a store
+  says) and every epoch in the registry (`epoch_floor`), and the script draws max(INCR, floor + 1).
+- The floor is only as good as the registry the candidate has read, so after a change a node does not
+  try to acquire for `failover_hold_s` (at least a lease, and several heartbeats): by then every live
+  node, the deposed primary among them, has heartbeated its epoch into the new master's registry.
 """
 
 from __future__ import annotations
@@ -40,6 +57,9 @@ class Election:
         renew_ms: int | None = None,
         poll_ms: int = 250,
         clock: Clock = time.monotonic,
+        store_changes: Callable[[], int] = lambda: 0,
+        epoch_floor: Callable[[], int] = lambda: 0,
+        failover_hold_s: float | None = None,
     ) -> None:
         self.leases = leases
         self.node_id = node_id
@@ -47,7 +67,12 @@ class Election:
         self.renew_s = (renew_ms if renew_ms is not None else lease_ms // 3) / 1000
         self.poll_s = min(poll_ms, lease_ms // 4) / 1000
         self.clock = clock
-        self.epoch = 0  # our epoch while primary; otherwise the last epoch seen
+        self.store_changes = store_changes
+        self.epoch_floor = epoch_floor
+        self.failover_hold_s = failover_hold_s if failover_hold_s is not None else lease_ms / 1000
+        self._store_seen = store_changes()
+        self._hold_until = 0.0  # after a store change: no acquire before this (clock)
+        self.epoch = 0  # our epoch while primary; otherwise the highest epoch seen (never lowered)
         self.leader_id = ""  # who holds the lease, as last seen ("" = nobody / unknown)
         self.redis_ok = True
         self._renewed_at: float | None = None
@@ -62,7 +87,11 @@ class Election:
 
     @property
     def is_primary(self) -> bool:
-        return self._renewed_at is not None and self.clock() - self._renewed_at < self.hold_s
+        return (
+            self._renewed_at is not None
+            and self.clock() - self._renewed_at < self.hold_s
+            and self.store_changes() == self._store_seen
+        )
 
     @property
     def primary_id(self) -> str:
@@ -73,11 +102,19 @@ class Election:
 
     async def step(self) -> float:
         """One round: renew if primary, else try to take the lease. Returns seconds to the next round."""
+        changes = self.store_changes()
+        if changes != self._store_seen:
+            self._store_seen = changes
+            self._hold_until = self.clock() + self.failover_hold_s
+            self._step_down("store_failover")
         if self._renewed_at is not None:
             if not self.is_primary:
                 self._step_down("renew_overdue")
             else:
                 return await self._renew()
+        wait = self._hold_until - self.clock()
+        if wait > 0:
+            return min(self.poll_s, wait)
         return await self._acquire()
 
     async def _renew(self) -> float:
@@ -105,12 +142,14 @@ class Election:
     async def _acquire(self) -> float:
         sent = self.clock()
         try:
-            state = await asyncio.wait_for(self.leases.acquire(self.node_id, self.lease_ms), self.lease_ms / 2000)
+            floor = max(self.epoch, self.epoch_floor())
+            acquire = self.leases.acquire(self.node_id, self.lease_ms, floor)
+            state = await asyncio.wait_for(acquire, self.lease_ms / 2000)
         except UNAVAILABLE_ERRORS as exc:
             self._unavailable(exc)
             return self.poll_s
         self.redis_ok = True
-        self.epoch = state.epoch
+        self.epoch = state.epoch if state.acquired else max(self.epoch, state.epoch)
         self.leader_id = state.holder
         if state.acquired:
             self._renewed_at = sent

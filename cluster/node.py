@@ -27,7 +27,7 @@ from storage.stores import Stores
 
 from .election import Election
 from .loops import cancel_and_wait, run_periodic
-from .registry import Registry, make_record
+from .registry import HEARTBEAT_S, Registry, make_record
 from .watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from .monitoring.alertservice import AlertService
 
 log = structlog.get_logger("podium.node")
+
+# After a store failover no node of ours acquires for this many heartbeats (or a lease, if longer): time
+# for every live node to write its epoch into the new master's registry (cluster/election.py).
+FAILOVER_HOLD_HEARTBEATS = 3
 
 # A primary-only service: a coroutine run while this node is primary, cancelled when it is not.
 PrimaryService = Callable[["NodeRuntime", asyncio.Event], Coroutine[Any, Any, None]]
@@ -77,9 +81,14 @@ class NodeRuntime:
         self.node_id = node_id
         self.url = advertise_url.rstrip("/")
         self.started = time.time()
-        self.election = Election(LeaseStore(self.control), node_id, lease_ms=lease_ms)
-        self.election.on_change = self._role_changed
         self.registry = Registry(NodeStore(self.control), self._record)
+        self.election = Election(
+            LeaseStore(self.control), node_id, lease_ms=lease_ms,
+            store_changes=lambda: self.control.store_changes,  # one watch for all of this node's pools
+            epoch_floor=self.registry.highest_epoch,
+            failover_hold_s=max(lease_ms / 1000, FAILOVER_HOLD_HEARTBEATS * HEARTBEAT_S),
+        )  # fmt: skip
+        self.election.on_change = self._role_changed
         self.watchdog = LoopWatchdog()
         self.services = list(services or [])
         self.dispatcher: Dispatcher | None = None  # the job state machine, when this node runs one
@@ -155,7 +164,7 @@ class NodeRuntime:
         self._tasks = [
             asyncio.create_task(self.watchdog.run()),
             asyncio.create_task(run_periodic("election", self.election.step, self._stop)),
-            asyncio.create_task(run_periodic("heartbeat", self.registry.step, self._stop)),
+            asyncio.create_task(run_periodic("heartbeat", self._heartbeat, self._stop)),
             asyncio.create_task(self.stores.bus.run(self._stop)),
         ]
 
@@ -173,6 +182,12 @@ class NodeRuntime:
         if self.control is not self.db:
             await self.control.aclose()
         log.info("node_stopped", node=self.node_id, released_lease=released)
+
+    async def _heartbeat(self) -> float:
+        delay = await self.registry.step()
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):  # a Sentinel store: is the master still the one we know?
+            await self.control.verify_store()
+        return delay
 
     # -- primary-only services --------------------------------------------------
     def _role_changed(self, primary: bool) -> None:

@@ -35,6 +35,10 @@ class Registry:
             raise
         return HEARTBEAT_S
 
+    def highest_epoch(self) -> int:
+        """The highest epoch any live node reported: part of the floor of the next election."""
+        return max((node.record.epoch for node in self.view), default=0)
+
     def find(self, node_id: str) -> NodeRecord | None:
         for node in self.view:
             if node.record.id == node_id:

@@ -13,6 +13,9 @@ that ran but whose reply was lost would otherwise run again, and a committed cre
 "already exists". A broken connection is still replaced: the pool checks a connection before handing it
 out and reconnects it if the server closed it, so a restarted Redis is picked up without any action.
 Whoever sees a failed write decides whether to retry it (README: "Errors from the store").
+
+A `redis+sentinel://` URL gives the same pool over connections to whichever server the sentinels name
+master (storage/sentinel.py, which also tells the election when that master changed).
 """
 
 from __future__ import annotations
@@ -23,23 +26,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import sentinel
 from .errors import BadRedisURL, StoreUnavailable
 from .keyspace import Keyspace
+from .pool import DEFAULT_POOL as DEFAULT_POOL
+from .pool import DEFAULT_POOL_TIMEOUT_S as DEFAULT_POOL_TIMEOUT_S
+from .pool import NO_RETRY, FairPool
 
 Redis = aioredis.Redis
 
-DEFAULT_POOL = 64  # connections of the request client
-DEFAULT_POOL_TIMEOUT_S = 5.0  # how long a command waits for one of them
 CONTROL_POOL = 2  # the control client: one for the election loop, one for the heartbeat loop
 CONTROL_POOL_TIMEOUT_S = 1.0  # never reached while only those two loops use it
 CONTROL_CLIENT_NAME = "podium-control"  # how its connections show in CLIENT LIST
-_NO_RETRY = Retry(NoBackoff(), retries=0)  # each connection gets a copy
 
 # Errors that mean "Redis is not there right now" as opposed to a bad command. A pool timeout is a
 # RedisConnectionError, so it is one of these (and of STORE_DOWN_ERRORS below).
@@ -51,107 +53,45 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 
-_SCHEMES = ("redis", "rediss", "unix")
+_SCHEMES = ("redis", "rediss", "unix", *sentinel.SCHEMES)
 
 
 def check_url(url: str) -> str:
-    """Return `url` if it names a usable Redis endpoint, else raise BadRedisURL."""
+    """Return `url` if it names a usable Redis endpoint, else raise BadRedisURL. Errors quote it redacted."""
     parts = urlsplit(url)
+    shown = redacted(url)
     if parts.scheme not in _SCHEMES:
-        raise BadRedisURL(f"Redis URL must start with redis://, rediss:// or unix:// (got {url!r})")
-    if parts.scheme == "unix":
+        raise BadRedisURL(
+            f"Redis URL must start with redis://, rediss://, unix:// or redis+sentinel:// (got {shown!r})"
+        )
+    if parts.scheme in sentinel.SCHEMES:
+        sentinel.parse_url(url)
+    elif parts.scheme == "unix":
         if not parts.path:
-            raise BadRedisURL(f"Redis URL {url!r} has no socket path")
+            raise BadRedisURL(f"Redis URL {shown!r} has no socket path")
     else:
         try:
             port = parts.port
         except ValueError as exc:
-            raise BadRedisURL(f"Redis URL {url!r} has a bad port") from exc
+            raise BadRedisURL(f"Redis URL {shown!r} has a bad port") from exc
         if not parts.hostname:
-            raise BadRedisURL(f"Redis URL {url!r} has no host")
+            raise BadRedisURL(f"Redis URL {shown!r} has no host")
         if port is not None and not 0 < port < 65536:
-            raise BadRedisURL(f"Redis URL {url!r} has a bad port")
+            raise BadRedisURL(f"Redis URL {shown!r} has a bad port")
     return url
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL without its password, for logs and errors (a Sentinel URL's netloc lists several hosts)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    netloc = parts.netloc.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
     return parts._replace(netloc=netloc).geturl()
-
-
-class FairPool(aioredis.ConnectionPool):
-    """A connection pool where a command waits for a connection, in arrival order, instead of failing.
-
-    redis-py's BlockingConnectionPool waits on a Condition: a waiter that is woken but beaten to the free
-    connection by a newly arriving command goes to the back of the queue, so under a burst a few requests
-    wait many times longer than the rest (seconds, up to the pool timeout, while the median waits
-    milliseconds), and every command pays for the Condition and a timeout even when connections are free.
-    Here a FIFO semaphore (asyncio's hands a released permit to the oldest waiter) admits at most
-    `max_connections` commands to the plain pool behind it, which therefore always has a connection to
-    give; a free permit is taken without suspending, and only a command that has to wait sets a timeout.
-    """
-
-    def __init__(self, max_connections: int = DEFAULT_POOL, timeout: float | None = DEFAULT_POOL_TIMEOUT_S,
-                 **kwargs: Any) -> None:  # fmt: skip
-        super().__init__(max_connections=max_connections, **kwargs)
-        self.timeout = timeout
-        self._turns = asyncio.Semaphore(max_connections)
-        self._holders: set[Any] = set()  # connections handed out through a permit
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self._turns.locked():  # all taken, or others already queued: wait in line, bounded
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self._turns.acquire()
-            except TimeoutError:
-                raise RedisConnectionError("No connection available.") from None
-        else:
-            await self._turns.acquire()  # returns at once
-        try:
-            connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]  # untyped upstream
-        except BaseException:
-            self._turns.release()
-            raise
-        self._holders.add(connection)
-        return connection
-
-    async def ensure_connection(self, connection: Any) -> None:
-        """As redis-py's, without its exception for maintenance notifications (on by default for TCP in
-        redis-py 8, and then it hands out connections the server has closed): a connection the server has
-        closed (a restart) is reconnected before the command is sent, so the first command after a restart
-        succeeds without any retry. The stream's EOF flag tells without any I/O; redis-py's own check (a read
-        with a zero timeout) costs a cancelled read per command, half the cost of a cached GET."""
-        await connection.connect()
-        reader = getattr(connection, "_reader", None)
-        if reader is None or reader.at_eof() or reader.exception() is not None:
-            await connection.disconnect()
-            await connection.connect()
-
-    async def release(self, connection: Any) -> None:
-        # A release can only be cut off where it waits: for the pool's lock, or to disconnect a connection
-        # marked for reconnection. Then it runs on its own to the end (as redis-py's Pipeline.reset shields
-        # its release) and the permit comes back once the connection is back in the pool; otherwise it would
-        # stay counted in use with its permit gone. The common case waits for nothing and costs no task.
-        if self._lock.locked() or connection.should_reconnect():
-            task = asyncio.ensure_future(super().release(connection))
-            task.add_done_callback(lambda done: self._return_permit(connection, done))
-            await asyncio.shield(task)
-            return
-        try:
-            await super().release(connection)
-        finally:
-            self._return_permit(connection)
-
-    def _return_permit(self, connection: Any, done: asyncio.Future[Any] | None = None) -> None:
-        if done is not None and not done.cancelled():
-            done.exception()  # seen here too, so a release nobody waits for any more is not reported as lost
-        if connection in self._holders:
-            self._holders.discard(connection)
-            self._turns.release()
 
 
 def connect(
@@ -162,8 +102,12 @@ def connect(
     pool_timeout: float = DEFAULT_POOL_TIMEOUT_S,
 ) -> Redis:
     """A client that reconnects by itself and never re-sends a command; commands time out after
-    `timeout` rather than hang, and wait up to `pool_timeout` for one of `max_connections` connections."""
+    `timeout` rather than hang, and wait up to `pool_timeout` for one of `max_connections` connections.
+    A redis+sentinel:// URL gives a client of the master the sentinels name (storage/sentinel.py)."""
     check_url(url)
+    if urlsplit(url).scheme in sentinel.SCHEMES:
+        target = sentinel.parse_url(url)
+        return sentinel.connect(target, timeout=timeout, max_connections=max_connections, pool_timeout=pool_timeout)
     pool = FairPool.from_url(
         url,
         max_connections=max_connections,
@@ -171,7 +115,7 @@ def connect(
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=15,
-        retry=_NO_RETRY,
+        retry=NO_RETRY,
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -213,13 +157,29 @@ class Database:
         """Another client to the same server, keyspace and settings, with a pool of its own: what the
         lease and the heartbeat use, so that request traffic can never make them wait for a connection."""
         pool = self.client.connection_pool
-        own = FairPool(
-            connection_class=pool.connection_class,
-            max_connections=max_connections,
-            timeout=pool_timeout,
-            **{**pool.connection_kwargs, "client_name": client_name},
-        )
+        if isinstance(pool, FairPool):
+            own = pool.sibling(max_connections, pool_timeout, client_name)
+        else:
+            own = FairPool(
+                connection_class=pool.connection_class,
+                max_connections=max_connections,
+                timeout=pool_timeout,
+                **{**pool.connection_kwargs, "client_name": client_name},
+            )
         return Database(aioredis.Redis.from_pool(own), self.keys)
+
+    @property
+    def store_changes(self) -> int:
+        """How often the store behind this client changed identity (Sentinel only; always 0 otherwise)."""
+        pool = self.client.connection_pool
+        return pool.watch.changes if isinstance(pool, sentinel.SentinelPool) else 0
+
+    async def verify_store(self) -> None:
+        """Check the store is still the master this node knows (Sentinel only); a change shows in
+        `store_changes`."""
+        pool = self.client.connection_pool
+        if isinstance(pool, sentinel.SentinelPool):
+            await pool.verify(self.client)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -17,8 +17,9 @@ class LeaseStore:
         k = db.keys
         self._keys = [k.leader, k.epoch]
 
-    async def acquire(self, node_id: str, lease_ms: int) -> LeaseState:
-        reply = await self.db.script(LEASE_ACQUIRE)(keys=self._keys, args=[node_id, lease_ms])
+    async def acquire(self, node_id: str, lease_ms: int, floor: int = 0) -> LeaseState:
+        """Take the lease if free; the new epoch is above both the stored one and `floor`."""
+        reply = await self.db.script(LEASE_ACQUIRE)(keys=self._keys, args=[node_id, lease_ms, floor])
         if int(reply[0]) == 1:
             return LeaseState(acquired=True, epoch=int(reply[1]), holder=node_id, ttl_ms=lease_ms)
         return LeaseState(acquired=False, holder=_text(reply[1]), ttl_ms=int(reply[2]), epoch=int(reply[3]))

@@ -24,13 +24,22 @@ def fenced(body: str) -> str:
     return FENCE_CHECK + body
 
 
-# Take the lease if nobody holds it, and draw a new fencing epoch.
+# Take the lease if nobody holds it, and draw a new fencing epoch: one above both the stored epoch and the
+# caller's floor (the highest epoch it knows any node used). On a store that lost no write the stored
+# epoch is the highest ever drawn and the floor changes nothing; after a failover to a replica that missed
+# the last INCRs it is lower than epochs already used, and the floor keeps epochs rising (cluster/election.py).
 # KEYS[1] leader, KEYS[2] epoch
-# ARGV[1] node id, ARGV[2] lease ms
+# ARGV[1] node id, ARGV[2] lease ms, ARGV[3] floor epoch (optional, default 0)
 # return {1, epoch} when acquired, else {0, holder, pttl_ms, epoch}
 LEASE_ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
+  local epoch = redis.call('INCR', KEYS[2])
+  local floor = tonumber(ARGV[3] or '0') or 0
+  if epoch <= floor then
+    epoch = floor + 1
+    redis.call('SET', KEYS[2], string.format('%d', epoch))
+  end
+  return {1, epoch}
 end
 return {0, redis.call('GET', KEYS[1]) or '', redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
 """

@@ -46,11 +46,13 @@ def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess
 
 
 class RedisServer:
-    """A valkey-server on a TCP loopback port with AOF in `directory`; restartable on the same port."""
+    """A valkey-server on a TCP loopback port with AOF in `directory`; restartable on the same port.
+    `args`: more server options (as `--replicaof 127.0.0.1 PORT`)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +64,7 @@ class RedisServer:
         cmd = [
             find_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
-            "--logfile", str(self.directory / "server.log"),
+            "--logfile", str(self.directory / "server.log"), *self.args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
@@ -79,6 +81,62 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+class SentinelStore:
+    """A master, one replica of it and three sentinels watching them as `service`, all valkey-server on
+    loopback; `url` is what a node is given (`redis+sentinel://...`)."""
+
+    def __init__(self, directory: Path, service: str = "mymaster", down_after_ms: int = 1000) -> None:
+        self.directory = directory
+        self.service = service
+        self.down_after_ms = down_after_ms
+        self.master = RedisServer(directory / "master")
+        replica_port = free_port()
+        while replica_port == self.master.port:
+            replica_port = free_port()
+        self.replica = RedisServer(directory / "replica", replica_port,
+                                   args=["--replicaof", "127.0.0.1", str(self.master.port)])  # fmt: skip
+        taken = {self.master.port, self.replica.port}
+        self.sentinel_ports: list[int] = []
+        while len(self.sentinel_ports) < 3:  # free_port may hand out one port twice while nothing binds it
+            port = free_port()
+            if port not in taken:
+                taken.add(port)
+                self.sentinel_ports.append(port)
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def start(self) -> SentinelStore:
+        self.master.start()
+        self.replica.start()
+        for i, port in enumerate(self.sentinel_ports):
+            where = self.directory / f"sentinel{i}"
+            where.mkdir(parents=True, exist_ok=True)
+            conf = where / "sentinel.conf"  # a sentinel rewrites its own config file: one each
+            conf.write_text("\n".join([
+                f"port {port}", "bind 127.0.0.1", f"dir {where}", f"logfile {where / 'sentinel.log'}",
+                f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2",
+                f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.service} 10000", "",
+            ]))  # fmt: skip
+            cmd = [find_binary(), str(conf), "--sentinel"]
+            self.sentinels.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_port(port)
+        return self
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        self.sentinels = []
+        self.replica.stop()
+        self.master.stop()
 
 
 class S3Server:
@@ -249,18 +307,30 @@ class Cluster:
     """A Redis server plus N nodes; every process it starts it also stops."""
 
     def __init__(self, root: Path, size: int = 3, extra: Sequence[str] = (), *, env: dict[str, str] | None = None,
-                 hosts: Sequence[str] = ()) -> None:  # fmt: skip
+                 hosts: Sequence[str] = (), sentinel: SentinelStore | None = None) -> None:  # fmt: skip
         """`hosts`: one loopback address per node, all on one port (as xySat needs: it follows a redirect
-        to another host on its own port)."""
+        to another host on its own port). `sentinel`: the store is that Sentinel set (`redis` is its first
+        master) and the nodes reach it through the sentinels."""
         self.root = root
-        self.redis = RedisServer(root / "redis")
+        self.sentinel = sentinel
+        self.redis = sentinel.master if sentinel is not None else RedisServer(root / "redis")
+        url = sentinel.url if sentinel is not None else self.redis.url
         port = free_port() if hosts else None
-        self.nodes = [Node(i, root / f"node{i}", self.redis.url, extra, host=hosts[i] if hosts else "127.0.0.1",
+        self.nodes = [Node(i, root / f"node{i}", url, extra, host=hosts[i] if hosts else "127.0.0.1",
                            port=port, env=env) for i in range(size)]  # fmt: skip
+        if sentinel is not None:  # five store ports, none bound yet: keep the nodes off them
+            taken = {sentinel.master.port, sentinel.replica.port, *sentinel.sentinel_ports}
+            for node in self.nodes:
+                while node.port in taken:
+                    node.port = free_port()
+                taken.add(node.port)
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Cluster:
-        self.redis.start()
+        if self.sentinel is not None:
+            self.sentinel.start()
+        else:
+            self.redis.start()
         for node in self.nodes:
             node.start()
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
@@ -269,7 +339,10 @@ class Cluster:
     async def __aexit__(self, *exc: object) -> None:
         for node in self.nodes:
             node.terminate()
-        self.redis.stop()
+        if self.sentinel is not None:
+            self.sentinel.stop()
+        else:
+            self.redis.stop()
         if self.http is not None:
             await self.http.close()
 

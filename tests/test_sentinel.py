@@ -1,0 +1,280 @@
+"""A store failover under Redis Sentinel with real processes: a valkey master, one replica, three sentinels,
+and two `podium serve` nodes given `redis+sentinel://...`.
+
+The replica is made to miss the last epoch (the INCR that elected the primary, as an asynchronous replica
+can), then promoted. The cluster must elect a primary on the new master with an epoch above every epoch
+used before, serve reads and writes, and fence every write after the switch with that new epoch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from cluster.election import Election
+from storage.connection import UNAVAILABLE_ERRORS, Database, check_url, connect, redacted, wait_reachable
+from storage.errors import BadRedisURL
+from storage.keyspace import Keyspace
+from storage.lease import LeaseStore
+from storage.sentinel import SentinelPool, parse_url
+from tests.servers import Cluster, Node, SentinelStore
+from tests.test_definitions_cluster import admin_session, call
+
+KEYS = Keyspace("podium")
+
+
+def plain(port: int) -> aioredis.Redis:
+    return aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+
+
+async def info(port: int, *, sentinel: bool = False) -> dict[str, Any]:
+    client = plain(port)
+    try:
+        if sentinel:
+            masters = await client.sentinel_masters()
+            assert isinstance(masters, dict)
+            return masters
+        return dict(await client.info("replication"))
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    store = SentinelStore(tmp_path / "store")
+    async with Cluster(tmp_path, size=2, sentinel=store) as c:
+        async def ready() -> bool:  # replica in sync, every sentinel knows the replica and the other two
+            if (await info(store.replica.port)).get("master_link_status") != "up":
+                return False
+            for port in store.sentinel_ports:
+                state = (await info(port, sentinel=True)).get(store.service, {})
+                if state.get("num-slaves", 0) < 1 or state.get("num-other-sentinels", 0) < 2:
+                    return False
+            return True
+
+        await c.wait_for(ready, timeout=30, interval=0.2)
+        await c.wait_all_up()
+        await c.wait_single_primary()
+        yield c
+
+
+def log_records(node: Node, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in node.log_text().splitlines():
+        if f'"{event}"' in line:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("event") == event:
+                found.append(rec)
+    return found
+
+
+async def test_failover_to_a_replica_that_missed_the_epoch(cluster: Cluster) -> None:
+    store = cluster.sentinel
+    assert store is not None
+    old = await cluster.wait_single_primary()
+    admin = await admin_session(cluster, old)
+    status, body = await call(cluster, old, "create_category", {"id": "before", "title": "Before"}, headers=admin)
+    assert (status, body["code"]) == (200, 0), body
+    health = await cluster.health(old)
+    assert health is not None
+    before = int(health[1]["epoch"])
+    assert before >= 1
+
+    # The replica loses the epoch key, as if the INCR that drew it had not reached it; nothing rewrites the
+    # key until the next election, so the promoted replica starts from no epoch at all.
+    replica = plain(store.replica.port)
+    try:
+        await replica.config_set("replica-read-only", "no")
+        await replica.delete(KEYS.epoch)
+        await replica.config_set("replica-read-only", "yes")
+        sentinel = plain(store.sentinel_ports[0])
+        try:
+            assert await sentinel.execute_command("SENTINEL", "FAILOVER", store.service)  # type: ignore[no-untyped-call]
+        finally:
+            await sentinel.aclose()
+
+        async def promoted() -> bool:
+            return (await info(store.replica.port)).get("role") == "master"
+
+        await cluster.wait_for(promoted, timeout=30, interval=0.1)
+
+        async def elected_above() -> Node | None:  # one primary, at an epoch no node used before
+            found = await cluster.primaries()
+            if len(found) != 1:
+                return None
+            h = await cluster.health(found[0])
+            return found[0] if h is not None and int(h[1]["epoch"]) > before else None
+
+        new: Node = await cluster.wait_for(elected_above, timeout=60, interval=0.1)
+        h = await cluster.health(new)
+        assert h is not None
+        after = int(h[1]["epoch"])
+        assert int(await replica.get(KEYS.epoch) or 0) == after  # the new master holds the epoch in use
+    finally:
+        await replica.aclose()
+
+    # The node that was primary stepped down on seeing the master change, not merely on a lost renew.
+    reasons = {rec.get("reason") for rec in log_records(old, "stepped_down")}
+    assert "store_failover" in reasons, [line for line in old.log_text().splitlines() if '"access"' not in line][-30:]
+    # No epoch was drawn twice: the election on the new master did not reuse the one it had lost.
+    elections = [int(rec["epoch"]) for n in cluster.nodes for rec in log_records(n, "elected_primary")]
+    assert len(elections) == len(set(elections)) and max(elections) == after, elections
+
+    # Writes after the switch are fenced with the new epoch; one node is primary.
+    status, body = await cluster.call(new, "test_fenced_write", "POST", name="after", value="x")
+    assert (status, body["epoch"]) == (200, after), body
+    assert len(await cluster.primaries()) == 1
+
+    # Reads and writes through the API: a category written before the switch and one after, read back
+    # from a satellite.
+    reader = next(n for n in cluster.nodes if n is not new)
+    admin = await admin_session(cluster, new)
+    status, body = await call(cluster, new, "create_category", {"id": "after", "title": "After"}, headers=admin)
+    assert (status, body["code"]) == (200, 0), body
+
+    async def readable() -> bool:
+        found = []
+        for cid in ("before", "after"):
+            status, body = await call(cluster, reader, "get_category", {"id": cid}, headers=admin)
+            found.append(status == 200 and body.get("category", {}).get("id") == cid)
+        return all(found)
+
+    assert await cluster.wait_for(readable, timeout=20, interval=0.1)
+
+
+def test_sentinel_urls_are_checked_and_never_show_the_password() -> None:
+    url = "redis+sentinel://:s3cret@10.0.0.1:26379,[::1]:26380,sentinel-c/mymaster/2"
+    assert check_url(url) == url
+    target = parse_url(url)
+    assert target.sentinels == [("10.0.0.1", 26379), ("::1", 26380), ("sentinel-c", 26379)]
+    assert (target.service, target.db, target.password, target.tls) == ("mymaster", 2, "s3cret", False)
+    assert "s3cret" not in repr(target) and "s3cret" not in redacted(url)
+    assert redacted(url) == "redis+sentinel://:***@10.0.0.1:26379,[::1]:26380,sentinel-c/mymaster/2"
+    assert parse_url("rediss+sentinel://u:p@h:1/m").tls
+    for bad, says in [
+        ("redis+sentinel://:s3cret@h:1", "/service"),
+        ("redis+sentinel://:s3cret@h:1/m/x", "database"),
+        ("redis+sentinel://:s3cret@h:99999/m", "sentinel address"),
+        ("redis+sentinel://:s3cret@/m", "names no sentinel"),
+        ("redis+sentinal://:s3cret@h:1/m", "must start with"),
+    ]:
+        with pytest.raises(BadRedisURL) as err:
+            check_url(bad)
+        assert says in str(err.value) and "s3cret" not in str(err.value)
+
+
+async def test_clients_follow_the_master_and_count_each_way_a_change_shows(tmp_path: Path) -> None:
+    """Three clients, as of three nodes, on the master when the sentinels promote the replica. Until Sentinel
+    demotes it (seconds later) the old master still takes writes; each client learns of the change in one of
+    the three ways: asking the sentinels (the heartbeat's check), a connection the old master closed and that
+    reconnects to the new one, or a READONLY reply once the old master is a replica."""
+    store = SentinelStore(tmp_path / "store").start()
+    asks, reconnects, refused = (Database(connect(store.url, max_connections=3), KEYS) for _ in range(3))
+    control = asks.with_own_pool()
+    replica, old_master = plain(store.replica.port), plain(store.master.port)
+    clients = [asks, reconnects, refused, control]
+    try:
+        for db in clients:
+            await wait_reachable(db.client)
+            await db.client.set("probe", "before")
+        pools = [asks.client.connection_pool, control.client.connection_pool]
+        assert all(isinstance(p, SentinelPool) for p in pools)
+        assert [p.max_connections for p in pools] == [3, 2]  # the bounded pools, also under Sentinel
+        assert [db.store_changes for db in clients] == [0, 0, 0, 0]
+        await _wait(lambda: _link_up(replica))
+
+        sentinel = plain(store.sentinel_ports[0])
+        try:
+            assert await sentinel.execute_command("SENTINEL", "FAILOVER", store.service)  # type: ignore[no-untyped-call]
+
+            async def moved() -> bool:
+                masters = await info(store.sentinel_ports[0], sentinel=True)
+                return bool(masters[store.service]["port"] == store.replica.port)
+
+            await _wait(moved)
+        finally:
+            await sentinel.aclose()
+
+        await asks.verify_store()  # the sentinels name another master
+        assert asks.store_changes == control.store_changes == 1  # one watch for the node's pools
+        await asks.client.set("probe", "asks")
+        assert await replica.get("probe") == b"asks"
+        await control.client.set("probe", "control")  # its idle connection to the old master was dropped
+        assert await replica.get("probe") == b"control"
+
+        own_id = await reconnects.client.client_id()  # the old master closes it, as Sentinel does on demotion
+        await old_master.execute_command("CLIENT", "KILL", "ID", str(own_id))  # type: ignore[no-untyped-call]
+        await reconnects.client.set("probe", "reconnects")
+        assert reconnects.store_changes == 1 and await replica.get("probe") == b"reconnects"
+
+        assert refused.store_changes == 0
+        await old_master.replicaof("127.0.0.1", store.replica.port)
+        with pytest.raises(UNAVAILABLE_ERRORS):  # READONLY, as "the store is not there right now"
+            await refused.client.set("probe", "refused")
+        assert refused.store_changes == 1
+        await refused.client.set("probe", "refused")  # reconnected to the new master, no second change
+        assert refused.store_changes == 1 and await replica.get("probe") == b"refused"
+    finally:
+        for db in clients:
+            await db.aclose()
+        await replica.aclose()
+        await old_master.aclose()
+        store.stop()
+
+
+async def _link_up(client: aioredis.Redis) -> bool:
+    return bool((await client.info("replication")).get("master_link_status") == "up")
+
+
+async def _wait(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_store_change_deposes_the_primary_and_the_next_epoch_rises_above_the_floor(db: Database) -> None:
+    """The election's side, on one real server with a hand-moved clock: a counted store change ends the
+    primary at once, nobody acquires during the hold, and the epoch drawn after it is above the floor even
+    when the store's own epoch went back (here: deleted, as on a replica that missed the INCR)."""
+    now = [1000.0]
+    changes = [0]
+    floor = [0]
+    node = Election(LeaseStore(db), "a", lease_ms=3000, clock=lambda: now[0], store_changes=lambda: changes[0],
+                    epoch_floor=lambda: floor[0], failover_hold_s=3.0)  # fmt: skip
+    roles: list[bool] = []
+    node.on_change = roles.append
+    await node.step()
+    assert node.is_primary and node.epoch == 1
+
+    floor[0] = 7  # another live node reports epoch 7 in the registry
+    await db.client.delete(db.keys.leader, db.keys.epoch)  # the new master lost the lease and the epoch
+    changes[0] += 1
+    assert not node.is_primary  # before the election loop runs again: no fenced write from here on
+    assert await node.step() > 0 and roles == [True, False]
+    now[0] += 2.9
+    await node.step()
+    assert not node.is_primary and await db.client.get(db.keys.leader) is None  # held off
+    now[0] += 0.2
+    await node.step()
+    assert node.is_primary and node.epoch == 8 and int(await db.client.get(db.keys.epoch)) == 8
+    assert roles == [True, False, True]
+
+
+async def test_a_satellite_never_lowers_the_epoch_it_knows(db: Database) -> None:
+    node = Election(LeaseStore(db), "b", lease_ms=3000)
+    assert (await LeaseStore(db).acquire("other", 60_000, floor=5)).epoch == 6
+    await node.step()
+    assert not node.is_primary and node.epoch == 6
+    await db.client.set(db.keys.epoch, 2)  # a store that went back
+    await node.step()
+    assert node.epoch == 6
