@@ -15,6 +15,7 @@ from api.settings import ConfigError, Settings
 from cluster.node import NodeRuntime
 from storage.connection import Database
 from tests.authkit import Site, open_site
+from tests.jobkit import Jobs
 from tests.servers import Cluster, Node
 
 FAMILIES = {
@@ -147,6 +148,9 @@ async def test_two_node_cluster_roles(tmp_path: Path) -> None:
             return all([value(await families(n), "podium_agents_connected") == 1 for n in c.nodes])
 
         await c.wait_for(agents_joined, timeout=60, interval=0.2)  # each node's own agent holds a socket there
+        jobs = await Jobs.login(c, primary)
+        job_id = await jobs.run(primary, await jobs.event(primary, "#!/bin/sh\necho done\n"))
+        assert (await jobs.wait_job(primary, job_id))["code"] == 0
         status, reply = await c.call(satellite, "create_category", method="POST", title="x")
         assert reply["code"] == "master", (status, reply)
 
@@ -164,3 +168,5 @@ async def test_two_node_cluster_roles(tmp_path: Path) -> None:
         assert value(on_satellite, "podium_store_rtt_seconds_count") >= 1  # its acquire polls
         assert not on_satellite["podium_jobs"]  # only the primary reports jobs
         assert on_primary["podium_jobs"]
+        assert value(on_primary, "podium_dispatch_latency_seconds_count") == 1  # the job, placed on an agent
+        assert value(on_primary, "podium_requests_total", api="run_event", code="0") == 1
