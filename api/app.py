@@ -8,7 +8,7 @@ from aiohttp import web
 
 from cluster.node import NodeRuntime
 
-from . import gateway, handlers  # noqa: F401 - importing registers every handler
+from . import gateway, handlers, prometheus  # noqa: F401 - importing registers every handler
 from .auth import Authenticator
 from .files import ROUTE as FILES_ROUTE
 from .files import serve_file
@@ -31,7 +31,9 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[NODE] = node
-    app[AUTH] = Authenticator(node.stores, use_csrf=settings.use_csrf)
+    auth = app[AUTH] = Authenticator(node.stores, use_csrf=settings.use_csrf)
+    keys, principals = auth.key_counts, auth.principal_counts
+    node.metrics.caches.update(api_keys=lambda: (keys[0], keys[1]), principals=lambda: (principals[0], principals[1]))
     app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
     app.router.add_route("*", API_PATH, dispatch)
     app[OPENAPI] = []
@@ -39,5 +41,6 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get(FILES_ROUTE, serve_file)  # stored files at "/" + their key (a File object's `path`)
     app.router.add_route("*", "/api/{rest:.*}", not_found)
+    prometheus.install(app)  # `/metrics`, unless --metrics off
     gateway.install(app)  # `/`: the agents' WebSocket
     return app

@@ -65,6 +65,9 @@ class Authenticator:
         # Resolved principals, reused while the very same cached user/key record and role list are
         # current (the caches hand out new objects after every change, so identity is the version).
         self._principals: dict[tuple[str, str], tuple[object, object, Principal]] = {}
+        # Hits and misses of the two memos above, (hits, misses) each, for the node's metrics.
+        self.key_counts = [0, 0]
+        self.principal_counts = [0, 0]
 
     def session_id(self, call: Call) -> tuple[str, bool]:
         """(session id, came from the cookie)."""
@@ -121,7 +124,9 @@ class Authenticator:
         memo_key = (kind, session_id or obj_id)
         hit = self._principals.get(memo_key)
         if hit is not None and hit[0] is record and hit[1] is roles:
+            self.principal_counts[0] += 1
             return hit[2]
+        self.principal_counts[1] += 1
         who = effective(kind, obj_id, record, {str(r["id"]): r for r in roles}, session_id=session_id)
         if len(self._principals) > 10_000:
             self._principals.clear()
@@ -158,7 +163,9 @@ class Authenticator:
             self._key_rows, self._key_memo = rows, {}
         memo_key = hashlib.sha256(plain.encode()).hexdigest()
         if memo_key in self._key_memo:
+            self.key_counts[0] += 1
             return self._key_memo[memo_key]
+        self.key_counts[1] += 1
         found = None
         for row in rows:
             if hmac.compare_digest(key_hash(plain, str(row.get("id", ""))), str(row.get("key", ""))):

@@ -25,6 +25,7 @@ from .settings import (
     DEFAULT_UPLOAD_MAX_FILE_MB,
     DEFAULT_UPLOAD_MAX_FILES,
     DEFAULT_UPLOAD_MAX_REQUEST_MB,
+    METRICS_MODES,
     SMTP_TLS,
     ConfigError,
     Settings,
@@ -98,6 +99,7 @@ ENV = {
     "smtp_tls": "PODIUM_SMTP_TLS",
     "email_from": "PODIUM_EMAIL_FROM",
     "base_url": "PODIUM_BASE_URL",
+    "metrics": "PODIUM_METRICS",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -188,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto (default): tls on port 465, starttls on 587, none on other ports")
     serve.add_argument("--email-from", metavar="ADDRESS", help=f"sender of emails (default {DEFAULT_EMAIL_FROM})")
     serve.add_argument("--base-url", metavar="URL", help="base of links in emails and web hooks (default --advertise)")
+    serve.add_argument("--metrics", choices=METRICS_MODES,
+                       help="GET /metrics: open (default), key (an API key or session needed) or off")  # fmt: skip
 
     status = sub.add_parser("status", help="print the cluster's nodes, roles, primary and epoch")
     status.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded store in --data-dir)")
@@ -341,6 +345,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         smtp_tls=_pick(args, env, "smtp_tls", "auto"),
         email_from=_pick(args, env, "email_from", DEFAULT_EMAIL_FROM),
         base_url=_pick(args, env, "base_url", ""),
+        metrics=_pick(args, env, "metrics", "open"),
         test_hooks=env.get("PODIUM_TEST_HOOKS", "").lower() in _TRUE,
     ).validate()
 

@@ -267,6 +267,7 @@ def install(app: web.Application) -> None:
     """Route `/` to the gateway and run it with the app."""
     gateway = AgentGateway(app[NODE], app[SETTINGS])
     app[GATEWAY] = gateway
+    app[NODE].metrics.agents = lambda: len(gateway.conns)
     app.router.add_get("/", gateway.handle)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)

@@ -30,6 +30,7 @@ DEFAULT_UPLOAD_MAX_FILES = 100
 DEFAULT_SMTP_PORT = 25
 DEFAULT_EMAIL_FROM = "podium@localhost"
 SMTP_TLS = ("auto", "none", "starttls", "tls")
+METRICS_MODES = ("open", "key", "off")
 DEFAULT_TICKET_DEBOUNCE_S = 30
 DEFAULT_TICKET_OVERDUE_TIME = "04:30"
 _HH_MM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
@@ -134,6 +135,7 @@ class Settings:
     ticket_email: bool = True
     ticket_debounce_s: int = DEFAULT_TICKET_DEBOUNCE_S  # quiet seconds after a ticket's last change before its mail
     ticket_overdue_time: str = DEFAULT_TICKET_OVERDUE_TIME  # local HH:MM of the daily overdue notices
+    metrics: str = "open"  # GET /metrics: open (no credentials), key (an API key or session) or off
     test_hooks: bool = False
 
     @property
@@ -202,6 +204,8 @@ class Settings:
             raise ConfigError(f"--cluster {self.cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"--log-format {self.log_format!r}: use json or console")
+        if self.metrics not in METRICS_MODES:
+            raise ConfigError(f"--metrics {self.metrics[:20]!r}: use {', '.join(METRICS_MODES)}")
         for option, value, low, high in self._ranges():
             if value < low or (high is not None and value > high):
                 bounds = f"between {low} and {high}" if high is not None else f"at least {low}"

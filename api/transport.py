@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route, authenticate from the headers where the credential is there, then read the body (small when
     nobody is authenticated yet), authenticate from the body otherwise, validate the declared parameters and
     run the handler."""
+    began = time.perf_counter()
     rid = next_request_id()
     bind_contextvars(request_id=rid)
     app = request.app
@@ -296,8 +298,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     ns, name = info["ns"], info["name"]
     pretty = request.query.get("pretty") in ("1", "true")
     files: dict[str, Upload] = {}
+    handler = app[REGISTRY].get(ns, name)
+    code = "0"
     try:
-        handler = app[REGISTRY].get(ns, name)
         if handler is None:
             raise ApiError("api", f"Unsupported API: {ns}/{name}")
         if request.method not in _METHODS:
@@ -340,36 +343,41 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return reply
         return json_reply({"code": 0, **reply}, pretty=pretty, rid=rid)
     except Exception as exc:  # every failure becomes a JSON reply; see _failure
-        return await _failure(exc, request, f"{ns}/{name}", rid, pretty)
+        code, resp = await _failure(exc, request, f"{ns}/{name}", rid, pretty)
+        return resp
     finally:
         for upload in files.values():
             _unlink(upload.path)
+        app[NODE].metrics.request(ns, name, handler is not None, code, time.perf_counter() - began)
 
 
-async def _failure(exc: Exception, request: web.Request, api: str, rid: str, pretty: bool) -> web.Response:
-    """The reply for a failed call: its own error, a redirect to the primary, or a logged crash."""
+async def _failure(
+    exc: Exception, request: web.Request, api: str, rid: str, pretty: bool
+) -> tuple[str, web.Response]:
+    """The reply for a failed call (and its code): its own error, a redirect to the primary, or a logged crash."""
     if isinstance(exc, BodyTooLarge):
         resp = json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
         resp.force_close()  # the rest of the body is never read: drop the connection rather than drain it
-        return resp
+        return exc.code, resp
     if isinstance(exc, ApiError):
-        return json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
+        return exc.code, json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
     if isinstance(exc, Conflict):
         body = {"code": "conflict", "description": "This was changed by another request meanwhile; reload it and "
                                                    "try again."}  # fmt: skip
-        return json_reply(body, 409, rid=rid)
+        return "conflict", json_reply(body, 409, rid=rid)
     if isinstance(exc, PageTooLarge):  # a search page over its byte budget: the caller asks for fewer rows
-        return json_reply({"code": "api", "description": f"Parameter 'limit' is too large here: {exc}."}, 400, rid=rid)
+        body = {"code": "api", "description": f"Parameter 'limit' is too large here: {exc}."}
+        return "api", json_reply(body, 400, rid=rid)
     if isinstance(exc, NotPrimary | FencedError):
         err = await redirect(request.app[NODE])
-        return json_reply(err.body(), err.status, pretty=pretty, rid=rid)
+        return err.code, json_reply(err.body(), err.status, pretty=pretty, rid=rid)
     if isinstance(exc, STORE_DOWN_ERRORS):
         log.warning("store_unavailable", api=api, error=repr(exc))
         body = {"code": "db", "description": "The data store is unavailable; try again shortly."}
-        return json_reply(body, 500, rid=rid)
+        return "db", json_reply(body, 500, rid=rid)
     log.error("handler_failed", api=api, exc_info=exc)
     body = {"code": "internal", "description": f"Internal error (request {rid}); see the server log."}
-    return json_reply(body, 500, rid=rid)
+    return "internal", json_reply(body, 500, rid=rid)
 
 
 def _unlink(path: str) -> None:

@@ -80,6 +80,7 @@ class Election:
         # to stepping down (at hold_s).
         self.renew_gaps: deque[float] = deque(maxlen=max(2, round(60 / max(self.renew_s, 0.01))))
         self.on_change: Callable[[bool], None] = lambda primary: None
+        self.on_round_trip: Callable[[float], None] = lambda seconds: None  # each answered lease call (metrics)
 
     @property
     def hold_s(self) -> float:
@@ -131,6 +132,7 @@ class Election:
                 return self.poll_s
             return min(self.poll_s, max(0.0, self._renewed_at + self.hold_s - self.clock()))
         self.redis_ok = True
+        self.on_round_trip(self.clock() - sent)
         if not ok:
             self._step_down("lease_lost")
             return 0.0
@@ -149,6 +151,7 @@ class Election:
             self._unavailable(exc)
             return self.poll_s
         self.redis_ok = True
+        self.on_round_trip(self.clock() - sent)
         self.epoch = state.epoch if state.acquired else max(self.epoch, state.epoch)
         self.leader_id = state.holder
         if state.acquired:

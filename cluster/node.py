@@ -27,6 +27,7 @@ from storage.stores import Stores
 
 from .election import Election
 from .loops import cancel_and_wait, run_periodic
+from .metrics import NodeMetrics
 from .registry import HEARTBEAT_S, Registry, make_record
 from .watchdog import LoopWatchdog
 
@@ -97,6 +98,16 @@ class NodeRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._primary_stop: asyncio.Event | None = None
         self._primary_tasks: list[asyncio.Task[None]] = []
+        self.metrics = NodeMetrics()
+        self.election.on_round_trip = self.metrics.store_rtt.observe
+        users, state = self.stores.users, self.stores.state
+        self.metrics.caches.update(
+            definitions=self.stores.defs.cache_counts,
+            state=lambda: (state.cache.hits, state.cache.misses),
+            users=lambda: (users.users.hits, users.users.misses),
+            sessions=lambda: (users.sessions.hits, users.sessions.misses),
+        )
+        self.metrics.watch(self)
 
     # -- state ------------------------------------------------------------------
     @property
@@ -191,6 +202,7 @@ class NodeRuntime:
 
     # -- primary-only services --------------------------------------------------
     def _role_changed(self, primary: bool) -> None:
+        self.metrics.role_changed(primary)
         if primary:
             self._start_primary_services()
         else:

@@ -74,6 +74,7 @@ class Scheduler:
             now = time.time()
             try:
                 await self.tick(int(now))
+                self.node.metrics.scheduler_lag.set(max(0.0, time.time() - int(now)))
             except FencedError:
                 return  # deposed: the node's runtime stops this service
             except Exception as exc:  # one bad tick must not end the scheduler
@@ -120,11 +121,11 @@ class Scheduler:
                 continue
             clear.pop(event_id, None)
             if missed:
-                await self._skip(event, [s.epoch for s in missed], "missed by more than the grace period")
+                await self._skip(event, [s.epoch for s in missed], "missed by more than the grace period", "grace")
             if not slots:
                 continue
             if not enabled:
-                await self._skip(event, [s.epoch for s in slots], "the scheduler is disabled")
+                await self._skip(event, [s.epoch for s in slots], "the scheduler is disabled", "disabled")
                 continue
             launched += await self._launch_slots(event, slots)
         return launched
@@ -163,7 +164,8 @@ class Scheduler:
                 await self.node.stores.jobs.advance_cursor(self.node.fence(), str(event["id"]), slot.epoch)
                 continue
             if not self._brake_ok():
-                await self._skip(event, [slot.epoch], f"max_jobs_per_min ({self.config.max_jobs_per_min}) reached")
+                await self._skip(event, [slot.epoch], f"max_jobs_per_min ({self.config.max_jobs_per_min}) reached",
+                                 "brake")
                 continue
             job_input = _trigger_input(slot)
             launch = Launch(event=event, source="scheduler", username="", now=slot.epoch, params=dict(slot.params),
@@ -172,10 +174,11 @@ class Scheduler:
             try:
                 job = await launch_job(self.node, launch)
             except LaunchError as exc:
-                await self._skip(event, [slot.epoch], str(exc))
+                await self._skip(event, [slot.epoch], str(exc), "launch_error")
                 continue
             if job is not None:
                 launched += 1
+                self.node.metrics.scheduler_launches.inc()
                 self._recent.append(time.monotonic())
                 if self.config.stagger_ms:
                     await asyncio.sleep(self.config.stagger_ms / 1000)
@@ -187,8 +190,9 @@ class Scheduler:
             self._recent.popleft()
         return len(self._recent) < self.config.max_jobs_per_min
 
-    async def _skip(self, event: Record, seconds: list[int], reason: str) -> None:
-        """Log skipped slots (one activity record per event and reason) and move the cursor past them."""
+    async def _skip(self, event: Record, seconds: list[int], reason: str, kind: str) -> None:
+        """Log skipped slots (one activity record per event and reason) and move the cursor past them; `kind`
+        is the reason's label in the node's metrics (cluster/metrics.py SKIP_KINDS)."""
         stores = self.node.stores
         fence = self.node.fence()
         await stores.jobs.advance_cursor(fence, str(event["id"]), max(seconds))
@@ -199,6 +203,7 @@ class Scheduler:
             "skipped": seconds[:100], "reason": reason,
         }  # fmt: skip
         await stores.activity.add(record)
+        self.node.metrics.scheduler_skipped.labels(kind).inc(len(seconds))
         log.info("scheduled_slots_skipped", event_id=event["id"], count=len(seconds), reason=reason)
 
     async def startup_launches(self) -> None:

@@ -1,7 +1,8 @@
 """Per-node caches that are only trusted while the invalidation bus is healthy.
 
 Each cache keeps a generation counter per entry; an invalidation that lands while a load is in flight
-bumps it, and the stale result is returned to that one caller but never stored.
+bumps it, and the stale result is returned to that one caller but never stored. Hits and misses are plain
+counters, read by the node's metrics at scrape time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class CachedValue(Generic[T]):
         self._value: T | None = None
         self._valid = False
         self._gen = 0
+        self.hits = 0
+        self.misses = 0
         bus.on(kind, lambda name: self.invalidate())
         bus.on_reset(self.invalidate)
 
@@ -35,7 +38,9 @@ class CachedValue(Generic[T]):
     async def get(self) -> T:
         if self._valid and self.bus.healthy:
             assert self._value is not None
+            self.hits += 1
             return self._value
+        self.misses += 1
         gen = self._gen
         value = await self.loader()
         if gen == self._gen and self.bus.healthy:
@@ -55,6 +60,8 @@ class KeyedCache(Generic[T]):
         self._items: OrderedDict[str, T | None] = OrderedDict()
         self._gens: dict[str, int] = {}
         self._epoch = 0  # bumped by a full reset
+        self.hits = 0
+        self.misses = 0
         bus.on(kind, self.invalidate)
         bus.on_reset(self.clear)
 
@@ -75,7 +82,9 @@ class KeyedCache(Generic[T]):
     async def get(self, name: str) -> T | None:
         if self.bus.healthy and name in self._items:
             self._items.move_to_end(name)
+            self.hits += 1
             return self._items[name]
+        self.misses += 1
         gen, epoch = self._gens.get(name, 0), self._epoch
         value = await self.loader(name)
         if self.bus.healthy and gen == self._gens.get(name, 0) and epoch == self._epoch:

@@ -84,6 +84,11 @@ class DefinitionStore:
         self.bus = bus
         self._caches: dict[str, CachedValue[Snapshot]] = {}
 
+    def cache_counts(self) -> tuple[int, int]:
+        """(hits, misses) of every family's cache together."""
+        caches = list(self._caches.values())
+        return sum(c.hits for c in caches), sum(c.misses for c in caches)
+
     def _cache(self, family: Family) -> CachedValue[Snapshot]:
         cache = self._caches.get(family.name)
         if cache is None:

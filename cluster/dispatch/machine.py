@@ -263,10 +263,11 @@ class Dispatcher:
         await self.writer.flush()
 
     # -- placing ---------------------------------------------------------------------------
-    def place(self, job: Record, now: float, batch: JobWrite) -> bool:
+    def place(self, job: Record, now: float, batch: JobWrite, *, ready_at: float | None = None) -> bool:
         """Decide a `ready` or `queued` job now (synchronously, so concurrent placements see each other). Changes
         `job` in place to `starting` or `active` (True; what that calls for goes into `batch`), `queued`, or
-        `complete` (aborted; its completion goes into `batch`)."""
+        `complete` (aborted; its completion goes into `batch`). `ready_at`: when its delay ran out (default: its
+        launch), for the dispatch latency metric."""
         key = limits.similar_key(job)
         amount = limits.concurrency(job)
         if amount and self.tally.running.get(key, 0) >= amount:
@@ -296,6 +297,8 @@ class Dispatcher:
             batch.robin(event_id, self.robin[event_id])
         server_id = str(server["id"])
         job.pop("position", None)
+        waited = now - (ready_at if ready_at is not None else float(job.get("started") or now))
+        self.node.metrics.dispatch_latency.observe(max(0.0, waited))
         for note in limits.file_limit(job):
             add_meta(job, note, now, self._me, generate_id("m"))
         job.update(server=server_id, groups=list(server.get("groups") or []), started=now, updated=now, progress=0)
@@ -660,18 +663,19 @@ class Dispatcher:
             # The clock read now, not at the start of the step: a slot freed during an earlier await of this step
             # is freed at a time after `now`, and a job placed into it must not appear to start before that.
             now = max(now, time.time())
+            ready_at = None
             if job.get("state") in DELAYED:
                 if float(job.get("until") or 0) > now:
                     continue
                 job["state"] = "ready"
-                job.pop("until", None)
+                ready_at = float(job.pop("until", None) or now)
             if self.jobs.get(str(job["id"])) is not job:
                 continue  # gone while an earlier one was being written (aborted, flushed)
             key, was = limits.similar_key(job), job.get("state")
             if was == "queued" and key in blocked:
                 continue
             batch = JobWrite(self.node.db.keys)
-            on_server = self.place(job, now, batch)
+            on_server = self.place(job, now, batch, ready_at=ready_at)
             if job.get("state") == "complete":
                 self.untrack(job)
                 await self.node.stores.jobs.finish(self.node.fence(), job, extra=batch)

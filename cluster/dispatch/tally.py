@@ -24,6 +24,7 @@ class Tally:
         self.on_server: dict[str, int] = {}
         self.queued: dict[str, set[str]] = {}
         self.waiting: set[str] = set()  # ids in a WAITING state: what a step looks at, not every job
+        self.states: dict[str, int] = {}  # jobs of the view per state (the node's metrics read it)
         self._seen: dict[str, tuple[str, str, str, float]] = {}
 
     def clear(self) -> None:
@@ -34,6 +35,7 @@ class Tally:
         state, key, server = str(job.get("state")), limits.similar_key(job), str(job.get("server") or "")
         weight = limits.weight(job)
         self._seen[str(job["id"])] = (state, key, server, weight)
+        self.states[state] = self.states.get(state, 0) + 1
         if state in RUNNING:
             self.running[key] = self.running.get(key, 0) + 1
         if state in LOADING and server:
@@ -49,6 +51,7 @@ class Tally:
         if seen is None:
             return
         state, key, server, weight = seen
+        self.states[state] -= 1
         if state in RUNNING:
             self.running[key] -= 1
         if state in LOADING and server:

@@ -152,10 +152,10 @@ class MeteredScheduler(Scheduler):
         super().__init__(node, config)
         self.meter = meter
 
-    async def _skip(self, event: Record, seconds: list[int], reason: str) -> None:
+    async def _skip(self, event: Record, seconds: list[int], reason: str, kind: str) -> None:
         began = time.perf_counter()
         try:
-            await super()._skip(event, seconds, reason)
+            await super()._skip(event, seconds, reason, kind)
         finally:
             self.meter.current.skip_ms += (time.perf_counter() - began) * 1000
             self.meter.current.skipped += len(seconds)
