@@ -27,12 +27,20 @@ API_PATH = r"/api/{ns:app|user}/{name:\w+}{tail:(/.*)?}"
 RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
+NODE_HEADER = "X-Podium-Node"  # which node answered: clients and tests see reads spread over the nodes
+
+
+async def _name_node(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[NODE_HEADER] = request.app[NODE].node_id
+
+
 def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[NODE] = node
     app[AUTH] = Authenticator(node.stores, use_csrf=settings.use_csrf)
     app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
+    app.on_response_prepare.append(_name_node)
     app.router.add_route("*", API_PATH, dispatch)
     app[OPENAPI] = []
     app.router.add_get("/health", health)
