@@ -1,0 +1,131 @@
+"""The client library (podium/) against real nodes: reads spread over every node, writes reach the primary from
+any node, a primary killed with calls in flight, session and API key auth, and satellites that answer writes with
+a 307 to the primary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from api.app import NODE_HEADER
+from api.registry import HANDLERS
+from podium import AsyncClient, BadRequest, Client, ConnectionFailed, NotFound
+from podium.calls import WRITES
+from tests.servers import ROOT, Cluster, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_the_write_set_is_the_registrys() -> None:
+    assert {f"{h.ns}/{h.name}" for h in HANDLERS if h.write and not h.anywhere} == WRITES
+
+
+def test_the_client_imports_no_server_package() -> None:
+    code = "import json, sys, podium, podium.cli; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert not {"api", "cluster", "storage"} & set(json.loads(out))
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with Cluster(tmp_path, size=3) as c:
+        await c.wait_all_up()
+        await c.wait_single_primary()
+        yield c
+
+
+async def test_reads_spread_writes_reach_the_primary_and_a_kill_is_survived(cluster: Cluster) -> None:
+    primary = await cluster.wait_single_primary()
+    satellites = [n for n in cluster.nodes if n is not primary]
+    ids = {n.node_id for n in cluster.nodes}
+    async with AsyncClient([n.url for n in cluster.nodes]) as client:
+        seen = set()
+        for _ in range(9):
+            await client.call("ping")
+            seen.add(client.last_node)
+        assert seen == ids  # round robin: every node answered reads
+
+    # A write the client does not know as one (a test hook) goes to a satellite first and follows `master`.
+    async with AsyncClient(",".join(n.url for n in satellites) + "," + primary.url) as client:
+        reply = await client.call("test_fenced_write", {"name": "via_sat", "value": "1"})
+        assert reply["node"] == primary.node_id and client.primary == primary.url
+        with pytest.raises(BadRequest) as bad:
+            await client.call("test_fenced_write", {"name": "not a word"})
+        assert bad.value.code == "api" and "name" in bad.value.message
+
+    # Session auth through satellites only: the login and the known writes find the primary from /health.
+    async with AsyncClient([s.url for s in satellites], username="admin", password="admin") as client:
+        await cluster.wait_for(lambda: _logs_in(client), timeout=30, interval=0.2)
+        reply = await client.call("create_category", {"id": "viaclient", "title": "Via client"})
+        assert client.last_node == primary.node_id and client.primary == primary.url
+        category = await client.call("get_category", {"id": "viaclient"})
+        assert category["category"]["title"] == "Via client"
+        with pytest.raises(NotFound):
+            await client.call("get_category", {"id": "nosuch"})
+        key = (await client.call("create_api_key", {"title": "client", "privileges": {"admin": True}}))["plain_key"]
+
+    # kill -9 of the primary with reads and writes in a loop: none fails, writes land on the new primary.
+    async with AsyncClient([n.url for n in cluster.nodes], api_key=key) as client:
+        await client.call("get_categories")
+        old = primary.node_id
+        writers: list[str] = []
+        for i in range(400):
+            if i == 20:
+                primary.kill9()
+            await client.call("get_categories")
+            writers.append((await client.call("test_fenced_write", {"name": "loop", "value": str(i)},
+                                              retry=True))["node"])  # fmt: skip
+            if i > 20 and writers[-1] != old and len(writers) - writers.index(writers[-1]) > 20:
+                break
+        assert writers[0] == old and writers[-1] != old and writers[-1] in ids
+        assert client.primary is not None and client.primary != primary.url
+
+
+async def _logs_in(client: AsyncClient) -> bool:
+    """True once the first start has created the admin (a fresh cluster may still be making it)."""
+    try:
+        await client.call("get_categories")
+    except Exception:
+        return False
+    return True
+
+
+async def test_no_node_answers_is_a_connection_error() -> None:
+    async with AsyncClient(f"http://127.0.0.1:{free_port()}", failover_s=0.5) as client:
+        with pytest.raises(ConnectionFailed) as err:
+            await client.call("ping")
+        assert err.value.code == "connection"
+    with pytest.raises(ValueError, match="http"):
+        AsyncClient("node1:5522")
+
+
+async def test_redirect_writes_answers_307_to_the_primary(tmp_path: Path) -> None:
+    async with Cluster(tmp_path, size=2, extra=("--redirect-writes",)) as c:
+        await c.wait_all_up()
+        primary = await c.wait_single_primary()
+        sat = next(n for n in c.nodes if n is not primary)
+        url = f"{sat.url}/api/app/test_fenced_write/v1?x=1"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json={"name": "redir", "value": "v"}, allow_redirects=False) as resp:
+                assert resp.status == 307
+                assert resp.headers["Location"] == f"{primary.url}/api/app/test_fenced_write/v1?x=1"
+            async with http.post(url, json={"name": "redir", "value": "v"}) as resp:  # followed, body and all
+                body = await resp.json()
+                assert (resp.status, body["code"], body["node"]) == (200, 0, primary.node_id)
+                assert resp.headers[NODE_HEADER] == primary.node_id
+            async with http.get(f"{sat.url}/api/app/ping/v1") as resp:  # reads stay on the satellite
+                assert resp.status == 200 and resp.headers[NODE_HEADER] == sat.node_id
+        assert await asyncio.to_thread(_blocking_write, sat.url) == primary.node_id
+
+
+def _blocking_write(url: str) -> str:
+    """The blocking client (its own loop, so off the test's) goes along with the redirect."""
+    with Client([url]) as client:
+        return str(client.call("test_fenced_write", {"name": "redir", "value": "w"})["node"])
