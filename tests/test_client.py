@@ -1,22 +1,18 @@
 """The client library (podium/) against real nodes: reads spread over every node, writes reach the primary from
-any node, a primary killed with calls in flight, session and API key auth, and satellites that answer writes with
-a 307 to the primary."""
+any node, a primary killed with calls in flight, session and API key auth."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from api.app import NODE_HEADER
 from api.registry import HANDLERS
-from podium import AsyncClient, BadRequest, Client, ConnectionFailed, NotFound
+from podium import AsyncClient, BadRequest, ConnectionFailed, NotFound
 from podium.calls import WRITES
 from tests.servers import ROOT, Cluster, free_port
 
@@ -104,28 +100,3 @@ async def test_no_node_answers_is_a_connection_error() -> None:
         assert err.value.code == "connection"
     with pytest.raises(ValueError, match="http"):
         AsyncClient("node1:5522")
-
-
-async def test_redirect_writes_answers_307_to_the_primary(tmp_path: Path) -> None:
-    async with Cluster(tmp_path, size=2, extra=("--redirect-writes",)) as c:
-        await c.wait_all_up()
-        primary = await c.wait_single_primary()
-        sat = next(n for n in c.nodes if n is not primary)
-        url = f"{sat.url}/api/app/test_fenced_write/v1?x=1"
-        async with aiohttp.ClientSession() as http:
-            async with http.post(url, json={"name": "redir", "value": "v"}, allow_redirects=False) as resp:
-                assert resp.status == 307
-                assert resp.headers["Location"] == f"{primary.url}/api/app/test_fenced_write/v1?x=1"
-            async with http.post(url, json={"name": "redir", "value": "v"}) as resp:  # followed, body and all
-                body = await resp.json()
-                assert (resp.status, body["code"], body["node"]) == (200, 0, primary.node_id)
-                assert resp.headers[NODE_HEADER] == primary.node_id
-            async with http.get(f"{sat.url}/api/app/ping/v1") as resp:  # reads stay on the satellite
-                assert resp.status == 200 and resp.headers[NODE_HEADER] == sat.node_id
-        assert await asyncio.to_thread(_blocking_write, sat.url) == primary.node_id
-
-
-def _blocking_write(url: str) -> str:
-    """The blocking client (its own loop, so off the test's) goes along with the redirect."""
-    with Client([url]) as client:
-        return str(client.call("test_fenced_write", {"name": "redir", "value": "w"})["node"])
