@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api.registry import HANDLERS
-from podium import AsyncClient, BadRequest, ConnectionFailed, NotFound
+from podium import AsyncClient, BadRequest, ConnectionFailed, NotFound, config
 from podium.calls import WRITES
 from tests.servers import ROOT, Cluster, free_port
 
@@ -100,3 +100,28 @@ async def test_no_node_answers_is_a_connection_error() -> None:
         assert err.value.code == "connection"
     with pytest.raises(ValueError, match="http"):
         AsyncClient("node1:5522")
+
+
+def test_settings_come_from_flags_then_the_environment_then_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "client.toml"
+    conf.write_text('url = "http://file:1,http://file:2/"\napi_key = "filekey"\nusername = "ann"\n')
+    env = {"PODIUM_CONFIG": str(conf)}
+    from_file = config.load(None, None, None, env)
+    assert from_file.urls == ["http://file:1", "http://file:2"] and from_file.api_key == "filekey"
+    assert "filekey" not in repr(from_file)
+    from_env = config.load(None, None, None, {**env, "PODIUM_URL": "http://env:1", "PODIUM_API_KEY": "envkey"})
+    assert (from_env.urls, from_env.api_key, from_env.username) == (["http://env:1"], "envkey", "ann")
+    flags = config.load(["http://a:1,http://b:1", "http://c:1"], "flagkey", None, {**env, "PODIUM_URL": "http://x:1"})
+    assert (flags.urls, flags.api_key) == (["http://a:1", "http://b:1", "http://c:1"], "flagkey")
+    assert config.load(None, None, None, {"HOME": str(tmp_path)}).urls == [config.DEFAULT_URL]
+
+    conf.write_text("url = 5\n")
+    with pytest.raises(config.ConfigError, match="'url' must be a string"):
+        config.load(None, None, None, env)
+    conf.write_text('api_kye = "x"\n')
+    with pytest.raises(config.ConfigError, match="unknown key 'api_kye'"):
+        config.load(None, None, None, env)
+    with pytest.raises(config.ConfigError, match="PODIUM_URL: node URL 'env:1'"):
+        config.load(None, None, None, {"PODIUM_URL": "env:1", "HOME": str(tmp_path)})
+    with pytest.raises(config.ConfigError, match="no such file"):
+        config.load(None, None, str(tmp_path / "missing.toml"), {})
