@@ -27,6 +27,13 @@ API_PATH = r"/api/{ns:app|user}/{name:\w+}{tail:(/.*)?}"
 RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
+NODE_HEADER = "X-Podium-Node"  # which node answered: clients and tests see reads spread over the nodes
+
+
+async def _name_node(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[NODE_HEADER] = request.app[NODE].node_id
+
+
 def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -35,6 +42,7 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     keys, principals = auth.key_counts, auth.principal_counts
     node.metrics.caches.update(api_keys=lambda: (keys[0], keys[1]), principals=lambda: (principals[0], principals[1]))
     app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
+    app.on_response_prepare.append(_name_node)
     app.router.add_route("*", API_PATH, dispatch)
     app[OPENAPI] = []
     app.router.add_get("/health", health)

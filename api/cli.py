@@ -1,4 +1,5 @@
-"""The `podium` command: `serve` a node, print the cluster's `status`, or run an `agent`."""
+"""The `podium` command: `serve` a node, print the cluster's `status`, run an `agent`, or the client commands
+(`call`, `run`, `jobs`, `job`, `tail`: podium/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from podium.cli import COMMANDS as CLIENT_COMMANDS
 from storage.connection import DEFAULT_POOL, DEFAULT_POOL_TIMEOUT_S
 from storage.embedded import socket_url
 
@@ -76,6 +78,7 @@ ENV = {
     "abort_timeout": "PODIUM_ABORT_TIMEOUT",
     "job_log_max_bytes": "PODIUM_JOB_LOG_MAX_BYTES",
     "agent": "PODIUM_AGENT",
+    "redirect_writes": "PODIUM_REDIRECT_WRITES",
     "file_store": "PODIUM_FILE_STORE",
     "file_max_bytes": "PODIUM_FILE_MAX_BYTES",
     "file_store_max_bytes": "PODIUM_FILE_STORE_MAX_BYTES",
@@ -156,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--job-log-max-bytes", metavar="N", help="stored output per job (default 134217728)")
     serve.add_argument("--no-agent", dest="agent", action="store_const", const="off",
                        help="do not run this machine's agent with the node")  # fmt: skip
+    serve.add_argument("--redirect-writes", dest="redirect_writes", action="store_const", const="on",
+                       help="on a satellite, answer write calls with 307 to the primary (for curl -L)")  # fmt: skip
     serve.add_argument("--file-store", metavar="redis|s3|DIR",
                        help="job files and finished logs: in Redis, an S3 bucket (--s3-*), or a directory every node "
                             "shares (default redis)")  # fmt: skip
@@ -200,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="run jobs for a cluster (podium agent --help)", add_help=False)
     agent.add_argument("agent_args", nargs=argparse.REMAINDER)
+
+    client_helps = {"call": "run an API call and print its JSON reply", "run": "launch a job (--wait to follow it)",
+                    "jobs": "active and recent jobs", "job": "one job", "tail": "follow a job's output"}  # fmt: skip
+    for name, text in client_helps.items():  # parsed by podium/cli.py (podium NAME --help)
+        sub.add_parser(name, help=text, add_help=False).add_argument("client_args", nargs=argparse.REMAINDER)
 
     user = sub.add_parser("user", help="recover a user account directly in the store (no API key needed)")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -317,6 +327,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         abort_timeout_s=_int(_pick(args, env, "abort_timeout", "30"), "--abort-timeout"),
         job_log_max_bytes=_int(_pick(args, env, "job_log_max_bytes", str(128 * 1024 * 1024)), "--job-log-max-bytes"),
         agent=_flag(_pick(args, env, "agent", "on")),
+        redirect_writes=_flag(_pick(args, env, "redirect_writes", "off")),
         file_store=_pick(args, env, "file_store", "redis"),
         file_max_bytes=_int(_pick(args, env, "file_max_bytes", str(DEFAULT_FILE_MAX)), "--file-max-bytes"),
         file_store_max_bytes=_int(
@@ -357,6 +368,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         from cluster.agent.main import run
 
         return run(words[1:], environ)
+    if words[:1] and words[0] in CLIENT_COMMANDS:  # the client commands live with the client
+        from podium.cli import main as client_main
+
+        return client_main(words, environ)
     args = build_parser().parse_args(words)
     try:
         if args.command == "serve":

@@ -105,6 +105,9 @@ class Settings:
     abort_timeout_s: int = 30
     job_log_max_bytes: int = 128 * 1024 * 1024  # one job's stored output; a job's `log` limit may lower it
     agent: bool = True  # run this machine's agent as a child process of the node
+    # A satellite answers a write with 307 to the same path on the primary (xyOps' redirect_master_requests),
+    # for clients that cannot follow the `master` error reply.
+    redirect_writes: bool = False
     # The file store (storage/files): "redis", "s3" (a bucket), or the directory of a filesystem every node shares.
     file_store: str = "redis"
     file_max_bytes: int = DEFAULT_FILE_MAX  # one file (an upload, a finished log)

@@ -286,6 +286,17 @@ async def redirect(node: NodeRuntime) -> ApiError:
     return master_error(urlsplit(rec.url).netloc, rec.url)
 
 
+async def _not_here(request: web.Request, node: NodeRuntime, settings: Settings) -> web.Response:
+    """A write on a satellite: 307 to the same path on the primary when the node is told to (307 keeps the method
+    and body, so `curl -L` repeats the call there), else the `master` error."""
+    rec = await node.locate_primary() if settings.redirect_writes else None
+    if rec is None:
+        raise await redirect(node)
+    resp = web.Response(status=307, headers={"Location": rec.url.rstrip("/") + request.path_qs})
+    resp.force_close()  # the body is not read here: do not drain it
+    return resp
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route, authenticate from the headers where the credential is there, then read the body (small when
     nobody is authenticated yet), authenticate from the body otherwise, validate the declared parameters and
@@ -306,9 +317,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if request.method not in _METHODS:
             raise ApiError("api", f"Method {request.method} is not allowed; use GET or POST.", status=405)
         node = app[NODE]
-        if handler.write and not handler.anywhere and not node.is_primary:
-            raise await redirect(node)
         settings = app[SETTINGS]
+        if handler.write and not handler.anywhere and not node.is_primary:
+            return await _not_here(request, node, settings)
         auth = app[AUTH]
         query, q_reserved = _query(request)
         who = None
