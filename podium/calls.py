@@ -15,7 +15,8 @@ WRITES = frozenset({
     "app/delete_alert_invocation", "app/delete_api_key", "app/delete_bucket", "app/delete_bucket_file",
     "app/delete_category", "app/delete_channel", "app/delete_event", "app/delete_group", "app/delete_job",
     "app/delete_job_file", "app/delete_monitor", "app/delete_plugin", "app/delete_role", "app/delete_secret",
-    "app/delete_server", "app/delete_snapshot", "app/delete_tag", "app/delete_ticket", "app/delete_web_hook",
+    "app/delete_server", "app/delete_snapshot", "app/delete_tag", "app/delete_ticket", "app/delete_ticket_file",
+    "app/delete_web_hook",
     "app/empty_bucket", "app/flush_event_queue", "app/get_satellite_token", "app/job_skip_delay",
     "app/job_toggle_notify_me", "app/logout_all", "app/magic", "app/manage_alert_invocation_tickets",
     "app/manage_job_tags", "app/manage_job_tickets", "app/multi_update_category", "app/multi_update_group",
@@ -25,7 +26,8 @@ WRITES = frozenset({
     "app/update_monitor", "app/update_plugin", "app/update_role", "app/update_secret", "app/update_server",
     "app/update_server_data", "app/update_tag", "app/update_ticket", "app/update_ticket_change",
     "app/update_web_hook", "app/upload_bucket_files", "app/upload_files", "app/upload_job_input_files",
-    "app/user_settings", "app/watch_group", "app/watch_server", "app/write_bucket_data", "user/admin_create",
+    "app/upload_user_ticket_files", "app/user_settings", "app/watch_group", "app/watch_server",
+    "app/write_bucket_data", "user/admin_create",
     "user/admin_delete", "user/admin_update", "user/create", "user/login", "user/logout", "user/update",
 })  # fmt: skip
 
