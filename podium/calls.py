@@ -1,8 +1,7 @@
-"""Which calls change state: the client sends these to the primary straight away.
-
-Any other call goes to any healthy node; a node that can only answer it on the primary replies `master`,
-and the client follows that reply, so a write missing here costs one extra round trip, never a failure.
-tests/test_client.py checks this set against the server's registry.
+"""Which calls change state and which only read: the client sends writes to the primary straight away, and
+repeats a cut-off call on another node only when it is a known read (a server newer than the client may have
+writes this list lacks: those go to any node, which answers `master`, and are never repeated unasked).
+tests/test_client.py checks both sets against the server's registry.
 """
 
 from __future__ import annotations
@@ -32,5 +31,27 @@ WRITES = frozenset({
 })  # fmt: skip
 
 
+READS = frozenset({
+    "app/decrypt_secret", "app/download_job_log", "app/echo", "app/error", "app/get_active_job_summary",
+    "app/get_active_jobs", "app/get_active_server", "app/get_active_servers", "app/get_alert",
+    "app/get_alert_invocations", "app/get_alerts", "app/get_api_key", "app/get_api_keys", "app/get_bucket",
+    "app/get_buckets", "app/get_categories", "app/get_category", "app/get_channel", "app/get_channels",
+    "app/get_event", "app/get_event_history", "app/get_events", "app/get_global_state", "app/get_group",
+    "app/get_groups", "app/get_historical_monitor_data", "app/get_job", "app/get_job_log", "app/get_jobs",
+    "app/get_latest_monitor_data", "app/get_monitor", "app/get_monitors", "app/get_multiple", "app/get_plugin",
+    "app/get_plugins", "app/get_quickmon_data", "app/get_role", "app/get_roles", "app/get_secret",
+    "app/get_secrets", "app/get_server", "app/get_server_summaries", "app/get_servers", "app/get_tag",
+    "app/get_tags", "app/get_ticket", "app/get_tickets", "app/get_user_activity", "app/get_web_hook",
+    "app/get_web_hooks", "app/ping", "app/search_activity", "app/search_alerts", "app/search_jobs",
+    "app/search_revision_history", "app/search_servers", "app/search_snapshots", "app/search_tickets",
+    "app/stream_job", "app/tail_live_job_log", "app/view_job_log", "user/admin_get_user", "user/admin_get_users",
+    "user/resume_session"
+})  # fmt: skip
+
+
 def is_write(ns: str, name: str) -> bool:
     return f"{ns}/{name}" in WRITES
+
+
+def is_read(ns: str, name: str) -> bool:
+    return f"{ns}/{name}" in READS

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import aiohttp
+
 from . import config
 from .errors import PodiumError
 from .output import ProgressBar, code_text, paint, seconds, table, when
@@ -79,6 +81,9 @@ def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:
             return 130
+        except (aiohttp.ClientError, ValueError, KeyError, OSError) as exc:  # a node's odd reply, a closed pipe
+            print(f"podium: error: {exc!r}", file=sys.stderr)
+            return 1
 
 
 def _pairs(words: Sequence[str], option: str) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from .calls import is_write
+from .calls import is_read, is_write
 from .errors import AuthError, ConnectionFailed, NoPrimary, PodiumError, error_for
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -73,6 +74,7 @@ class AsyncClient:
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         failover_s: float = FAILOVER_S,
+        discover: bool = False,
     ) -> None:
         self._nodes = [_Node(url) for url in split_urls(urls)]
         if not self._nodes:
@@ -82,6 +84,9 @@ class AsyncClient:
         self._password = password
         self._timeout = timeout
         self.failover_s = failover_s
+        # Follow a primary the nodes name that is not in `urls` (same scheme only)? Off by default: a reply could
+        # then send the credentials to any host.
+        self.discover = discover
         self._turn = 0
         self.primary: str | None = None  # base URL of the primary, once known
         self.last_node = ""  # the node id that answered the last call (its X-Podium-Node header)
@@ -156,7 +161,7 @@ class AsyncClient:
             except _CUT_OFF as exc:
                 self._down(base)
                 unsent = isinstance(exc, aiohttp.ClientConnectorError)
-                if not (unsent or retry or (retry is None and not write)):
+                if not (unsent or retry or (retry is None and is_read(ns, name))):
                     raise ConnectionFailed("connection", f"{base}: {exc!r}; the call may or may not have run") from exc
                 if write:
                     self.primary = None
@@ -166,9 +171,10 @@ class AsyncClient:
                 return reply
             if reply.get("code") != "master":
                 raise error_for(reply, status)
-            # Only the primary answers this call: go there once, then look again after a pause.
+            # Only the primary answers this call: go there once (only to a configured node: a reply must not be able
+            # to send the credentials elsewhere), then look again after a pause.
             write = True
-            url = str(reply.get("url") or "").rstrip("/")
+            url = self._configured(str(reply.get("url") or ""))
             if url and url != base and not followed:
                 self.primary, followed = url, True
                 continue
@@ -176,8 +182,15 @@ class AsyncClient:
             await self._pause(deadline, error_for(reply, status))
 
     async def _post(self, base: str, ns: str, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        async with self._session().post(f"{base}/api/{ns}/{name}/v1", json=body, headers=self._headers()) as resp:
+        # Redirects are not followed blindly (aiohttp would resend the credentials to any host): a node started with
+        # --redirect-writes answers 307 to the primary, taken as its `master` reply.
+        async with self._session().post(f"{base}/api/{ns}/{name}/v1", json=body, headers=self._headers(),
+                                        allow_redirects=False) as resp:  # fmt: skip
             self.last_node = resp.headers.get(NODE_HEADER, "")
+            if resp.status in (301, 302, 303, 307, 308):
+                where = urlsplit(resp.headers.get("Location", ""))
+                return resp.status, {"code": "master", "description": "redirected to the primary",
+                                     "url": f"{where.scheme}://{where.netloc}" if where.netloc else ""}  # fmt: skip
             try:
                 reply = await resp.json(content_type=None)
             except ValueError:
@@ -194,6 +207,19 @@ class AsyncClient:
         await asyncio.sleep(PAUSE_S)
 
     # -- nodes -------------------------------------------------------------------------------------------------
+
+    def _configured(self, url: str) -> str:
+        """The configured node a URL names (same scheme, host and port); with `discover`, also another node of the
+        same scheme; else ''."""
+        where = urlsplit(url.strip())
+        for node in self._nodes:
+            mine = urlsplit(node.url)
+            if (mine.scheme, mine.netloc.lower()) == (where.scheme, where.netloc.lower()):
+                return node.url
+        schemes = {urlsplit(node.url).scheme for node in self._nodes}
+        if self.discover and where.netloc and schemes == {where.scheme}:
+            return f"{where.scheme}://{where.netloc}"
+        return ""
 
     def _down(self, url: str) -> None:
         for node in self._nodes:
@@ -236,7 +262,7 @@ class AsyncClient:
             if reply.get("master") is True:
                 self.primary = node.url
                 return node.url
-            named = named or str(reply.get("primary") or "").rstrip("/")
+            named = named or self._configured(str(reply.get("primary") or ""))
         self.primary = named or None
         return self.primary
 

@@ -34,7 +34,9 @@ class ClientConfig:
     password: str | None = field(default=None, repr=False)
 
     def options(self) -> dict[str, Any]:
-        return {"api_key": self.api_key, "username": self.username, "password": self.password}
+        # The command line follows the primary the given nodes name even when it is not listed (one URL is enough
+        # there); the library does so only when asked.
+        return {"api_key": self.api_key, "username": self.username, "password": self.password, "discover": True}
 
 
 def default_path(env: Mapping[str, str]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -49,14 +50,27 @@ class Client:
 
     def stream_job(self, job_id: str, offset: int = 0) -> Iterator[JobEvent]:
         events = self.aio.stream_job(job_id, offset)
+        step: asyncio.Task[JobEvent] | None = None
+
+        async def following() -> JobEvent:
+            return await events.__anext__()
+
         try:
             while True:
+                step = self._loop.create_task(following())
                 try:
-                    yield self._run(events.__anext__())
+                    yield self._run(step)
                 except StopAsyncIteration:
                     return
         finally:
-            self._run(events.aclose())
+            # Interrupted (Ctrl-C) while waiting: the pending step is cancelled before the stream is closed, since
+            # a generator still running cannot be closed.
+            if step is not None and not step.done():
+                step.cancel()
+                with contextlib.suppress(BaseException):
+                    self._run(step)
+            with contextlib.suppress(RuntimeError):
+                self._run(events.aclose())
 
     def close(self) -> None:
         if not self._loop.is_closed():

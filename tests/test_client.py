@@ -3,6 +3,7 @@ any node, a primary killed with calls in flight, session and API key auth."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,17 +11,65 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from api.registry import HANDLERS
-from podium import AsyncClient, BadRequest, ConnectionFailed, NotFound, config
-from podium.calls import WRITES
+from podium import AsyncClient, BadRequest, ConnectionFailed, NotFound, PodiumError, config
+from podium.calls import READS, WRITES
 from tests.servers import ROOT, Cluster, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_the_write_set_is_the_registrys() -> None:
+def test_the_write_and_read_sets_are_the_registrys() -> None:
     assert {f"{h.ns}/{h.name}" for h in HANDLERS if h.write and not h.anywhere} == WRITES
+    assert {f"{h.ns}/{h.name}" for h in HANDLERS if not h.write} == READS
+
+
+async def test_credentials_go_only_to_configured_nodes() -> None:
+    """A node's `master` reply, its /health and a 307 may name any URL: the client follows only the nodes it was
+    given, so the API key never reaches another host; a cut-off call not known as a read is not repeated."""
+    seen: list[tuple[str, str]] = []
+
+    async def foreign(request: web.Request) -> web.Response:
+        seen.append(("foreign", request.headers.get("X-API-Key", "")))
+        return web.json_response({"code": 0})
+
+    stranger = TestServer(web.Application())
+    stranger.app.router.add_route("*", "/{tail:.*}", foreign)
+    await stranger.start_server()
+    elsewhere = str(stranger.make_url("")).rstrip("/")
+    calls: list[str] = []
+
+    async def node(request: web.Request) -> web.StreamResponse:
+        if request.path == "/health":
+            return web.json_response({"node": "n1", "master": False, "primary": elsewhere}, status=503)
+        name = request.path.split("/")[3]
+        calls.append(name)
+        if name == "redirected":
+            raise web.HTTPTemporaryRedirect(f"{elsewhere}{request.path}")
+        if name == "cut_off":
+            request.transport.close() if request.transport else None
+            await asyncio.sleep(1)
+        return web.json_response({"code": "master", "description": "not here", "host": "x", "url": elsewhere},
+                                 status=500)  # fmt: skip
+
+    mine = TestServer(web.Application())
+    mine.app.router.add_route("*", "/{tail:.*}", node)
+    await mine.start_server()
+    try:
+        async with AsyncClient(str(mine.make_url("")), api_key="SECRET", failover_s=0.5) as client:
+            for name in ("update_event", "get_events", "redirected"):
+                with pytest.raises(PodiumError) as err:
+                    await client.call(name)
+                assert err.value.code in ("master", "connection"), err.value
+            with pytest.raises(ConnectionFailed, match="may or may not have run"):
+                await client.call("cut_off")  # unknown: maybe a write, so never sent twice
+        assert seen == [] and calls.count("cut_off") == 1
+    finally:
+        await mine.close()
+        await stranger.close()
 
 
 def test_the_client_imports_no_server_package() -> None:
@@ -56,8 +105,9 @@ async def test_reads_spread_writes_reach_the_primary_and_a_kill_is_survived(clus
             await client.call("test_fenced_write", {"name": "not a word"})
         assert bad.value.code == "api" and "name" in bad.value.message
 
-    # Session auth through satellites only: the login and the known writes find the primary from /health.
-    async with AsyncClient([s.url for s in satellites], username="admin", password="admin") as client:
+    # Session auth through satellites only (`discover`: the primary they name may be followed): the login and the
+    # known writes find the primary from /health.
+    async with AsyncClient([s.url for s in satellites], username="admin", password="admin", discover=True) as client:
         await cluster.wait_for(lambda: _logs_in(client), timeout=30, interval=0.2)
         reply = await client.call("create_category", {"id": "viaclient", "title": "Via client"})
         assert client.last_node == primary.node_id and client.primary == primary.url

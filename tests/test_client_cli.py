@@ -102,7 +102,7 @@ async def redirected_writes(primary: Node, sat: Node) -> None:
 
 def _blocking_write(url: str) -> str:
     """The blocking client (its own loop, so off the test's) goes along with the redirect."""
-    with Client([url]) as client:
+    with Client([url], discover=True) as client:
         return str(client.call("test_fenced_write", {"name": "redir", "value": "w"})["node"])
 
 
