@@ -319,6 +319,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         node = app[NODE]
         settings = app[SETTINGS]
         if handler.write and not handler.anywhere and not node.is_primary:
+            code = "redirect"  # counted apart: a 307 is neither a success nor a failure (a `master` error replaces it)
             return await _not_here(request, node, settings)
         auth = app[AUTH]
         query, q_reserved = _query(request)
