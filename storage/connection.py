@@ -21,6 +21,7 @@ master (storage/sentinel.py, which also tells the election when that master chan
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -173,6 +174,12 @@ class Database:
         """How often the store behind this client changed identity (Sentinel only; always 0 otherwise)."""
         pool = self.client.connection_pool
         return pool.watch.changes if isinstance(pool, sentinel.SentinelPool) else 0
+
+    def on_store_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` as soon as any pool sharing this client's watch counts a store change (Sentinel only)."""
+        pool = self.client.connection_pool
+        if isinstance(pool, sentinel.SentinelPool):
+            pool.watch.listeners.append(callback)
 
     async def verify_store(self) -> None:
         """Check the store is still the master this node knows (Sentinel only); a change shows in

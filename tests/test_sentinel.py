@@ -63,6 +63,13 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             return True
 
         await c.wait_for(ready, timeout=30, interval=0.2)
+        for server in (store.master, store.replica):  # as the README recommends (set once the replica is in sync,
+            client = plain(server.port)  # so the nodes' first writes are not refused)
+            try:
+                await client.config_set("min-replicas-to-write", 1)
+                await client.config_set("min-replicas-max-lag", 2)
+            finally:
+                await client.aclose()
         await c.wait_all_up()
         await c.wait_single_primary()
         yield c
