@@ -90,6 +90,8 @@ class NodeRuntime:
         )  # fmt: skip
         self.election.on_change = self._role_changed
         self.control.on_store_change(self._store_changed)
+        # Under Sentinel a claim that precedes an outside effect waits for a replica, a third of a lease at most.
+        self.db.confirm_claims(lease_ms // 3)
         self.watchdog = LoopWatchdog()
         self.services = list(services or [])
         self.dispatcher: Dispatcher | None = None  # the job state machine, when this node runs one

@@ -141,6 +141,7 @@ class Database:
     client: Redis
     keys: Keyspace
     scripts: dict[str, Any] = field(default_factory=dict)
+    confirm_ms: int = 0  # > 0: claims wait this long for a replica to hold them (Sentinel only; confirm_claims)
 
     def script(self, source: str) -> Any:
         """The registered (EVALSHA with reload on NOSCRIPT) form of a Lua source, cached."""
@@ -174,6 +175,30 @@ class Database:
         """How often the store behind this client changed identity (Sentinel only; always 0 otherwise)."""
         pool = self.client.connection_pool
         return pool.watch.changes if isinstance(pool, sentinel.SentinelPool) else 0
+
+    def confirm_claims(self, timeout_ms: int) -> None:
+        """Under Sentinel, make the claims that precede an outside effect (Fence.run(durable=True)) wait up to
+        `timeout_ms` for a replica to hold them, so a failover cannot lose a claim whose run went ahead.
+        No effect on any other store: the plain path sends nothing more."""
+        if isinstance(self.client.connection_pool, sentinel.SentinelPool):
+            self.confirm_ms = max(1, timeout_ms)
+
+    async def run_confirmed(self, source: str, keys: list[Any], args: list[Any]) -> Any:
+        """A script, then `WAIT 1 confirm_ms` on the same connection (one pipeline). The script's own error is
+        raised as it came (not annotated by the pipeline). No replica in time: counted as a store change (the
+        claim may be lost in a failover, so this node steps down) and raised as a connection error."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self.script(source)(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", 1, self.confirm_ms)
+            result, replicas = await pipe.execute(raise_on_error=False)
+        if isinstance(result, BaseException):
+            raise result
+        if isinstance(replicas, BaseException) or int(replicas) < 1:
+            pool = self.client.connection_pool
+            if isinstance(pool, sentinel.SentinelPool):
+                pool.watch.changed("no replica confirmed a claim")
+            raise RedisConnectionError(f"no replica confirmed the write within {self.confirm_ms} ms")
+        return result
 
     def on_store_change(self, callback: Callable[[], None]) -> None:
         """Call `callback` as soon as any pool sharing this client's watch counts a store change (Sentinel only)."""

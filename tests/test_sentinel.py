@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,7 +29,7 @@ from storage.fence import Fence, FencedBatch
 from storage.keyspace import Keyspace
 from storage.lease import LeaseStore
 from storage.sentinel import SentinelPool, parse_url
-from tests.servers import Cluster, Node, SentinelStore
+from tests.servers import Cluster, Node, RedisServer, SentinelStore
 from tests.test_definitions_cluster import admin_session, call
 
 KEYS = Keyspace("podium")
@@ -281,6 +283,9 @@ async def test_clients_follow_the_master_and_count_each_way_a_change_shows(tmp_p
         assert refused.store_changes == 1
         await refused.client.set("probe", "refused")  # reconnected to the new master, no second change
         assert refused.store_changes == 1 and await replica.get("probe") == b"refused"
+
+        await _wait(lambda: _link_up(old_master))  # the old master, now the new one's replica
+        await _claims_wait_for_a_replica(store, store.master, old_master)
     finally:
         stop_bus.set()
         if bus_task is not None:
@@ -290,6 +295,35 @@ async def test_clients_follow_the_master_and_count_each_way_a_change_shows(tmp_p
         await replica.aclose()
         await old_master.aclose()
         store.stop()
+
+
+async def _claims_wait_for_a_replica(store: SentinelStore, server: RedisServer, replica: aioredis.Redis) -> None:
+    """A durable fenced write returns once the replica holds it; with the replica stopped it fails and counts
+    as a store change (this client's own watch); the plain redis:// path never waits."""
+    unchanged = Database(connect("redis://127.0.0.1:1/0"), KEYS)
+    unchanged.confirm_claims(500)
+    assert unchanged.confirm_ms == 0
+    await unchanged.aclose()
+    db = Database(connect(store.url), KEYS)
+    db.confirm_claims(500)
+    assert db.confirm_ms == 500
+    try:
+        await db.client.mset({KEYS.leader: "n1", KEYS.epoch: 1})
+        fence = Fence(db, "n1", 1)
+        await fence.execute(FencedBatch().add("SET", [KEYS.probe("claim")], "1"), durable=True)
+        assert await replica.get(KEYS.probe("claim")) == b"1"  # confirmed: the replica has it already
+        with pytest.raises(FencedError):  # the fence's refusal comes through as before
+            await Fence(db, "n2", 1).execute(FencedBatch().add("SET", [KEYS.probe("claim")], "2"), durable=True)
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)  # the replica stops acknowledging
+        try:
+            with pytest.raises(UNAVAILABLE_ERRORS):
+                await fence.execute(FencedBatch().add("SET", [KEYS.probe("claim")], "3"), durable=True)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert db.store_changes == 1
+    finally:
+        await db.aclose()
 
 
 async def _true(value: bool) -> bool:
