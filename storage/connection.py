@@ -21,6 +21,7 @@ master (storage/sentinel.py, which also tells the election when that master chan
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,26 +74,31 @@ def check_url(url: str) -> str:
     else:
         try:
             port = parts.port
-        except ValueError as exc:
-            raise BadRedisURL(f"Redis URL {shown!r} has a bad port") from exc
-        if not parts.hostname:
-            raise BadRedisURL(f"Redis URL {shown!r} has no host")
-        if port is not None and not 0 < port < 65536:
-            raise BadRedisURL(f"Redis URL {shown!r} has a bad port")
+        except ValueError:
+            port = -1
+        if not parts.hostname or (port is not None and not 0 < port < 65536):
+            if "@" in url.partition("://")[2] and "@" not in parts.netloc:  # the "@" came after a / ? or #
+                raise BadRedisURL(f"Redis URL {shown!r}: percent-encode a '/', '?' or '#' in the user or "
+                                  "password (%2F, %3F, %23)")  # fmt: skip
+            raise BadRedisURL(f"Redis URL {shown!r} has {'no host' if not parts.hostname else 'a bad port'}")
     return url
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for logs and errors (a Sentinel URL's netloc lists several hosts)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparsable URL)"
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    netloc = parts.netloc.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL without its password, for logs and errors. Read from the raw string, not a parser's view: a
+    password with an unencoded `/`, `?` or `#` would otherwise end the address early and show up whole. The
+    user part runs from `://` to the last `@`; a `password=` query parameter is hidden too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_PASSWORD.sub(r"\1***", url)
+    userinfo, at, tail = rest.rpartition("@")
+    if at and (":" in userinfo or any(c in userinfo for c in "/?#")):
+        user = userinfo.partition(":")[0]
+        rest = f"{'' if any(c in user for c in '/?#') else user}:***@{tail}"
+    return _QUERY_PASSWORD.sub(r"\1***", f"{scheme}://{rest}")
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 
 
 def connect(

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 import structlog
@@ -70,12 +70,24 @@ def _host_port(item: str) -> tuple[str, int]:
 def parse_url(url: str) -> SentinelTarget:
     """The sentinels, service and credentials a Sentinel URL names; BadRedisURL if it names none. The
     errors never quote the URL, which may hold a password."""
-    parts = urlsplit(url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
+    scheme, _, rest = url.partition("://")
+    # The user part runs to the last "@" of the raw string, so a password with "/", "?" or "#" in it is
+    # never taken for a host or a path (and never quoted in an error).
+    userinfo, _, rest = rest.rpartition("@")
+    rest, hash_sign, _ = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    if hash_sign:
+        raise BadRedisURL("Redis URL must not have a #fragment")
+    if question:
+        # Only names written as name=value are quoted: a bare word there may be a misplaced secret.
+        names = sorted({pair.partition("=")[0] for pair in query.split("&") if "=" in pair})
+        shown = ", ".join(repr(n) for n in names if n.isidentifier() and len(n) <= 20) or "(not shown)"
+        raise BadRedisURL(f"Redis URL has unknown query parameters {shown} (a sentinel URL takes none)")
+    hosts, _, path_text = rest.partition("/")
     if not hosts:
         raise BadRedisURL("Redis URL names no sentinel (redis+sentinel://host:port,host:port/service)")
     sentinels = [_host_port(item) for item in hosts.split(",")]
-    path = [p for p in parts.path.split("/") if p]
+    path = [p for p in path_text.split("/") if p]
     if not path or len(path) > 2:
         raise BadRedisURL("Redis URL must end in /service or /service/db (the master name the sentinels watch)")
     if len(path) == 2 and not path[1].isdigit():
@@ -87,7 +99,7 @@ def parse_url(url: str) -> SentinelTarget:
         db=int(path[1]) if len(path) == 2 else 0,
         username=unquote(username) or None,
         password=unquote(password) if password else os.environ.get(PASSWORD_ENV) or None,
-        tls=parts.scheme == "rediss+sentinel",
+        tls=scheme == "rediss+sentinel",
     )
 
 

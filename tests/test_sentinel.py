@@ -200,12 +200,28 @@ def test_sentinel_urls_are_checked_and_never_show_the_password() -> None:
     assert "s3cret" not in repr(target) and "s3cret" not in redacted(url)
     assert redacted(url) == "redis+sentinel://:***@10.0.0.1:26379,[::1]:26380,sentinel-c/mymaster/2"
     assert parse_url("rediss+sentinel://u:p@h:1/m").tls
+    odd = parse_url("redis+sentinel://u:s3/c#r?et@h:1/m/3")  # unencoded "/", "#", "?" in the password
+    assert (odd.username, odd.password, odd.sentinels, odd.db) == ("u", "s3/c#r?et", [("h", 1)], 3)
+    for raw, shown in [
+        ("redis://:se/cret@h/0", "redis://:***@h/0"),
+        ("redis://u:se#cr?et@h:1/0", "redis://u:***@h:1/0"),
+        ("redis://h:1/0?password=s3cret&x=1", "redis://h:1/0?password=***&x=1"),
+        ("redis://u@h/0", "redis://u@h/0"),
+    ]:
+        assert redacted(raw) == shown
     for bad, says in [
         ("redis+sentinel://:s3cret@h:1", "/service"),
         ("redis+sentinel://:s3cret@h:1/m/x", "database"),
         ("redis+sentinel://:s3cret@h:99999/m", "sentinel address"),
         ("redis+sentinel://:s3cret@/m", "names no sentinel"),
         ("redis+sentinal://:s3cret@h:1/m", "must start with"),
+        ("redis+sentinel://:s3/cr?et@h:1/m/x", "database"),  # a password with / and ? stays the password
+        ("redis+sentinel://:s3cret@h:1/m?db=1&s3cret", "unknown query parameters 'db'"),
+        ("redis+sentinel://:s3cret@h:1/m#frag", "fragment"),
+        ("redis://:s3/cret@h/0", "percent-encode"),
+        ("redis://:s3#cret@h:99999/0", "percent-encode"),
+        ("redis://:s3cret@h:99999/0", "bad port"),
+        ("redis://:s3cret@/0", "no host"),
     ]:
         with pytest.raises(BadRedisURL) as err:
             check_url(bad)
