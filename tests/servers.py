@@ -73,7 +73,11 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         self.proc = None
 
     def kill(self) -> None:
@@ -130,13 +134,22 @@ class SentinelStore:
         return self
 
     def stop(self) -> None:
-        for proc in self.sentinels:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
-        self.sentinels = []
-        self.replica.stop()
-        self.master.stop()
+        """Stops every process it started, also when one of them does not end in time."""
+        try:
+            for proc in self.sentinels:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(10)
+        finally:
+            self.sentinels = []
+            try:
+                self.replica.stop()
+            finally:
+                self.master.stop()
 
 
 class S3Server:
