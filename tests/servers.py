@@ -95,12 +95,13 @@ class SentinelStore:
         self.directory = directory
         self.service = service
         self.down_after_ms = down_after_ms
-        self.master = RedisServer(directory / "master")
+        fast_sync = ["--repl-diskless-sync-delay", "0"]  # a replica (also an old master rejoining) syncs at once
+        self.master = RedisServer(directory / "master", args=fast_sync)
         replica_port = free_port()
         while replica_port == self.master.port:
             replica_port = free_port()
         self.replica = RedisServer(directory / "replica", replica_port,
-                                   args=["--replicaof", "127.0.0.1", str(self.master.port)])  # fmt: skip
+                                   args=[*fast_sync, "--replicaof", "127.0.0.1", str(self.master.port)])  # fmt: skip
         taken = {self.master.port, self.replica.port}
         self.sentinel_ports: list[int] = []
         while len(self.sentinel_ports) < 3:  # free_port may hand out one port twice while nothing binds it
