@@ -28,6 +28,7 @@ from storage.errors import BadRedisURL, FencedError
 from storage.fence import Fence, FencedBatch
 from storage.keyspace import Keyspace
 from storage.lease import LeaseStore
+from storage.models import LeaseState
 from storage.sentinel import SentinelPool, parse_url
 from tests.servers import Cluster, Node, RedisServer, SentinelStore
 from tests.test_definitions_cluster import admin_session, call
@@ -398,3 +399,27 @@ async def test_a_satellite_never_lowers_the_epoch_it_knows(db: Database) -> None
     await db.client.set(db.keys.epoch, 2)  # a store that went back
     await node.step()
     assert node.epoch == 6
+
+
+async def test_a_lease_taken_while_the_store_changed_is_not_taken_as_elected(db: Database) -> None:
+    """The master changed while the acquire was on its way (its connection reached the new master, or the
+    heartbeat's check counted a change meanwhile): the node does not call itself primary, and holds off."""
+    changes = [0]
+
+    class SwitchingLeases(LeaseStore):  # the real lease script, with the change counted while it runs
+        async def acquire(self, node_id: str, lease_ms: int, floor: int = 0) -> LeaseState:
+            state = await super().acquire(node_id, lease_ms, floor)
+            changes[0] += 1
+            return state
+
+    now = [1000.0]
+    node = Election(SwitchingLeases(db), "a", lease_ms=3000, clock=lambda: now[0],
+                    store_changes=lambda: changes[0], failover_hold_s=3.0)  # fmt: skip
+    roles: list[bool] = []
+    node.on_change = roles.append
+    await node.step()
+    assert not node.is_primary and roles == [] and node.epoch == 1  # the epoch drawn is still remembered
+    now[0] += 1.0
+    await node.step()
+    assert (node.is_primary, roles) == (False, [])  # held off: no acquire in the hold
+    assert changes == [1]
