@@ -232,6 +232,7 @@ def connect(target: SentinelTarget, *, timeout: float, max_connections: int, poo
         "socket_timeout": min(timeout, SENTINEL_TIMEOUT_S),
         "socket_connect_timeout": min(timeout, SENTINEL_TIMEOUT_S),
         "password": os.environ.get(SENTINEL_PASSWORD_ENV) or None,
+        "retry": NO_RETRY,  # one try per sentinel: with none up, a heartbeat must not wait through retries
     }
     if target.tls:
         sentinel_options["ssl"] = True

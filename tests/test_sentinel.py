@@ -303,6 +303,15 @@ async def test_clients_follow_the_master_and_count_each_way_a_change_shows(tmp_p
 
         await _wait(lambda: _link_up(old_master))  # the old master, now the new one's replica
         await _claims_wait_for_a_replica(store, store.master, old_master)
+
+        # No sentinel answers, and the master is demoted: the heartbeat's check still asks the master its role.
+        for proc in store.sentinels:
+            proc.terminate()
+            proc.wait(10)
+        await asks.client.ping()  # a connection open to the master
+        await replica.replicaof("127.0.0.1", store.master.port)
+        await asks.verify_store()
+        assert asks.store_changes == 2
     finally:
         stop_bus.set()
         if bus_task is not None:
