@@ -13,10 +13,12 @@ loop delays it as little as possible. What a node does when its loop lags: see c
 
 A store failover (Redis Sentinel, storage/sentinel.py) may lose the last writes the old master
 acknowledged: a renew, the INCR that drew our epoch, or the lease itself. `store_changes` counts the
-changes of master the node's connections saw (a new address or replication id, READONLY, NOREPLICAS).
+changes of master the node's connections saw (a new address or replication id, READONLY).
 On any change the node stops being primary at once (is_primary reads the count, so no fenced write is
-even attempted) and steps down at its next round (stopping the primary-only services); the election then
-runs again against the new master, with two rules:
+even attempted) and steps down at once too, stopping the primary-only services: the store watch calls
+`store_changed` the moment it counts a change, and each round checks the count again after its lease
+command, so a renew or acquire during which the master changed is not taken as a success. The election
+then runs again against the new master, with two rules:
 
 - Epochs must keep rising although the new master may hold an older `epoch` than one already used (the
   INCR was not replicated). Epochs order primaries: the ticket outbox takes over the claims of every
@@ -103,11 +105,7 @@ class Election:
 
     async def step(self) -> float:
         """One round: renew if primary, else try to take the lease. Returns seconds to the next round."""
-        changes = self.store_changes()
-        if changes != self._store_seen:
-            self._store_seen = changes
-            self._hold_until = self.clock() + self.failover_hold_s
-            self._step_down("store_failover")
+        self.store_changed()
         if self._renewed_at is not None:
             if not self.is_primary:
                 self._step_down("renew_overdue")
@@ -118,21 +116,36 @@ class Election:
             return min(self.poll_s, wait)
         return await self._acquire()
 
+    def store_changed(self) -> bool:
+        """Step down at once if the store changed since last seen (the node also calls this the moment a
+        change is counted, so the primary-only services stop without waiting for the next round)."""
+        changes = self.store_changes()
+        if changes == self._store_seen:
+            return False
+        self._store_seen = changes
+        self._hold_until = self.clock() + self.failover_hold_s
+        self._step_down("store_failover")
+        return True
+
     async def _renew(self) -> float:
         assert self._renewed_at is not None
-        sent = self.clock()
+        sent, seen = self.clock(), self._store_seen
         remaining = self._renewed_at + self.hold_s - sent
         try:
             async with asyncio.timeout(remaining):  # inline, not a task of its own: no extra loop turn
                 ok = await self.leases.renew(self.node_id, self.epoch, self.lease_ms)
         except UNAVAILABLE_ERRORS as exc:
             self._unavailable(exc)
+            if self.store_changed() or seen != self._store_seen:
+                return self.poll_s
             if not self.is_primary:
                 self._step_down("redis_unreachable")
                 return self.poll_s
             return min(self.poll_s, max(0.0, self._renewed_at + self.hold_s - self.clock()))
         self.redis_ok = True
         self.on_round_trip(self.clock() - sent)
+        if self.store_changed() or seen != self._store_seen:  # the renew may have gone to another master
+            return self.poll_s
         if not ok:
             self._step_down("lease_lost")
             return 0.0
@@ -142,7 +155,7 @@ class Election:
         return max(0.0, sent + self.renew_s - self.clock())
 
     async def _acquire(self) -> float:
-        sent = self.clock()
+        sent, seen = self.clock(), self._store_seen
         try:
             floor = max(self.epoch, self.epoch_floor())
             acquire = self.leases.acquire(self.node_id, self.lease_ms, floor)
@@ -152,6 +165,11 @@ class Election:
             return self.poll_s
         self.redis_ok = True
         self.on_round_trip(self.clock() - sent)
+        if self.store_changed() or seen != self._store_seen:
+            # The store changed while the acquire was on its way: a lease it took may be on the old master.
+            # Not elected; the hold applies (the lease, if on the new master, runs out before it ends).
+            self.epoch = max(self.epoch, state.epoch)
+            return self.poll_s
         self.epoch = state.epoch if state.acquired else max(self.epoch, state.epoch)
         self.leader_id = state.holder
         if state.acquired:

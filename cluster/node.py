@@ -90,6 +90,9 @@ class NodeRuntime:
             failover_hold_s=max(lease_ms / 1000, FAILOVER_HOLD_HEARTBEATS * HEARTBEAT_S),
         )  # fmt: skip
         self.election.on_change = self._role_changed
+        self.control.on_store_change(self._store_changed)
+        # Under Sentinel a claim that precedes an outside effect waits for a replica, a third of a lease at most.
+        self.db.confirm_claims(lease_ms // 3)
         self.watchdog = LoopWatchdog()
         self.services = list(services or [])
         self.dispatcher: Dispatcher | None = None  # the job state machine, when this node runs one
@@ -195,10 +198,19 @@ class NodeRuntime:
         log.info("node_stopped", node=self.node_id, released_lease=released)
 
     async def _heartbeat(self) -> float:
-        delay = await self.registry.step()
-        with contextlib.suppress(*UNAVAILABLE_ERRORS):  # a Sentinel store: is the master still the one we know?
-            await self.control.verify_store()
-        return delay
+        try:
+            return await self.registry.step()
+        finally:  # also when the heartbeat failed: a Sentinel store, is the master still the one we know?
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await self.control.verify_store()
+
+    def _store_changed(self) -> None:
+        # Called from inside a command on any of this node's pools: step down now, not at the next round.
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no running loop (a pool closed at exit): nothing to stop
+            return
+        self.election.store_changed()
 
     # -- primary-only services --------------------------------------------------
     def _role_changed(self, primary: bool) -> None:

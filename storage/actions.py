@@ -96,7 +96,8 @@ class ActionStore:
     async def claim(self, fence: Fence, run_id: str, now: float) -> Record | None:
         """Take a due run for this primary (fenced). None when it is not due any more."""
         k = self.db.keys
-        raw = await fence.run(ACTION_CLAIM, [k.actions_due, k.actions_claimed, k.action_run(run_id)], [run_id, now])
+        raw = await fence.run(ACTION_CLAIM, [k.actions_due, k.actions_claimed, k.action_run(run_id)], [run_id, now],
+                              durable=True)  # fmt: skip
         return None if not raw else dict(codec.unpack(raw if isinstance(raw, bytes) else str(raw).encode()))
 
     async def requeue(self, fence: Fence, run_id: str, at: float) -> bool:

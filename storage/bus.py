@@ -4,6 +4,11 @@ Writers publish '<kind>|<name>' on the invalidation channel in the same atomic s
 (see `invalidation_ops`). A node serves from a cache only while its listener is subscribed and has
 heard from Redis within `stale_after` seconds; otherwise caches read through to Redis. A reconnect
 drops every cached value, because messages sent while disconnected are lost.
+
+Under Sentinel the listener must also be subscribed on the master this node writes to: after a failover
+the old master may stay up (and answer pings) while invalidations are published on the new one. So the
+listener is healthy only while the store has not changed since it subscribed (`Database.store_changes`),
+and on a change it drops its connection and subscribes again, on the master the sentinels now name.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ Listener = Callable[[str], None]  # called with the object name ("*" = the whole
 PING_S = 0.5
 
 
+class StoreChanged(ConnectionError):
+    """The subscription is dropped because the store behind it changed (Sentinel failover)."""
+
+
 class InvalidationBus:
     def __init__(self, db: Database, *, stale_after: float = 2.0) -> None:
         self.db = db
@@ -32,10 +41,15 @@ class InvalidationBus:
         self._reset: list[Callable[[], None]] = []
         self._subscribed = False
         self._heard = 0.0
+        self._store = db.store_changes  # the store's change count when the current subscription was made
 
     @property
     def healthy(self) -> bool:
-        return self._subscribed and time.monotonic() - self._heard < self.stale_after
+        return (
+            self._subscribed
+            and time.monotonic() - self._heard < self.stale_after
+            and self.db.store_changes == self._store
+        )
 
     def on(self, kind: str, listener: Listener) -> None:
         self._listeners.setdefault(kind, []).append(listener)
@@ -72,11 +86,14 @@ class InvalidationBus:
                 await asyncio.wait_for(stop.wait(), 0.2)
 
     async def _listen(self, stop: asyncio.Event) -> None:
+        store = self.db.store_changes  # read before connecting: a change counted from here on resubscribes
         pubsub = self.db.client.pubsub()
         try:
             await pubsub.subscribe(self.db.keys.invalidate_channel)
             next_ping = 0.0
             while not stop.is_set():
+                if self.db.store_changes != store:  # the master changed: this subscription may be on the old one
+                    raise StoreChanged("the store changed; subscribing on the current master")
                 now = time.monotonic()
                 if now >= next_ping:
                     await pubsub.ping()
@@ -90,6 +107,7 @@ class InvalidationBus:
                 kind = msg.get("type")
                 if kind == "subscribe":
                     self._drop_all()  # anything cached before this point may have missed messages
+                    self._store = store
                     self._subscribed = True
                 elif kind == "message":
                     data = msg["data"]

@@ -21,6 +21,8 @@ master (storage/sentinel.py, which also tells the election when that master chan
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,26 +74,31 @@ def check_url(url: str) -> str:
     else:
         try:
             port = parts.port
-        except ValueError as exc:
-            raise BadRedisURL(f"Redis URL {shown!r} has a bad port") from exc
-        if not parts.hostname:
-            raise BadRedisURL(f"Redis URL {shown!r} has no host")
-        if port is not None and not 0 < port < 65536:
-            raise BadRedisURL(f"Redis URL {shown!r} has a bad port")
+        except ValueError:
+            port = -1
+        if not parts.hostname or (port is not None and not 0 < port < 65536):
+            if "@" in url.partition("://")[2] and "@" not in parts.netloc:  # the "@" came after a / ? or #
+                raise BadRedisURL(f"Redis URL {shown!r}: percent-encode a '/', '?' or '#' in the user or "
+                                  "password (%2F, %3F, %23)")  # fmt: skip
+            raise BadRedisURL(f"Redis URL {shown!r} has {'no host' if not parts.hostname else 'a bad port'}")
     return url
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for logs and errors (a Sentinel URL's netloc lists several hosts)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparsable URL)"
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    netloc = parts.netloc.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL without its password, for logs and errors. Read from the raw string, not a parser's view: a
+    password with an unencoded `/`, `?` or `#` would otherwise end the address early and show up whole. The
+    user part runs from `://` to the last `@`; a `password=` query parameter is hidden too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_PASSWORD.sub(r"\1***", url)
+    userinfo, at, tail = rest.rpartition("@")
+    if at and (":" in userinfo or any(c in userinfo for c in "/?#")):
+        user = userinfo.partition(":")[0]
+        rest = f"{'' if any(c in user for c in '/?#') else user}:***@{tail}"
+    return _QUERY_PASSWORD.sub(r"\1***", f"{scheme}://{rest}")
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 
 
 def connect(
@@ -140,6 +147,7 @@ class Database:
     client: Redis
     keys: Keyspace
     scripts: dict[str, Any] = field(default_factory=dict)
+    confirm_ms: int = 0  # > 0: claims wait this long for a replica to hold them (Sentinel only; confirm_claims)
 
     def script(self, source: str) -> Any:
         """The registered (EVALSHA with reload on NOSCRIPT) form of a Lua source, cached."""
@@ -173,6 +181,36 @@ class Database:
         """How often the store behind this client changed identity (Sentinel only; always 0 otherwise)."""
         pool = self.client.connection_pool
         return pool.watch.changes if isinstance(pool, sentinel.SentinelPool) else 0
+
+    def confirm_claims(self, timeout_ms: int) -> None:
+        """Under Sentinel, make the claims that precede an outside effect (Fence.run(durable=True)) wait up to
+        `timeout_ms` for a replica to hold them, so a failover cannot lose a claim whose run went ahead.
+        No effect on any other store: the plain path sends nothing more."""
+        if isinstance(self.client.connection_pool, sentinel.SentinelPool):
+            self.confirm_ms = max(1, timeout_ms)
+
+    async def run_confirmed(self, source: str, keys: list[Any], args: list[Any]) -> Any:
+        """A script, then `WAIT 1 confirm_ms` on the same connection (one pipeline). The script's own error is
+        raised as it came (not annotated by the pipeline). No replica in time: counted as a store change (the
+        claim may be lost in a failover, so this node steps down) and raised as a connection error."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self.script(source)(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", 1, self.confirm_ms)
+            result, replicas = await pipe.execute(raise_on_error=False)
+        if isinstance(result, BaseException):
+            raise result
+        if isinstance(replicas, BaseException) or int(replicas) < 1:
+            pool = self.client.connection_pool
+            if isinstance(pool, sentinel.SentinelPool):
+                pool.watch.changed("no replica confirmed a claim")
+            raise RedisConnectionError(f"no replica confirmed the write within {self.confirm_ms} ms")
+        return result
+
+    def on_store_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` as soon as any pool sharing this client's watch counts a store change (Sentinel only)."""
+        pool = self.client.connection_pool
+        if isinstance(pool, sentinel.SentinelPool):
+            pool.watch.listeners.append(callback)
 
     async def verify_store(self) -> None:
         """Check the store is still the master this node knows (Sentinel only); a change shows in

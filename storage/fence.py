@@ -54,18 +54,21 @@ class Fence:
     def fence_args(self) -> list[Arg]:
         return [self.node_id, self.epoch]
 
-    async def run(self, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """Run a script built with `scripts.fenced()`; FencedError if the fence refuses."""
+    async def run(self, source: str, keys: Sequence[str], args: Sequence[Arg], *, durable: bool = False) -> Any:
+        """Run a script built with `scripts.fenced()`; FencedError if the fence refuses. `durable`: a claim
+        that precedes an outside effect (a launch, an action run, a mail); under Sentinel it returns only
+        once a replica holds it (Database.run_confirmed), elsewhere it changes nothing."""
+        all_keys, all_args = [*self.fence_keys(), *keys], [*self.fence_args(), *args]
         try:
-            return await self.db.script(source)(
-                keys=[*self.fence_keys(), *keys], args=[*self.fence_args(), *args]
-            )
+            if durable and self.db.confirm_ms:
+                return await self.db.run_confirmed(source, all_keys, all_args)
+            return await self.db.script(source)(keys=all_keys, args=all_args)
         except ResponseError as exc:
             if str(exc).startswith(FENCE_ERROR):
                 raise FencedError(str(exc)) from None
             raise
 
-    async def execute(self, batch: FencedBatch) -> list[Any]:
+    async def execute(self, batch: FencedBatch, *, durable: bool = False) -> list[Any]:
         """Apply a batch atomically; FencedError (and nothing written) if the fence refuses."""
-        result = await self.run(FENCED_EXEC, batch.keys, [codec.pack_for_lua(batch.ops)])
+        result = await self.run(FENCED_EXEC, batch.keys, [codec.pack_for_lua(batch.ops)], durable=durable)
         return list(result)

@@ -334,6 +334,7 @@ class JobStore:
             [claim_key, k.job(job_id), k.jobs_active, k.jobs_unindexed, k.sched_cursor, *keys],
             [job_id, "1" if claim else "", CLAIM_TTL_S, codec.pack(job), "final" if final else "active",
              repr(float(job.get("started", 0))), cursor[0] if cursor else "", cursor[1] if cursor else 0, ops],
+            durable=True,  # the job is sent to an agent next
         )  # fmt: skip
         if int(done) == 1 and final:
             await self.index_one(job)

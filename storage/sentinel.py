@@ -11,22 +11,25 @@ Sentinel fails over asynchronously: the promoted replica may miss the last write
 acknowledged, a lease renew or an epoch INCR among them. So every connection of a Sentinel pool reads
 `INFO replication` when it connects and refuses a server that is not a master; the master's address and
 replication id are this store's identity, and the StoreWatch (shared by all the pools of one node) counts
-each time it changes, and each READONLY or NOREPLICAS reply. A promoted replica always has a new
-replication id, a restarted master (whose last second of writes may be lost) usually too. The election
-reads the count and steps down on any change (cluster/election.py says what it does next).
+each time it changes, and each READONLY reply (NOREPLICAS only makes the store unavailable for writes).
+A promoted replica always has a new replication id, a restarted master (whose last second of writes may
+be lost) usually too. The election reads the count and steps down on any change (cluster/election.py says
+what it does next).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.connection import Connection, SSLConnection
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
@@ -67,12 +70,24 @@ def _host_port(item: str) -> tuple[str, int]:
 def parse_url(url: str) -> SentinelTarget:
     """The sentinels, service and credentials a Sentinel URL names; BadRedisURL if it names none. The
     errors never quote the URL, which may hold a password."""
-    parts = urlsplit(url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
+    scheme, _, rest = url.partition("://")
+    # The user part runs to the last "@" of the raw string, so a password with "/", "?" or "#" in it is
+    # never taken for a host or a path (and never quoted in an error).
+    userinfo, _, rest = rest.rpartition("@")
+    rest, hash_sign, _ = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    if hash_sign:
+        raise BadRedisURL("Redis URL must not have a #fragment")
+    if question:
+        # Only names written as name=value are quoted: a bare word there may be a misplaced secret.
+        names = sorted({pair.partition("=")[0] for pair in query.split("&") if "=" in pair})
+        shown = ", ".join(repr(n) for n in names if n.isidentifier() and len(n) <= 20) or "(not shown)"
+        raise BadRedisURL(f"Redis URL has unknown query parameters {shown} (a sentinel URL takes none)")
+    hosts, _, path_text = rest.partition("/")
     if not hosts:
         raise BadRedisURL("Redis URL names no sentinel (redis+sentinel://host:port,host:port/service)")
     sentinels = [_host_port(item) for item in hosts.split(",")]
-    path = [p for p in parts.path.split("/") if p]
+    path = [p for p in path_text.split("/") if p]
     if not path or len(path) > 2:
         raise BadRedisURL("Redis URL must end in /service or /service/db (the master name the sentinels watch)")
     if len(path) == 2 and not path[1].isdigit():
@@ -84,7 +99,7 @@ def parse_url(url: str) -> SentinelTarget:
         db=int(path[1]) if len(path) == 2 else 0,
         username=unquote(username) or None,
         password=unquote(password) if password else os.environ.get(PASSWORD_ENV) or None,
-        tls=parts.scheme == "rediss+sentinel",
+        tls=scheme == "rediss+sentinel",
     )
 
 
@@ -94,6 +109,7 @@ class StoreWatch:
 
     identity: tuple[str, int, str] | None = None  # host, port, master_replid
     changes: int = 0
+    listeners: list[Callable[[], None]] = field(default_factory=list)  # told at once of each change
 
     def seen(self, host: str, port: int, replid: str) -> None:
         now = (host, port, replid)
@@ -105,6 +121,8 @@ class StoreWatch:
         self.changes += 1
         self.identity = None  # the next connection's server is the new identity, not a second change
         log.warning("store_master_changed", reason=reason, master=master, changes=self.changes)
+        for listener in self.listeners:
+            listener()
 
 
 def _info(reply: Any) -> dict[str, str]:
@@ -133,16 +151,18 @@ class WatchedConnection(SentinelManagedConnection):
                 self, disable_decoding=disable_decoding, timeout=timeout,
                 disconnect_on_error=disconnect_on_error, push_request=push_request,
             )  # fmt: skip
-        except (ReadOnlyError, ResponseError) as exc:
-            # READONLY: this master was demoted. NOREPLICAS: it cannot reach enough replicas, as an old master
-            # cut off from the promoted one (min-replicas-to-write). Either way what it held is in doubt.
-            text = str(exc)
-            if not isinstance(exc, ReadOnlyError) and not text.startswith("NOREPLICAS"):
-                raise
-            self.connection_pool.watch.changed("readonly" if isinstance(exc, ReadOnlyError) else "noreplicas",
-                                               f"{self.host}:{self.port}")  # fmt: skip
+        except ReadOnlyError as exc:
+            # READONLY: this master was demoted, so what it held is in doubt.
+            self.connection_pool.watch.changed("readonly", f"{self.host}:{self.port}")
             await self.disconnect()
-            raise RedisConnectionError(f"the master at {self.host}:{self.port} refused a write: {text}") from None
+            raise RedisConnectionError(f"the master at {self.host}:{self.port} refused a write: {exc}") from None
+        except ResponseError as exc:
+            # NOREPLICAS: the master reaches too few replicas (min-replicas-to-write). Not a change of master
+            # (a promoted replica says so until its own replicas catch up): the store is unavailable for
+            # writes, and a primary whose renews fail this way steps down as for any unreachable store.
+            if not str(exc).startswith("NOREPLICAS"):
+                raise
+            raise RedisConnectionError(f"the master at {self.host}:{self.port} refused a write: {exc}") from None
 
 
 class WatchedSSLConnection(WatchedConnection, SSLConnection):
@@ -163,10 +183,17 @@ class SentinelPool(FairPool, SentinelConnectionPool):
         if self._changes_seen != self.watch.changes:
             # Another pool of this node (or this one) saw the master change: connections that may still reach
             # the old master are dropped, so that every command from now on asks the sentinels afresh.
+            # The idle ones are taken out under the pool's lock, so none is handed out while it is closed;
+            # those in use are closed when they come back.
             self._changes_seen = self.watch.changes
             self.master_address = None
-            await self.disconnect(inuse_connections=False)
-            await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]  # untyped upstream
+            async with self._lock:
+                idle, self._available_connections = self._available_connections, []
+                for connection in self._in_use_connections:
+                    connection.mark_for_reconnect()  # type: ignore[no-untyped-call]  # untyped upstream
+            for connection in idle:
+                with contextlib.suppress(Exception):
+                    await connection.disconnect()
         return await super().get_connection(*args, **kwargs)
 
     def sibling(self, max_connections: int, timeout: float, client_name: str) -> SentinelPool:
@@ -178,9 +205,12 @@ class SentinelPool(FairPool, SentinelConnectionPool):
     async def verify(self, client: aioredis.Redis) -> None:
         """Ask the sentinels where the master is and the master for its replication id: catches a failover
         even while this node's connections to the old master stay open."""
-        host, port = await self.sentinel_manager.discover_master(self.service_name)
         known = self.watch.identity
-        if known is not None and (known[0], known[1]) != (str(host), int(port)):
+        try:
+            host, port = await self.sentinel_manager.discover_master(self.service_name)
+        except MasterNotFoundError:
+            host = None  # no sentinel answers: the master itself can still say it was demoted
+        if known is not None and host is not None and (known[0], known[1]) != (str(host), int(port)):
             self.watch.changed("sentinels name another master", f"{host}:{port}")
             return  # every pool of the node drops its connections at its next command (get_connection)
         info = await client.info("replication")
@@ -202,6 +232,7 @@ def connect(target: SentinelTarget, *, timeout: float, max_connections: int, poo
         "socket_timeout": min(timeout, SENTINEL_TIMEOUT_S),
         "socket_connect_timeout": min(timeout, SENTINEL_TIMEOUT_S),
         "password": os.environ.get(SENTINEL_PASSWORD_ENV) or None,
+        "retry": NO_RETRY,  # one try per sentinel: with none up, a heartbeat must not wait through retries
     }
     if target.tls:
         sentinel_options["ssl"] = True

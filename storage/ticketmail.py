@@ -218,6 +218,7 @@ class TicketOutbox:
             [k.ticketmail_due, k.ticketmail_claimed, k.ticketmail_batch(check_ticket_id(ticket_id)),
              k.ticketmail_meta(ticket_id), k.ticketmail_claim(claim_id)],
             [ticket_id, claim_id],
+            durable=True,  # the mail is sent next
         )  # fmt: skip
         if not reply:
             return None

@@ -73,7 +73,11 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         self.proc = None
 
     def kill(self) -> None:
@@ -91,12 +95,13 @@ class SentinelStore:
         self.directory = directory
         self.service = service
         self.down_after_ms = down_after_ms
-        self.master = RedisServer(directory / "master")
+        fast_sync = ["--repl-diskless-sync-delay", "0"]  # a replica (also an old master rejoining) syncs at once
+        self.master = RedisServer(directory / "master", args=fast_sync)
         replica_port = free_port()
         while replica_port == self.master.port:
             replica_port = free_port()
         self.replica = RedisServer(directory / "replica", replica_port,
-                                   args=["--replicaof", "127.0.0.1", str(self.master.port)])  # fmt: skip
+                                   args=[*fast_sync, "--replicaof", "127.0.0.1", str(self.master.port)])  # fmt: skip
         taken = {self.master.port, self.replica.port}
         self.sentinel_ports: list[int] = []
         while len(self.sentinel_ports) < 3:  # free_port may hand out one port twice while nothing binds it
@@ -130,13 +135,22 @@ class SentinelStore:
         return self
 
     def stop(self) -> None:
-        for proc in self.sentinels:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
-        self.sentinels = []
-        self.replica.stop()
-        self.master.stop()
+        """Stops every process it started, also when one of them does not end in time."""
+        try:
+            for proc in self.sentinels:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(10)
+        finally:
+            self.sentinels = []
+            try:
+                self.replica.stop()
+            finally:
+                self.master.stop()
 
 
 class S3Server:
