@@ -24,7 +24,7 @@ from ..principal import Principal, can_category
 from ..registry import HANDLERS, Params, Reply
 from ..typedefs import NODE
 from ..uploads import discard_files, receive_upload
-from .tickets import REFUSALS, TICKET_ID, _check_category, _error, _missing, update_ticket_record
+from .tickets import REFUSALS, TICKET_ID, _check_category, _error, _missing, changed_ticket, update_ticket_record
 
 _TICKET_PARAM = text("ticket", max_len=32, pattern="^(?:[a-z0-9_]+)$", doc="the ticket's id")
 _UPLOAD_FORM = Validator((_TICKET_PARAM,))
@@ -113,12 +113,7 @@ async def delete_ticket_file(call: Call) -> Reply:
         removed[:] = [f for f in listed if f.get("path") == path]
         return {**current, "files": keep}
 
-    try:
-        ticket = await update_ticket_record(call, ticket_id, drop)
-    except TicketError as exc:
-        raise _error(exc) from None
-    if ticket is None:
-        raise _missing(ticket_id)
+    ticket = await changed_ticket(call, ticket_id, drop)
     if path.startswith(ticket_files_prefix(ticket_id)):
         await call.stores.files.delete(path)
     return {"files": ticket.get("files") or []}

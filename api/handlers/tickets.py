@@ -119,6 +119,19 @@ async def update_ticket_record(
         raise TicketError(f"Failed to update ticket: {ticket_id}: {exc}") from None
 
 
+async def changed_ticket(
+    call: Call, ticket_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> dict[str, Any]:
+    """update_ticket_record for a call's reply: a refusal answers its own code, a missing ticket `notfound`."""
+    try:
+        ticket = await update_ticket_record(call, ticket_id, change)
+    except TicketError as exc:
+        raise _error(exc) from None
+    if ticket is None:
+        raise _missing(ticket_id)
+    return ticket
+
+
 def _brief(ticket: Mapping[str, Any]) -> dict[str, Any]:
     return {k: ticket.get(k) for k in ("id", "num", "subject")}
 
@@ -295,12 +308,7 @@ async def update_ticket(call: Call) -> Reply:
             new["changes"] = entries if len(entries) <= MAX_CHANGES else [entries[0], *entries[-MAX_CHANGES + 1 :]]
         return new
 
-    try:
-        ticket = await update_ticket_record(call, ticket_id, change)
-    except TicketError as exc:
-        raise _error(exc) from None
-    if ticket is None:
-        raise _missing(ticket_id)
+    ticket = await changed_ticket(call, ticket_id, change)
     await log_activity(call, "ticket_update", f"Updated ticket #{ticket.get('num')}: {ticket.get('subject')}",
                        ticket=activity_copy(ticket))  # fmt: skip
     if recorded:
@@ -341,11 +349,9 @@ async def add_ticket_change(call: Call) -> Reply:
                 raise TicketError(f"The ticket has reached its maximum of {MAX_CHANGES} changes.")
             return {**current, "changes": [*entries, entry], "modified": entry["date"]}
 
-        ticket = await update_ticket_record(call, ticket_id, add)
+        ticket = await changed_ticket(call, ticket_id, add)
     except TicketError as exc:
         raise _error(exc) from None
-    if ticket is None:
-        raise _missing(ticket_id)
     await log_activity(call, "ticket_add_change", f"Added a {entry['type']} to ticket #{ticket.get('num')}",
                        ticket=_brief(ticket), change=entry)  # fmt: skip
     if ticket.get("status") != "draft":
@@ -397,12 +403,7 @@ async def update_ticket_change(call: Call) -> Reply:
             touched.update(entries[at])
         return {**current, "changes": entries, "modified": now}
 
-    try:
-        ticket = await update_ticket_record(call, ticket_id, edit)
-    except TicketError as exc:
-        raise _error(exc) from None
-    if ticket is None:
-        raise _missing(ticket_id)
+    ticket = await changed_ticket(call, ticket_id, edit)
     extra = {"delete": True} if delete else {}
     await log_activity(call, "ticket_update_change",
                        f"{'Deleted' if delete else 'Edited'} a comment of ticket #{ticket.get('num')}",
