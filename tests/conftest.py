@@ -11,7 +11,7 @@ import pytest
 from storage.connection import Database, connect
 from storage.keyspace import Keyspace
 from tests.authkit import Site, open_site
-from tests.servers import RedisServer
+from tests.servers import Cluster, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +49,11 @@ async def admin(site: Site) -> dict[str, str]:
     """Headers of a logged-in admin session on `site`."""
     sid, _ = await site.login()
     return {"X-Session-ID": sid}
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Three real `podium serve` nodes on one Redis, one of them elected primary."""
+    async with Cluster(tmp_path, size=3) as c:
+        await c.ready()
+        yield c

@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 
 from tests.servers import AgentProcess, Cluster, Node
-from tests.test_definitions_cluster import admin_session
 
 SECRET = "jobs-test-secret"
 Reply = dict[str, Any]
@@ -31,7 +30,7 @@ class Jobs:
 
     @classmethod
     async def login(cls, cluster: Cluster, node: Node) -> Jobs:
-        return cls(cluster, await admin_session(cluster, node))
+        return cls(cluster, await cluster.admin_session(node))
 
     async def call(self, node: Node, api: str, body: Reply | None = None, *, method: str = "POST") -> tuple[int, Reply]:
         assert self.c.http is not None

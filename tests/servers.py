@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import signal
@@ -22,10 +23,25 @@ from storage.embedded import find_binary
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Ports come from a block per pytest-xdist worker below the kernel's ephemeral range (32768+), so neither
+# another worker nor an outgoing connection can take a port between its choice and the server's bind.
+_PORT_BLOCK = 2000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORT_BASE = 20000 + _PORT_BLOCK * (_WORKER % 6)  # 20000-31999
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port nothing listens on now, never handed out twice by this process in a row."""
+    for _ in range(_PORT_BLOCK):
+        port = _PORT_BASE + next(_next_port) % _PORT_BLOCK
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {_PORT_BASE}-{_PORT_BASE + _PORT_BLOCK - 1}")
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
@@ -412,6 +428,39 @@ class Cluster:
             return all([await self.health(n) is not None for n in self.nodes if n.running])
 
         await self.wait_for(up, timeout)
+
+    async def ready(self, timeout: float = 30.0) -> Node:
+        """Every node answers and one of them is primary (returned)."""
+        await self.wait_all_up(timeout)
+        return await self.wait_single_primary(timeout)
+
+    async def post(self, node: Node, api: str, body: dict[str, Any] | None = None, *, ns: str = "app",
+                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
+        """POST a JSON body to `/api/<ns>/<api>/v1` on `node`: (HTTP status, reply)."""
+        assert self.http is not None
+        async with self.http.post(f"{node.url}/api/{ns}/{api}/v1", json=body or {}, headers=headers or {}) as resp:
+            data: dict[str, Any] = await resp.json()
+            return resp.status, data
+
+    async def admin_session(self, node: Node | None = None, timeout: float = 30.0) -> dict[str, str]:
+        """Headers of an admin session, logged in on `node` (default: whichever node is primary at each
+        attempt), retried while the first start or a failover is still under way."""
+        assert self.http is not None
+        http = self.http
+
+        async def logged_in() -> str | None:
+            target = node or await self.wait_single_primary(timeout)
+            try:
+                async with http.post(f"{target.url}/api/user/login/v1",
+                                     json={"username": "admin", "password": "admin"}) as resp:  # fmt: skip
+                    cookie = resp.cookies.get("session_id")
+                    return cookie.value if resp.status == 200 and cookie is not None else None
+            except aiohttp.ClientError:
+                return None
+
+        sid: str = await self.wait_for(logged_in, timeout, interval=0.2)
+        http.cookie_jar.clear()  # every later call names its session explicitly
+        return {"X-Session-ID": sid}
 
 
 class AgentProcess:

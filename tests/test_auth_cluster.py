@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from storage.connection import Database, connect
 from storage.keyspace import Keyspace
@@ -17,39 +13,8 @@ from tests.servers import Cluster, Node
 REVOKE_WITHIN_S = 1.0
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    # The three nodes start at the same moment: the first-start objects must still be made once.
-    async with Cluster(tmp_path, size=3) as c:
-        await c.wait_all_up()
-        await c.wait_single_primary()
-        yield c
-
-
-async def call(c: Cluster, node: Node, api: str, body: dict[str, Any] | None = None, *, ns: str = "app",
-               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
-    assert c.http is not None
-    async with c.http.post(f"{node.url}/api/{ns}/{api}/v1", json=body or {}, headers=headers or {}) as resp:
-        data: dict[str, Any] = await resp.json()
-        return resp.status, data
-
-
-async def admin_session(c: Cluster, primary: Node) -> dict[str, str]:
-    async def setup_done() -> bool:
-        status, _ = await call(c, primary, "login", {"username": "admin", "password": "admin"}, ns="user")
-        return status == 200
-
-    await c.wait_for(setup_done, timeout=30, interval=0.2)
-    assert c.http is not None
-    async with c.http.post(f"{primary.url}/api/user/login/v1", json={"username": "admin", "password": "admin"}) as r:
-        assert r.status == 200
-        sid = r.cookies["session_id"].value
-    c.http.cookie_jar.clear()
-    return {"X-Session-ID": sid}
-
-
 async def make_key(c: Cluster, primary: Node, admin: dict[str, str], **fields: Any) -> tuple[str, str]:
-    status, data = await call(c, primary, "create_api_key", {"title": "k", **fields}, headers=admin)
+    status, data = await c.post(primary, "create_api_key", {"title": "k", **fields}, headers=admin)
     assert status == 200, data
     return str(data["plain_key"]), str(data["api_key"]["id"])
 
@@ -61,7 +26,7 @@ async def refused_everywhere(c: Cluster, headers: dict[str, str], api: str = "ge
     while pending:
         still = []
         for node in pending:
-            status, _ = await call(c, node, api, headers=headers)
+            status, _ = await c.post(node, api, headers=headers)
             if status not in (401, 403):
                 still.append(node)
         pending = still
@@ -73,33 +38,33 @@ async def refused_everywhere(c: Cluster, headers: dict[str, str], api: str = "ge
 
 async def test_concurrent_first_start_makes_one_admin(cluster: Cluster) -> None:
     primary = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     db = Database(connect(cluster.redis.url), Keyspace("podium"))
     try:
         assert await db.client.zrange(db.keys.users, 0, -1) == [b"admin"]
         assert await db.client.zrange(db.keys.definitions("roles"), 0, -1) == [b"all"]
     finally:
         await db.aclose()
-    _, found = await call(cluster, primary, "search_activity", {"query": "action:role_create", "limit": 10},
+    _, found = await cluster.post(primary, "search_activity", {"query": "action:role_create", "limit": 10},
                           headers=admin)  # fmt: skip
     assert found["list"]["length"] == 1
 
 
 async def test_sessions_work_on_every_node_and_login_is_primary_only(cluster: Cluster) -> None:
     primary = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     for node in cluster.nodes:
-        status, data = await call(cluster, node, "get_global_state", headers=admin)
+        status, data = await cluster.post(node, "get_global_state", headers=admin)
         assert status == 200 and data["state"]["scheduler"]["enabled"] is True
     for node in cluster.nodes:
         if node is not primary:
-            status, data = await call(cluster, node, "login", {"username": "admin", "password": "admin"}, ns="user")
+            status, data = await cluster.post(node, "login", {"username": "admin", "password": "admin"}, ns="user")
             assert (status, data["code"], data["url"]) == (500, "master", primary.url)
 
 
 async def test_rate_limit_holds_across_three_nodes(cluster: Cluster) -> None:
     primary = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     limit = 10
     plain, _ = await make_key(cluster, primary, admin, max_per_sec=limit)
     headers = {"X-API-Key": plain}
@@ -111,7 +76,7 @@ async def test_rate_limit_holds_across_three_nodes(cluster: Cluster) -> None:
     async def hammer(node: Node) -> None:
         nonlocal ok, limited
         while time.time() < stop_at:
-            status, data = await call(cluster, node, "get_global_state", headers=headers)
+            status, data = await cluster.post(node, "get_global_state", headers=headers)
             if status == 200:
                 ok += 1
             elif (status, data["code"]) == (429, "rate"):
@@ -127,35 +92,35 @@ async def test_rate_limit_holds_across_three_nodes(cluster: Cluster) -> None:
 
 async def test_revocation_reaches_every_node_within_a_second(cluster: Cluster) -> None:
     primary = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     plain, key_id = await make_key(cluster, primary, admin, roles=["ops"])
     key = {"X-API-Key": plain}
     # A role that grants create_roles; the key holds it through the role.
-    status, _ = await call(cluster, primary, "create_role", {"id": "ops", "title": "Ops", "privileges":
+    status, _ = await cluster.post(primary, "create_role", {"id": "ops", "title": "Ops", "privileges":
                                                               {"admin": True}}, headers=admin)  # fmt: skip
     assert status == 200
     for node in cluster.nodes:  # warm every node's caches
-        assert (await call(cluster, node, "get_api_keys", headers=key))[0] == 200
+        assert (await cluster.post(node, "get_api_keys", headers=key))[0] == 200
 
     # Role change: disabling the role removes the privilege on every node.
-    assert (await call(cluster, primary, "update_role", {"id": "ops", "enabled": False}, headers=admin))[0] == 200
+    assert (await cluster.post(primary, "update_role", {"id": "ops", "enabled": False}, headers=admin))[0] == 200
     assert await refused_everywhere(cluster, key, "get_api_keys") < REVOKE_WITHIN_S
 
     # Key revocation.
     for node in cluster.nodes:
-        assert (await call(cluster, node, "get_global_state", headers=key))[0] == 200
-    assert (await call(cluster, primary, "delete_api_key", {"id": key_id}, headers=admin))[0] == 200
+        assert (await cluster.post(node, "get_global_state", headers=key))[0] == 200
+    assert (await cluster.post(primary, "delete_api_key", {"id": key_id}, headers=admin))[0] == 200
     assert await refused_everywhere(cluster, key) < REVOKE_WITHIN_S
 
     # Deleted user: its session stops working everywhere.
     body = {"username": "gina", "email": "g@example.com", "full_name": "Gina", "password": "pw"}
-    assert (await call(cluster, primary, "admin_create", body, ns="user", headers=admin))[1]["code"] == 0
+    assert (await cluster.post(primary, "admin_create", body, ns="user", headers=admin))[1]["code"] == 0
     assert cluster.http is not None
     async with cluster.http.post(f"{primary.url}/api/user/login/v1", json={"username": "gina", "password": "pw"}) as r:
         gina = {"X-Session-ID": r.cookies["session_id"].value}
     cluster.http.cookie_jar.clear()
     for node in cluster.nodes:
-        assert (await call(cluster, node, "get_global_state", headers=gina))[0] == 200
-    assert (await call(cluster, primary, "admin_delete", {"username": "gina"}, ns="user", headers=admin))[0] == 200
+        assert (await cluster.post(node, "get_global_state", headers=gina))[0] == 200
+    assert (await cluster.post(primary, "admin_delete", {"username": "gina"}, ns="user", headers=admin))[0] == 200
     assert await refused_everywhere(cluster, gina) < REVOKE_WITHIN_S
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -76,14 +75,6 @@ def test_the_client_imports_no_server_package() -> None:
     code = "import json, sys, podium, podium.cli; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert not {"api", "cluster", "storage"} & set(json.loads(out))
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with Cluster(tmp_path, size=3) as c:
-        await c.wait_all_up()
-        await c.wait_single_primary()
-        yield c
 
 
 async def test_reads_spread_writes_reach_the_primary_and_a_kill_is_survived(cluster: Cluster) -> None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
-
-import pytest
 
 from storage.connection import Database, connect
 from storage.keyspace import Keyspace
@@ -17,14 +13,6 @@ from storage.nodes import NodeStore
 from tests.servers import Cluster, Node
 
 LEASE_MS = 3000  # the default lease: failover figures are meant for it
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with Cluster(tmp_path, size=3) as c:
-        await c.wait_all_up()
-        await c.wait_single_primary()
-        yield c
 
 
 def log_events(node: Node, event: str) -> list[float]:

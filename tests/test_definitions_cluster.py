@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.servers import Cluster, Node
 
@@ -17,41 +14,11 @@ VISIBLE_WITHIN_S = 0.1
 Reply = tuple[int, dict[str, Any]]
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with Cluster(tmp_path, size=3) as c:
-        await c.wait_all_up()
-        await c.wait_single_primary()
-        yield c
-
-
-async def call(c: Cluster, node: Node, api: str, body: dict[str, Any] | None = None, *, ns: str = "app",
-               headers: dict[str, str] | None = None) -> Reply:  # fmt: skip
-    assert c.http is not None
-    async with c.http.post(f"{node.url}/api/{ns}/{api}/v1", json=body or {}, headers=headers or {}) as resp:
-        data: dict[str, Any] = await resp.json()
-        return resp.status, data
-
-
-async def admin_session(c: Cluster, primary: Node) -> dict[str, str]:
-    async def logged_in() -> str | None:
-        assert c.http is not None
-        async with c.http.post(f"{primary.url}/api/user/login/v1",
-                               json={"username": "admin", "password": "admin"}) as r:  # fmt: skip
-            cookie = r.cookies.get("session_id")
-            return cookie.value if r.status == 200 and cookie is not None else None
-
-    sid: str = await c.wait_for(logged_in, timeout=30, interval=0.2)  # first start may still be running
-    assert c.http is not None
-    c.http.cookie_jar.clear()
-    return {"X-Session-ID": sid}
-
-
 async def first_seen(c: Cluster, node: Node, headers: dict[str, str], api: str, body: dict[str, Any],
                      seen: Callable[[Reply], bool], since: float) -> float:  # fmt: skip
     """Poll `node` back to back; seconds from `since` until a reply that satisfies `seen` arrived."""
     while True:
-        reply = await call(c, node, api, body, headers=headers)
+        reply = await c.post(node, api, body, headers=headers)
         elapsed = time.monotonic() - since
         if seen(reply):
             return elapsed
@@ -60,7 +27,7 @@ async def first_seen(c: Cluster, node: Node, headers: dict[str, str], api: str, 
 
 async def test_primary_writes_reach_every_satellite_within_100ms(cluster: Cluster) -> None:
     primary = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     satellites = [n for n in cluster.nodes if n is not primary]
     assert len(satellites) == 2
 
@@ -69,8 +36,8 @@ async def test_primary_writes_reach_every_satellite_within_100ms(cluster: Cluste
         # Warm each satellite's cache with the state before the write, so only an invalidation can
         # make the change visible there.
         for node in satellites:
-            assert not seen(await call(cluster, node, read, read_body, headers=admin))
-        status, data = await call(cluster, primary, api, body, headers=admin)
+            assert not seen(await cluster.post(node, read, read_body, headers=admin))
+        status, data = await cluster.post(primary, api, body, headers=admin)
         written = time.monotonic()
         assert (status, data["code"]) == (200, 0), data
         return list(await asyncio.gather(*(first_seen(cluster, n, admin, read, read_body, seen, written)
@@ -112,14 +79,14 @@ async def test_primary_writes_reach_every_satellite_within_100ms(cluster: Cluste
     assert not slow, slow
 
     # The final state agrees everywhere.
-    views = [sorted(r["id"] for r in (await call(cluster, n, "get_tags", headers=admin))[1]["rows"])
+    views = [sorted(r["id"] for r in (await cluster.post(n, "get_tags", headers=admin))[1]["rows"])
              for n in cluster.nodes]  # fmt: skip
     assert views[0] == views[1] == views[2] and {"tag_0", "tag_1", "tag_2"} <= set(views[0])
 
 
 async def test_writes_on_a_satellite_answer_master(cluster: Cluster) -> None:
     primary = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     writes: list[tuple[str, dict[str, Any]]] = [
         ("create_category", {"id": "sat_cat", "title": "From a satellite"}),
         ("update_category", {"id": "general", "title": "Hijacked"}),
@@ -132,22 +99,22 @@ async def test_writes_on_a_satellite_answer_master(cluster: Cluster) -> None:
     ]
     for node in (n for n in cluster.nodes if n is not primary):
         for api, body in writes:
-            status, data = await call(cluster, node, api, body, headers=admin)
+            status, data = await cluster.post(node, api, body, headers=admin)
             assert (status, data["code"]) == (500, "master"), (api, status, data)
             assert data["url"] == primary.url and data["host"] == primary.url.split("//", 1)[1]
             assert data["description"] == "This API call can only be invoked on the primary conductor server."
         # The same node still answers reads.
-        status, data = await call(cluster, node, "get_category", {"id": "general"}, headers=admin)
+        status, data = await cluster.post(node, "get_category", {"id": "general"}, headers=admin)
         assert status == 200 and data["category"]["title"] == "General"
     # Nothing was written anywhere.
     for node in cluster.nodes:
-        _, cats = await call(cluster, node, "get_categories", headers=admin)
+        _, cats = await cluster.post(node, "get_categories", headers=admin)
         assert [(r["id"], r["title"], r["sort_order"]) for r in cats["rows"]] == [("general", "General", 0)]
-        _, tags = await call(cluster, node, "get_tags", headers=admin)
+        _, tags = await cluster.post(node, "get_tags", headers=admin)
         assert "sat_tag" not in {r["id"] for r in tags["rows"]}
-        _, group = await call(cluster, node, "get_group", {"id": "main"}, headers=admin)
+        _, group = await cluster.post(node, "get_group", {"id": "main"}, headers=admin)
         assert group["group"]["hostname_match"] == ".+"
-        _, chans = await call(cluster, node, "get_channels", headers=admin)
+        _, chans = await cluster.post(node, "get_channels", headers=admin)
         assert "sev1" in {r["id"] for r in chans["rows"]}
-        _, plugins = await call(cluster, node, "get_plugins", headers=admin)
+        _, plugins = await cluster.post(node, "get_plugins", headers=admin)
         assert len(plugins["rows"]) == 6

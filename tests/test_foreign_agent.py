@@ -22,8 +22,7 @@ pytestmark = pytest.mark.timeout(180)
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     # Two loopback addresses on one port: xySat follows a redirect to another host on its own port.
     async with Cluster(tmp_path, size=2, extra=("--secret-key", SECRET), hosts=("127.0.0.1", "127.0.0.2")) as c:
-        await c.wait_all_up()
-        await c.wait_single_primary()
+        await c.ready()
         yield c
 
 

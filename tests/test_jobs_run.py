@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,9 +179,20 @@ async def test_hundreds_of_running_jobs_all_report_every_second(tmp_path: Path) 
         worker = agent(tmp_path, "many", node.url).start()
         try:
             await jobs.wait_servers(node, 1)
-            event = await jobs.event(node, "#!/bin/sh\necho up\nsleep 12\n")
+            event = await jobs.event(node, "#!/bin/sh\necho up\nsleep 60\n")
             ids = [await jobs.run(node, event) for _ in range(300)]
-            await asyncio.sleep(6)
+            live: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 45  # a loaded machine starts 300 processes slowly
+            while not (len(live) == 300 and all(j["state"] == "active" for j in live)):
+                states = sorted({j["state"] for j in live})
+                if time.monotonic() > deadline:
+                    listed = {j["id"] for j in live}
+                    missing = [i for i in ids if i not in listed][:3]
+                    gone = [await jobs.ok(node, "get_job", {"id": i}, method="GET") for i in missing]
+                    raise AssertionError(f"{len(live)} jobs listed ({states}), not all active; not listed: {gone}")
+                await asyncio.sleep(0.5)
+                live = (await jobs.ok(node, "get_active_jobs", {"limit": 1000}, method="GET"))["rows"]
+            await asyncio.sleep(6)  # every job has now had several report ticks
             live = (await jobs.ok(node, "get_active_jobs", {"limit": 1000}, method="GET"))["rows"]
             assert len(live) == 300 and all(j["state"] == "active" for j in live)
             now = time.time()

@@ -5,31 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.servers import Cluster, Node
+from tests.servers import Cluster
 
 RUN_S = 64
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with Cluster(tmp_path, size=3) as c:
-        await c.wait_all_up()
-        await c.wait_single_primary()
-        yield c
-
-
-async def post(c: Cluster, node: Node, api: str, body: dict[str, Any], headers: dict[str, str],
-               ns: str = "app") -> tuple[int, dict[str, Any]]:  # fmt: skip
-    assert c.http is not None
-    async with c.http.post(f"{node.url}/api/{ns}/{api}/v1", json=body, headers=headers) as resp:
-        data: dict[str, Any] = await resp.json()
-        return resp.status, data
 
 
 async def on_primary(c: Cluster, api: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
@@ -38,7 +18,7 @@ async def on_primary(c: Cluster, api: str, body: dict[str, Any], headers: dict[s
     while True:
         primary = await c.wait_single_primary(timeout=60)
         try:
-            status, data = await post(c, primary, api, body, headers)
+            status, data = await c.post(primary, api, body, headers=headers)
         except Exception:  # the primary may die under us; ask again
             status, data = 0, {}
         if status == 200:
@@ -48,21 +28,8 @@ async def on_primary(c: Cluster, api: str, body: dict[str, Any], headers: dict[s
         await asyncio.sleep(0.2)
 
 
-async def login(c: Cluster) -> dict[str, str]:
-    assert c.http is not None
-    while True:
-        primary = await c.wait_single_primary()
-        async with c.http.post(f"{primary.url}/api/user/login/v1",
-                               json={"username": "admin", "password": "admin"}) as resp:  # fmt: skip
-            if resp.status == 200:
-                sid = resp.cookies["session_id"].value
-                c.http.cookie_jar.clear()
-                return {"X-Session-ID": sid}
-        await asyncio.sleep(0.2)
-
-
 async def test_every_second_exactly_once_across_failovers(cluster: Cluster) -> None:
-    admin = await login(cluster)
+    admin = await cluster.admin_session()
     start = int(time.time())
     event = {
         "title": "Every second", "enabled": True, "category": "general", "plugin": "shellplug",
@@ -93,8 +60,8 @@ async def test_every_second_exactly_once_across_failovers(cluster: Cluster) -> N
     await asyncio.sleep(2)
 
     primary = await cluster.wait_single_primary()
-    _, found = await post(cluster, primary, "search_jobs", {"query": f"event:{event_id}", "limit": 1000,
-                                                            "select": ["id", "now", "source"]}, admin)  # fmt: skip
+    query = {"query": f"event:{event_id}", "limit": 1000, "select": ["id", "now", "source"]}
+    _, found = await cluster.post(primary, "search_jobs", query, headers=admin)
     seconds = [int(job["now"]) for job in found["rows"]]
     assert found["list"]["length"] == len(seconds)
     assert all(job["source"] == "scheduler" for job in found["rows"])
@@ -108,5 +75,5 @@ async def test_every_second_exactly_once_across_failovers(cluster: Cluster) -> N
     assert len(seconds) >= RUN_S - 10
     # The same answer from every node (satellites read the same indexes).
     for node in cluster.nodes:
-        _, other = await post(cluster, node, "search_jobs", {"query": f"event:{event_id}", "limit": 1}, admin)
+        _, other = await cluster.post(node, "search_jobs", {"query": f"event:{event_id}", "limit": 1}, headers=admin)
         assert other["list"]["length"] == len(seconds)

@@ -31,7 +31,6 @@ from storage.lease import LeaseStore
 from storage.models import LeaseState
 from storage.sentinel import SentinelPool, parse_url
 from tests.servers import Cluster, Node, RedisServer, SentinelStore
-from tests.test_definitions_cluster import admin_session, call
 
 KEYS = Keyspace("podium")
 
@@ -73,8 +72,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                 await client.config_set("min-replicas-max-lag", 2)
             finally:
                 await client.aclose()
-        await c.wait_all_up()
-        await c.wait_single_primary()
+        await c.ready()
         yield c
 
 
@@ -95,8 +93,8 @@ async def test_failover_to_a_replica_that_missed_the_epoch(cluster: Cluster) -> 
     store = cluster.sentinel
     assert store is not None
     old = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, old)
-    status, body = await call(cluster, old, "create_category", {"id": "before", "title": "Before"}, headers=admin)
+    admin = await cluster.admin_session(old)
+    status, body = await cluster.post(old, "create_category", {"id": "before", "title": "Before"}, headers=admin)
     assert (status, body["code"]) == (200, 0), body
     health = await cluster.health(old)
     assert health is not None
@@ -104,7 +102,7 @@ async def test_failover_to_a_replica_that_missed_the_epoch(cluster: Cluster) -> 
     assert before >= 1
     # The other node caches the category (its invalidation listener subscribed on the first master).
     other = next(n for n in cluster.nodes if n is not old)
-    status, body = await call(cluster, other, "get_category", {"id": "before"}, headers=admin)
+    status, body = await cluster.post(other, "get_category", {"id": "before"}, headers=admin)
     assert (status, body.get("category", {}).get("title")) == (200, "Before"), body
 
     # The replica loses the epoch key, as if the INCR that drew it had not reached it; nothing rewrites the
@@ -176,16 +174,16 @@ async def test_failover_to_a_replica_that_missed_the_epoch(cluster: Cluster) -> 
     # Reads and writes through the API: a category written before the switch (and changed after it, which
     # the node that cached it must hear of on the new master) and one after, read back from the other node.
     reader = next(n for n in cluster.nodes if n is not new)
-    admin = await admin_session(cluster, new)
-    status, body = await call(cluster, new, "create_category", {"id": "after", "title": "After"}, headers=admin)
+    admin = await cluster.admin_session(new)
+    status, body = await cluster.post(new, "create_category", {"id": "after", "title": "After"}, headers=admin)
     assert (status, body["code"]) == (200, 0), body
-    status, body = await call(cluster, new, "update_category", {"id": "before", "title": "Changed"}, headers=admin)
+    status, body = await cluster.post(new, "update_category", {"id": "before", "title": "Changed"}, headers=admin)
     assert (status, body["code"]) == (200, 0), body
 
     async def readable() -> bool:
         found = []
         for cid, title in (("before", "Changed"), ("after", "After")):
-            status, body = await call(cluster, reader, "get_category", {"id": cid}, headers=admin)
+            status, body = await cluster.post(reader, "get_category", {"id": cid}, headers=admin)
             found.append(status == 200 and body.get("category", {}).get("title") == title)
         return all(found)
 

@@ -24,7 +24,6 @@ from storage.servers import ServerStore
 from storage.snapshots import SnapshotStore
 from storage.timeseries import SYSTEMS, QuickmonStore, TimelineStore
 from tests.servers import Cluster, Node
-from tests.test_definitions_cluster import admin_session
 
 Reply = tuple[int, dict[str, Any]]
 TTL = 600_000
@@ -34,8 +33,7 @@ LINUX = {"os": {"platform": "linux", "distro": "Debian", "release": "12", "arch"
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with Cluster(tmp_path, size=2) as c:
-        await c.wait_all_up()
-        await c.wait_single_primary()
+        await c.ready()
         yield c
 
 
@@ -89,7 +87,7 @@ def ids(rows: list[dict[str, Any]]) -> list[str]:
 async def test_server_reads_updates_scoping_and_delete(cluster: Cluster, store: ServerStore) -> None:
     primary = await cluster.wait_single_primary()
     satellite = next(n for n in cluster.nodes if n is not primary)
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     await ok(cluster, primary, "create_group", {"id": "web", "title": "Web", "hostname_match": "^web"}, admin)
     await ok(cluster, primary, "create_role", {"id": "webops", "title": "Web ops", "groups": ["web"],
                                                "privileges": {"update_servers": True}}, admin)  # fmt: skip
@@ -205,7 +203,7 @@ async def test_server_reads_updates_scoping_and_delete(cluster: Cluster, store: 
 async def test_enrolment_tokens_and_config(cluster: Cluster, store: ServerStore) -> None:
     primary = await cluster.wait_single_primary()
     satellite = next(n for n in cluster.nodes if n is not primary)
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     adder = await api_key(cluster, primary, admin, privileges={"add_servers": True})
     reader = await api_key(cluster, primary, admin)
     raw = await store.db.client.get(store.db.keys.secret_key)
@@ -252,7 +250,7 @@ async def test_group_writes_regroup_stored_servers(cluster: Cluster, store: Serv
     """Creating a group, changing its hostname_match and deleting it re-derive every stored server's groups (the
     search index with them); online agents get `update {groups}`, offline ones nothing."""
     primary = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     await seed(cluster, primary, store, admin)  # s1 web01 and s2 db01 online, s3 web03 offline: all in [main]
 
     async def groups_of() -> dict[str, tuple[bool, list[str]]]:
@@ -298,7 +296,7 @@ async def test_group_writes_regroup_stored_servers(cluster: Cluster, store: Serv
 
 async def test_delete_server_with_history_leaves_nothing(cluster: Cluster, store: ServerStore) -> None:
     primary = await cluster.wait_single_primary()
-    admin = await admin_session(cluster, primary)
+    admin = await cluster.admin_session(primary)
     await seed(cluster, primary, store, admin)
     db, now = store.db, time.time()
     hosts, timelines, quick, snapshots = HostDataStore(db), TimelineStore(db), QuickmonStore(db), SnapshotStore(db)
