@@ -26,10 +26,6 @@ def internal_jobs(call: Call) -> InternalJobs:
     return jobs
 
 
-def _light(job: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in job.items() if k != "result"}
-
-
 @HANDLERS.add("get_internal_jobs", write=False, privilege=ADMIN,
               args=(flag("all", False, doc="also the finished ones kept (the last day), newest first"),
                     integer("limit", 100, ge=1, le=MAX_LISTED, doc="with all: at most this many")))  # fmt: skip
@@ -39,7 +35,7 @@ async def get_internal_jobs(call: Call) -> Reply:
         rows = await call.stores.internal.recent(call.params["limit"])
     else:
         rows = await call.stores.internal.running()
-    return {"rows": [_light(r) for r in rows], "list": {"length": len(rows)}}
+    return {"rows": rows, "list": {"length": len(rows)}}
 
 
 @HANDLERS.add("test_internal_job", write=True, privilege=ADMIN,
