@@ -464,11 +464,6 @@ class JobStore:
         jobs = await fetch_page(self.db, [self.db.keys.job(i) for i in found.ids])
         return [j for j in jobs if j is not None], found.total
 
-    async def search_ids(self, query: str, *, offset: int, limit: int, sort_dir: int = 1) -> tuple[list[str], int]:
-        """Ids of the jobs matching `query` (oldest first by default) and how many match; no record is read."""
-        found = await self.index.search(parse(query, JOBS_INDEX), offset=offset, limit=limit, sort_dir=sort_dir)
-        return found.ids, found.total
-
     async def delete(self, fence: Fence, job: Record) -> None:
         """Remove a job: the fenced delete first (a deposed primary changes nothing), then its index
         entries (a crash in between leaves an entry whose record is gone, which searches skip)."""

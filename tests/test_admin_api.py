@@ -159,15 +159,20 @@ async def test_delete_data(site: Site, admin: Headers) -> None:
     for items, field in (([{"type": "everything"}], "items[0].type"),
                          ([{"type": "list", "key": "nope"}], "items[0].key"),
                          ([{"type": "users"}, {"type": "index", "index": "servers"}], "items[1].index"),
+                         ([{"type": "index", "index": "jobs", "query": "event:("}], "Invalid search query"),
                          ([], "No data")):  # fmt: skip
         status, data = await site.call("admin_delete_data", {"items": items}, headers=admin)
         assert status in (400, 500) and data["code"] in ("api", "admin") and field in data["description"], data
     assert (await ok(site, "get_global_state", {}, admin))["state"]["scheduler"]["enabled"] is True  # nothing done
 
-    job_id = (await ok(site, "admin_delete_data", {"items": [{"type": "list", "key": "tags"}, {"type": "users"}]},
-                       admin))["id"]  # fmt: skip
+    assert (await ok(site, "search_activity", {"query": "action:tag_create"}, admin))["rows"]
+    items = [{"type": "list", "key": "tags"}, {"type": "users"},
+             {"type": "index", "index": "activity", "query": "action:tag_create"}]  # fmt: skip
+    job_id = (await ok(site, "admin_delete_data", {"items": items}, admin))["id"]
     final = await finished(site, admin, job_id)
-    assert final["code"] == 0 and final["result"]["stats"]["keys"] >= 2 and final["result"]["warnings"], final
+    stats = final["result"]["stats"]
+    assert final["code"] == 0 and stats["keys"] >= 2 and stats["records"] >= 1 and final["result"]["warnings"], final
+    assert (await ok(site, "search_activity", {"query": "action:tag_create"}, admin))["rows"] == []
     assert (await ok(site, "get_tags", {}, admin))["rows"] == []
     users = (await ok(site, "admin_get_users", {}, admin, ns="user"))["rows"]
     assert [u["username"] for u in users] == ["admin"]

@@ -20,16 +20,15 @@ from ..activity import log_activity
 from ..call import Call
 from ..definitions import FAMILY_SPECS
 from ..errors import ApiError, bad_param
-from ..params import ID_LEN, TITLE_LEN, array, text
+from ..params import ID_LEN, QUERY_LEN, TITLE_LEN, array, text
 from ..registry import ADMIN, AUTH, HANDLERS, Reply
-from .internaljobs import delete_matching_jobs, internal_jobs
+from .internaljobs import DELETABLE, check_query, delete_matching, internal_jobs
 from .secrets import seal
 from .users import USERNAME
 
 _PROCESS = psutil.Process()
 MAX_ITEMS = 50
 DELETE_TYPES = ("list", "index", "users", "bucketData", "bucketFiles", "secretData")
-DELETE_INDEXES = ("jobs",)  # xyOps' `index` items: the search indexes whose records Podium deletes in bulk
 _TEST_EMAIL = r"[^@\s,]+@[^@\s,]+\.[^@\s,]+(\s*,\s*[^@\s,]+@[^@\s,]+\.[^@\s,]+)*"
 
 
@@ -97,7 +96,7 @@ async def admin_stats(call: Call) -> Reply:
 # -- bulk data deletion -------------------------------------------------------------------------------------------
 
 
-def _checked_items(items: list[Any]) -> list[dict[str, Any]]:
+async def _checked_items(call: Call, items: list[Any]) -> list[dict[str, Any]]:
     """Every item valid before anything starts: a known type, and the key or index it names."""
     if not items:
         raise ApiError("admin", "No data selected for deletion.")
@@ -113,11 +112,13 @@ def _checked_items(items: list[Any]) -> list[dict[str, Any]]:
         if kind == "list" and item.get("key") not in FAMILY_SPECS:
             raise bad_param(f"items[{n}].key", f"must be one of {', '.join(sorted(FAMILY_SPECS))}")
         if kind == "index":
-            if item.get("index") not in DELETE_INDEXES:
-                raise bad_param(f"items[{n}].index", f"must be one of {', '.join(DELETE_INDEXES)}")
-            query = item.get("query", "*")
-            if not isinstance(query, str) or len(query) > 4096:
+            if item.get("index") not in DELETABLE:
+                raise bad_param(f"items[{n}].index", f"must be one of {', '.join(DELETABLE)}")
+            query = item.get("query") or "*"
+            if not isinstance(query, str) or len(query) > QUERY_LEN:
                 raise bad_param(f"items[{n}].query", "must be a search query")
+            item = {**item, "query": query.strip() or "*"}
+            await check_query(call, item["index"], item["query"])
         out.append(dict(item))
     return out
 
@@ -150,7 +151,7 @@ async def _delete_item(call: Call, item: dict[str, Any], progress: Progress, sta
             stats["keys"] += 1
         stats["lists"] += 1
     elif kind == "index":
-        done = await delete_matching_jobs(call, (item.get("query") or "*").strip() or "*", progress)
+        done = await delete_matching(call, item["index"], item["query"], progress)
         stats["records"] += done["count"]
     elif kind == "users":
         stats["keys"] += await _delete_users(call)
@@ -172,7 +173,7 @@ async def _delete_item(call: Call, item: dict[str, Any], progress: Progress, sta
 async def admin_delete_data(call: Call) -> Reply:
     """Delete the chosen data as an internal job. Pauses the scheduler first (as xyOps does: it stays paused until
     an admin enables it again, and the report says so); answers the job's id."""
-    items = _checked_items(call.params["items"])
+    items = await _checked_items(call, call.params["items"])
     warnings: list[str] = []
     if ((await call.stores.state.get()).get("scheduler") or {}).get("enabled", True):
         await call.stores.state.update(call.node.fence(), {"scheduler.enabled": False})

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from cluster.internaljobs import InternalJobs, Progress
+from storage.fence import Fence
+from storage.search.index import Indexer
 from storage.search.query import QueryError
 
 from ..call import Call
@@ -73,23 +76,47 @@ async def admin_run_maintenance(call: Call) -> Reply:
     return {"id": job["id"]}
 
 
-async def delete_matching_jobs(call: Call, query: str, progress: Progress) -> dict[str, Any]:
-    """Delete every completed job matching `query`, oldest first, by the retention path (JobStore.delete_many, then
-    Stores.drop_job_output: the record, its index entries, its log and files). Returns {count, total}."""
+DELETABLE = ("jobs", "activity", "snapshots")  # the search indexes whose records a bulk delete may remove
+
+
+class Deletable(Protocol):
+    """A record family with a search index and the retention path's delete (JobStore, ActivityStore, SnapshotStore)."""
+
+    index: Indexer
+
+    async def delete_many(self, fence: Fence, ids: Sequence[str]) -> tuple[int, list[str]]: ...
+
+
+async def check_query(call: Call, index: str, query: str) -> None:
+    """Refuse a bad query now, not in the background job."""
+    try:
+        await getattr(call.stores, index).index.search(query, limit=0)
+    except QueryError as exc:
+        raise ApiError("api", f"Invalid search query: {exc}") from None
+
+
+async def delete_matching(call: Call, index: str, query: str, progress: Progress) -> dict[str, Any]:
+    """Delete every record of `index` (DELETABLE) matching `query`, oldest first, by the retention path (the store's
+    delete_many; for jobs then Stores.drop_job_output: record, index entries, log and files). Returns {count, total}."""
     stores = call.stores
-    deleted = skipped = 0
-    total = 0
+    families: dict[str, Deletable] = {"jobs": stores.jobs, "activity": stores.activity, "snapshots": stores.snapshots}
+    store = families[index]
+    deleted = skipped = total = 0
     while True:
-        ids, found = await stores.jobs.search_ids(query, offset=skipped, limit=BULK_STEP)
-        total = max(total, found)
+        found = await store.index.search(query, offset=skipped, limit=BULK_STEP, sort_dir=1)
+        total = max(total, found.total)
+        ids = found.ids
         if not ids:
             break
-        records = await stores.jobs.get_many(ids)
-        done, gone = await stores.jobs.delete_many(call.node.fence(), ids)
-        await stores.drop_job_output([rec or job_id for job_id, rec in zip(ids, records, strict=True)])
+        if index == "jobs":
+            records = await stores.jobs.get_many(ids)
+            done, gone = await stores.jobs.delete_many(call.node.fence(), ids)
+            await stores.drop_job_output([rec or job_id for job_id, rec in zip(ids, records, strict=True)])
+        else:
+            done, gone = await store.delete_many(call.node.fence(), ids)
         deleted += done
         skipped += len(gone)
-        await progress(deleted / max(total, 1), f"{deleted} of {total} jobs deleted")
+        await progress(deleted / max(total, 1), f"{deleted} of {total} {index} records deleted")
     return {"count": deleted, "total": total}
 
 
@@ -100,13 +127,10 @@ async def bulk_search_delete_jobs(call: Call) -> Reply:
     refused, as in xyOps); answers its id."""
     require_unrestricted(call.who)
     query = (call.params.get("query") or "*").strip() or "*"
-    try:  # a bad query is refused now, not found by the background job
-        await call.stores.jobs.search_ids(query, offset=0, limit=0)
-    except QueryError as exc:
-        raise ApiError("api", f"Invalid search query: {exc}") from None
+    await check_query(call, "jobs", query)
 
     async def work(progress: Progress) -> dict[str, Any]:
-        result = await delete_matching_jobs(call, query, progress)
+        result = await delete_matching(call, "jobs", query, progress)
         return {**result, "details": f"### Bulk job deletion\n\n- **Query:** `{query}`\n"
                                      f"- **Jobs deleted:** {result['count']}\n"}  # fmt: skip
 
