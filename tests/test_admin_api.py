@@ -242,7 +242,7 @@ async def test_bulk_export(site: Site, admin: Headers) -> None:
     rows = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
     assert rows[0] == ["id", "code", "event"] and sorted(r[0] for r in rows[1:]) == sorted(ids), rows
     resp = await site.client.post("/api/app/bulk_search_export/v1", headers=admin,
-                                  json={**body, "format": "ndjson", "compress": True, "limit": 2})  # fmt: skip
+                                  json={**body, "format": "ndjson", "compress": True, "max_rows": 2})  # fmt: skip
     lines = gzip.decompress(await resp.read()).decode("utf-8-sig").splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["event"] == event["id"]
     status, data = await site.call("bulk_search_export", {**body, "format": "xml"}, headers=admin)

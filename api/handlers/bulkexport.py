@@ -1,7 +1,7 @@
 """bulk_search_export: the records a search matches, streamed as a CSV, TSV or NDJSON download (xyOps
 lib/api/search.js). As in xyOps the file is the reply itself (`Content-Disposition: attachment`, a UTF-8 BOM, a
 header row of the columns, optionally gzip); it is not an internal job. Cell values that a spreadsheet would run as
-a formula (`= + - @` first) get a leading quote, as xyOps does. Bounded: at most `limit` rows (MAX_ROWS)."""
+a formula (`= + - @` first) get a leading quote, as xyOps does. Bounded: at most `max_rows` rows (MAX_ROWS)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ async def _encoded(lines: AsyncIterator[str], compress: bool) -> AsyncIterator[b
                     text("format", required=True, choices=sorted(FORMATS)),
                     strings("columns", required=True, max_items=100, doc="record fields, in order (array or a,b,c)"),
                     text("query", max_len=QUERY_LEN), SORT_DIR, flag("compress", False),
-                    integer("limit", 10_000, ge=1, le=MAX_ROWS, doc="rows at most")))  # fmt: skip
+                    integer("max_rows", 10_000, ge=1, le=MAX_ROWS, doc="rows at most")))  # fmt: skip
 async def bulk_search_export(call: Call) -> web.StreamResponse:
     """Download every record of `index` a search matches (category- or group-limited callers are refused)."""
     require_unrestricted(call.who)
@@ -108,5 +108,5 @@ async def bulk_search_export(call: Call) -> web.StreamResponse:
     headers = {"Content-Type": "application/gzip" if p["compress"] else content_type,
                "Content-Disposition": f'attachment; filename="{name}{".gz" if p["compress"] else ""}"',
                "Cache-Control": "no-cache, no-store, must-revalidate"}  # fmt: skip
-    lines = _lines(search, p["format"], list(p["columns"]), p["limit"])
+    lines = _lines(search, p["format"], list(p["columns"]), p["max_rows"])
     return await stream_out(call.request, web.StreamResponse(headers=headers), _encoded(lines, p["compress"]))
