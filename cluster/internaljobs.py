@@ -7,9 +7,9 @@ so a deposed primary neither starts, advances nor finishes one.
 
 The work lives only in the primary's process. When the primary changes, it stops: the old primary cancels its
 tasks as it steps down (the primary services end), and the new primary marks every job still running from an
-earlier epoch as aborted (`sweep`, when it takes over), the rule the dispatcher applies to orphaned job state: the
-next primary settles what the last one left, no record stays "running". Each finish leaves an `internal_job`
-activity record, as xyOps does.
+earlier epoch as aborted (`sweep`, when it takes over and then every minute; also a job of its own term whose
+finish could not be written), the rule the dispatcher applies to orphaned job state: the next primary settles what
+the last one left, no record stays "running". Each finish leaves an `internal_job` activity record, as xyOps does.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ log = structlog.get_logger("podium.internaljobs")
 
 Record = dict[str, Any]
 PROGRESS_EVERY_S = 0.25  # progress writes per job at most this often (the last one always goes)
-TRIM_EVERY_S = 600.0
+UPKEEP_EVERY_S = 60.0  # the sweep and the trim
 ABORTED = "The primary conductor that ran this job stopped before it finished."
 MAX_STATUS = 200  # characters of a status line
 
@@ -63,6 +63,7 @@ class InternalJobs:
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._starting: set[str] = set()  # recorded, task not yet made: never taken for an orphan
         self.finished = 0  # jobs this node has finished (tests wait on it)
 
     async def start(self, title: str, kind: str, username: str, work: Work, *,
@@ -76,10 +77,13 @@ class InternalJobs:
         }  # fmt: skip
         if params:
             job["params"] = dict(params)
-        await self.node.stores.internal.start(fence, job)
-        task = asyncio.create_task(self._run(fence, job, work))
-        self._tasks[job["id"]] = task
         job_id = str(job["id"])
+        self._starting.add(job_id)
+        try:
+            await self.node.stores.internal.start(fence, job)
+        finally:
+            self._starting.discard(job_id)
+        task = self._tasks[job_id] = asyncio.create_task(self._run(fence, job, work))
         task.add_done_callback(lambda _t: self._tasks.pop(job_id, None))
         log.info("internal_job_started", id=job["id"], title=title, type=kind, username=username)
         return job
@@ -104,6 +108,9 @@ class InternalJobs:
             await self.node.stores.internal.finish(fence, final)
         except (FencedError, NotPrimary):
             log.info("internal_job_deposed", id=job["id"])
+            return
+        except (*STORE_DOWN_ERRORS, *UNAVAILABLE_ERRORS) as exc:  # the sweep settles it once the store is back
+            log.warning("internal_job_finish_failed", id=job["id"], error=repr(exc))
             return
         self.finished += 1
         await self._log(final)
@@ -136,11 +143,16 @@ class InternalJobs:
             await self.node.stores.activity.add(record)
 
     async def sweep(self) -> int:
-        """Mark as aborted every job still running from an earlier epoch (its primary is gone); returns how many."""
+        """Mark as aborted every job still running whose work is gone: started in an earlier epoch (by a primary
+        that has lost its process or its term), or in this one with no task here (its finish could not be written);
+        returns how many."""
         fence = self.node.fence()
         aborted = 0
         for job in await self.node.stores.internal.running():
-            if int(job.get("epoch") or 0) >= fence.epoch:
+            job_id = str(job["id"])
+            if job_id in self._tasks or job_id in self._starting:
+                continue
+            if int(job.get("epoch") or 0) > fence.epoch:  # cannot be: a newer primary's; never touched
                 continue
             final = self._final(job, "abort", ABORTED, {})
             await self.node.stores.internal.finish(fence, final)
@@ -154,7 +166,7 @@ class InternalJobs:
         it steps down."""
         try:
             while not stop.is_set():
-                delay = TRIM_EVERY_S
+                delay = UPKEEP_EVERY_S
                 try:
                     await self.sweep()
                     await node.stores.internal.trim(node.fence(), time.time())
