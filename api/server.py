@@ -19,7 +19,8 @@ from cluster import __version__
 from cluster.actions.email import SmtpConfig
 from cluster.actions.runner import ActionRunner, RunnerConfig, actions_service
 from cluster.dispatch.machine import DispatchConfig, Dispatcher, dispatch_service
-from cluster.maintenance import MaintenanceConfig, maintenance_service
+from cluster.internaljobs import InternalJobs, internal_jobs_service
+from cluster.maintenance import Maintenance, MaintenanceConfig, maintenance_service
 from cluster.monitoring.alertservice import AlertConfig, AlertService, alert_service
 from cluster.monitoring.snapshots import ALERT_UNIVERSAL_ACTIONS, group_watch_service
 from cluster.node import NodeRuntime, load_node_id
@@ -94,12 +95,15 @@ def runner_config(settings: Settings, node: NodeRuntime) -> RunnerConfig:
 
 def job_services(node: NodeRuntime, settings: Settings) -> list[Any]:
     """The job state machine, its action runner, the alert evaluator (with xyOps' default universal alert action:
-    a snapshot when an alert fires) and the group watches, as primary services of `node` (which gets the
-    dispatcher)."""
+    a snapshot when an alert fires), the group watches and the internal jobs, as primary services of `node` (which
+    gets the dispatcher, the runner, the internal jobs and the maintenance they run on demand)."""
     dispatcher = node.dispatcher = Dispatcher(node, dispatch_config(settings))
-    runner = ActionRunner(node, dispatcher, runner_config(settings, node))
+    runner = node.actions = ActionRunner(node, dispatcher, runner_config(settings, node))
     alerting = node.alerting = AlertService(node, dispatcher, AlertConfig(universal_actions=ALERT_UNIVERSAL_ACTIONS))
-    services = [dispatch_service(dispatcher), actions_service(runner), alert_service(alerting), group_watch_service()]
+    internal = node.internal = InternalJobs(node)
+    node.maintenance = Maintenance(node, maintenance_config(settings))
+    services = [dispatch_service(dispatcher), actions_service(runner), alert_service(alerting), group_watch_service(),
+                internal_jobs_service(internal)]
     if settings.ticket_email:
         services.append(ticket_mail_service(ticket_mailer(node, settings)))
     return services

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,25 @@ class MaintenanceConfig:
     batch: int = 500  # old records found per index query
     step: int = 100  # records deleted per fenced script: each blocks the store (and this loop) only briefly
     timeline_step: int = 25  # servers whose timelines (4 lists each) one fenced script trims
+
+
+# The limits an admin may change for the whole cluster at run time (admin_update_config, stored in Redis): name ->
+# (lowest, highest). Each pass reads them, so a change applies from the next pass on, on whichever node is primary.
+EDITABLE: dict[str, tuple[int, int]] = {
+    "job_max_rows": (0, 100_000_000),
+    "job_expire_days": (0, 36500),
+    "activity_max_rows": (0, 100_000_000),
+    "activity_expire_days": (0, 36500),
+    "snapshot_max_rows": (0, 10_000_000),
+    "snapshot_expire_days": (0, 36500),
+}
+
+
+def with_overrides(config: MaintenanceConfig, overrides: Mapping[str, Any]) -> MaintenanceConfig:
+    """`config` with the valid overrides applied (anything else stored there is ignored)."""
+    valid = {k: v for k, v in overrides.items() if k in EDITABLE and isinstance(v, int) and not isinstance(v, bool)
+             and EDITABLE[k][0] <= v <= EDITABLE[k][1]}  # fmt: skip
+    return dataclasses.replace(config, **valid) if valid else config
 
 
 @dataclass(slots=True)
@@ -100,7 +120,8 @@ class Maintenance:
     async def run_once(self, stop: asyncio.Event | None = None, *, now: float | None = None) -> Removed:
         """One full pass, as of `now` (default: the clock). Raises NotPrimary / FencedError as soon as this node
         is not primary."""
-        cfg, stores = self.config, self.node.stores
+        stores = self.node.stores
+        cfg = with_overrides(self.config, await stores.config.overrides())
         started = time.monotonic()
         now = time.time() if now is None else now
         removed = Removed()

@@ -32,7 +32,10 @@ from .registry import HEARTBEAT_S, Registry, make_record
 from .watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
+    from .actions.runner import ActionRunner
     from .dispatch.machine import Dispatcher
+    from .internaljobs import InternalJobs
+    from .maintenance import Maintenance
     from .monitoring.alertservice import AlertService
 
 log = structlog.get_logger("podium.node")
@@ -97,6 +100,9 @@ class NodeRuntime:
         self.services = list(services or [])
         self.dispatcher: Dispatcher | None = None  # the job state machine, when this node runs one
         self.alerting: AlertService | None = None  # the alert evaluator's primary half, when this node runs one
+        self.actions: ActionRunner | None = None  # the job action runner (its SMTP settings send admin test mail)
+        self.internal: InternalJobs | None = None  # the primary's internal jobs (cluster/internaljobs.py)
+        self.maintenance: Maintenance | None = None  # retention, also run on demand as an internal job
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._primary_stop: asyncio.Event | None = None

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import codec
 from .connection import Database
+from .dailystats import DailyStats, activity_field
 from .fence import Fence
 from .pages import fetch_page
 from .search.index import Column, Indexer, IndexSpec, Op
@@ -29,9 +30,10 @@ def index_fields(record: Record) -> Record:
 
 
 class ActivityStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, stats: DailyStats | None = None) -> None:
         self.db = db
         self.index = Indexer(db, ACTIVITY_INDEX)
+        self.stats = stats  # each record counts in the daily stats, as xyOps' transactions
 
     async def add(self, record: Record) -> None:
         """Store one record, then index it (a record without index entries is harmless; the reverse
@@ -39,6 +41,9 @@ class ActivityStore:
         rid = str(record["id"])
         await self.db.client.set(self.db.keys.activity(rid), codec.pack(record))
         await self.index.add(rid, index_fields(record), order=time.time() * 1000)
+        name = activity_field(str(record.get("action", "")))
+        if self.stats is not None and name is not None:
+            await self.stats.bump([name], time.time())
 
     async def get_many(self, ids: list[str]) -> list[Record]:
         return [r for r in await self._fetch(ids) if r is not None]

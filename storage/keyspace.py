@@ -249,6 +249,38 @@ class Keyspace:
         """STRING uses of a web hook or channel on `day` (YYYY-MM-DD, UTC; EX 2 days): their `max_per_day` caps."""
         return self.key("daily", kind, obj_id, day)
 
+    # -- internal jobs (storage/internaljobs.py) ------------------------------------------
+    def internal_job(self, job_id: str) -> str:
+        """STRING msgpack record of one internal job (maintenance, bulk work), live and then final."""
+        return self.key("internal_job", job_id)
+
+    @property
+    def internal_jobs(self) -> str:
+        """ZSET internal job id -> started (epoch s) of every internal job kept (running and finished)."""
+        return self.key("internal_jobs", "all")
+
+    @property
+    def internal_jobs_running(self) -> str:
+        """ZSET internal job id -> started (epoch s) of the internal jobs not finished yet."""
+        return self.key("internal_jobs", "running")
+
+    # -- daily stats (storage/dailystats.py) ----------------------------------------------
+    def stats_day(self, day: str) -> str:
+        """HASH dotted counter path -> count of one UTC day (YYYY-MM-DD; `timeStart` = when it began counting,
+        EX 3 days): the xyOps daily `stats` object, flattened."""
+        return self.key("stats_day", day)
+
+    @property
+    def stats_history(self) -> str:
+        """LIST msgpack daily stats objects set aside by a reset, newest first, capped (xyOps `global/stats`)."""
+        return self.key("stats", "history")
+
+    # -- runtime configuration (storage/config.py) ----------------------------------------
+    @property
+    def config_overrides(self) -> str:
+        """STRING msgpack {setting: value} of the cluster-wide settings changed by admin_update_config."""
+        return self.key("config", "overrides")
+
     # -- job logs (storage/logs.py) ------------------------------------------------------
     def job_log(self, job_id: str) -> str:
         """STRING live output of a running job, appended in arrival order; moved to the file store on finish."""

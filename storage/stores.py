@@ -13,10 +13,13 @@ from .alerts import AlertStore
 from .alertstate import AlertStateStore
 from .buckets import BucketStore
 from .bus import InvalidationBus
+from .config import ConfigStore
 from .connection import Database
+from .dailystats import DailyStats
 from .definitions import DefinitionStore
 from .files import BadPath, FileStore, RedisFileStore
 from .hostdata import HostDataStore
+from .internaljobs import InternalJobStore
 from .jobs import JobStore
 from .logins import LoginGuard
 from .logs import LogStore
@@ -75,6 +78,9 @@ class Stores:
     buckets: BucketStore
     tickets: TicketStore
     ticket_outbox: TicketOutbox
+    stats: DailyStats
+    internal: InternalJobStore
+    config: ConfigStore
     secret_key: str = field(default="", repr=False)  # the cluster secret (storage/secretkey.py)
 
     @classmethod
@@ -85,6 +91,7 @@ class Stores:
         """`files`: the file store backend (default: the Redis one with its default caps);
         `timeline_retention_s`: seconds each monitor time series system keeps (storage/timeseries.py)."""
         bus = InvalidationBus(db)
+        stats = DailyStats(db)
         files = files if files is not None else RedisFileStore(db)
         return cls(
             db=db,
@@ -94,7 +101,7 @@ class Stores:
             logins=LoginGuard(db),
             state=StateStore(db, bus),
             rates=RateLimiter(db),
-            activity=ActivityStore(db),
+            activity=ActivityStore(db, stats),
             jobs=JobStore(db),
             agents=AgentStreams(db),
             servers=ServerStore(db),
@@ -110,6 +117,9 @@ class Stores:
             buckets=BucketStore(db, files),
             tickets=TicketStore(db),
             ticket_outbox=TicketOutbox(db),
+            stats=stats,
+            internal=InternalJobStore(db),
+            config=ConfigStore(db),
             secret_key=secret_key,
         )
 

@@ -57,14 +57,17 @@ async def get_multiple(call: Call) -> Reply:
         reply[name] = [shown(spec, r) for r in rows] if spec else list(rows)
     p = call.params
     if p["jobs"]:
-        reply["activeJobs"], reply["internalJobs"] = {}, {}
+        reply["activeJobs"] = {}
+        reply["internalJobs"] = {str(j["id"]): j for j in await call.stores.internal.running()}
     if p["alerts"]:  # '<server>-<alert id>' -> the active invocation (xyOps activeAlerts)
         active = await call.stores.alertstate.active()
         found = await call.stores.alerts.get_many(list(active.values()))
         reply["activeAlerts"] = {key: rec for key, rec in zip(active, found, strict=True) if rec is not None}
     if p["state"]:
         reply["state"] = await call.stores.state.get()
-    for name in ("stats", "servers", "serverCache"):
+    if p["stats"]:  # the daily counters (xyOps sends its whole stats object; `currentDay` is what they count)
+        reply["stats"] = {"currentDay": await call.stores.stats.today(time.time())}
+    for name in ("servers", "serverCache"):
         if p[name]:
             reply[name] = {}
     return reply

@@ -65,7 +65,7 @@ def clean_variables(value: Any) -> list[dict[str, str]]:
     return out
 
 
-def _seal(call: Call, record: Record, variables: list[dict[str, str]]) -> None:
+def seal(call: Call, record: Record, variables: list[dict[str, str]]) -> None:
     blob = _box(call).seal(codec.pack(variables), _aad(str(record["id"])))
     record["names"] = sorted(v["name"] for v in variables)
     record[ENCRYPTED] = base64.b64encode(blob).decode("ascii")
@@ -73,14 +73,14 @@ def _seal(call: Call, record: Record, variables: list[dict[str, str]]) -> None:
 
 async def _before_create(call: Call, record: Record, current: Record | None) -> Reply | None:
     fields = call.params.get("fields")
-    _seal(call, record, clean_variables([] if fields is None else fields))
+    seal(call, record, clean_variables([] if fields is None else fields))
     return None
 
 
 async def _before_update(call: Call, record: Record, current: Record | None) -> Reply | None:
     fields = call.params.get("fields")
     if fields is not None:  # new values: seal them again; otherwise the stored blob and names stay
-        _seal(call, record, clean_variables(fields))
+        seal(call, record, clean_variables(fields))
     return None
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage import dailystats
 from storage.actions import DAY_TTL_S, day_of
 from storage.jobs import JobWrite
 from storage.keyspace import Keyspace
@@ -147,12 +148,15 @@ def _sound(key: str, value: Any) -> bool:
 
 
 def ops(batch: JobWrite, keys: Keyspace, done: Completion, now: float) -> None:
-    """Add the finish's ops to `batch`: the retry job, the runs, the event state and today's counts."""
+    """Add the finish's ops to `batch`: the retry job, the runs, the daily stats, the event state and today's counts."""
     final = done.final
     if done.retry is not None:
         batch.new_job(done.retry)
     for run in done.runs:
         batch.run(run, now)
+    stats = keys.stats_day(dailystats.stats_day(now))
+    for name in dailystats.job_fields(final, done.conditions):
+        batch.hincr(stats, name, 1, dailystats.DAY_TTL_S)
     event_id = str(final.get("event") or "")
     if not event_id or final.get("type") == "adhoc" or final.get("retried"):
         return
