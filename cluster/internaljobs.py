@@ -66,6 +66,11 @@ class InternalJobs:
         self._starting: set[str] = set()  # recorded, task not yet made: never taken for an orphan
         self.finished = 0  # jobs this node has finished (tests wait on it)
 
+    @property
+    def active(self) -> int:
+        """Internal jobs this node is running (or starting) now."""
+        return len(self._tasks) + len(self._starting)
+
     async def start(self, title: str, kind: str, username: str, work: Work, *,
                     params: Mapping[str, Any] | None = None) -> Record:  # fmt: skip
         """Record a new internal job and start its work; returns the record. NotPrimary / FencedError when this

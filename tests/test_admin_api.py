@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import RUNNER_OPTIONS, create_app
+from api.handlers.internaljobs import MAX_RUNNING
 from api.settings import Settings
 from cluster.node import NodeRuntime
 from storage.connection import Database
@@ -255,3 +256,13 @@ def _history(site: Site, admin: Headers) -> Any:
         return [r["id"] for r in rows]
 
     return ids
+
+
+async def test_internal_jobs_at_once_are_bounded(site: Site, admin: Headers) -> None:
+    started = [(await ok(site, "test_internal_job", {"duration": 30}, admin))["id"] for _ in range(MAX_RUNNING)]
+    status, data = await site.call("test_internal_job", {"duration": 30}, headers=admin)
+    refused(status, data, "admin", "running already")
+    running = {r["id"] for r in (await ok(site, "get_internal_jobs", {}, admin))["rows"]}
+    assert running == set(started)  # the refused one left no record
+    status, data = await site.call("admin_run_maintenance", {}, headers=admin)
+    refused(status, data, "admin", "running already")

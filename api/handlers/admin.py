@@ -174,14 +174,15 @@ async def admin_delete_data(call: Call) -> Reply:
     """Delete the chosen data as an internal job. Pauses the scheduler first (as xyOps does: it stays paused until
     an admin enables it again, and the report says so); answers the job's id."""
     items = await _checked_items(call, call.params["items"])
-    warnings: list[str] = []
-    if ((await call.stores.state.get()).get("scheduler") or {}).get("enabled", True):
-        await call.stores.state.update(call.node.fence(), {"scheduler.enabled": False})
-        await log_activity(call, "state_update", "Global state updated: scheduler.enabled",
-                           state={"path": "scheduler.enabled", "value": False})  # fmt: skip
-        warnings.append("The job scheduler was paused for the deletion; enable it again when you are ready.")
+    jobs = internal_jobs(call)  # refused here (nothing paused yet) when this node cannot run internal jobs
 
     async def work(progress: Progress) -> dict[str, Any]:
+        warnings: list[str] = []
+        if ((await call.stores.state.get()).get("scheduler") or {}).get("enabled", True):  # paused by the job
+            await call.stores.state.update(call.node.fence(), {"scheduler.enabled": False})  # that then deletes
+            await log_activity(call, "state_update", "Global state updated: scheduler.enabled",
+                               state={"path": "scheduler.enabled", "value": False})  # fmt: skip
+            warnings.append("The job scheduler was paused for the deletion; enable it again when you are ready.")
         stats = {"lists": 0, "records": 0, "keys": 0}
         for n, item in enumerate(items):
             await progress(n / len(items), f"deleting {item['type']}")
@@ -191,8 +192,7 @@ async def admin_delete_data(call: Call) -> Reply:
         return {"stats": stats, "warnings": warnings,
                 "details": f"### Bulk data deletion\n\n{lines}\n\n#### Warnings\n\n{notes}"}  # fmt: skip
 
-    job = await internal_jobs(call).start("Custom bulk data deletion", "maint", call.who.username, work,
-                                          params={"items": items})  # fmt: skip
+    job = await jobs.start("Custom bulk data deletion", "maint", call.who.username, work, params={"items": items})
     return {"id": job["id"]}
 
 
@@ -207,12 +207,12 @@ async def admin_logout_all(call: Call) -> Reply:
 
     async def work(progress: Progress) -> dict[str, Any]:
         ended = await call.stores.users.drop_sessions(call.node.fence(), normalize(username))
+        await log_activity(call, "user_logout_all", f"Admin logged out every session of {username} ({ended})",
+                           user={"username": username})  # fmt: skip
         return {"sessions": ended, "details": f"Ended {ended} sessions of {username}."}
 
     job = await internal_jobs(call).start(f"Logging out user sessions for: {username}", "user", call.who.username,
                                           work, params={"username": username})  # fmt: skip
-    await log_activity(call, "user_logout_all", f"Admin logged out every session of {username}",
-                       user={"username": username})  # fmt: skip
     return {"id": job["id"]}
 
 

@@ -20,12 +20,16 @@ from ..registry import ADMIN, HANDLERS, Reply
 MAX_TEST_S = 3600  # test_internal_job's longest run
 MAX_LISTED = 1000  # finished jobs listed with `all`
 BULK_STEP = 100  # jobs deleted per fenced step
+MAX_RUNNING = 8  # internal jobs at once on the primary: each holds a task and writes progress
+MAINTENANCE_TITLE = "Daily maintenance manual run"
 
 
 def internal_jobs(call: Call) -> InternalJobs:
     jobs = call.node.internal
     if jobs is None:
         raise ApiError("admin", "Internal jobs do not run on this node.")
+    if jobs.active >= MAX_RUNNING:
+        raise ApiError("admin", f"{jobs.active} internal jobs are running already; wait for one to finish.")
     return jobs
 
 
@@ -63,6 +67,8 @@ async def admin_run_maintenance(call: Call) -> Reply:
     maintenance = call.node.maintenance
     if maintenance is None:
         raise ApiError("admin", "Maintenance does not run on this node.")
+    if any(job.get("title") == MAINTENANCE_TITLE for job in await call.stores.internal.running()):
+        raise ApiError("admin", "A manual maintenance run is under way already.")
 
     async def work(progress: Progress) -> dict[str, Any]:
         await progress(0.0, "trimming")
@@ -72,7 +78,7 @@ async def admin_run_maintenance(call: Call) -> Reply:
         lines = "\n".join(f"- **{name.replace('_', ' ').title()} removed:** {n}" for name, n in counts.items())
         return {"removed": counts, "details": f"### Maintenance report\n\n{lines}\n"}
 
-    job = await internal_jobs(call).start("Daily maintenance manual run", "maint", call.who.username, work)
+    job = await internal_jobs(call).start(MAINTENANCE_TITLE, "maint", call.who.username, work)
     return {"id": job["id"]}
 
 
