@@ -24,15 +24,12 @@ from ..errors import ApiError, bad_param
 from ..registry import ADMIN, HANDLERS, Reply
 
 REDACTED = "(redacted)"
-_SECRET_SETTINGS = frozenset({"secret_key", "smtp_password"})
-
-
 def effective(call: Call) -> dict[str, Any]:
     """This node's settings, secrets redacted (a password in the store URL too)."""
     out: dict[str, Any] = {}
     for item in dataclasses.fields(call.settings):
         value = getattr(call.settings, item.name)
-        if item.name in _SECRET_SETTINGS:
+        if not item.repr:  # a secret setting is declared repr=False (api/settings.py), so it never shows
             value = REDACTED if value else ""
         elif item.name == "redis_url" and value:
             value = redacted(value)
