@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from storage.buckets import BucketError
 from storage.definitions import DefinitionStore, Family
 from storage.errors import Conflict
 from storage.ids import CLIENT_ID
@@ -122,12 +123,14 @@ class _Parsed:
     lists: dict[str, dict[int, tuple[int, list[Any]]]] = field(default_factory=dict)  # name -> page -> (line, items)
     users: list[tuple[int, Any]] = field(default_factory=list)
     secrets: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    buckets: dict[str, tuple[int, Any]] = field(default_factory=dict)  # bucket id -> (line, its data)
     records: dict[str, list[tuple[int, str, Any]]] = field(default_factory=dict)  # index -> [(line, id, record)]
 
 
 _LIST_KEY = re.compile(r"global/(\w+)")
 _PAGE_KEY = re.compile(r"global/(\w+)/(\d+)")
 _SECRET_KEY = re.compile(r"secrets/(\w+)")
+_BUCKET_DATA = re.compile(r"buckets/(\w+)/data")
 _USER_KEY = re.compile(r"users/(\w+)")
 
 
@@ -174,6 +177,11 @@ def _parse_key(out: _Parsed, report: Report, number: int, key: Any, value: Any) 
         out.users.append((number, value))
     elif secret := _SECRET_KEY.fullmatch(key):
         out.secrets[secret[1]] = (number, value)
+    elif bucket := _BUCKET_DATA.fullmatch(key):
+        if not isinstance(value, dict):
+            report.error(number, f"bucket data {key} must be an object")
+            return
+        out.buckets[bucket[1]] = (number, value)
     else:
         report.skipped += 1
         report.warn(f"Storage keys like {key.split('/')[0]}/... are not imported (bucket data and files, "
@@ -242,7 +250,7 @@ class Importer:
         for name in FAMILY_ORDER:
             spec = FAMILY_SPECS[name]
             for number, item in items[name]:
-                await self._definition(spec, number, item, parsed.secrets)
+                await self._definition(spec, number, item, parsed)
                 await self._step()
         for number, value in parsed.users:
             await self._user(number, value)
@@ -273,7 +281,7 @@ class Importer:
             self.report.warn(f"line {found[0]}: {exc}; its values were not imported")
             return None
 
-    async def _definition(self, spec: FamilySpec, number: int, item: Any, secrets: dict[str, tuple[int, Any]]) -> None:
+    async def _definition(self, spec: FamilySpec, number: int, item: Any, parsed: _Parsed) -> None:
         kind = spec.singular
         obj_id = item.get("id") if isinstance(item, dict) else None
         if not isinstance(obj_id, str) or not CLIENT_ID.fullmatch(obj_id):
@@ -281,25 +289,35 @@ class Importer:
             return
         stores = self.call.stores
         current = await stores.defs.get(spec.family, obj_id)
-        variables = await self._variables(number, obj_id, secrets) if spec is SECRET_SPEC else None
+        # What the object has besides its record: a secret's variables, a bucket's data.
+        given: Any = None
+        if spec is SECRET_SPEC:
+            given = await self._variables(number, obj_id, parsed.secrets)
+        elif spec.plural == "buckets" and obj_id in parsed.buckets:
+            given = parsed.buckets[obj_id][1]
         try:
-            record = await self._prepare(spec, item, current, variables)
+            record = await self._prepare(spec, item, current, given)
         except ApiError as exc:
             self.report.error(number, f"{kind} {obj_id}: {exc.description}")
             return
-        if current is not None and await self._same(spec, current, record, variables):
+        if current is not None and await self._same(spec, current, record, given):
             self.report.change(kind, obj_id, "unchanged")
             return
         if self.planned is not None:
             self.planned.plan(spec.family, record)
         else:
             try:
+                if spec.plural == "buckets":  # its contents first, as create_bucket writes them
+                    await self._bucket_contents(obj_id, current, given)
                 if current is None:
                     await stores.defs.create(self.call.node.fence(), spec.family, record)
                 else:
                     await stores.defs.replace(self.call.node.fence(), spec.family, record, current.get("revision"))
             except Conflict as exc:
                 self.report.error(number, f"{kind} {obj_id}: changed meanwhile ({exc.reason}); not imported")
+                return
+            except BucketError as exc:
+                self.report.error(number, f"{kind} {obj_id}: {exc}; not imported")
                 return
             if spec.after_write is not None:
                 async with post_commit(f"import:{kind}"):
@@ -329,6 +347,12 @@ class Importer:
             if not isinstance(key, str) or not _HEX64.fullmatch(key):
                 raise ApiError("api", "an API key needs its `key` hash (64 hex digits)")
             record["key"], record["mask"] = key, str(item.get("mask") or "")[:64]
+        elif spec.plural == "buckets":  # its contents are written with it (_bucket_contents), not by the hooks
+            if variables is not None:
+                try:
+                    self.call.stores.buckets.packed_data(variables)
+                except BucketError as exc:
+                    raise ApiError("api", str(exc)) from None
         elif spec is SECRET_SPEC and variables is None:
             if current is not None:  # no values given: the stored ones stay
                 record["names"], record[ENCRYPTED] = current.get("names", []), current.get(ENCRYPTED, "")
@@ -342,7 +366,16 @@ class Importer:
                 await hook(sub, record, current)
         return record
 
+    async def _bucket_contents(self, bucket_id: str, current: Record | None, data: Any) -> None:
+        buckets, fence = self.call.stores.buckets, self.call.node.fence()
+        if current is None:
+            await buckets.create(fence, bucket_id, data or {})
+        elif data is not None:
+            await buckets.replace_data(fence, bucket_id, data)
+
     async def _same(self, spec: FamilySpec, current: Record, record: Record, variables: Any) -> bool:
+        if spec.plural == "buckets" and variables is not None and current == record:
+            return bool((await self.call.stores.buckets.get(str(record["id"]))).data == variables)
         if spec is not SECRET_SPEC:
             return current == record
         if _bare(current) != _bare(record):

@@ -62,6 +62,7 @@ async def populate(site: Site, h: dict[str, str]) -> dict[str, Any]:
     await ok(site, "create_category", {"id": "nightly", "title": "Nightly", "color": "blue"}, h)
     await ok(site, "create_group", {"id": "dbs", "title": "Databases", "hostname_match": "^db"}, h)
     await ok(site, "create_tag", {"id": "db", "title": "DB"}, h)
+    await ok(site, "create_bucket", {"id": "state1", "title": "State", "data": {"last_run": 41, "ok": True}}, h)
     await ok(site, "create_plugin", {"id": "echoplug", "title": "Echo", "type": "event", "command": "/bin/echo"}, h)
     await ok(site, "create_web_hook", {"id": "hook1", "title": "Hook", "url": "https://example.com/hook",
                                       "method": "POST"}, h)
@@ -108,7 +109,7 @@ def _diff(a: Any, b: Any, at: str = "") -> list[str]:
 
 
 READS = ("get_roles", "get_categories", "get_groups", "get_tags", "get_plugins", "get_web_hooks", "get_channels",
-         "get_secrets", "get_events", "get_monitors", "get_alerts", "get_api_keys")  # fmt: skip
+         "get_secrets", "get_events", "get_monitors", "get_alerts", "get_api_keys", "get_buckets")  # fmt: skip
 
 
 async def answers(site: Site, h: dict[str, str], made: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +122,7 @@ async def answers(site: Site, h: dict[str, str], made: dict[str, Any]) -> dict[s
     out["search_jobs"] = (await ok(site, "search_jobs", {"query": "event:ev1"}, h))["rows"]
     out["search_tickets"] = (await ok(site, "search_tickets", {"query": "*"}, h))["rows"]
     out["secret"] = (await ok(site, "decrypt_secret", {"id": "sec1"}, h))["fields"]
+    out["bucket"] = await ok(site, "get_bucket", {"id": "state1"}, h)
     return out
 
 
