@@ -21,7 +21,7 @@ API_KEY_PLAIN = "xyfixtureplainkey0123456789abcdef"
 NOW = 1764000000
 
 
-def _seal(variables: list[dict[str, str]], secret_id: str) -> dict[str, Any]:
+def seal(variables: list[dict[str, str]], secret_id: str) -> dict[str, Any]:
     salt, iv = os.urandom(16), os.urandom(12)
     key = Scrypt(salt=salt, length=32, n=16384, r=8, p=1).derive(PASSPHRASE.encode())
     sealed = AESGCM(key).encrypt(iv, json.dumps(variables).encode(), secret_id.encode())
@@ -84,7 +84,7 @@ def build(*, malformed: bool = True) -> bytes:
     lines += ["", "# User Data:", *_list("global/users", [{"username": "Jane.Doe"}]),
               json.dumps({"key": "users/janedoe", "value": user})]  # fmt: skip
     lines += ["", "# Encrypted Secret Data",
-              json.dumps({"key": "secrets/xy_db", "value": _seal([{"name": "DB_USER", "value": "backup"},
+              json.dumps({"key": "secrets/xy_db", "value": seal([{"name": "DB_USER", "value": "backup"},
                                                                    {"name": "DB_PASS", "value": "s3cr3t"}], "xy_db")})]
     lines += ["", "# Database Index: jobs (*)", json.dumps({"index": "jobs", "id": JOB["id"], "record": JOB})]
     return gzip.compress(("\n".join(lines) + "\n").encode())

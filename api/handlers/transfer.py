@@ -20,6 +20,7 @@ import zlib
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from storage.transfer import TransferTokens
 
@@ -99,13 +100,19 @@ def _gunzip(data: bytes) -> bytes:
 
 
 async def _read_form(call: Call) -> tuple[bytes | None, dict[str, str]]:
-    """The one file and the text fields of a multipart body, each bounded."""
+    """The one file and the text fields of a multipart body, each bounded; ApiError `api` for a malformed body."""
+    try:
+        return await _read_parts(call)
+    except (ValueError, AssertionError, BadHttpMessage) as exc:  # aiohttp's refusals of a malformed multipart body
+        raise ApiError("api", f"Malformed form body: {str(exc)[:200]}") from None
+
+
+async def _read_parts(call: Call) -> tuple[bytes | None, dict[str, str]]:
     if call.request.content_length is not None and call.request.content_length > IMPORT_MAX_BYTES + 65536:
         raise ApiError("admin", f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB.", status=413)
-    try:
-        reader = await call.request.multipart()
-    except (AssertionError, ValueError, KeyError):
-        raise ApiError("admin", "No file data found for import (send multipart/form-data).") from None
+    if not call.request.content_type.startswith("multipart/"):
+        raise ApiError("admin", "No file data found for import (send multipart/form-data).")
+    reader = await call.request.multipart()
     data: bytes | None = None
     fields: dict[str, str] = {}
     while (part := await reader.next()) is not None:
