@@ -4,6 +4,7 @@ Each record is checked for the shape its store needs (a valid id that matches th
 job) and stored under its own id with the store's fenced write and search entries (storage/transfer.py). Job logs
 and files are not part of an import (an xyOps export carries them as `logs/...` and `files/...` keys, which are
 reported as skipped). Servers and snapshots are skipped: servers register themselves when their agent connects.
+An active alert invocation is imported cleared (`active` false): the source's live alert state does not carry over.
 """
 
 from __future__ import annotations
@@ -78,6 +79,44 @@ def _check(index: str, rec_id: str, record: Any) -> str | None:
     return _CHECKS[index](rec_id, record)
 
 
+class _Refused(Exception):
+    """A record this cluster cannot take (the message says why)."""
+
+
+async def _current(call: Call, report: Report, index: str, record: Record) -> Record | None:
+    """The stored record of that id (as an export would show it), None if there is none; `record` is made what
+    this cluster stores (a job is final, an invocation cleared)."""
+    stores, rec_id = call.stores, str(record["id"])
+    if index == "jobs":
+        record.setdefault("state", "complete")
+        record["final"] = True
+        found = await stores.jobs.stored(rec_id)
+        if found is not None and not found[0].get("final"):
+            raise _Refused("is running here")
+        return found[0] if found else None
+    if index == "tickets":
+        return await stores.tickets.get(rec_id)
+    if index == "alerts":
+        if record.get("active"):  # the evaluator here knows nothing of it, so nothing would ever clear it
+            record["active"] = False
+            report.warn("Active alert invocations are imported as cleared (this cluster's evaluator raises its own).")
+        return await stores.alerts.get(rec_id)  # with its action results, as the export shows it
+    rows = await stores.activity.get_many([rec_id])
+    return rows[0] if rows else None
+
+
+async def _write(call: Call, report: Report, index: str, record: Record) -> None:
+    stores, fence = call.stores, call.node.fence()
+    if index == "jobs":
+        await put_final_job(stores.jobs, fence, record)
+    elif index == "tickets":
+        await _put_ticket(call, report, record)
+    elif index == "alerts":
+        await put_alert_invocation(stores.alerts, fence, record)
+    elif not await put_activity(stores.activity, record):
+        raise _Refused("was stored meanwhile")
+
+
 async def import_record(call: Call, report: Report, index: str, number: int, rec_id: str, record: Any) -> None:
     """Check and store one record of `index` (one of RECORD_ORDER), counting what happened in `report`."""
     problem = _check(index, rec_id, record)
@@ -85,43 +124,18 @@ async def import_record(call: Call, report: Report, index: str, number: int, rec
         report.error(number, f"{index} {rec_id[:40]}: {problem}")
         return
     record = {**record, "id": rec_id}
-    stores = call.stores
     kind = {"jobs": "job", "tickets": "ticket", "alerts": "alert_invocation", "activity": "activity"}[index]
-    if index == "jobs":
-        record.setdefault("state", "complete")
-        record["final"] = True
-        found = await stores.jobs.stored(rec_id)
-        if found is not None and not found[0].get("final"):
-            report.error(number, f"job {rec_id}: is running here; not imported")
+    try:
+        current = await _current(call, report, index, record)
+        # Activity is never rewritten: one of that id is kept as it is.
+        if current is not None and (current == record or index == "activity"):
+            report.change(kind, rec_id, "unchanged")
             return
-        current = found[0] if found else None
-    elif index == "tickets":
-        current = await stores.tickets.get(rec_id)
-    elif index == "alerts":
-        got = await stores.alerts.stored(rec_id)
-        current = got[0] if got else None
-    else:
-        current = None if not await stores.activity.get_many([rec_id]) else record
-    if current is not None and current == record:
-        report.change(kind, rec_id, "unchanged")
+        if not report.dry_run:
+            await _write(call, report, index, record)
+    except (_Refused, Conflict, ValueError) as exc:
+        report.error(number, f"{index} {rec_id}: {exc}; not imported")
         return
-    if index == "activity" and current is not None:  # activity is never rewritten
-        report.change(kind, rec_id, "unchanged")
-        return
-    if not report.dry_run:
-        fence = call.node.fence()
-        try:
-            if index == "jobs":
-                await put_final_job(stores.jobs, fence, record)
-            elif index == "tickets":
-                await _put_ticket(call, report, record)
-            elif index == "alerts":
-                await put_alert_invocation(stores.alerts, fence, record)
-            else:
-                await put_activity(stores.activity, record)
-        except (Conflict, ValueError) as exc:
-            report.error(number, f"{index} {rec_id}: {exc}; not imported")
-            return
     report.change(kind, rec_id, "created" if current is None else "updated")
 
 

@@ -51,12 +51,14 @@ async def put_final_job(jobs: JobStore, fence: Fence, job: Record) -> None:
 
 
 async def put_alert_invocation(alerts: AlertStore, fence: Fence, record: Record) -> None:
-    """Store an alert invocation under its id (fenced, queued for indexing in the same step), then index it."""
+    """Store an alert invocation under its id (fenced, queued for indexing in the same step), then index it. The
+    record holds every action result (as an export shows it), so the results list kept beside it goes."""
     inv_id = str(record["id"])
     if not valid_invocation_id(inv_id):
         raise ValueError(f"invalid alert invocation id {inv_id[:40]!r}")
     k = alerts.db.keys
     batch = FencedBatch().add("SET", [k.alert_invocation(inv_id)], codec.pack(record))
+    batch.add("DEL", [k.alert_results(inv_id)])
     batch.add("SADD", [k.alerts_unindexed], inv_id)
     await fence.execute(batch)
     await alerts.reindex(inv_id)

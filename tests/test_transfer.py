@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from api import xyformat
 from api.handlers import transfer
 from storage.connection import Database, connect
 from storage.keyspace import Keyspace
@@ -181,6 +182,13 @@ async def test_an_xyops_export_imports(site: Site, admin: dict[str, str]) -> Non
     assert job["event"] == "xy_backup" and job["code"] == 0
     found = (await ok(site, "search_jobs", {"query": "event:xy_backup"}, admin))["rows"]
     assert [j["id"] for j in found] == ["jxyfixture01"]
+    ticket = (await ok(site, "get_ticket", {"id": "txyfixture01"}, admin))["ticket"]
+    assert (ticket["subject"], ticket["created"]) == ("Backup failed twice", xyopsexport.NOW + 200)
+    assert any("number 7" in w for w in done["report"]["warnings"])  # numbered here in file order
+    found = (await ok(site, "search_alerts", {"query": "alert:load_avg_high"}, admin))["rows"]
+    assert [(a["id"], a["active"]) for a in found] == [("axyfixture01", False)]  # imported cleared
+    found = (await ok(site, "search_activity", {"query": "action:event_create"}, admin))["rows"]
+    assert "xyactivity01" in [a["id"] for a in found]
     await site.login("Jane.Doe", xyopsexport.USER_PASSWORD)
     status, reply = await site.call("get_events", {}, headers={"X-API-Key": xyopsexport.API_KEY_PLAIN})
     assert (status, reply["code"]) == (200, 0), reply
@@ -203,6 +211,22 @@ async def test_bounds_privileges_and_tokens(site: Site, admin: dict[str, str], m
     status, reply = await site.call("get_transfer_token", {"lists": "all"}, headers=eve)
     assert reply["code"] == "access", reply
 
+    # bulk_export exports, but sealing secret values under a passphrase of one's own is reading them: admins only.
+    await ok(site, "admin_update", {"username": "eve", "privileges": {"bulk_export": True}}, admin, ns="user")
+    resp = await site.client.post("/api/app/admin_export_data/v1", json={"lists": ["secrets"]}, headers=eve)
+    assert resp.status == 200 and resp.content_type == "application/gzip"
+    status, reply = await site.call("admin_export_data", {"lists": ["secrets"], "secret_key": "x"}, headers=eve)
+    assert reply["code"] == "access" and "admin" in reply["description"], reply
+    # A token keeps the passphrase sealed in the store, and gives it back to the export.
+    token = (await ok(site, "get_transfer_token", {"lists": ["secrets"], "secret_key": "tok-pass"}, admin))["token"]
+    db = site.node.stores.db
+    assert b"tok-pass" not in (await db.client.get(db.keys.transfer_token(token)) or b"")
+    await ok(site, "create_secret", {"id": "tsec", "title": "T", "fields": [{"name": "X", "value": "y"}]}, admin)
+    resp = await site.client.get("/api/app/admin_export_data/v1", params={"token": token}, headers=admin)
+    sealed = next(json.loads(t)["value"] for t in gzip.decompress(await resp.read()).decode().splitlines()
+                  if t.startswith('{"key":"secrets/tsec"'))  # fmt: skip
+    assert xyformat.open_secret(sealed, "tok-pass", "tsec") == [{"name": "X", "value": "y"}]
+
     # Selections.
     status, reply = await site.call("admin_export_data", {}, headers=admin)
     assert (reply["code"], reply["description"]) == ("admin", "No data selected for export."), reply
@@ -223,7 +247,10 @@ async def test_bounds_privileges_and_tokens(site: Site, admin: dict[str, str], m
     # A token: carries the params, works once, for the user who asked for it only.
     token = (await ok(site, "get_transfer_token", {"lists": ["tags"]}, admin))["token"]
     resp = await site.client.get("/api/app/admin_export_data/v1", params={"token": token}, headers=eve)
-    assert (await resp.json())["code"] == "access"  # eve lacks bulk_export before the token is even looked at
+    assert (await resp.json())["description"] == "Access denied."  # bound to the admin; and spent, as leaked
+    resp = await site.client.get("/api/app/admin_export_data/v1", params={"token": token}, headers=admin)
+    assert (await resp.json())["description"] == "Access denied."
+    token = (await ok(site, "get_transfer_token", {"lists": ["tags"]}, admin))["token"]
     resp = await site.client.get("/api/app/admin_export_data/v1", params={"token": token}, headers=admin)
     assert resp.status == 200
     lines = [json.loads(t) for t in gzip.decompress(await resp.read()).decode().splitlines() if t.startswith("{")]
@@ -231,7 +258,6 @@ async def test_bounds_privileges_and_tokens(site: Site, admin: dict[str, str], m
     resp = await site.client.get("/api/app/admin_export_data/v1", params={"token": token}, headers=admin)
     assert (await resp.json())["description"] == "Access denied."
     # Expiry: a token past its time is gone (Redis expires it; here given a one-second lifetime).
-    db = site.node.stores.db
     await TransferTokens(db).put("shortlived", {"username": "admin", "params": {"lists": ["tags"]}}, ttl_s=1)
     deadline = asyncio.get_running_loop().time() + 30
     while await db.client.exists(db.keys.transfer_token("shortlived")):

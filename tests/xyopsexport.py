@@ -68,6 +68,17 @@ JOB = {"id": "jxyfixture01", "event": "xy_backup", "category": "xy_ops", "plugin
        "server": "main1", "tags": ["_success", "xy_nightly"], "source": "scheduler", "username": "admin"}  # fmt: skip
 
 
+TICKET = {"id": "txyfixture01", "num": 7, "subject": "Backup failed twice", "body": "See the job.", "type": "issue",
+          "status": "open", "category": "xy_ops", "server": "", "assignees": ["admin"], "cc": [], "notify": [],
+          "due": 0, "tags": [], "events": ["xy_backup"], "files": [], "changes": [], "jobs": [], "alerts": [],
+          "username": "admin", "created": NOW + 200, "modified": NOW + 200}  # fmt: skip
+INVOCATION = {"id": "axyfixture01", "active": True, "alert": "load_avg_high", "server": "main1", "groups": ["main"],
+              "date": NOW + 300, "modified": NOW + 300, "message": "Load is high", "actions": [], "jobs": [],
+              "tickets": []}  # fmt: skip
+ACTIVITY = {"id": "xyactivity01", "action": "event_create", "epoch": NOW + 1, "username": "admin",
+            "description": "Created event: Nightly backup", "keywords": ["xy_backup", "admin"]}  # fmt: skip
+
+
 def build(*, malformed: bool = True) -> bytes:
     """The gzip'd export; with `malformed`, one broken line in the middle (its 1-based number: MALFORMED_LINE)."""
     lines = ["# xyOps Data Export v1.0", "# Hostname: xyops-fixture.local", "# Date/Time: Tue Nov 25 2025",
@@ -86,7 +97,9 @@ def build(*, malformed: bool = True) -> bytes:
     lines += ["", "# Encrypted Secret Data",
               json.dumps({"key": "secrets/xy_db", "value": seal([{"name": "DB_USER", "value": "backup"},
                                                                    {"name": "DB_PASS", "value": "s3cr3t"}], "xy_db")})]
-    lines += ["", "# Database Index: jobs (*)", json.dumps({"index": "jobs", "id": JOB["id"], "record": JOB})]
+    for index, record in (("jobs", JOB), ("tickets", TICKET), ("alerts", INVOCATION), ("activity", ACTIVITY)):
+        row = {"index": index, "id": record["id"], "record": record}
+        lines += ["", f"# Database Index: {index} (*)", json.dumps(row)]
     return gzip.compress(("\n".join(lines) + "\n").encode())
 
 

@@ -8,13 +8,17 @@
   changes nothing): each object is written whole by the store's own fenced write. `dry_run` reports and writes
   nothing. `format=cronicle` is refused.
 - A transfer token binds the params to the user who asked for it: the export still needs that user's credentials
-  (the browser's session cookie goes with the GET), the token only carries the params and is used once.
+  (the browser's session cookie goes with the GET), the token only carries the params and is used once (presented
+  by another user it is refused, and spent).
 - Secret values are exported sealed under a passphrase the caller gives (`secret_key`), in xyOps' scheme, so an
-  xyOps system configured with that secret_key reads them; Podium's own cluster key never leaves the cluster.
+  xyOps system configured with that secret_key reads them; Podium's own cluster key never leaves the cluster. As
+  that amounts to reading them, it needs the admin privilege (bulk_export alone exports everything else); a token
+  keeps the passphrase sealed under the cluster key.
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
 import zlib
 from typing import Any
@@ -22,6 +26,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
+from storage.secretbox import SecretBox, SecretBoxError
 from storage.transfer import TransferTokens
 
 from .. import params as P
@@ -50,22 +55,46 @@ async def get_transfer_token(call: Call) -> Reply:
     selection(call.params)  # refuse a bad selection now, not at download time
     token = secrets.token_urlsafe(24)
     params = {k: v for k, v in call.params.items() if v not in (None, "")}
+    if "secret_key" in params:  # never in the clear in the store: sealed under the cluster key, bound to the token
+        blob = _box(call).seal(str(params["secret_key"]).encode(), _aad(token))
+        params["secret_key"] = base64.b64encode(blob).decode("ascii")
     await TransferTokens(call.stores.db).put(token, {"username": call.who.username, "params": params})
     return {"token": token}
+
+
+def _box(call: Call) -> SecretBox:
+    try:
+        return SecretBox(call.stores.secret_key)
+    except SecretBoxError as exc:
+        raise ApiError("secret", f"Secrets are unavailable: {exc}.") from None
+
+
+def _aad(token: str) -> bytes:
+    return f"transfer:{token}".encode()
+
+
+async def _token_params(call: Call, token: str) -> dict[str, Any]:
+    found = await TransferTokens(call.stores.db).take(token)
+    if found is None or found.get("username") != call.who.username:
+        raise ApiError("admin", "Access denied.")  # deliberately vague, as xyOps
+    params = dict(found.get("params") or {})
+    if "secret_key" in params:
+        try:
+            params["secret_key"] = _box(call).open_(base64.b64decode(str(params["secret_key"])), _aad(token)).decode()
+        except (SecretBoxError, ValueError):
+            raise ApiError("admin", "Access denied.") from None
+    return params
 
 
 @HANDLERS.add("admin_export_data", write=False, privilege="bulk_export",
               args=(*SELECTORS, P.text("token", max_len=64, doc="from get_transfer_token")))  # fmt: skip
 async def admin_export_data(call: Call) -> web.StreamResponse:
     """Stream a gzip'd NDJSON export (xyOps format) of the selected data."""
-    params = call.params
-    if params.get("token"):
-        found = await TransferTokens(call.stores.db).take(str(params["token"]))
-        if found is None or found.get("username") != call.who.username:
-            raise ApiError("admin", "Access denied.")  # deliberately vague, as xyOps
-        params = dict(found.get("params") or {})
+    params = await _token_params(call, str(call.params["token"])) if call.params.get("token") else call.params
     sel = selection(params)
     secret_key = str(params.get("secret_key") or "")
+    if secret_key and not call.who.is_admin:  # sealing them under a passphrase of one's own is reading them
+        raise ApiError("access", "Exporting secret values (secret_key) requires the admin privilege.")
     resp = web.StreamResponse(headers={
         "Content-Type": "application/gzip", "X-Request-ID": call.request_id,
         "Content-Disposition": 'attachment; filename="podium-data-export.txt.gz"'})  # fmt: skip
