@@ -12,9 +12,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from api import xyformat
+from api.call import Call
 from api.handlers import transfer
+from api.importer import Importer
+from api.principal import effective
 from storage.connection import Database, connect
 from storage.keyspace import Keyspace
 from storage.transfer import TransferTokens
@@ -265,3 +269,18 @@ async def test_bounds_privileges_and_tokens(site: Site, admin: dict[str, str], m
         await asyncio.sleep(0.2)
     resp = await site.client.get("/api/app/admin_export_data/v1", params={"token": "shortlived"}, headers=admin)
     assert (await resp.json())["description"] == "Access denied."
+
+
+async def test_the_import_coroutine_reports_its_progress(site: Site) -> None:
+    """Importer is a plain coroutine (to be wrapped in an internal job): its progress goes 0 -> 1 as rows apply."""
+    who = effective("user", "admin", {"privileges": {"admin": True}}, {})
+    call = Call(make_mocked_request("POST", "/api/app/admin_import_data/v1"), site.node, site.settings, "t1", {}, {},
+                user=who)  # fmt: skip
+    seen: list[float] = []
+
+    async def progress(fraction: float) -> None:
+        seen.append(fraction)
+
+    report = await Importer(call, secret_key=xyopsexport.PASSPHRASE, progress=progress).run(
+        gzip.decompress(xyopsexport.build()).decode())
+    assert report.created >= 10 and seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == report.created
