@@ -279,7 +279,9 @@ class Importer:
             return clean_variables(xyformat.open_secret(found[1], self.secret_key, secret_id))
         except xyformat.FormatError as exc:
             self.report.warn(f"line {found[0]}: {exc}; its values were not imported")
-            return None
+        except ApiError as exc:  # decrypted, but not {name, value} variables this cluster can use
+            self.report.warn(f"line {found[0]}: secret {secret_id}: {exc.description}; its values were not imported")
+        return None
 
     async def _definition(self, spec: FamilySpec, number: int, item: Any, parsed: _Parsed) -> None:
         kind = spec.singular

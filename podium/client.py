@@ -25,6 +25,7 @@ FAILOVER_S = 20.0
 DOWN_S = 2.0  # a node that refused a connection is left out this long, then asked for /health before use
 PAUSE_S = 0.2  # between rounds while every node is down or no primary is known
 HEALTH_TIMEOUT_S = 2.0
+UPLOAD_REPLY_S = 3600.0  # how long an upload waits for its reply (admin_import_data works before answering)
 NODE_HEADER = "X-Podium-Node"
 
 _CUT_OFF = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
@@ -299,7 +300,8 @@ class AsyncClient:
             base = await self._find_primary()
             if base is None:
                 raise NoPrimary("master", "no primary is known")
-            no_total = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=self._timeout)
+            # The server applies the file before it answers: a big import may be silent for minutes.
+            no_total = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=UPLOAD_REPLY_S)
             with path.open("rb") as handle:
                 form = aiohttp.FormData()
                 for key, value in (fields or {}).items():
