@@ -249,7 +249,8 @@ class Importer:
                           + sum(len(v) for v in parsed.records.values()))  # fmt: skip
         for name in FAMILY_ORDER:
             spec = FAMILY_SPECS[name]
-            for number, item in items[name]:
+            # A list shown newest first (API keys) is created oldest first, so it lists in the same order here.
+            for number, item in reversed(items[name]) if spec.family.newest_first else items[name]:
                 await self._definition(spec, number, item, parsed)
                 await self._step()
         for number, value in parsed.users:

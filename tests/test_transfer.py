@@ -84,6 +84,7 @@ async def populate(site: Site, h: dict[str, str]) -> dict[str, Any]:
                                     "message": "load {{monitors.load}}"}, h)  # fmt: skip
     await ok(site, "admin_create", {"username": "bob", "password": "bobs-password", "full_name": "Bob",
                                     "email": "bob@example.com", "roles": ["ops_role"]}, h, ns="user")  # fmt: skip
+    await ok(site, "create_api_key", {"title": "Older", "privileges": {"view_jobs": True}}, h)
     key = await ok(site, "create_api_key", {"title": "CI", "privileges": {"admin": True}}, h)
     ticket = await ok(site, "create_ticket", {"subject": "Disk full", "body": "on db1", "type": "issue"}, h)
     job = await ok(site, "run_event", {"id": "ev1"}, h)
