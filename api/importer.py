@@ -77,6 +77,12 @@ def _keep_system(record: Record, item: Record, username: str) -> None:
         record.setdefault(name, int(time.time()))
 
 
+def _ticket_order(row: tuple[int, str, Any]) -> tuple[float, float, int]:
+    record = row[2] if isinstance(row[2], dict) else {}
+    num, created = record.get("num"), record.get("created")
+    return (num if _count(num) else float("inf"), created if _count(created) else 0.0, row[0])
+
+
 def _bare(record: Record) -> Record:
     return {k: v for k, v in record.items() if k != ENCRYPTED}
 
@@ -257,7 +263,10 @@ class Importer:
             await self._user(number, value)
             await self._step()
         for index in RECORD_ORDER:
-            for number, rec_id, record in parsed.records.pop(index, []):
+            rows = parsed.records.pop(index, [])
+            if index == "tickets":  # numbered here as they come: in their own number order (an export is newest first)
+                rows.sort(key=_ticket_order)
+            for number, rec_id, record in rows:
                 await import_record(self.call, self.report, index, number, rec_id, record)
                 await self._step()
         for index, rows in parsed.records.items():

@@ -87,6 +87,7 @@ async def populate(site: Site, h: dict[str, str]) -> dict[str, Any]:
     await ok(site, "create_api_key", {"title": "Older", "privileges": {"view_jobs": True}}, h)
     key = await ok(site, "create_api_key", {"title": "CI", "privileges": {"admin": True}}, h)
     ticket = await ok(site, "create_ticket", {"subject": "Disk full", "body": "on db1", "type": "issue"}, h)
+    await ok(site, "create_ticket", {"subject": "Second", "body": "numbered 2", "type": "issue"}, h)
     job = await ok(site, "run_event", {"id": "ev1"}, h)
     deadline = asyncio.get_running_loop().time() + 60
     while True:
