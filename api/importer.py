@@ -5,7 +5,9 @@ order (roles, categories, plugins, groups, ... before events, users, then the da
 names another finds it whatever order the file listed them in. Every object is checked with the validation its
 create/update call uses (the definition families' declared fields and hooks, api/definitions.py) and written whole
 with the store's fenced write, or not at all: a bad record is reported with its line number and skipped, and the
-rest carries on. A dry run computes the same report and writes nothing.
+rest carries on. A list the file replaces (the `listDelete` line an export writes before each list) loses, as in
+xyOps, the objects the file does not hold, each through its delete call's checks; users are never deleted. A dry
+run computes the same report and writes nothing.
 
 Kept as given: ids, `created`, `modified`, `revision`, `username`, API key hashes (xyOps and Podium both store
 sha256(plain key + key id), so imported keys keep working), user password hashes (the same bcrypt(password + salt)
@@ -99,6 +101,7 @@ class Report:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -130,6 +133,7 @@ class _Parsed:
     users: list[tuple[int, Any]] = field(default_factory=list)
     secrets: dict[str, tuple[int, Any]] = field(default_factory=dict)
     buckets: dict[str, tuple[int, Any]] = field(default_factory=dict)  # bucket id -> (line, its data)
+    replaced: dict[str, int] = field(default_factory=dict)  # list name -> line of its listDelete
     records: dict[str, list[tuple[int, str, Any]]] = field(default_factory=dict)  # index -> [(line, id, record)]
 
 
@@ -161,6 +165,8 @@ def _parse(text: str, report: Report) -> _Parsed:
             report.commands += 1
             if cmd != "listDelete":
                 report.warn(f"Storage command {cmd} is not applied (only lists and records are imported).")
+            elif args and isinstance(args[0], str) and (whole := _LIST_KEY.fullmatch(args[0])):
+                out.replaced[whole[1]] = number
         else:
             report.error(number, "unknown line format (expected index/id/record, key/value or cmd/args)")
     return out
@@ -201,10 +207,11 @@ class PlannedDefinitions(DefinitionStore):
     def __init__(self, base: DefinitionStore) -> None:
         super().__init__(base.db, base.bus)
         self.base = base
-        self.planned: dict[str, dict[str, Record]] = {}
+        self.planned: dict[str, dict[str, Record | None]] = {}
 
-    def plan(self, family: Family, record: Record) -> None:
-        self.planned.setdefault(family.name, {})[str(record["id"])] = record
+    def plan(self, family: Family, record: Record | None, obj_id: str = "") -> None:
+        """`record` would be written (None: the object `obj_id` would be deleted)."""
+        self.planned.setdefault(family.name, {})[str(record["id"]) if record is not None else obj_id] = record
 
     async def get(self, family: Family, obj_id: str) -> Record | None:
         planned = self.planned.get(family.name, {})
@@ -212,9 +219,10 @@ class PlannedDefinitions(DefinitionStore):
 
     async def all(self, family: Family) -> list[Record]:
         planned = self.planned.get(family.name, {})
-        rows = [planned.get(str(r.get("id")), r) for r in await self.base.all(family)]
-        have = {str(r.get("id")) for r in rows}
-        return rows + [r for i, r in planned.items() if i not in have]
+        stored = await self.base.all(family)
+        have = {str(r.get("id")) for r in stored}
+        rows = [planned.get(str(r.get("id")), r) for r in stored]
+        return [r for r in rows if r is not None] + [r for i, r in planned.items() if i not in have and r is not None]
 
 
 class Importer:
@@ -259,6 +267,7 @@ class Importer:
             for number, item in reversed(items[name]) if spec.family.newest_first else items[name]:
                 await self._definition(spec, number, item, parsed)
                 await self._step()
+        await self._replace_lists(parsed, items)
         for number, value in parsed.users:
             await self._user(number, value)
             await self._step()
@@ -273,6 +282,41 @@ class Importer:
             self.report.skipped += len(rows)
             self.report.warn(f"Database index {index} is not imported ({len(rows)} records skipped).")
         return self.report
+
+    async def _replace_lists(self, parsed: _Parsed, items: dict[str, list[tuple[int, Any]]]) -> None:
+        """A list the file replaces whole (its `listDelete` line, as an export writes before every list) loses the
+        objects the file does not hold, as in xyOps; each goes through its delete call's checks (a category still
+        in use stays, reported). Kinds that others name go last. Users are never deleted by an import."""
+        for name in reversed(FAMILY_ORDER):
+            number = parsed.replaced.get(name)
+            if number is None:
+                continue
+            spec = FAMILY_SPECS[name]
+            kept = {str(item.get("id")) for _, item in items[name] if isinstance(item, dict)}
+            for current in list(await self.call.stores.defs.all(spec.family)):
+                if str(current.get("id")) not in kept:
+                    await self._delete(spec, number, current)
+
+    async def _delete(self, spec: FamilySpec, number: int, current: Record) -> None:
+        obj_id, stores = str(current["id"]), self.call.stores
+        try:
+            if spec.before_delete is not None:
+                await spec.before_delete(self.call, current, current)
+        except ApiError as exc:
+            self.report.error(number, f"{spec.singular} {obj_id} (not in the file's list): {exc.description}; kept")
+            return
+        if self.planned is not None:
+            self.planned.plan(spec.family, None, obj_id)
+        else:
+            try:
+                await stores.defs.delete(self.call.node.fence(), spec.family, obj_id, current.get("revision"))
+            except Conflict as exc:
+                self.report.error(number, f"{spec.singular} {obj_id}: changed meanwhile ({exc.reason}); kept")
+                return
+            if spec.after_delete is not None:
+                async with post_commit(f"import:{spec.singular}_delete"):
+                    await spec.after_delete(self.call, current, current)
+        self.report.change(spec.singular, obj_id, "deleted")
 
     # -- definitions ---------------------------------------------------------------------------------------------
 

@@ -2,11 +2,11 @@
 
 ⚠ Deviations from xyOps, on purpose:
 - admin_import_data runs inside the call (the upload is bounded by IMPORT_MAX_BYTES) and answers the report
-  `{code: 0, report: {lines, records, keys, commands, created, updated, unchanged, skipped, errors, warnings,
-  changes}}` instead of an internal job id; api/importer.py is a plain coroutine with a progress callback, ready to
-  run as an internal job. It neither pauses the scheduler nor aborts running jobs (`danger` is accepted and
-  changes nothing): each object is written whole by the store's own fenced write. `dry_run` reports and writes
-  nothing. `format=cronicle` is refused.
+  `{code: 0, report: {lines, records, keys, commands, created, updated, unchanged, deleted, skipped, errors,
+  warnings, changes}}` instead of an internal job id; api/importer.py is a plain coroutine with a progress
+  callback, ready to run as an internal job. It neither pauses the scheduler nor aborts running jobs (`danger` is
+  accepted and changes nothing): each object is written whole by the store's own fenced write. `dry_run` reports
+  and writes nothing. `format=cronicle` is refused.
 - A transfer token binds the params to the user who asked for it: the export still needs that user's credentials
   (the browser's session cookie goes with the GET), the token only carries the params and is used once (presented
   by another user it is refused, and spent).
