@@ -20,7 +20,6 @@ import dataclasses
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from storage.buckets import BucketError
@@ -36,14 +35,13 @@ from .definitions import FAMILY_SPECS, FamilySpec, clean_fields
 from .errors import ApiError
 from .handlers.secrets import ENCRYPTED, SECRET_SPEC, clean_variables, open_variables
 from .handlers.users import ACCESS_ARGS, PROFILE, USERNAME_ARG
+from .importfile import Parsed, Report, parse_file
 from .importrecords import RECORD_ORDER, import_record
 from .principal import PRIVILEGES
 from .validate import privilege_map
 
 Record = dict[str, Any]
 Progress = Callable[[float], Awaitable[None] | None]
-MAX_MESSAGES = 100  # errors (and warnings) listed in a report, as xyOps caps its own
-MAX_CHANGES = 5000  # {kind, id, action} entries listed
 # Definition lists in the order they are applied: what others name first.
 FAMILY_ORDER = ("roles", "categories", "plugins", "groups", "tags", "channels", "web_hooks", "monitors", "alerts",
                 "buckets", "secrets", "api_keys", "events")  # fmt: skip
@@ -87,117 +85,6 @@ def _ticket_order(row: tuple[int, str, Any]) -> tuple[float, float, int]:
 
 def _bare(record: Record) -> Record:
     return {k: v for k, v in record.items() if k != ENCRYPTED}
-
-
-@dataclass(slots=True)
-class Report:
-    """What an import did (or, dry, would do)."""
-
-    dry_run: bool = False
-    lines: int = 0
-    records: int = 0
-    keys: int = 0
-    commands: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    changes: list[Record] = field(default_factory=list)
-
-    def error(self, number: int, message: str) -> None:
-        self.skipped += 1
-        if len(self.errors) < MAX_MESSAGES:
-            self.errors.append(f"line {number}: {message}")
-        elif len(self.errors) == MAX_MESSAGES:
-            self.errors.append("Too many errors to list.")
-
-    def warn(self, message: str) -> None:
-        if message not in self.warnings and len(self.warnings) < MAX_MESSAGES:
-            self.warnings.append(message)
-
-    def change(self, kind: str, obj_id: str, action: str) -> None:
-        setattr(self, action, getattr(self, action) + 1)
-        if action != "unchanged" and len(self.changes) < MAX_CHANGES:
-            self.changes.append({"kind": kind, "id": obj_id, "action": action})
-
-    def as_dict(self) -> Record:
-        return dataclasses.asdict(self)
-
-
-@dataclass(slots=True)
-class _Parsed:
-    lists: dict[str, dict[int, tuple[int, list[Any]]]] = field(default_factory=dict)  # name -> page -> (line, items)
-    users: list[tuple[int, Any]] = field(default_factory=list)
-    secrets: dict[str, tuple[int, Any]] = field(default_factory=dict)
-    buckets: dict[str, tuple[int, Any]] = field(default_factory=dict)  # bucket id -> (line, its data)
-    replaced: dict[str, int] = field(default_factory=dict)  # list name -> line of its listDelete
-    records: dict[str, list[tuple[int, str, Any]]] = field(default_factory=dict)  # index -> [(line, id, record)]
-
-
-_LIST_KEY = re.compile(r"global/(\w+)")
-_PAGE_KEY = re.compile(r"global/(\w+)/(\d+)")
-_SECRET_KEY = re.compile(r"secrets/(\w+)")
-_BUCKET_DATA = re.compile(r"buckets/(\w+)/data")
-_USER_KEY = re.compile(r"users/(\w+)")
-
-
-def _parse(text: str, report: Report) -> _Parsed:
-    out = _Parsed()
-    for row in xyformat.rows(text, report_error=report.error):
-        report.lines += 1
-        obj, number = row.obj, row.number
-        if "index" in obj and "record" in obj:
-            if not isinstance(obj["index"], str) or not isinstance(obj.get("id"), str | int):
-                report.error(number, "a record line needs a string `index` and an `id`")
-                continue
-            report.records += 1
-            out.records.setdefault(obj["index"], []).append((number, str(obj["id"]), obj["record"]))
-        elif "key" in obj and "value" in obj:
-            _parse_key(out, report, number, obj["key"], obj["value"])
-        elif "cmd" in obj:
-            cmd, args = obj["cmd"], obj.get("args")
-            if cmd not in xyformat.COMMANDS or not isinstance(args, list):
-                report.error(number, f"unsupported storage command {str(cmd)[:40]!r}")
-                continue
-            report.commands += 1
-            if cmd != "listDelete":
-                report.warn(f"Storage command {cmd} is not applied (only lists and records are imported).")
-            elif args and isinstance(args[0], str) and (whole := _LIST_KEY.fullmatch(args[0])):
-                out.replaced[whole[1]] = number
-        else:
-            report.error(number, "unknown line format (expected index/id/record, key/value or cmd/args)")
-    return out
-
-
-def _parse_key(out: _Parsed, report: Report, number: int, key: Any, value: Any) -> None:
-    if not isinstance(key, str):
-        report.error(number, "`key` must be a string")
-        return
-    report.keys += 1
-    if page := _PAGE_KEY.fullmatch(key):
-        items = value.get("items") if isinstance(value, dict) else None
-        if not isinstance(items, list):
-            report.error(number, f"list page {key} has no `items` array")
-            return
-        out.lists.setdefault(page[1], {})[int(page[2])] = (number, items)
-    elif _LIST_KEY.fullmatch(key):
-        return  # a list header: its pages carry the items
-    elif _USER_KEY.fullmatch(key):
-        out.users.append((number, value))
-    elif secret := _SECRET_KEY.fullmatch(key):
-        out.secrets[secret[1]] = (number, value)
-    elif bucket := _BUCKET_DATA.fullmatch(key):
-        if not isinstance(value, dict):
-            report.error(number, f"bucket data {key} must be an object")
-            return
-        out.buckets[bucket[1]] = (number, value)
-    else:
-        report.skipped += 1
-        report.warn(f"Storage keys like {key.split('/')[0]}/... are not imported (bucket data and files, "
-                    "job logs, avatars and monitor history are outside what Podium imports).")  # fmt: skip
 
 
 class PlannedDefinitions(DefinitionStore):
@@ -253,7 +140,7 @@ class Importer:
                 await maybe
 
     async def run(self, text: str) -> Report:
-        parsed = _parse(text, self.report)
+        parsed = parse_file(text, self.report)
         known = set(FAMILY_ORDER) | {"users"}
         for name in sorted(set(parsed.lists) - known):
             self.report.warn(f"List global/{name} is not imported (Podium has no such list).")
@@ -283,7 +170,7 @@ class Importer:
             self.report.warn(f"Database index {index} is not imported ({len(rows)} records skipped).")
         return self.report
 
-    async def _replace_lists(self, parsed: _Parsed, items: dict[str, list[tuple[int, Any]]]) -> None:
+    async def _replace_lists(self, parsed: Parsed, items: dict[str, list[tuple[int, Any]]]) -> None:
         """A list the file replaces whole (its `listDelete` line, as an export writes before every list) loses the
         objects the file does not hold, as in xyOps; each goes through its delete call's checks (a category still
         in use stays, reported). Kinds that others name go last. Users are never deleted by an import."""
@@ -337,7 +224,7 @@ class Importer:
             self.report.warn(f"line {found[0]}: secret {secret_id}: {exc.description}; its values were not imported")
         return None
 
-    async def _definition(self, spec: FamilySpec, number: int, item: Any, parsed: _Parsed) -> None:
+    async def _definition(self, spec: FamilySpec, number: int, item: Any, parsed: Parsed) -> None:
         kind = spec.singular
         obj_id = item.get("id") if isinstance(item, dict) else None
         if not isinstance(obj_id, str) or not CLIENT_ID.fullmatch(obj_id):

@@ -10,7 +10,7 @@ An active alert invocation is imported cleared (`active` false): the source's li
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storage import codec
 from storage.alerts import valid_invocation_id
@@ -20,9 +20,7 @@ from storage.tickets import MAX_RECORD_BYTES, valid_ticket_id
 from storage.transfer import put_activity, put_alert_invocation, put_final_job
 
 from .call import Call
-
-if TYPE_CHECKING:
-    from .importer import Report
+from .importfile import Report
 
 Record = dict[str, Any]
 RECORD_ORDER = ("tickets", "jobs", "alerts", "activity")
