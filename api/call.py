@@ -38,6 +38,8 @@ class Call:
     body_reserved: dict[str, Any] = field(default_factory=dict)
     query_reserved: dict[str, Any] = field(default_factory=dict)
     user: Principal | None = None  # set by the transport for every handler that needs auth
+    # What `stores` answers instead of the node's (an import's dry run sees the objects it would have written).
+    stores_view: Stores | None = None
 
     @property
     def who(self) -> Principal:
@@ -47,7 +49,7 @@ class Call:
 
     @property
     def stores(self) -> Stores:
-        return self.node.stores
+        return self.stores_view if self.stores_view is not None else self.node.stores
 
     @property
     def ip(self) -> str:

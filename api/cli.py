@@ -1,5 +1,5 @@
 """The `podium` command: `serve` a node, print the cluster's `status`, run an `agent`, or the client commands
-(`call`, `run`, `jobs`, `job`, `tail`: podium/cli.py)."""
+(`call`, `run`, `jobs`, `job`, `tail`, `export`, `import`, `apply`: podium/cli.py)."""
 
 from __future__ import annotations
 
@@ -207,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("agent_args", nargs=argparse.REMAINDER)
 
     client_helps = {"call": "run an API call and print its JSON reply", "run": "launch a job (--wait to follow it)",
-                    "jobs": "active and recent jobs", "job": "one job", "tail": "follow a job's output"}  # fmt: skip
+                    "jobs": "active and recent jobs", "job": "one job", "tail": "follow a job's output",
+                    "export": "download an export of the cluster's data (xyOps format)",
+                    "import": "import an export file (--dry-run: report only)",
+                    "apply": "make the definitions in a directory so (events as code)"}  # fmt: skip
     for name, text in client_helps.items():  # parsed by podium/cli.py (podium NAME --help)
         sub.add_parser(name, help=text, add_help=False).add_argument("client_args", nargs=argparse.REMAINDER)
 

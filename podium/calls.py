@@ -7,7 +7,7 @@ tests/test_client.py checks both sets against the server's registry.
 from __future__ import annotations
 
 WRITES = frozenset({
-    "app/abort_job", "app/add_ticket_change", "app/admin_delete_data", "app/admin_logout_all",
+    "app/abort_job", "app/add_ticket_change", "app/admin_delete_data", "app/admin_import_data", "app/admin_logout_all",
     "app/admin_reset_daily_stats", "app/admin_run_maintenance", "app/admin_send_test_email", "app/admin_update_config",
     "app/bulk_search_delete_jobs", "app/create_alert", "app/create_api_key", "app/create_bucket",
     "app/create_category", "app/create_channel", "app/create_event", "app/create_group",
@@ -18,7 +18,8 @@ WRITES = frozenset({
     "app/delete_job_file", "app/delete_monitor", "app/delete_plugin", "app/delete_role", "app/delete_secret",
     "app/delete_server", "app/delete_snapshot", "app/delete_tag", "app/delete_ticket", "app/delete_ticket_file",
     "app/delete_web_hook",
-    "app/empty_bucket", "app/flush_event_queue", "app/get_satellite_token", "app/job_skip_delay",
+    "app/empty_bucket", "app/flush_event_queue", "app/get_satellite_token", "app/get_transfer_token",
+    "app/job_skip_delay",
     "app/job_toggle_notify_me", "app/logout_all", "app/magic", "app/manage_alert_invocation_tickets",
     "app/manage_job_tags", "app/manage_job_tickets", "app/multi_update_category", "app/multi_update_group",
     "app/multi_update_monitor", "app/resume_job", "app/run_event", "app/test_alert", "app/test_internal_job",
@@ -35,8 +36,8 @@ WRITES = frozenset({
 
 
 READS = frozenset({
-    "app/admin_get_config", "app/admin_stats", "app/bulk_search_export", "app/dash_stats", "app/decrypt_secret",
-    "app/download_job_log", "app/echo", "app/error", "app/get_active_job_summary",
+    "app/admin_export_data", "app/admin_get_config", "app/admin_stats", "app/bulk_search_export", "app/dash_stats",
+    "app/decrypt_secret", "app/download_job_log", "app/echo", "app/error", "app/get_active_job_summary",
     "app/get_active_jobs", "app/get_active_server", "app/get_active_servers", "app/get_alert",
     "app/get_alert_invocations", "app/get_alerts", "app/get_api_key", "app/get_api_keys", "app/get_bucket",
     "app/get_buckets", "app/get_categories", "app/get_category", "app/get_channel", "app/get_channels",

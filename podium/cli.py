@@ -1,4 +1,5 @@
-"""The client commands of `podium`: call, run, jobs, job, tail. `api/cli.py` hands these words over here."""
+"""The client commands of `podium`: call, run, jobs, job, tail, export, import, apply. `api/cli.py` hands these words
+over here."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from . import config
 from .errors import PodiumError
 from .output import ProgressBar, code_text, paint, seconds, table, when
 from .sync import Client
+from .transfercli import TRANSFER_COMMANDS, transfer_parsers
 
-COMMANDS = ("call", "run", "jobs", "job", "tail")
+COMMANDS = ("call", "run", "jobs", "job", "tail", "export", "import", "apply")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = sub.add_parser("tail", parents=[common], help="follow a job's output until it finishes")
     tail.add_argument("id")
+    transfer_parsers(sub, common)
     return parser
 
 
@@ -65,6 +68,8 @@ def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         return 2
     with Client(settings.urls, **settings.options()) as client:
         try:
+            if args.command in TRANSFER_COMMANDS:
+                return TRANSFER_COMMANDS[args.command](client, args)
             if args.command == "call":
                 return _call(client, args.name, params)
             if args.command == "run":

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ FAILOVER_S = 20.0
 DOWN_S = 2.0  # a node that refused a connection is left out this long, then asked for /health before use
 PAUSE_S = 0.2  # between rounds while every node is down or no primary is known
 HEALTH_TIMEOUT_S = 2.0
+UPLOAD_REPLY_S = 3600.0  # how long an upload waits for its reply (admin_import_data works before answering)
 NODE_HEADER = "X-Podium-Node"
 
 _CUT_OFF = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
@@ -265,6 +267,59 @@ class AsyncClient:
             named = named or self._configured(str(reply.get("primary") or ""))
         self.primary = named or None
         return self.primary
+
+    # -- files -------------------------------------------------------------------------------------------------
+
+    async def download(self, name: str, params: Mapping[str, Any], dest: Path) -> int:
+        """Run a call whose reply is a file (admin_export_data) on any node and stream it into `dest` chunk by chunk;
+        answers the bytes written. PodiumError if the node answers JSON (an error) instead."""
+        if self._password is not None and self.session_id is None:
+            await self.login()
+        base = await self._pick()
+        if base is None:
+            raise ConnectionFailed("connection", "no node answered: " + ", ".join(n.url for n in self._nodes))
+        no_total = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=self._timeout)
+        async with self._session().post(f"{base}/api/app/{name}/v1", json=dict(params), headers=self._headers(),
+                                        timeout=no_total, allow_redirects=False) as resp:  # fmt: skip
+            if resp.content_type == "application/json" or resp.status != 200:
+                reply = await resp.json(content_type=None)
+                raise error_for(reply if isinstance(reply, dict) else {"code": "internal"}, resp.status)
+            written = 0
+            with dest.open("wb") as out:
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    out.write(chunk)
+                    written += len(chunk)
+            return written
+
+    async def upload(self, name: str, path: Path, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Send a file (multipart `file1`, streamed from disk) and form `fields` to a call on the primary; its reply
+        (code 0) or a PodiumError. Not repeated on another node: an upload may change state."""
+        if self._password is not None and self.session_id is None:
+            await self.login()
+        for _ in range(2):  # the primary we knew, then the one a `master` reply names
+            base = await self._find_primary()
+            if base is None:
+                raise NoPrimary("master", "no primary is known")
+            # The server applies the file before it answers: a big import may be silent for minutes.
+            no_total = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=UPLOAD_REPLY_S)
+            with path.open("rb") as handle:
+                form = aiohttp.FormData()
+                for key, value in (fields or {}).items():
+                    form.add_field(key, value)
+                form.add_field("file1", handle, filename=path.name, content_type="application/octet-stream")
+                async with self._session().post(f"{base}/api/app/{name}/v1", data=form, headers=self._headers(),
+                                                timeout=no_total, allow_redirects=False) as resp:  # fmt: skip
+                    reply = await resp.json(content_type=None)
+                    status = resp.status
+            if not isinstance(reply, dict):
+                raise PodiumError("internal", f"{base}: HTTP {status} without a JSON reply", status=status)
+            if reply.get("code") == 0:
+                return reply
+            url = self._configured(str(reply.get("url") or "")) if reply.get("code") == "master" else ""
+            if not url or url == base:
+                raise error_for(reply, status)
+            self.primary = url
+        raise error_for(reply, status)
 
     # -- job streams -------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -41,6 +42,12 @@ class Client:
     def call(self, name: str, params: Mapping[str, Any] | None = None, *, ns: str = "app",
              retry: bool | None = None) -> dict[str, Any]:  # fmt: skip
         return self._run(self.aio.call(name, params, ns=ns, retry=retry))
+
+    def download(self, name: str, params: Mapping[str, Any], dest: Path) -> int:
+        return self._run(self.aio.download(name, params, dest))
+
+    def upload(self, name: str, path: Path, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._run(self.aio.upload(name, path, fields))
 
     def login(self) -> None:
         self._run(self.aio.login())

@@ -109,6 +109,11 @@ class UserStore:
         read = int(user.get("revision") or 0)
         await self._write_user(fence, "update", {**user, "revision": read + 1}, str(read))
 
+    async def replace(self, fence: Fence, user: Record, expected_revision: Any) -> None:
+        """Store `user` exactly as given (an import keeps its revision) in place of the version whose revision was
+        `expected_revision` (Conflict "revision" otherwise)."""
+        await self._write_user(fence, "update", user, str(expected_revision or 0))
+
     async def delete(self, fence: Fence, user: Record) -> None:
         norm = normalize(str(user["username"]))
         await self._write_user(fence, "delete", user)

@@ -123,6 +123,15 @@ def open_variables(call: Call, record: Record) -> list[dict[str, str]]:
     return _open(_box(call), record)
 
 
+def open_variables_from(stores: Stores, record: Record) -> list[dict[str, str]]:
+    """The same for code without a call (an export); ApiError `secret` if it cannot be opened."""
+    try:
+        box = SecretBox(stores.secret_key)
+    except SecretBoxError as exc:
+        raise ApiError("secret", f"Secrets are unavailable: {exc}.") from None
+    return _open(box, record)
+
+
 def _open(box: SecretBox, record: Record) -> list[dict[str, str]]:
     secret_id = str(record.get("id"))
     try:
