@@ -10,6 +10,7 @@ history, servers and snapshots.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,23 @@ def _names(params: Record, name: str, known: Sequence[str]) -> list[str]:
         return list(known)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError("admin", f"Invalid request ({name} must be an array).")
-    return [v for v in value if v in known] + [f"{name}:{v}" for v in value if v not in known]
+    return [v for v in value if v in known] + [f"{name}:{_printable(v)}" for v in value if v not in known]
+
+
+def _printable(text: str) -> str:
+    """A caller's unknown name as a comment line may show it: printable, short (a newline would start a line an
+    import reads)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:40])
+
+
+def for_non_admin(sel: Selection) -> None:
+    """Leave out what only an admin may read elsewhere in Podium (⚠ xyOps' bulk_export exports everything): users
+    (their password hashes), API keys (their hashes) and secret values; each named in a comment line."""
+    hidden = [name for name in ("api_keys",) if name in sel.lists]
+    sel.lists = [name for name in sel.lists if name not in hidden]
+    hidden += ["users"] * sel.users + ["secret data"] * sel.secret_data
+    sel.users = sel.secret_data = False
+    sel.skipped += [f"{name} (admin only)" for name in hidden]
 
 
 def selection(params: Record) -> Selection:
@@ -72,6 +89,8 @@ def selection(params: Record) -> Selection:
         raise ApiError("admin", f"Invalid request (items must be an array of at most {MAX_ITEMS} objects).")
     for item in items:
         kind, key = item.get("type"), str(item.get("key") or "")
+        if kind == "index" and str(item.get("query") or "*").strip() != "*":  # never export more than was asked
+            raise ApiError("admin", "Invalid request (items[].query: Podium exports a whole index; use * or none).")
         if kind == "list" and key.startswith("global/") and key[7:] in LIST_NAMES and key[7:] != "users":
             sel.lists.append(key[7:])
         elif kind == "index" and item.get("index") in INDEX_NAMES:
@@ -84,7 +103,7 @@ def selection(params: Record) -> Selection:
         elif kind == "bucketData":
             sel.bucket_data = True
         else:
-            sel.skipped.append(f"items:{str(kind)[:40]}")
+            sel.skipped.append(f"items:{_printable(str(kind))}")
     if not (sel.lists or sel.indexes or sel.users or sel.secret_data or sel.bucket_data):
         raise ApiError("admin", "No data selected for export.")
     return sel
@@ -142,7 +161,13 @@ async def _secrets(stores: Stores, secret_key: str) -> AsyncIterator[str]:
         yield "# Secret values are not exported: no secret_key was given to encrypt them with.\n"
         return
     for record in await stores.defs.all(SECRETS):
-        sealed = xyformat.seal_secret(open_variables_from(stores, record), secret_key, str(record["id"]))
+        try:
+            variables = open_variables_from(stores, record)
+        except ApiError as exc:  # one secret that cannot be opened does not end the export (nor does it as xyOps)
+            yield f"# Secret {_printable(str(record['id']))} not exported: {_printable(exc.description)}\n"
+            continue
+        # scrypt costs tens of ms per secret: off the event loop, so a long list cannot stall the node
+        sealed = await asyncio.to_thread(xyformat.seal_secret, variables, secret_key, str(record["id"]))
         yield xyformat.line({"key": f"secrets/{record['id']}", "value": sealed})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 from . import apply as applying
 from .output import paint, table
 from .sync import Client
+
+SECRET_ENV = "PODIUM_TRANSFER_SECRET"  # the export's passphrase, when not given as --secret-key
 
 
 def transfer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -23,12 +26,14 @@ def transfer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--indexes", default="all",
                         help='comma list of database indexes (jobs, tickets, alerts, activity) or "all" (default); '
                              '"none" for none')  # fmt: skip
-    export.add_argument("--secret-key", metavar="PASSPHRASE",
-                        help="seal secret values with this passphrase (xyOps' secret_key); else they are left out")
+    export.add_argument("--secret-key", metavar="PASSPHRASE", default=os.environ.get(SECRET_ENV),
+                        help=f"seal secret values with this passphrase (xyOps' secret_key); else they are left out "
+                             f"(default ${SECRET_ENV}: an environment variable stays out of ps and shell history)")
     imp = sub.add_parser("import", parents=[common], help="import an export file (xyOps format, may be gzip'd)")
     imp.add_argument("file")
     imp.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
-    imp.add_argument("--secret-key", metavar="PASSPHRASE", help="the passphrase the export's secrets are sealed with")
+    imp.add_argument("--secret-key", metavar="PASSPHRASE", default=os.environ.get(SECRET_ENV),
+                     help=f"the passphrase the export's secrets are sealed with (default ${SECRET_ENV})")
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
     app = sub.add_parser("apply", parents=[common],
                          help="make the definitions in DIR so (one folder per kind, one JSON/YAML file per object)")

@@ -305,9 +305,10 @@ class Keyspace:
         """STRING total bytes held by the Redis file store (checked against its cap)."""
         return self.key("files", "bytes")
 
-    def transfer_token(self, token: str) -> str:
-        """STRING msgpack {username, params} of a get_transfer_token token, EX 60 s; taken once (GETDEL)."""
-        return self.key("transfer_token", token)
+    def transfer_token(self, digest: str) -> str:
+        """STRING msgpack {username, params} of a get_transfer_token token, keyed by sha256 of the token; EX 60 s;
+        taken once (GETDEL)."""
+        return self.key("transfer_token", digest)
 
     @property
     def uploads_given(self) -> str:

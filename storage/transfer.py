@@ -7,6 +7,7 @@ id with the same fenced writes and search entries the stores use for their own r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any
 
 from . import codec
@@ -22,18 +23,23 @@ Record = dict[str, Any]
 TOKEN_TTL_S = 60
 
 
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class TransferTokens:
-    """get_transfer_token's tokens: {username, params} kept 60 s, taken at most once."""
+    """get_transfer_token's tokens: {username, params} kept 60 s, taken at most once; stored under the token's
+    sha256, never the token (as sessions are)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def put(self, token: str, record: Record, ttl_s: int = TOKEN_TTL_S) -> None:
-        await self.db.client.set(self.db.keys.transfer_token(token), codec.pack(record), ex=ttl_s)
+        await self.db.client.set(self.db.keys.transfer_token(_digest(token)), codec.pack(record), ex=ttl_s)
 
     async def take(self, token: str) -> Record | None:
         """The token's record, deleting it in the same step (a second take answers None)."""
-        raw = await self.db.client.getdel(self.db.keys.transfer_token(token))
+        raw = await self.db.client.getdel(self.db.keys.transfer_token(_digest(token)))
         if raw is None:
             return None
         found = codec.unpack(codec.as_bytes(raw))
@@ -44,7 +50,9 @@ async def put_final_job(jobs: JobStore, fence: Fence, job: Record) -> None:
     """Store a completed job under its id (fenced) and move its search entries to what it says now."""
     job_id = str(job["id"])
     old = await jobs.stored(job_id)
-    await fence.execute(FencedBatch().add("SET", [jobs.db.keys.job(job_id)], codec.pack(job)))
+    batch = FencedBatch().add("SET", [jobs.db.keys.job(job_id)], codec.pack(job))
+    batch.add("SADD", [jobs.db.keys.jobs_unindexed], job_id)  # the primary's drain indexes it if we stop short
+    await fence.execute(batch)
     if old is not None:
         await jobs.index.remove(job_id, job_fields(old[0]))
     await jobs.index_one(job)
