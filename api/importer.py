@@ -16,16 +16,20 @@ scheme). Secrets are decrypted with the export's passphrase (`secret_key`) and s
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeGuard
 
+from cluster.node import NotPrimary
 from storage.buckets import BucketError
 from storage.definitions import DefinitionStore, Family
-from storage.errors import Conflict
+from storage.errors import Conflict, FencedError
+from storage.families import ROLES
 from storage.ids import CLIENT_ID
+from storage.users import normalize
 
 from . import params as P
 from . import xyformat
@@ -35,9 +39,9 @@ from .definitions import FAMILY_SPECS, FamilySpec, clean_fields
 from .errors import ApiError
 from .handlers.secrets import ENCRYPTED, SECRET_SPEC, clean_variables, open_variables
 from .handlers.users import ACCESS_ARGS, PROFILE, USERNAME_ARG
-from .importfile import Parsed, Report, parse_file
+from .importfile import Parsed, Report, list_incomplete, parse_file
 from .importrecords import RECORD_ORDER, import_record
-from .principal import PRIVILEGES
+from .principal import PRIVILEGES, holds_admin
 from .validate import privilege_map
 
 Record = dict[str, Any]
@@ -47,11 +51,13 @@ FAMILY_ORDER = ("roles", "categories", "plugins", "groups", "tags", "channels", 
                 "buckets", "secrets", "api_keys", "events")  # fmt: skip
 KEPT = ("username", "created", "modified", "revision")  # system fields an import keeps as given
 _BCRYPT = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
+MAX_BCRYPT_COST = 14  # an imported hash above it would make every login of that user a denial of service
+SESSION_FIELDS = ("password", "salt", "active", "locked")  # a change to any ends the user's sessions
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 USER_PARAMS = (
     USERNAME_ARG, *ACCESS_ARGS,
     P.obj("privileges"), P.text("password", max_len=128), P.text("salt", max_len=256),
-    P.flag("force_password_change"), *PROFILE,
+    P.flag("force_password_change"), P.flag("locked"), *PROFILE,
 )  # fmt: skip
 USER_ARGS = P.Validator(USER_PARAMS)
 USER_FIELDS = frozenset(p.name for p in USER_PARAMS)
@@ -140,7 +146,31 @@ class Importer:
                 await maybe
 
     async def run(self, text: str) -> Report:
-        parsed = parse_file(text, self.report)
+        """Parse `text` (off the event loop) and apply it."""
+        parsed = await asyncio.to_thread(parse_file, text, self.report)
+        return await self.apply(parsed)
+
+    async def apply(self, parsed: Parsed) -> Report:
+        """Apply a parsed file; a lost fence stops the run, answering what was done so far and an error saying so."""
+        try:
+            await self._apply(parsed)
+        except (FencedError, NotPrimary):
+            self.report.errors.append("Stopped: this node is no longer the primary; the report shows what was "
+                                      "done before that.")  # fmt: skip
+        return self.report
+
+    async def _guarded(self, number: int, what: str, step: Awaitable[None]) -> None:
+        """Run one object's check and write; any failure but a lost fence is an error line for that object."""
+        try:
+            await step
+        except (FencedError, NotPrimary):
+            raise
+        except ApiError as exc:
+            self.report.error(number, f"{what}: {exc.description}")
+        except (Exception, RecursionError) as exc:
+            self.report.error(number, f"{what}: cannot be imported ({type(exc).__name__})")
+
+    async def _apply(self, parsed: Parsed) -> None:
         known = set(FAMILY_ORDER) | {"users"}
         for name in sorted(set(parsed.lists) - known):
             self.report.warn(f"List global/{name} is not imported (Podium has no such list).")
@@ -152,23 +182,23 @@ class Importer:
             spec = FAMILY_SPECS[name]
             # A list shown newest first (API keys) is created oldest first, so it lists in the same order here.
             for number, item in reversed(items[name]) if spec.family.newest_first else items[name]:
-                await self._definition(spec, number, item, parsed)
+                await self._guarded(number, spec.singular, self._definition(spec, number, item, parsed))
                 await self._step()
         await self._replace_lists(parsed, items)
         for number, value in parsed.users:
-            await self._user(number, value)
+            await self._guarded(number, "user", self._user(number, value))
             await self._step()
         for index in RECORD_ORDER:
             rows = parsed.records.pop(index, [])
             if index == "tickets":  # numbered here as they come: in their own number order (an export is newest first)
                 rows.sort(key=_ticket_order)
             for number, rec_id, record in rows:
-                await import_record(self.call, self.report, index, number, rec_id, record)
+                await self._guarded(number, f"{index} {rec_id[:40]}",
+                                    import_record(self.call, self.report, index, number, rec_id, record))  # fmt: skip
                 await self._step()
         for index, rows in parsed.records.items():
             self.report.skipped += len(rows)
             self.report.warn(f"Database index {index} is not imported ({len(rows)} records skipped).")
-        return self.report
 
     async def _replace_lists(self, parsed: Parsed, items: dict[str, list[tuple[int, Any]]]) -> None:
         """A list the file replaces whole (its `listDelete` line, as an export writes before every list) loses the
@@ -179,10 +209,15 @@ class Importer:
             if number is None:
                 continue
             spec = FAMILY_SPECS[name]
+            problem = list_incomplete(parsed, name)
+            if problem is not None:
+                self.report.error(number, f"list global/{name} is not replaced ({problem}): nothing of it deleted")
+                continue
             kept = {str(item.get("id")) for _, item in items[name] if isinstance(item, dict)}
             for current in list(await self.call.stores.defs.all(spec.family)):
                 if str(current.get("id")) not in kept:
-                    await self._delete(spec, number, current)
+                    await self._guarded(number, f"{spec.singular} {current.get('id')}",
+                                        self._delete(spec, number, current))  # fmt: skip
 
     async def _delete(self, spec: FamilySpec, number: int, current: Record) -> None:
         obj_id, stores = str(current["id"]), self.call.stores
@@ -217,7 +252,8 @@ class Importer:
                              "them (the secrets' other fields were).")  # fmt: skip
             return None
         try:
-            return clean_variables(xyformat.open_secret(found[1], self.secret_key, secret_id))
+            opened = await asyncio.to_thread(xyformat.open_secret, found[1], self.secret_key, secret_id)  # scrypt
+            return clean_variables(opened)
         except xyformat.FormatError as exc:
             self.report.warn(f"line {found[0]}: {exc}; its values were not imported")
         except ApiError as exc:  # decrypted, but not {name, value} variables this cluster can use
@@ -338,6 +374,8 @@ class Importer:
             self.report.error(number, f"user {name[:64]}: {exc.description}")
             return
         users = self.call.stores.users
+        if holds_admin(record, await self.call.stores.defs.all(ROLES)):  # as admin_update: admins have no limits
+            record["categories"], record["groups"] = [], []
         current = await users.get(name)
         if current is not None and current == record:
             self.report.change("user", name, "unchanged")
@@ -351,12 +389,19 @@ class Importer:
             except Conflict as exc:
                 self.report.error(number, f"user {name}: changed meanwhile ({exc.reason}); not imported")
                 return
+            if current is not None and any(current.get(f) != record.get(f) for f in SESSION_FIELDS):
+                # as admin_update: a new password, a lock or a deactivation ends the user's sessions
+                mine = normalize(name) == normalize(self.call.who.username)  # the importing admin keeps this one
+                await users.drop_sessions(self.call.node.fence(), normalize(name),
+                                          keep=self.call.who.session_id if mine else None)  # fmt: skip
         self.report.change("user", name, "created" if current is None else "updated")
 
     def _user_record(self, value: Record) -> Record:
         params = USER_ARGS({k: v for k, v in value.items() if k in USER_FIELDS})
         if not isinstance(params.get("password"), str) or not _BCRYPT.fullmatch(params["password"]):
             raise ApiError("api", "the user's `password` must be a bcrypt hash")
+        if int(params["password"].split("$")[2]) > MAX_BCRYPT_COST:
+            raise ApiError("api", f"the user's password hash has a bcrypt cost above {MAX_BCRYPT_COST}")
         params["privileges"] = privilege_map(params, "privileges", PRIVILEGES) or {}
         record = {k: v for k, v in params.items() if v is not None}
         for name in ("created", "modified", "revision"):
@@ -366,4 +411,10 @@ class Importer:
         record.setdefault("salt", "")
         if "active" in record:
             record["active"] = 1 if record["active"] else 0
+        if not record.pop("locked", False):
+            record.pop("locked", None)
+        else:
+            record["locked"] = True
+        if not record.get("force_password_change"):
+            record.pop("force_password_change", None)
         return record

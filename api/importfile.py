@@ -12,6 +12,7 @@ from . import xyformat
 Record = dict[str, Any]
 MAX_MESSAGES = 100  # errors (and warnings) listed in a report, as xyOps caps its own
 MAX_CHANGES = 5000  # {kind, id, action} entries listed
+MAX_ROWS = 1_000_000  # data lines read from one file; the rest is reported, not read
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class Report:
 @dataclass(slots=True)
 class Parsed:
     lists: dict[str, dict[int, tuple[int, list[Any]]]] = field(default_factory=dict)  # name -> page -> (line, items)
+    headers: dict[str, Any] = field(default_factory=dict)  # list name -> its header's value
     users: list[tuple[int, Any]] = field(default_factory=list)
     secrets: dict[str, tuple[int, Any]] = field(default_factory=dict)
     buckets: dict[str, tuple[int, Any]] = field(default_factory=dict)  # bucket id -> (line, its data)
@@ -72,6 +74,9 @@ _USER_KEY = re.compile(r"users/(\w+)")
 def parse_file(text: str, report: Report) -> Parsed:
     out = Parsed()
     for row in xyformat.rows(text, report_error=report.error):
+        if report.lines >= MAX_ROWS:
+            report.error(row.number, f"more than {MAX_ROWS} data lines: this one and those after it are not read")
+            break
         report.lines += 1
         obj, number = row.obj, row.number
         if "index" in obj and "record" in obj:
@@ -108,8 +113,8 @@ def _parse_key(out: Parsed, report: Report, number: int, key: Any, value: Any) -
             report.error(number, f"list page {key} has no `items` array")
             return
         out.lists.setdefault(page[1], {})[int(page[2])] = (number, items)
-    elif _LIST_KEY.fullmatch(key):
-        return  # a list header: its pages carry the items
+    elif whole := _LIST_KEY.fullmatch(key):
+        out.headers[whole[1]] = value  # a list header: its pages carry the items, it says how many
     elif _USER_KEY.fullmatch(key):
         out.users.append((number, value))
     elif secret := _SECRET_KEY.fullmatch(key):
@@ -123,3 +128,21 @@ def _parse_key(out: Parsed, report: Report, number: int, key: Any, value: Any) -
         report.skipped += 1
         report.warn(f"Storage keys like {key.split('/')[0]}/... are not imported (bucket data and files, "
                     "job logs, avatars and monitor history are outside what Podium imports).")  # fmt: skip
+
+
+def list_incomplete(parsed: Parsed, name: str) -> str | None:
+    """Why the file's list `name` is not whole (so it must not replace the stored one), or None if it is: its
+    header's `length` and `last_page` must match the pages the file holds (none missing or unreadable)."""
+    head = parsed.headers.get(name)
+    if not isinstance(head, dict):
+        return "the file has no header for it"
+    length, last, first = head.get("length"), head.get("last_page"), head.get("first_page", 0)
+    if not (type(length) is int and type(last) is int and type(first) is int and first >= 0 and length >= 0):
+        return "its header has no valid length, first_page and last_page"
+    pages = parsed.lists.get(name, {})
+    if sorted(pages) != list(range(first, last + 1)) and not (length == 0 and not pages):
+        return f"pages {first}..{last} expected, {len(pages)} readable"
+    count = sum(len(items) for _, items in pages.values())
+    if count != length:
+        return f"{length} items expected, {count} readable"
+    return None

@@ -122,24 +122,48 @@ class Row:
     obj: Record
 
 
+MAX_LINE = 8 * 1024 * 1024  # characters in one line; a longer one is an error line
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def rows(text: str, *, report_error: Callable[[int, str], None] | None = None) -> Iterator[Row]:
-    """The data lines of an export; a line that is not a JSON object goes to `report_error(number, message)`."""
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
+    """The data lines of an export; a line that is not a JSON object goes to `report_error(number, message)`.
+    Lines end at "\n" only (a trailing "\r" is dropped): JSON strings may hold U+2028, \x1c and the like."""
+
+    def bad(number: int, message: str) -> None:
+        if report_error is not None:
+            report_error(number, message)
+
+    start, number, end = 0, 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        if stop < 0:
+            stop = end
+        number += 1
+        length = stop - start
+        raw = text[start:stop] if length <= MAX_LINE else ""
+        start = stop + 1
+        if length > MAX_LINE:
+            bad(number, f"longer than {MAX_LINE // (1024 * 1024)} MiB")
+            continue
+        stripped = raw.strip(" \t\r")
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            obj = json.loads(stripped)
+            obj = json.loads(stripped, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
-            if report_error is not None:
-                report_error(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
-        except ValueError:
-            if report_error is not None:
-                report_error(number, "not valid JSON")
+        except ValueError as exc:
+            bad(number, f"not valid JSON ({str(exc)[:80]})")
+            continue
+        except RecursionError:
+            bad(number, "not valid JSON (nested too deeply)")
             continue
         if not isinstance(obj, dict):
-            if report_error is not None:
-                report_error(number, "not a JSON object")
+            bad(number, "not a JSON object")
             continue
         yield Row(number, obj)

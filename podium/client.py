@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -285,10 +286,17 @@ class AsyncClient:
                 reply = await resp.json(content_type=None)
                 raise error_for(reply if isinstance(reply, dict) else {"code": "internal"}, resp.status)
             written = 0
-            with dest.open("wb") as out:
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    out.write(chunk)
-                    written += len(chunk)
+            part = dest.with_name(dest.name + ".part")  # `dest` appears only once the download is complete
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        out.write(chunk)
+                        written += len(chunk)
+                os.replace(part, dest)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
             return written
 
     async def upload(self, name: str, path: Path, fields: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import zlib
@@ -26,20 +27,25 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
+from storage.families import SECRETS
 from storage.secretbox import SecretBox, SecretBoxError
 from storage.transfer import TransferTokens
 
 from .. import params as P
-from ..activity import log_activity
+from ..activity import audit_activity, log_activity
 from ..call import Call
+from ..definitions import shown
 from ..errors import ApiError
 from ..exporter import export_lines, selection
 from ..importer import Importer
+from ..importfile import Parsed, Report, parse_file
 from ..registry import ADMIN, HANDLERS, Reply
+from .secrets import SECRET_SPEC
 
 IMPORT_MAX_BYTES = 64 * 1024 * 1024  # the uploaded file, as sent
-IMPORT_MAX_TEXT = 256 * 1024 * 1024  # and once un-gzipped
+IMPORT_MAX_TEXT = 128 * 1024 * 1024  # and once un-gzipped (parsed whole in memory: a few times this)
 _FIELD_MAX = 4096
+_PARTS_MAX = 32  # parts of the import form (the file and a few text fields)
 SELECTORS = (
     P.anything("lists", doc='list ids (alerts, api_keys, ..., users, web_hooks) or "all"'),
     P.anything("indexes", doc='database indexes (alerts, jobs, tickets, activity, ...) or "all"'),
@@ -95,6 +101,10 @@ async def admin_export_data(call: Call) -> web.StreamResponse:
     secret_key = str(params.get("secret_key") or "")
     if secret_key and not call.who.is_admin:  # sealing them under a passphrase of one's own is reading them
         raise ApiError("access", "Exporting secret values (secret_key) requires the admin privilege.")
+    if secret_key and sel.secret_data:  # audited before anything is sent, as decrypt_secret: no record, no secret
+        for record in await call.stores.defs.all(SECRETS):
+            await audit_activity(call, "secret_access", f"Exported secret: {record.get('title', '')}",
+                                 secret=shown(SECRET_SPEC, record))  # fmt: skip
     resp = web.StreamResponse(headers={
         "Content-Type": "application/gzip", "X-Request-ID": call.request_id,
         "Content-Disposition": 'attachment; filename="podium-data-export.txt.gz"'})  # fmt: skip
@@ -115,17 +125,39 @@ async def admin_export_data(call: Call) -> web.StreamResponse:
     return resp
 
 
-def _gunzip(data: bytes) -> bytes:
+def _gunzip(data: bytes, name: str = "file1") -> bytes:
+    """The file un-gzipped (every member of a multi-member gzip file); a file that is not gzip as it is."""
     if data[:2] != b"\x1f\x8b":
         return data
-    unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out: list[bytes] = []
+    size, rest = 0, data
+    while rest:
+        unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = unpack.decompress(rest, IMPORT_MAX_TEXT + 1 - size)
+        except zlib.error:
+            raise ApiError("api", f"The file {name} is not valid gzip data.") from None
+        size += len(chunk)
+        out.append(chunk)
+        if size > IMPORT_MAX_TEXT or unpack.unconsumed_tail:
+            raise ApiError("admin", f"The file un-gzips to more than {IMPORT_MAX_TEXT // (1024 * 1024)} MB.")
+        if not unpack.eof:
+            raise ApiError("api", f"The file {name} is truncated (its gzip data ends early).")
+        rest = unpack.unused_data
+        if rest and rest[:2] != b"\x1f\x8b":
+            if rest.strip(b"\0"):  # trailing zero padding is tolerated, as gzip does
+                raise ApiError("api", f"The file {name} has data after its gzip data.")
+            break
+    return b"".join(out)
+
+
+def _load(data: bytes, report: Report) -> Parsed:
+    """Un-gzip, decode and parse the file (CPU work: run in a thread, off the event loop)."""
     try:
-        out = unpack.decompress(data, IMPORT_MAX_TEXT + 1)
-    except zlib.error:
-        raise ApiError("admin", "The file is not valid gzip data.") from None
-    if len(out) > IMPORT_MAX_TEXT or unpack.unconsumed_tail:
-        raise ApiError("admin", f"The file un-gzips to more than {IMPORT_MAX_TEXT // (1024 * 1024)} MB.")
-    return out
+        text = _gunzip(data).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError("admin", "The file is not UTF-8 text.") from None
+    return parse_file(text, report)
 
 
 async def _read_form(call: Call) -> tuple[bytes | None, dict[str, str]]:
@@ -144,13 +176,20 @@ async def _read_parts(call: Call) -> tuple[bytes | None, dict[str, str]]:
     reader = await call.request.multipart()
     data: bytes | None = None
     fields: dict[str, str] = {}
+    parts, body = 0, 0
     while (part := await reader.next()) is not None:
+        parts += 1
+        if parts > _PARTS_MAX:
+            raise ApiError("admin", f"The form has more than {_PARTS_MAX} parts.", status=413)
         if not isinstance(part, BodyPartReader):
             continue
         limit = IMPORT_MAX_BYTES if part.filename else _FIELD_MAX
         chunks, total = [], 0
         while chunk := await part.read_chunk(65536):
             total += len(chunk)
+            body += len(chunk)
+            if body > IMPORT_MAX_BYTES + 65536:  # a chunked body gives no Content-Length to refuse up front
+                raise ApiError("admin", f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB.", status=413)
             if total > limit:
                 what = "file" if part.filename else f"field {part.name}"
                 raise ApiError("admin", f"The {what} is larger than {limit // 1024} KB.", status=413)
@@ -180,12 +219,10 @@ async def admin_import_data(call: Call) -> Reply:
         raise ApiError("admin", "Cronicle data is not supported: import an xyOps export.")
     if not data:
         raise ApiError("admin", "No file data found for import")
-    try:
-        text = _gunzip(data).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError("admin", "The file is not UTF-8 text.") from None
     importer = Importer(call, secret_key=str(opts.get("secret_key") or ""), dry_run=bool(opts.get("dry_run")))
-    report = await importer.run(text)
+    parsed = await asyncio.to_thread(_load, data, importer.report)
+    del data
+    report = await importer.apply(parsed)
     if not report.lines and not report.errors:
         raise ApiError("admin", "No valid rows found in file.")
     if not report.dry_run:
