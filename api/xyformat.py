@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import socket
@@ -129,6 +130,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 def rows(text: str, *, report_error: Callable[[int, str], None] | None = None) -> Iterator[Row]:
     """The data lines of an export; a line that is not a JSON object goes to `report_error(number, message)`.
     Lines end at "\n" only (a trailing "\r" is dropped): JSON strings may hold U+2028, \x1c and the like."""
@@ -147,13 +155,13 @@ def rows(text: str, *, report_error: Callable[[int, str], None] | None = None) -
         raw = text[start:stop] if length <= MAX_LINE else ""
         start = stop + 1
         if length > MAX_LINE:
-            bad(number, f"longer than {MAX_LINE // (1024 * 1024)} MiB")
+            bad(number, f"longer than {MAX_LINE} characters")
             continue
         stripped = raw.strip(" \t\r")
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            obj = json.loads(stripped, parse_constant=_no_constant)
+            obj = json.loads(stripped, parse_constant=_no_constant, parse_float=_finite)
         except json.JSONDecodeError as exc:
             bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
