@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from api import xyformat
 from api.errors import ApiError
 from api.handlers import transfer
 from api.importfile import Report, list_incomplete, parse_file
+from podium.client import AsyncClient
 from tests.authkit import Site, ok
 
 pytestmark = pytest.mark.timeout(120)
@@ -156,3 +159,40 @@ async def test_exporting_secret_values_is_audited_first(site: Site, admin: dict[
     found = await ok(site, "search_activity", {"query": "action:secret_access"}, admin)
     rows = [json.dumps(r) for r in found["rows"]]
     assert any("Audited" in r for r in rows), found
+
+
+# -- the client's download -----------------------------------------------------------------------------------
+
+
+async def test_a_download_cut_short_leaves_no_file(tmp_path: Path, site: Site, admin: dict[str, str]) -> None:
+    async def cut(request: web.Request) -> web.StreamResponse:  # a peer whose connection drops mid-stream
+        resp = web.StreamResponse(headers={"Content-Type": "application/gzip"})
+        await resp.prepare(request)
+        await resp.write(gzip.compress(b"x" * 1000)[:20])
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/api/app/admin_export_data/v1", cut)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    dest = tmp_path / "export.txt.gz"
+    try:
+        async with AsyncClient(f"http://127.0.0.1:{port}", api_key="k") as client:
+            with pytest.raises(aiohttp.ClientError):
+                await client.download("admin_export_data", {"lists": "all"}, dest)
+    finally:
+        await runner.cleanup()
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+    # A whole one (from a real node) lands, readable by its owner only.
+    key, _ = await site.admin_key(admin["X-Session-ID"], privileges={"admin": True})
+    base = str(site.client.make_url("")).rstrip("/")
+    async with AsyncClient(base, api_key=key) as client:
+        written = await client.download("admin_export_data", {"lists": ["tags"]}, dest)
+    assert written == dest.stat().st_size > 0 and dest.stat().st_mode & 0o777 == 0o600
+    assert gzip.decompress(dest.read_bytes()).startswith(b"# xyOps Data Export")
+    assert not dest.with_name(dest.name + ".part").exists()
