@@ -11,11 +11,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from api import xyformat
+from api.call import Call
 from api.errors import ApiError
 from api.handlers import transfer
+from api.importer import Importer
 from api.importfile import Report, list_incomplete, parse_file
+from api.principal import effective
 from podium.client import AsyncClient
 from tests.authkit import Site, ok
 
@@ -196,3 +200,18 @@ async def test_a_download_cut_short_leaves_no_file(tmp_path: Path, site: Site, a
     assert written == dest.stat().st_size > 0 and dest.stat().st_mode & 0o777 == 0o600
     assert gzip.decompress(dest.read_bytes()).startswith(b"# xyOps Data Export")
     assert not dest.with_name(dest.name + ".part").exists()
+
+
+async def test_a_lost_lease_stops_the_run_with_a_partial_report(site: Site) -> None:
+    who = effective("user", "admin", {"privileges": {"admin": True}}, {})
+    call = Call(make_mocked_request("POST", "/api/app/admin_import_data/v1"), site.node, site.settings, "t1", {}, {},
+                user=who)  # fmt: skip
+    tags = [{"id": f"lost{n}", "title": "T"} for n in range(5)]
+    text = xyformat.header() + "".join(xyformat.list_lines("global/tags", tags))
+
+    async def progress(fraction: float) -> None:
+        if site.node.is_primary:  # the node steps down after the first object
+            await site.node.stop()
+
+    report = await Importer(call, progress=progress).run(text)
+    assert report.created == 1 and report.errors and "no longer the primary" in report.errors[-1], report
