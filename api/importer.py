@@ -394,6 +394,7 @@ class Importer:
                 mine = normalize(name) == normalize(self.call.who.username)  # the importing admin keeps this one
                 await users.drop_sessions(self.call.node.fence(), normalize(name),
                                           keep=self.call.who.session_id if mine else None)  # fmt: skip
+                await self.call.stores.logins.forget_known_addresses(normalize(name))
         self.report.change("user", name, "created" if current is None else "updated")
 
     def _user_record(self, value: Record) -> Record:

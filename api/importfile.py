@@ -78,28 +78,35 @@ def parse_file(text: str, report: Report) -> Parsed:
             report.error(row.number, f"more than {MAX_ROWS} data lines: this one and those after it are not read")
             break
         report.lines += 1
-        obj, number = row.obj, row.number
-        if "index" in obj and "record" in obj:
-            if not isinstance(obj["index"], str) or not isinstance(obj.get("id"), str | int):
-                report.error(number, "a record line needs a string `index` and an `id`")
-                continue
-            report.records += 1
-            out.records.setdefault(obj["index"], []).append((number, str(obj["id"]), obj["record"]))
-        elif "key" in obj and "value" in obj:
-            _parse_key(out, report, number, obj["key"], obj["value"])
-        elif "cmd" in obj:
-            cmd, args = obj["cmd"], obj.get("args")
-            if cmd not in xyformat.COMMANDS or not isinstance(args, list):
-                report.error(number, f"unsupported storage command {str(cmd)[:40]!r}")
-                continue
-            report.commands += 1
-            if cmd != "listDelete":
-                report.warn(f"Storage command {cmd} is not applied (only lists and records are imported).")
-            elif args and isinstance(args[0], str) and (whole := _LIST_KEY.fullmatch(args[0])):
-                out.replaced[whole[1]] = number
-        else:
-            report.error(number, "unknown line format (expected index/id/record, key/value or cmd/args)")
+        try:
+            _parse_row(out, report, row.number, row.obj)
+        except (ValueError, TypeError, RecursionError):  # e.g. an unhashable `cmd`, a 5000-digit id
+            report.error(row.number, "cannot be read (a field of an unexpected type or size)")
     return out
+
+
+def _parse_row(out: Parsed, report: Report, number: int, obj: Record) -> None:
+    if "index" in obj and "record" in obj:
+        if not isinstance(obj["index"], str) or not isinstance(obj.get("id"), str | int):
+            report.error(number, "a record line needs a string `index` and an `id`")
+            return
+        rec_id = str(obj["id"])
+        report.records += 1
+        out.records.setdefault(obj["index"], []).append((number, rec_id, obj["record"]))
+    elif "key" in obj and "value" in obj:
+        _parse_key(out, report, number, obj["key"], obj["value"])
+    elif "cmd" in obj:
+        cmd, args = obj["cmd"], obj.get("args")
+        if cmd not in xyformat.COMMANDS or not isinstance(args, list):
+            report.error(number, f"unsupported storage command {str(cmd)[:40]!r}")
+            return
+        report.commands += 1
+        if cmd != "listDelete":
+            report.warn(f"Storage command {cmd} is not applied (only lists and records are imported).")
+        elif args and isinstance(args[0], str) and (whole := _LIST_KEY.fullmatch(args[0])):
+            out.replaced[whole[1]] = number
+    else:
+        report.error(number, "unknown line format (expected index/id/record, key/value or cmd/args)")
 
 
 def _parse_key(out: Parsed, report: Report, number: int, key: Any, value: Any) -> None:

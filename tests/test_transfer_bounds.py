@@ -62,6 +62,9 @@ def test_non_finite_numbers_deep_nesting_and_long_lines_are_line_errors(monkeypa
     assert [r.obj for r in rows] == [{"ok": 1}]
     assert [n for n, _ in bad] == [1, 2, 3, 4], bad
     assert "nested too deeply" in bad[3][1]
+    report = Report()  # a line that reads as JSON but not as a row: a line error too
+    parse_file('{"cmd": [1], "args": []}\n{"index": "jobs", "id": ' + "9" * 5000 + ', "record": {}}\n', report)
+    assert [e[:6] for e in report.errors] == ["line 1", "line 2"] and report.records == 0, report
     monkeypatch.setattr(xyformat, "MAX_LINE", 200)
     bad.clear()
     rows = list(xyformat.rows('{"ok": 2}\n{' + " " * 300 + "}\n", report_error=lambda n, m: bad.append((n, m))))
