@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -230,7 +231,8 @@ async def test_bounds_privileges_and_tokens(site: Site, admin: dict[str, str], m
     # A token keeps the passphrase sealed in the store, and gives it back to the export.
     token = (await ok(site, "get_transfer_token", {"lists": ["secrets"], "secret_key": "tok-pass"}, admin))["token"]
     db = site.node.stores.db
-    assert b"tok-pass" not in (await db.client.get(db.keys.transfer_token(token)) or b"")
+    stored = await db.client.get(db.keys.transfer_token(hashlib.sha256(token.encode()).hexdigest()))
+    assert stored and b"tok-pass" not in stored  # kept under the token's digest, the passphrase sealed
     await ok(site, "create_secret", {"id": "tsec", "title": "T", "fields": [{"name": "X", "value": "y"}]}, admin)
     resp = await site.client.get("/api/app/admin_export_data/v1", params={"token": token}, headers=admin)
     sealed = next(json.loads(t)["value"] for t in gzip.decompress(await resp.read()).decode().splitlines()
@@ -270,7 +272,7 @@ async def test_bounds_privileges_and_tokens(site: Site, admin: dict[str, str], m
     # Expiry: a token past its time is gone (Redis expires it; here given a one-second lifetime).
     await TransferTokens(db).put("shortlived", {"username": "admin", "params": {"lists": ["tags"]}}, ttl_s=1)
     deadline = asyncio.get_running_loop().time() + 30
-    while await db.client.exists(db.keys.transfer_token("shortlived")):
+    while await db.client.exists(db.keys.transfer_token(hashlib.sha256(b"shortlived").hexdigest())):
         assert asyncio.get_running_loop().time() < deadline, "the token never expired"
         await asyncio.sleep(0.2)
     resp = await site.client.get("/api/app/admin_export_data/v1", params={"token": "shortlived"}, headers=admin)
