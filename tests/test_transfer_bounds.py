@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from api import xyformat
+from api import importfile, xyformat
 from api.call import Call
 from api.errors import ApiError
 from api.handlers import transfer
@@ -65,6 +65,10 @@ def test_non_finite_numbers_deep_nesting_and_long_lines_are_line_errors(monkeypa
     report = Report()  # a line that reads as JSON but not as a row: a line error too
     parse_file('{"cmd": [1], "args": []}\n{"index": "jobs", "id": ' + "9" * 5000 + ', "record": {}}\n', report)
     assert [e[:6] for e in report.errors] == ["line 1", "line 2"] and report.records == 0, report
+    monkeypatch.setattr(importfile, "MAX_ROWS", 3)  # the number of rows read is capped
+    report = Report()
+    parse_file("".join(f'{{"cmd": "put", "args": [{n}]}}\n' for n in range(10)), report)
+    assert report.lines == 3 and len(report.errors) == 1 and report.errors[0].startswith("line 4: more than 3 data")
     monkeypatch.setattr(xyformat, "MAX_LINE", 200)
     bad.clear()
     rows = list(xyformat.rows('{"ok": 2}\n{' + " " * 300 + "}\n", report_error=lambda n, m: bad.append((n, m))))
