@@ -39,6 +39,7 @@ class Selection:
     users: bool = False
     secret_data: bool = False
     bucket_data: bool = False
+    secret_ids: set[str] | None = None  # with secret data: only these (the ones audited); None = all
     skipped: list[str] = field(default_factory=list)  # what was asked for and is not exported
 
 
@@ -134,14 +135,14 @@ async def export_lines(stores: Stores, sel: Selection, secret_key: str = "") -> 
     parts = ((sel.users, _users), (sel.secret_data, _secrets), (sel.bucket_data, _buckets))
     for wanted, part in parts:
         if wanted:
-            async for text in part(stores, secret_key):
+            async for text in part(stores, sel, secret_key):
                 yield text
     for index, max_rows in sel.indexes:
         async for text in _index(stores, index, max_rows):
             yield text
 
 
-async def _users(stores: Stores, secret_key: str) -> AsyncIterator[str]:
+async def _users(stores: Stores, sel: Selection, secret_key: str) -> AsyncIterator[str]:
     yield "\n# User Data:\n"
     users: list[Record] = []
     while True:
@@ -155,12 +156,14 @@ async def _users(stores: Stores, secret_key: str) -> AsyncIterator[str]:
         yield xyformat.line({"key": xyformat.user_key(str(user["username"])), "value": user})
 
 
-async def _secrets(stores: Stores, secret_key: str) -> AsyncIterator[str]:
+async def _secrets(stores: Stores, sel: Selection, secret_key: str) -> AsyncIterator[str]:
     yield "\n# Encrypted Secret Data\n"
     if not secret_key:
         yield "# Secret values are not exported: no secret_key was given to encrypt them with.\n"
         return
     for record in await stores.defs.all(SECRETS):
+        if sel.secret_ids is not None and str(record["id"]) not in sel.secret_ids:
+            continue
         try:
             variables = open_variables_from(stores, record)
         except ApiError as exc:  # one secret that cannot be opened does not end the export (nor does it as xyOps)
@@ -171,7 +174,7 @@ async def _secrets(stores: Stores, secret_key: str) -> AsyncIterator[str]:
         yield xyformat.line({"key": f"secrets/{record['id']}", "value": sealed})
 
 
-async def _buckets(stores: Stores, secret_key: str) -> AsyncIterator[str]:
+async def _buckets(stores: Stores, sel: Selection, secret_key: str) -> AsyncIterator[str]:
     yield "\n# Bucket Data\n"
     for bucket in await stores.defs.all(FAMILY_SPECS["buckets"].family):
         contents = await stores.buckets.get(str(bucket["id"]))

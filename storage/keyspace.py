@@ -305,6 +305,11 @@ class Keyspace:
         """STRING total bytes held by the Redis file store (checked against its cap)."""
         return self.key("files", "bytes")
 
+    @property
+    def import_lock(self) -> str:
+        """STRING redis-py Lock token of the admin_import_data that is writing now (PX 10 min): one at a time."""
+        return self.key("import_lock")
+
     def transfer_token(self, digest: str) -> str:
         """STRING msgpack {username, params} of a get_transfer_token token, keyed by sha256 of the token; EX 60 s;
         taken once (GETDEL)."""

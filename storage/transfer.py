@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
+
+from redis.exceptions import LockError
 
 from . import codec
 from .activity import ActivityStore
@@ -21,6 +24,22 @@ from .jobs import index_fields as job_fields
 
 Record = dict[str, Any]
 TOKEN_TTL_S = 60
+IMPORT_LOCK_S = 600  # an import's longest hold: a node that died mid-import lets go by then
+
+
+@contextlib.asynccontextmanager
+async def import_lock(db: Database, timeout_s: int = IMPORT_LOCK_S) -> AsyncIterator[bool]:
+    """Hold the cluster's import lock while the body runs; yields False (and holds nothing) when another import
+    has it. Two imports at once could each replace a list with its own and delete the other's objects."""
+    lock = db.client.lock(db.keys.import_lock, timeout=timeout_s)
+    if not await lock.acquire(blocking=False):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(LockError):  # expired meanwhile: nothing of ours to release
+            await lock.release()
 
 
 def _digest(token: str) -> str:

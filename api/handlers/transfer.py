@@ -29,16 +29,17 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from storage.families import SECRETS
 from storage.secretbox import SecretBox, SecretBoxError
-from storage.transfer import TransferTokens
+from storage.transfer import TransferTokens, import_lock
 
 from .. import params as P
 from ..activity import audit_activity, log_activity
 from ..call import Call
 from ..definitions import shown
 from ..errors import ApiError
-from ..exporter import export_lines, selection
+from ..exporter import export_lines, for_non_admin, selection
 from ..importer import Importer
 from ..importfile import Parsed, Report, parse_file
+from ..principal import require_unrestricted
 from ..registry import ADMIN, HANDLERS, Reply
 from .secrets import SECRET_SPEC
 
@@ -101,10 +102,15 @@ async def admin_export_data(call: Call) -> web.StreamResponse:
     secret_key = str(params.get("secret_key") or "")
     if secret_key and not call.who.is_admin:  # sealing them under a passphrase of one's own is reading them
         raise ApiError("access", "Exporting secret values (secret_key) requires the admin privilege.")
+    if not call.who.is_admin:
+        require_unrestricted(call.who)  # an export is not filtered by category or group: whole or nothing
+        for_non_admin(sel)
     if secret_key and sel.secret_data:  # audited before anything is sent, as decrypt_secret: no record, no secret
+        sel.secret_ids = set()  # and only those audited are sent (not one created meanwhile)
         for record in await call.stores.defs.all(SECRETS):
             await audit_activity(call, "secret_access", f"Exported secret: {record.get('title', '')}",
                                  secret=shown(SECRET_SPEC, record))  # fmt: skip
+            sel.secret_ids.add(str(record["id"]))
     resp = web.StreamResponse(headers={
         "Content-Type": "application/gzip", "X-Request-ID": call.request_id,
         "Content-Disposition": 'attachment; filename="podium-data-export.txt.gz"'})  # fmt: skip
@@ -220,9 +226,12 @@ async def admin_import_data(call: Call) -> Reply:
     if not data:
         raise ApiError("admin", "No file data found for import")
     importer = Importer(call, secret_key=str(opts.get("secret_key") or ""), dry_run=bool(opts.get("dry_run")))
-    parsed = await asyncio.to_thread(_load, data, importer.report)
-    del data
-    report = await importer.apply(parsed)
+    async with import_lock(call.stores.db) as held:
+        if not held and not importer.report.dry_run:
+            raise ApiError("admin", "Another import is running; try again when it has finished.")
+        parsed = await asyncio.to_thread(_load, data, importer.report)
+        del data
+        report = await importer.apply(parsed)
     if not report.lines and not report.errors:
         raise ApiError("admin", "No valid rows found in file.")
     if not report.dry_run:
