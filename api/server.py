@@ -38,7 +38,7 @@ from storage.stores import Stores
 from .app import RUNNER_OPTIONS, create_app
 from .bootstrap import first_start
 from .childagent import ChildAgent, local_url
-from .logs import AccessLogger
+from .logs import AccessLogger, flush_access_log
 from .settings import ConfigError, Settings
 
 log = structlog.get_logger("podium.server")
@@ -233,6 +233,7 @@ async def serve(settings: Settings) -> None:
             access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         )
         await runner.setup()
+        stack.callback(flush_access_log)  # runs after the cleanup below: the last requests' lines are kept
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=2.0)
         try:
