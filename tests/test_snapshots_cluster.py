@@ -40,7 +40,7 @@ async def test_snapshots_of_servers_groups_jobs_alerts_and_watches(tmp_path: Pat
             assert early["code"] == "snapshot" and "No monitoring data" in early["description"], early
             for i in range(3):
                 await one.quickmon({"cpu": {"currentLoad": 20.0 + i}, "mem": {"used": 5}, "net": {"rx": 1}})
-                await asyncio.sleep(0.4)
+                await asyncio.sleep(1.1)  # QuickMon keeps one sample per second: each in a second of its own
             await one.monitor(sample(95.0))  # the stock disk alert (1 sample) fires on a
             await two.monitor(sample(40.0))
 
