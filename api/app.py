@@ -16,8 +16,8 @@ from .health import health
 from .openapi import OPENAPI, openapi_json
 from .registry import HANDLERS, TEST_HANDLERS
 from .settings import Settings
-from .transport import dispatch, not_found
-from .typedefs import AUTH, NODE, REGISTRY, SETTINGS
+from .transport import NODE_HEADER, dispatch, not_found
+from .typedefs import API, AUTH, NODE, REGISTRY, SETTINGS, Api
 
 # `/api/app/NAME`, `/api/app/NAME/v1` and `/api/app/NAME/v1/<tail>` all reach NAME (digest 1.1).
 API_PATH = r"/api/{ns:app|user}/{name:\w+}{tail:(/.*)?}"
@@ -27,7 +27,7 @@ API_PATH = r"/api/{ns:app|user}/{name:\w+}{tail:(/.*)?}"
 RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
-NODE_HEADER = "X-Podium-Node"  # which node answered: clients and tests see reads spread over the nodes
+__all__ = ["NODE_HEADER", "RUNNER_OPTIONS", "create_app"]
 
 
 async def _name_node(request: web.Request, response: web.StreamResponse) -> None:
@@ -41,7 +41,8 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     auth = app[AUTH] = Authenticator(node.stores, use_csrf=settings.use_csrf)
     keys, principals = auth.key_counts, auth.principal_counts
     node.metrics.caches.update(api_keys=lambda: (keys[0], keys[1]), principals=lambda: (principals[0], principals[1]))
-    app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
+    registry = app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
+    app[API] = Api(node, settings, auth, registry)
     app.on_response_prepare.append(_name_node)
     app.router.add_route("*", API_PATH, dispatch)
     app[OPENAPI] = []

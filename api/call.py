@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -12,6 +12,9 @@ from storage.stores import Stores
 
 from .principal import Principal
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .auth import Authenticator
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +43,19 @@ class Call:
     user: Principal | None = None  # set by the transport for every handler that needs auth
     # What `stores` answers instead of the node's (an import's dry run sees the objects it would have written).
     stores_view: Stores | None = None
+    # The node's authenticator (handlers that check a credential of their own); set by the transport.
+    auth: Authenticator | None = None
 
     @property
     def who(self) -> Principal:
         """The authenticated caller (handlers that declare a privilege always have one)."""
         assert self.user is not None, "handler declared no privilege but asked who is calling"
         return self.user
+
+    @property
+    def authenticator(self) -> Authenticator:
+        assert self.auth is not None, "a call built outside the transport has no authenticator"
+        return self.auth
 
     @property
     def stores(self) -> Stores:

@@ -209,6 +209,7 @@ class Validator:
     _defaults: dict[str, Any] = field(init=False)
     _names: frozenset[str] = field(init=False)
     _blank: tuple[tuple[str, tuple[Any, ...]], ...] = field(init=False)
+    _nothing_needed: bool = field(init=False)  # no parameter is required, so no params validate to the defaults
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params]
@@ -222,6 +223,7 @@ class Validator:
         )
         self._validator = SchemaValidator(self.schema)
         self._defaults = {p.name: p.default for p in self.params if p.default is not None}
+        self._nothing_needed = not any(p.required for p in self.params)
         self._names = frozenset(names)
         # An optional text may be "" (clearing a field); a required one may not (xyOps' "Missing parameter").
         self._blank = tuple((p.name, _NOT_GIVEN_TEXT if p.kind == "text" and not p.required else _NOT_GIVEN)
@@ -229,6 +231,8 @@ class Validator:
 
     def __call__(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validated params (declared defaults filled in); ApiError `api` naming the first bad field."""
+        if not params and self._nothing_needed:  # most reads (ping, get_events): nothing to validate
+            return self._filled({})
         data = dict(params)
         for name, blank in self._blank:
             if name in data and data[name] in blank:
@@ -237,10 +241,13 @@ class Validator:
             out: dict[str, Any] = self._validator.validate_python(data)
         except ValidationError as exc:
             raise _api_error(exc) from None
+        _check_extras(out, self._names)
+        return self._filled(out)
+
+    def _filled(self, out: dict[str, Any]) -> dict[str, Any]:
         for name, default in self._defaults.items():
             if name not in out:
                 out[name] = default if not isinstance(default, list | dict) else type(default)(default)
-        _check_extras(out, self._names)
         return out
 
     def json_schema(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from storage.stores import Stores
 from .app import RUNNER_OPTIONS, create_app
 from .bootstrap import first_start
 from .childagent import ChildAgent, local_url
+from .front import ApiRunner
 from .logs import AccessLogger, flush_access_log
 from .settings import ConfigError, Settings
 
@@ -225,7 +226,7 @@ async def serve(settings: Settings) -> None:
             maintenance_service(maintenance_config(settings)),
         ]
         app = create_app(settings, node)
-        runner = web.AppRunner(
+        runner = ApiRunner(
             app,
             **RUNNER_OPTIONS,
             handle_signals=False,

@@ -55,6 +55,9 @@ def parse_bind(value: str) -> tuple[str, int]:
     return host, port
 
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str | None = None  # None: the embedded server in data_dir
@@ -70,6 +73,7 @@ class Settings:
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     access_log: bool = True
+    event_loop: str = "uvloop"  # uvloop | asyncio: the loop `podium serve` runs on
     max_body_bytes: int = DEFAULT_MAX_BODY
     anon_body_bytes: int = DEFAULT_ANON_BODY  # body limit until the caller is known (credentials in headers)
     max_json_bytes: int = DEFAULT_MAX_JSON  # a JSON body (or form field `json`): parsing is CPU on the event loop
@@ -207,6 +211,8 @@ class Settings:
             raise ConfigError(f"--cluster {self.cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"--log-format {self.log_format!r}: use json or console")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(f"--event-loop {self.event_loop[:20]!r}: use {' or '.join(EVENT_LOOPS)}")
         if self.metrics not in METRICS_MODES:
             raise ConfigError(f"--metrics {self.metrics[:20]!r}: use {', '.join(METRICS_MODES)}")
         for option, value, low, high in self._ranges():

@@ -31,11 +31,12 @@ from storage.errors import Conflict, FencedError, PageTooLarge
 
 from .call import Call, Upload
 from .errors import ApiError, master_error
+from .logs import REQUEST_ID
 from .principal import require_privilege
 from .registry import AUTH as AUTH_ANY
 from .registry import SESSION, Params
 from .settings import Settings
-from .typedefs import AUTH, NODE, REGISTRY, SETTINGS
+from .typedefs import API, Api
 
 log = structlog.get_logger("podium.api")
 
@@ -72,21 +73,32 @@ def encode(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body, default=_json_default, option=_COMPACT)
 
 
-def bytes_reply(data: bytes, status: int = 200, *, rid: str = "", gzipped: bool = False) -> web.Response:
-    headers = {"X-Request-ID": rid} if rid else {}
+NODE_HEADER = "X-Podium-Node"  # which node answered: clients and tests see reads spread over the nodes
+
+
+def bytes_reply(
+    data: bytes, status: int = 200, *, rid: str = "", gzipped: bool = False, node: str = ""
+) -> web.Response:
+    headers = {"Content-Type": "application/json"}
+    if rid:
+        headers["X-Request-ID"] = rid
+    if node:  # replies of the API front (other routes are named by the app's response hook)
+        headers[NODE_HEADER] = node
     if gzipped:
         headers["Content-Encoding"] = "gzip"
         headers["Vary"] = "Accept-Encoding"
-    return web.Response(body=data, status=status, content_type="application/json", headers=headers or None)
+    return web.Response(body=data, status=status, headers=headers)
 
 
 def accepts_gzip(request: web.Request) -> bool:
     return "gzip" in request.headers.get("Accept-Encoding", "")
 
 
-def json_reply(body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "") -> web.Response:
+def json_reply(
+    body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "", node: str = ""
+) -> web.Response:
     data = orjson.dumps(body, default=_json_default, option=_PRETTY if pretty else _COMPACT)
-    return bytes_reply(data, status, rid=rid)
+    return bytes_reply(data, status, rid=rid, node=node)
 
 
 def _checked_text(key: str, value: str) -> str:
@@ -106,6 +118,8 @@ def split_reserved(source: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], d
 
 
 def _query(request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not request.query_string:  # most calls: no query to parse
+        return {}, {}
     query = request.query
     for key, value in query.items():
         _checked_text(key, key)
@@ -298,36 +312,40 @@ async def _not_here(request: web.Request, node: NodeRuntime, settings: Settings)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Route, authenticate from the headers where the credential is there, then read the body (small when
-    nobody is authenticated yet), authenticate from the body otherwise, validate the declared parameters and
-    run the handler."""
+    """The router's handler for API paths; the front (api/front.py) sends most calls to `answer` directly."""
+    info = request.match_info
+    return await answer(request, request.app[API], info["ns"], info["name"], info.get("tail", ""))
+
+
+async def answer(request: web.Request, api: Api, ns: str, name: str, tail: str) -> web.StreamResponse:
+    """Authenticate from the headers where the credential is there, then read the body (small when nobody is
+    authenticated yet), authenticate from the body otherwise, validate the declared parameters and run the
+    handler. Every reply names the node (X-Podium-Node) and the request (X-Request-ID)."""
     began = time.perf_counter()
     rid = next_request_id()
     bind_contextvars(request_id=rid)
-    app = request.app
-    info = request.match_info
-    ns, name = info["ns"], info["name"]
-    pretty = request.query.get("pretty") in ("1", "true")
+    request[REQUEST_ID] = (rid, began)  # for the access line
+    node = api.node
+    pretty = bool(request.query_string) and request.query.get("pretty") in ("1", "true")
     files: dict[str, Upload] = {}
-    handler = app[REGISTRY].get(ns, name)
+    handler = api.registry.get(ns, name)
     code = "0"
     try:
         if handler is None:
             raise ApiError("api", f"Unsupported API: {ns}/{name}")
         if request.method not in _METHODS:
             raise ApiError("api", f"Method {request.method} is not allowed; use GET or POST.", status=405)
-        node = app[NODE]
-        settings = app[SETTINGS]
+        settings = api.settings
         if handler.write and not handler.anywhere and not node.is_primary:
             code = "redirect"  # counted apart: a 307 is neither a success nor a failure (a `master` error replaces it)
-            return await _not_here(request, node, settings)
-        auth = app[AUTH]
+            return _named(await _not_here(request, node, settings), node)
+        auth = api.auth
         query, q_reserved = _query(request)
         who = None
         if handler.privilege is not None:
             who = await auth.from_headers(request, q_reserved, handler.privilege, write=handler.write)
         body_raw, files = ({}, {}) if handler.own_body else await _body(request, settings, known=who is not None)
-        body, reserved = split_reserved(body_raw.items())
+        body, reserved = split_reserved(body_raw.items()) if body_raw else (body_raw, {})
         call = Call(
             request=request,
             node=node,
@@ -335,10 +353,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             request_id=rid,
             params=assemble(handler.params, body, query),
             query=query,
-            tail=info.get("tail", ""),
+            tail=tail,
             files=files,
             body_reserved=reserved,
             query_reserved=q_reserved,
+            auth=auth,
         )
         if handler.privilege is not None:
             if who is None:
@@ -352,44 +371,56 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             call.params = handler.args(call.params)
         reply = await handler.func(call)
         if isinstance(reply, web.StreamResponse):
-            return reply
-        return json_reply({"code": 0, **reply}, pretty=pretty, rid=rid)
+            return _named(reply, node)
+        return json_reply({"code": 0, **reply}, pretty=pretty, rid=rid, node=node.node_id)
     except Exception as exc:  # every failure becomes a JSON reply; see _failure
-        code, resp = await _failure(exc, request, f"{ns}/{name}", rid, pretty)
+        code, resp = await _failure(exc, node, f"{ns}/{name}", rid, pretty)
         return resp
     finally:
         for upload in files.values():
             _unlink(upload.path)
-        app[NODE].metrics.request(ns, name, handler is not None, code, time.perf_counter() - began)
+        node.metrics.request(ns, name, handler is not None, code, time.perf_counter() - began)
+
+
+def _named(resp: web.StreamResponse, node: NodeRuntime) -> web.StreamResponse:
+    if not resp.prepared:  # a handler that streams names the node itself (see `stream_headers`)
+        resp.headers[NODE_HEADER] = node.node_id
+    return resp
+
+
+def stream_headers(call: Call, headers: dict[str, str]) -> dict[str, str]:
+    """The headers of a reply a handler prepares itself: with the node's name, as every API reply."""
+    return {**headers, NODE_HEADER: call.node.node_id}
 
 
 async def _failure(
-    exc: Exception, request: web.Request, api: str, rid: str, pretty: bool
+    exc: Exception, node: NodeRuntime, api: str, rid: str, pretty: bool
 ) -> tuple[str, web.Response]:
     """The reply for a failed call (and its code): its own error, a redirect to the primary, or a logged crash."""
+    name = node.node_id
     if isinstance(exc, BodyTooLarge):
-        resp = json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
+        resp = json_reply(exc.body(), exc.status, pretty=pretty, rid=rid, node=name)
         resp.force_close()  # the rest of the body is never read: drop the connection rather than drain it
         return exc.code, resp
     if isinstance(exc, ApiError):
-        return exc.code, json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
+        return exc.code, json_reply(exc.body(), exc.status, pretty=pretty, rid=rid, node=name)
     if isinstance(exc, Conflict):
         body = {"code": "conflict", "description": "This was changed by another request meanwhile; reload it and "
                                                    "try again."}  # fmt: skip
-        return "conflict", json_reply(body, 409, rid=rid)
+        return "conflict", json_reply(body, 409, rid=rid, node=name)
     if isinstance(exc, PageTooLarge):  # a search page over its byte budget: the caller asks for fewer rows
         body = {"code": "api", "description": f"Parameter 'limit' is too large here: {exc}."}
-        return "api", json_reply(body, 400, rid=rid)
+        return "api", json_reply(body, 400, rid=rid, node=name)
     if isinstance(exc, NotPrimary | FencedError):
-        err = await redirect(request.app[NODE])
-        return err.code, json_reply(err.body(), err.status, pretty=pretty, rid=rid)
+        err = await redirect(node)
+        return err.code, json_reply(err.body(), err.status, pretty=pretty, rid=rid, node=name)
     if isinstance(exc, STORE_DOWN_ERRORS):
         log.warning("store_unavailable", api=api, error=repr(exc))
         body = {"code": "db", "description": "The data store is unavailable; try again shortly."}
-        return "db", json_reply(body, 500, rid=rid)
+        return "db", json_reply(body, 500, rid=rid, node=name)
     log.error("handler_failed", api=api, exc_info=exc)
     body = {"code": "internal", "description": f"Internal error (request {rid}); see the server log."}
-    return "internal", json_reply(body, 500, rid=rid)
+    return "internal", json_reply(body, 500, rid=rid, node=name)
 
 
 def _unlink(path: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from cluster.node import NodeRuntime
@@ -14,3 +16,16 @@ SETTINGS = web.AppKey("settings", Settings)
 NODE = web.AppKey("node", NodeRuntime)
 REGISTRY = web.AppKey("registry", Registry)
 AUTH = web.AppKey("auth", Authenticator)
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """What every API call needs from the app, looked up once rather than per request."""
+
+    node: NodeRuntime
+    settings: Settings
+    auth: Authenticator
+    registry: Registry
+
+
+API = web.AppKey("api", Api)

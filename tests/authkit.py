@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.bootstrap import first_start
+from api.front import ApiRunner
 from api.server import job_services
 from api.settings import Settings
 from cluster.node import NodeRuntime
@@ -21,6 +22,13 @@ from storage.connection import Database
 from storage.stores import Stores
 
 Client = TestClient[web.Request, web.Application]
+
+
+class NodeTestServer(TestServer):
+    """aiohttp's test server, answering through the node's request front as `podium serve` does."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return ApiRunner(self.app, **kwargs)
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -75,7 +83,7 @@ async def open_site(db: Database, data_dir: Path, **settings: Any) -> AsyncItera
     node.services += job_services(node, config)  # as `podium serve` wires it
     dispatcher = node.dispatcher
     assert dispatcher is not None
-    site = Site(TestClient(TestServer(create_app(config, node), **RUNNER_OPTIONS)), node, config)
+    site = Site(TestClient(NodeTestServer(create_app(config, node), **RUNNER_OPTIONS)), node, config)
     await site.client.start_server()
     await node.start()
     try:

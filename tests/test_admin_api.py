@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.handlers.internaljobs import MAX_RUNNING
@@ -21,7 +21,7 @@ from api.settings import Settings
 from cluster.node import NodeRuntime
 from storage.connection import Database
 from storage.stores import Stores
-from tests.authkit import Client, Site, ok, open_site, wait_until
+from tests.authkit import Client, NodeTestServer, Site, ok, open_site, wait_until
 from tests.sinks import MailSink, eventually
 from tests.test_jobs_api import create, make_user, run
 
@@ -32,7 +32,7 @@ Headers = dict[str, str]
 async def satellite(site: Site, db: Database, tmp_path: Path) -> AsyncIterator[Client]:
     node = NodeRuntime(db, "n2", "http://127.0.0.1:5532", lease_ms=3000,
                        stores=Stores.open(db, secret_key=site.node.stores.secret_key))  # fmt: skip
-    client = TestClient(TestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
+    client = TestClient(NodeTestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
     await client.start_server()
     await node.start()
     try:

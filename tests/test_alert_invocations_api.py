@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.settings import Settings
@@ -19,7 +19,7 @@ from cluster.node import NodeRuntime
 from storage import codec
 from storage.connection import Database
 from storage.stores import Stores
-from tests.authkit import Client, Site, ok, wait_until
+from tests.authkit import Client, NodeTestServer, Site, ok, wait_until
 
 Headers = dict[str, str]
 T0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
@@ -66,7 +66,7 @@ async def key(site: Site, admin: Headers, **fields: Any) -> Headers:
 async def satellite(site: Site, db: Database, tmp_path: Path) -> AsyncIterator[Client]:
     node = NodeRuntime(db, "n2", "http://127.0.0.1:5532", lease_ms=3000,
                        stores=Stores.open(db, secret_key=site.node.stores.secret_key))  # fmt: skip
-    client = TestClient(TestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
+    client = TestClient(NodeTestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
     await client.start_server()
     await node.start()
     try:

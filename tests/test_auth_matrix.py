@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.principal import privilege_title
@@ -20,7 +20,7 @@ from api.registry import AUTH, HANDLERS, SESSION, Handler
 from api.settings import Settings
 from cluster.node import NodeRuntime
 from storage.connection import Database
-from tests.authkit import Client, Site, open_site, wait_until
+from tests.authkit import Client, NodeTestServer, Site, open_site, wait_until
 
 GUARDED = [h for h in HANDLERS if h.privilege is not None]
 
@@ -55,7 +55,7 @@ async def pair(db: Database, tmp_path: Path) -> AsyncIterator[Pair]:
         bare, _ = await site.admin_key(sid)
         keys = Keys(bad="x" * 43, disabled=disabled, expired=expired, bare=bare)
         node = NodeRuntime(db, "n2", "http://127.0.0.1:5532", lease_ms=3000)
-        sat = TestClient(TestServer(create_app(Settings(data_dir=tmp_path / "s"), node), **RUNNER_OPTIONS))
+        sat = TestClient(NodeTestServer(create_app(Settings(data_dir=tmp_path / "s"), node), **RUNNER_OPTIONS))
         await sat.start_server()
         await node.start()
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.handlers.jobfiles import stored_name
@@ -20,7 +20,7 @@ from cluster.node import NodeRuntime
 from storage.connection import Database
 from storage.files import RedisFileStore
 from storage.stores import Stores
-from tests.authkit import Client, Site, wait_until
+from tests.authkit import Client, NodeTestServer, Site, wait_until
 
 Headers = dict[str, str]
 Job = dict[str, Any]
@@ -70,7 +70,7 @@ def a_file(content: bytes = b"report body\n", name: str = "Report-1.TXT", ctype:
 async def satellite(site: Site, db: Database, tmp_path: Path) -> AsyncIterator[Client]:
     node = NodeRuntime(db, "n2", "http://127.0.0.1:5532", lease_ms=3000,
                        stores=Stores.open(db, secret_key=stores(site).secret_key))  # fmt: skip
-    client = TestClient(TestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
+    client = TestClient(NodeTestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
     await client.start_server()
     await node.start()
     try:

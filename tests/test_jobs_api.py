@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.settings import Settings
@@ -25,7 +25,7 @@ from cluster.launcher import Launch, build_job
 from cluster.node import NodeRuntime
 from storage.connection import Database
 from storage.stores import Stores
-from tests.authkit import Client, Site, ok, wait_until
+from tests.authkit import Client, NodeTestServer, Site, ok, wait_until
 
 Headers = dict[str, str]
 Body = dict[str, Any]
@@ -616,7 +616,7 @@ async def test_search_jobs(site: Site, admin: Headers, db: Database, tmp_path: P
     # A satellite answers exactly as the primary does.
     node = NodeRuntime(db, "n2", "http://127.0.0.1:5532", lease_ms=3000,
                        stores=Stores.open(db, secret_key=site.node.stores.secret_key))  # fmt: skip
-    satellite = TestClient(TestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
+    satellite = TestClient(NodeTestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
     await satellite.start_server()
     await node.start()
     try:

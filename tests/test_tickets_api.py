@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.settings import Settings
@@ -24,7 +24,7 @@ from cluster.tickets.service import link_invocation, link_job, open_ticket
 from storage import codec
 from storage.connection import Database
 from storage.stores import Stores
-from tests.authkit import Client, Site, ok, wait_until
+from tests.authkit import Client, NodeTestServer, Site, ok, wait_until
 from tests.test_jobs_api import event_body, make_user, post
 
 Headers = dict[str, str]
@@ -83,7 +83,7 @@ async def invocation(site: Site, inv_id: str) -> dict[str, Any]:
 async def satellite(site: Site, db: Database, tmp_path: Path) -> AsyncIterator[Client]:
     node = NodeRuntime(db, "n2", "http://127.0.0.1:5532", lease_ms=3000,
                        stores=Stores.open(db, secret_key=site.node.stores.secret_key))  # fmt: skip
-    client = TestClient(TestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
+    client = TestClient(NodeTestServer(create_app(Settings(data_dir=tmp_path / "sat"), node), **RUNNER_OPTIONS))
     await client.start_server()
     await node.start()
     try:

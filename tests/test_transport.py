@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from structlog.typing import Processor
 
 from api.app import RUNNER_OPTIONS, create_app
@@ -28,6 +28,7 @@ from storage.connection import Database
 from storage.lease import LeaseStore
 from storage.models import NodeRecord
 from storage.nodes import NodeStore
+from tests.authkit import NodeTestServer
 
 NODE_URL = "http://127.0.0.1:5522"
 OTHER_URL = "http://10.9.9.9:5599"
@@ -73,7 +74,7 @@ async def make_edge(db: Database, tmp_path: Path) -> AsyncIterator[MakeEdge]:
     async def make(*, primary: bool = True, max_body_bytes: int = DEFAULT_MAX_BODY, test_hooks: bool = True) -> Edge:
         settings = Settings(data_dir=tmp_path / "data", test_hooks=test_hooks, max_body_bytes=max_body_bytes)
         node = NodeRuntime(db, "n1", NODE_URL, lease_ms=LEASE_MS)
-        edge = Edge(TestClient(TestServer(create_app(settings, node), **RUNNER_OPTIONS)), node, settings)
+        edge = Edge(TestClient(NodeTestServer(create_app(settings, node), **RUNNER_OPTIONS)), node, settings)
         made.append(edge)
         await edge.client.start_server()
         await node.start()

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api.app import RUNNER_OPTIONS, create_app
 from api.bootstrap import first_start
@@ -31,7 +31,7 @@ from storage.connection import Database
 from storage.files import RedisFileStore
 from storage.ids import generate_id
 from storage.stores import Stores, job_input_uploads
-from tests.authkit import Client, Site, ok, wait_until
+from tests.authkit import Client, NodeTestServer, Site, ok, wait_until
 from tests.jobkit import SECRET, Jobs
 from tests.servers import Cluster
 from tests.test_agent_link import Site as NodeSite
@@ -73,7 +73,7 @@ async def upsite(db: Database, tmp_path: Path) -> AsyncIterator[Site]:
     node.services += job_services(node, config)
     app = create_app(config, node)
     app[REGISTRY] = app[REGISTRY].merged(LOCAL)
-    site = Site(TestClient(TestServer(app, **RUNNER_OPTIONS)), node, config)
+    site = Site(TestClient(NodeTestServer(app, **RUNNER_OPTIONS)), node, config)
     await site.client.start_server()
     await node.start()
     try:

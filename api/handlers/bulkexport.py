@@ -23,6 +23,7 @@ from ..files import stream_out
 from ..params import QUERY_LEN, flag, integer, strings, text
 from ..principal import require_unrestricted
 from ..registry import AUTH, HANDLERS
+from ..transport import stream_headers
 from .jobs import SORT_DIR
 
 MAX_ROWS = 100_000
@@ -109,4 +110,5 @@ async def bulk_search_export(call: Call) -> web.StreamResponse:
                "Content-Disposition": f'attachment; filename="{name}{".gz" if p["compress"] else ""}"',
                "Cache-Control": "no-cache, no-store, must-revalidate"}  # fmt: skip
     lines = _lines(search, p["format"], list(p["columns"]), p["max_rows"])
-    return await stream_out(call.request, web.StreamResponse(headers=headers), _encoded(lines, p["compress"]))
+    resp = web.StreamResponse(headers=stream_headers(call, headers))
+    return await stream_out(call.request, resp, _encoded(lines, p["compress"]))

@@ -29,7 +29,7 @@ from ..errors import ApiError
 from ..files import stream_out
 from ..params import ID_LEN, integer, text
 from ..registry import AUTH, HANDLERS, NONE, Reply
-from ..typedefs import AUTH as AUTH_KEY
+from ..transport import stream_headers
 from .jobs import can_see
 
 log = structlog.get_logger("podium.joblogs")
@@ -121,7 +121,7 @@ async def get_job_log(call: Call) -> web.StreamResponse:
     path = log_path(job_id)
     if await call.stores.files.stat(path) is None:
         return web.Response(status=204)
-    resp = web.StreamResponse(headers={"Content-Type": TEXT_TYPE, "Content-Encoding": "gzip"})
+    resp = web.StreamResponse(headers=stream_headers(call, {"Content-Type": TEXT_TYPE, "Content-Encoding": "gzip"}))
     return await stream_out(call.request, resp, call.stores.files.read(path))
 
 
@@ -138,7 +138,7 @@ async def _log_by_token(call: Call, download: bool) -> web.StreamResponse:
     headers = {"Content-Type": TEXT_TYPE}
     if download:
         headers["Content-Disposition"] = f"attachment; filename=Podium-Job-Log-{job_id}.txt"
-    return await stream_out(call.request, web.StreamResponse(headers=headers), chunks)
+    return await stream_out(call.request, web.StreamResponse(headers=stream_headers(call, headers)), chunks)
 
 
 @HANDLERS.add("view_job_log", write=False, privilege=NONE, args=(JOB_ID, TOKEN))
@@ -313,7 +313,7 @@ async def _stream_caller(call: Call) -> dict[str, Any]:
         if job is None:
             raise ApiError("notfound", f"Failed to locate job: {job_id}")
         return job
-    call.user = await call.request.app[AUTH_KEY].authenticate(call, AUTH, write=False)
+    call.user = await call.authenticator.authenticate(call, AUTH, write=False)
     return await _visible_job(call, job_id)
 
 
@@ -323,8 +323,8 @@ async def stream_job(call: Call) -> web.StreamResponse:
     its output as it arrives (each with the offset after it as its id), a final `update` and `end`. Needs a
     session or API key, or a magic link's `token`."""
     job = await _stream_caller(call)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "X-Accel-Buffering": "no"})  # fmt: skip
+    resp = web.StreamResponse(headers=stream_headers(call, {
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}))
     await resp.prepare(call.request)
     try:
         await resp.write(_sse("start", {}))

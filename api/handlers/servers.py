@@ -28,7 +28,6 @@ from ..errors import ApiError, bad_param
 from ..params import QUERY_LEN, TITLE_LEN, encoded_size, flag, ident, integer, obj, page, strings, text
 from ..principal import Principal
 from ..registry import ADMIN, AUTH, HANDLERS, Params, Reply
-from ..typedefs import AUTH as AUTHENTICATOR
 
 SERVER_ID = ident(doc="server id").with_(max_len=32, pattern="^(?:[a-z0-9_]+)$")
 USER_DATA_BYTES = 64 * 1024
@@ -274,7 +273,7 @@ async def get_satellite_token(call: Call) -> Reply:
 async def _enrol_grant(call: Call, token: str, server: str) -> dict[str, Any]:
     """Who may enrol: an API key with `add_servers`, a live enrolment token (its initial settings come along),
     or a stored server's own auth token (xyOps' re-install path). Else `satellite` "Access denied."."""
-    auth = call.request.app[AUTHENTICATOR]
+    auth = call.authenticator
     key = await auth.lookup_key(token)
     if key is not None:
         expires = float(key.get("expires") or 0)

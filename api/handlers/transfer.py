@@ -41,6 +41,7 @@ from ..importer import Importer
 from ..importfile import Parsed, Report, parse_file
 from ..principal import require_unrestricted
 from ..registry import ADMIN, HANDLERS, Reply
+from ..transport import stream_headers
 from .secrets import SECRET_SPEC
 
 IMPORT_MAX_BYTES = 64 * 1024 * 1024  # the uploaded file, as sent
@@ -111,9 +112,9 @@ async def admin_export_data(call: Call) -> web.StreamResponse:
             await audit_activity(call, "secret_access", f"Exported secret: {record.get('title', '')}",
                                  secret=shown(SECRET_SPEC, record))  # fmt: skip
             sel.secret_ids.add(str(record["id"]))
-    resp = web.StreamResponse(headers={
+    resp = web.StreamResponse(headers=stream_headers(call, {
         "Content-Type": "application/gzip", "X-Request-ID": call.request_id,
-        "Content-Disposition": 'attachment; filename="podium-data-export.txt.gz"'})  # fmt: skip
+        "Content-Disposition": 'attachment; filename="podium-data-export.txt.gz"'}))  # fmt: skip
     await resp.prepare(call.request)
     packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     pending: list[bytes] = []

@@ -25,7 +25,6 @@ from ..principal import DEFAULT_USER_PRIVILEGES, PRIVILEGES, holds_admin
 from ..registry import ADMIN, HANDLERS, NONE, SESSION, Reply
 from ..settings import Settings
 from ..transport import json_reply
-from ..typedefs import AUTH
 from ..validate import privilege_map
 
 log = structlog.get_logger("podium.users")
@@ -199,7 +198,7 @@ async def login(call: Call) -> web.StreamResponse:
 @HANDLERS.add("logout", ns="user", write=True, privilege=NONE, args=())
 async def logout(call: Call) -> web.StreamResponse:
     """Ends the caller's session if there is one; answers {} either way."""
-    sid, _ = call.request.app[AUTH].session_id(call)
+    sid, _ = call.authenticator.session_id(call)
     if sid:
         session = await call.stores.users.session(sid)
         if session is not None:
@@ -211,7 +210,7 @@ async def logout(call: Call) -> web.StreamResponse:
 
 @HANDLERS.add("resume_session", ns="user", write=False, privilege=NONE, args=())
 async def resume_session(call: Call) -> web.StreamResponse:
-    auth = call.request.app[AUTH]
+    auth = call.authenticator
     sid, _ = auth.session_id(call)
     if not sid:
         return json_reply({"code": 0}, rid=call.request_id)
