@@ -53,6 +53,9 @@ class Handler:
     # file parts named in `form_files` (the OpenAPI document describes them).
     form: Validator | None = None
     form_files: tuple[str, ...] = ()
+    # The handler calls a primary service of the node process (the job dispatcher, internal jobs, maintenance,
+    # the action runner's mail): an HTTP worker hands such a call to its node process (api/workers.py).
+    service: bool = False
 
 
 class Registry:
@@ -74,13 +77,15 @@ class Registry:
         own_body: bool = False,
         form: Validator | None = None,
         form_files: tuple[str, ...] = (),
+        service: bool = False,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Decorator: declare a handler. Write handlers read the body only unless told otherwise.
 
         `args` declares every parameter the handler reads (api/params.py); `closed` refuses undeclared keys;
         `csrf=False` only for calls whose credential is not the cookie (login creates one, magic links carry
         their own token); `anywhere=True` lets a satellite answer a write (see Handler.anywhere); `own_body=True` leaves
-        the body to the handler (see Handler.own_body), and `form`/`form_files` say what multipart body it reads."""
+        the body to the handler (see Handler.own_body), and `form`/`form_files` say what multipart body it reads;
+        `service=True` marks a call of the node process's primary services (see Handler.service)."""
         if (form is not None or form_files) and not own_body:
             raise ValueError(f"handler {ns}/{name}: a multipart form is read by an own_body handler only")
 
@@ -92,7 +97,7 @@ class Registry:
             validator = Validator(args, closed) if args is not None else None
             doc = " ".join((func.__doc__ or "").strip().split("\n\n")[0].split())
             self._handlers[key] = Handler(ns, name, func, write, privilege, style, validator, csrf, doc, anywhere,
-                                          own_body, form, form_files)  # fmt: skip
+                                          own_body, form, form_files, service)  # fmt: skip
             return func
 
         return register

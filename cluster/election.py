@@ -97,6 +97,11 @@ class Election:
         )
 
     @property
+    def primary_until(self) -> float:
+        """The clock reading at which this node stops being primary unless it renews; 0.0 when it is not."""
+        return self._renewed_at + self.hold_s if self.is_primary and self._renewed_at is not None else 0.0
+
+    @property
     def primary_id(self) -> str:
         """The node believed to be primary: ourselves, or the lease holder last seen."""
         if self.is_primary:

@@ -26,6 +26,7 @@ from storage.nodes import NodeStore
 from storage.stores import Stores
 
 from .election import Election
+from .follower import FollowedElection
 from .loops import cancel_and_wait, run_periodic
 from .metrics import NodeMetrics
 from .registry import HEARTBEAT_S, Registry, make_record
@@ -78,6 +79,7 @@ class NodeRuntime:
         services: list[PrimaryService] | None = None,
         stores: Stores | None = None,
         control: Database | None = None,
+        follower: bool = False,
     ) -> None:
         self.db = db
         self.control = control if control is not None else db.with_own_pool()
@@ -86,12 +88,17 @@ class NodeRuntime:
         self.url = advertise_url.rstrip("/")
         self.started = time.time()
         self.registry = Registry(NodeStore(self.control), self._record)
-        self.election = Election(
-            LeaseStore(self.control), node_id, lease_ms=lease_ms,
-            store_changes=lambda: self.control.store_changes,  # one watch for all of this node's pools
-            epoch_floor=self.registry.highest_epoch,
-            failover_hold_s=max(lease_ms / 1000, FAILOVER_HOLD_HEARTBEATS * HEARTBEAT_S),
-        )  # fmt: skip
+        # An HTTP worker (api/workers.py) follows the role its node process pushes; it runs no election itself.
+        self.follower = follower
+        self.election = FollowedElection(LeaseStore(self.control), node_id, lease_ms=lease_ms) if follower else (
+            Election(
+                LeaseStore(self.control), node_id, lease_ms=lease_ms,
+                store_changes=lambda: self.control.store_changes,  # one watch for all of this node's pools
+                epoch_floor=self.registry.highest_epoch,
+                failover_hold_s=max(lease_ms / 1000, FAILOVER_HOLD_HEARTBEATS * HEARTBEAT_S),
+            ))  # fmt: skip
+        # Called after each election round and heartbeat, and on a role change: the node process tells its workers.
+        self.on_state: Callable[[], None] = lambda: None
         self.election.on_change = self._role_changed
         self.control.on_store_change(self._store_changed)
         # Under Sentinel a claim that precedes an outside effect waits for a replica, a third of a lease at most.
@@ -178,14 +185,15 @@ class NodeRuntime:
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self.watchdog.run()), asyncio.create_task(self.stores.bus.run(self._stop))]
+        if self.follower:  # the node process elects, heartbeats and runs the primary services
+            return
         # Register before electing so a fresh primary is visible in the registry at once.
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await self.registry.step()
-        self._tasks = [
-            asyncio.create_task(self.watchdog.run()),
-            asyncio.create_task(run_periodic("election", self.election.step, self._stop)),
+        self._tasks += [
+            asyncio.create_task(run_periodic("election", self._election_round, self._stop)),
             asyncio.create_task(run_periodic("heartbeat", self._heartbeat, self._stop)),
-            asyncio.create_task(self.stores.bus.run(self._stop)),
         ]
 
     async def stop(self) -> None:
@@ -193,6 +201,10 @@ class NodeRuntime:
         self._stop.set()
         for task in self._tasks:
             await cancel_and_wait(task)
+        if self.follower:
+            if self.control is not self.db:
+                await self.control.aclose()
+            return
         released = await self.election.release()
         await self._stop_primary_services()
         for task in self._tasks:  # role-change tasks started by the release above
@@ -203,12 +215,19 @@ class NodeRuntime:
             await self.control.aclose()
         log.info("node_stopped", node=self.node_id, released_lease=released)
 
+    async def _election_round(self) -> float:
+        try:
+            return await self.election.step()
+        finally:
+            self.on_state()
+
     async def _heartbeat(self) -> float:
         try:
             return await self.registry.step()
         finally:  # also when the heartbeat failed: a Sentinel store, is the master still the one we know?
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
                 await self.control.verify_store()
+            self.on_state()
 
     def _store_changed(self) -> None:
         # Called from inside a command on any of this node's pools: step down now, not at the next round.
@@ -221,6 +240,7 @@ class NodeRuntime:
     # -- primary-only services --------------------------------------------------
     def _role_changed(self, primary: bool) -> None:
         self.metrics.role_changed(primary)
+        self.on_state()
         if primary:
             self._start_primary_services()
         else:

@@ -168,7 +168,7 @@ async def _delete_item(call: Call, item: dict[str, Any], progress: Progress, sta
             stats["keys"] += 1
 
 
-@HANDLERS.add("admin_delete_data", write=True, privilege=ADMIN,
+@HANDLERS.add("admin_delete_data", write=True, service=True, privilege=ADMIN,
               args=(array("items", required=True, doc="[{type, key | index, query}]: " + ", ".join(DELETE_TYPES)),))
 async def admin_delete_data(call: Call) -> Reply:
     """Delete the chosen data as an internal job. Pauses the scheduler first (as xyOps does: it stays paused until
@@ -199,7 +199,7 @@ async def admin_delete_data(call: Call) -> Reply:
 # -- sessions and email -------------------------------------------------------------------------------------------
 
 
-@HANDLERS.add("admin_logout_all", write=True, privilege=ADMIN,
+@HANDLERS.add("admin_logout_all", write=True, service=True, privilege=ADMIN,
               args=(text("username", required=True, max_len=ID_LEN, pattern=USERNAME),))
 async def admin_logout_all(call: Call) -> Reply:
     """End every session of a user (the session store's own logout_all path), as an internal job."""
@@ -216,7 +216,7 @@ async def admin_logout_all(call: Call) -> Reply:
     return {"id": job["id"]}
 
 
-@HANDLERS.add("admin_send_test_email", write=True, privilege=ADMIN,
+@HANDLERS.add("admin_send_test_email", write=True, service=True, privilege=ADMIN,
               args=(text("to", required=True, max_len=TITLE_LEN * 4, pattern=_TEST_EMAIL,
                          doc="one address or several, comma-separated"),))  # fmt: skip
 async def admin_send_test_email(call: Call) -> Reply:

@@ -45,7 +45,7 @@ async def get_internal_jobs(call: Call) -> Reply:
     return {"rows": rows, "list": {"length": len(rows)}}
 
 
-@HANDLERS.add("test_internal_job", write=True, privilege=ADMIN,
+@HANDLERS.add("test_internal_job", write=True, service=True, privilege=ADMIN,
               args=(integer("duration", 60, ge=1, le=MAX_TEST_S, doc="seconds the job runs (xyOps default 60)"),))
 async def test_internal_job(call: Call) -> Reply:
     """Start an internal job that does nothing for `duration` seconds, advancing once a second."""
@@ -61,7 +61,7 @@ async def test_internal_job(call: Call) -> Reply:
     return {"id": job["id"]}
 
 
-@HANDLERS.add("admin_run_maintenance", write=True, privilege=ADMIN, args=())
+@HANDLERS.add("admin_run_maintenance", write=True, service=True, privilege=ADMIN, args=())
 async def admin_run_maintenance(call: Call) -> Reply:
     """Run the retention pass (cluster/maintenance.py) now, as an internal job; answers its id."""
     maintenance = call.node.maintenance
@@ -126,7 +126,7 @@ async def delete_matching(call: Call, index: str, query: str, progress: Progress
     return {"count": deleted, "total": total}
 
 
-@HANDLERS.add("bulk_search_delete_jobs", write=True, privilege="delete_jobs",
+@HANDLERS.add("bulk_search_delete_jobs", write=True, service=True, privilege="delete_jobs",
               args=(text("query", max_len=QUERY_LEN, doc="job search query; default * (every completed job)"),))
 async def bulk_search_delete_jobs(call: Call) -> Reply:
     """Delete every completed job a search matches, as an internal job (category- or group-limited callers are

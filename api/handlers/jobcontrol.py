@@ -57,7 +57,7 @@ def _abort_reason(call: Call) -> str:
     return f"Manually aborted by user: {who.id}"
 
 
-@HANDLERS.add("abort_job", write=True, privilege="abort_jobs", args=(ident(),))
+@HANDLERS.add("abort_job", write=True, service=True, privilege="abort_jobs", args=(ident(),))
 async def abort_job(call: Call) -> Reply:
     job = await _job(call, call.params["id"])
     if job.get("state") == "complete" or not await _dispatcher(call).abort(str(job["id"]), _abort_reason(call)):
@@ -66,7 +66,7 @@ async def abort_job(call: Call) -> Reply:
     return {}
 
 
-@HANDLERS.add("job_skip_delay", write=True, privilege="run_jobs", args=(ident(),))
+@HANDLERS.add("job_skip_delay", write=True, service=True, privilege="run_jobs", args=(ident(),))
 async def job_skip_delay(call: Call) -> Reply:
     job = await _job(call, call.params["id"])
     if not await _dispatcher(call).skip_delay(str(job["id"])):
@@ -124,7 +124,7 @@ async def manage_job_tickets(call: Call) -> Reply:
 _FIXED = frozenset({"id", "state", "server", "event", "started", "completed", "final", "aborting"})
 
 
-@HANDLERS.add("update_job", write=True, privilege=ADMIN, params=Params.WRITE,
+@HANDLERS.add("update_job", write=True, service=True, privilege=ADMIN, params=Params.WRITE,
               args=(ident(), obj("job", max_bytes=OBJECT_BYTES, doc="fields to merge (or give them at the top)")))
 async def update_job(call: Call) -> Reply:
     """Shallow-merge fields into a live job (through the dispatcher) or a completed one."""
@@ -141,7 +141,7 @@ async def update_job(call: Call) -> Reply:
     return {}
 
 
-@HANDLERS.add("resume_job", write=True, privilege="run_jobs",
+@HANDLERS.add("resume_job", write=True, service=True, privilege="run_jobs",
               args=(ident(), obj("params", doc="merged into the job's params before it launches"),
                     text("redirect", max_len=128, doc="workflow node to jump to (workflows)")))  # fmt: skip
 async def resume_job(call: Call) -> Reply:
@@ -154,7 +154,7 @@ async def resume_job(call: Call) -> Reply:
     return {}
 
 
-@HANDLERS.add("job_toggle_notify_me", write=True, privilege=AUTH, args=(ident(),))
+@HANDLERS.add("job_toggle_notify_me", write=True, service=True, privilege=AUTH, args=(ident(),))
 async def job_toggle_notify_me(call: Call) -> Reply:
     """Add (or remove) an email to the calling user when the job completes."""
     if call.who.kind != "user":

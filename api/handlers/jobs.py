@@ -154,8 +154,8 @@ async def search_jobs(call: Call) -> Reply:
     return {"rows": rows, "list": {"length": total}}
 
 
-@HANDLERS.add("flush_event_queue", write=True, privilege="abort_jobs", params=Params.READ,  # query and body, as xyOps
-              args=(ident(doc="event id"),))
+@HANDLERS.add("flush_event_queue", write=True, service=True, privilege="abort_jobs",
+              params=Params.READ, args=(ident(doc="event id"),))  # query and body, as xyOps
 async def flush_event_queue(call: Call) -> Reply:
     """Drop every queued job of an event (silently, as xyOps does); answers how many."""
     event_id = call.params["id"]
