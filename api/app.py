@@ -17,7 +17,7 @@ from .openapi import OPENAPI, openapi_json
 from .registry import HANDLERS, TEST_HANDLERS
 from .settings import Settings
 from .transport import NODE_HEADER, dispatch, not_found
-from .typedefs import API, AUTH, NODE, REGISTRY, SETTINGS, Api
+from .typedefs import AUTH, NODE, REGISTRY, SETTINGS
 
 # `/api/app/NAME`, `/api/app/NAME/v1` and `/api/app/NAME/v1/<tail>` all reach NAME (digest 1.1).
 API_PATH = r"/api/{ns:app|user}/{name:\w+}{tail:(/.*)?}"
@@ -41,8 +41,7 @@ def create_app(settings: Settings, node: NodeRuntime) -> web.Application:
     auth = app[AUTH] = Authenticator(node.stores, use_csrf=settings.use_csrf)
     keys, principals = auth.key_counts, auth.principal_counts
     node.metrics.caches.update(api_keys=lambda: (keys[0], keys[1]), principals=lambda: (principals[0], principals[1]))
-    registry = app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
-    app[API] = Api(node, settings, auth, registry)
+    app[REGISTRY] = HANDLERS.merged(TEST_HANDLERS) if settings.test_hooks else HANDLERS
     app.on_response_prepare.append(_name_node)
     app.router.add_route("*", API_PATH, dispatch)
     app[OPENAPI] = []

@@ -16,7 +16,7 @@ from typing import cast
 from aiohttp import hdrs, web
 
 from .transport import answer
-from .typedefs import API
+from .typedefs import Api
 
 # The same paths as the router's API route (api/app.py API_PATH), matched on the same form of the path.
 _API_PATH = re.compile(r"/api/(app|user)/(\w+)(/.*)?")
@@ -31,7 +31,7 @@ class Front:
     """The request handler of the node's HTTP server."""
 
     def __init__(self, app: web.Application, routed: web.Server) -> None:
-        self.api = app[API]
+        self.api = Api.of(app)  # the app is frozen by now: its keys no longer change
         self.routed = routed.request_handler
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -36,7 +36,7 @@ from .principal import require_privilege
 from .registry import AUTH as AUTH_ANY
 from .registry import SESSION, Params
 from .settings import Settings
-from .typedefs import API, Api
+from .typedefs import Api
 
 log = structlog.get_logger("podium.api")
 
@@ -314,7 +314,7 @@ async def _not_here(request: web.Request, node: NodeRuntime, settings: Settings)
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The router's handler for API paths; the front (api/front.py) sends most calls to `answer` directly."""
     info = request.match_info
-    return await answer(request, request.app[API], info["ns"], info["name"], info.get("tail", ""))
+    return await answer(request, Api.of(request.app), info["ns"], info["name"], info.get("tail", ""))
 
 
 async def answer(request: web.Request, api: Api, ns: str, name: str, tail: str) -> web.StreamResponse:

@@ -27,5 +27,6 @@ class Api:
     auth: Authenticator
     registry: Registry
 
-
-API = web.AppKey("api", Api)
+    @classmethod
+    def of(cls, app: web.Application) -> Api:
+        return cls(app[NODE], app[SETTINGS], app[AUTH], app[REGISTRY])

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from api.transport import NODE_HEADER
-from tests.test_transport import Edge, edge, make_edge  # noqa: F401 - fixtures
+from tests.test_transport import Edge
+
+pytest_plugins = ["tests.test_transport"]  # its fixtures: edge, make_edge
 
 pytestmark = pytest.mark.asyncio
 
