@@ -63,4 +63,8 @@ class Call:
 
     @property
     def ip(self) -> str:
-        return self.request.remote or ""
+        remote = self.request.remote
+        if remote:
+            return remote
+        # Only the node's private socket (0600) has no peer address: a worker's call handed on (api/workers.py).
+        return self.request.headers.get("X-Podium-Client-IP", "")

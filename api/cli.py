@@ -29,8 +29,10 @@ from .settings import (
     DEFAULT_UPLOAD_MAX_REQUEST_MB,
     METRICS_MODES,
     SMTP_TLS,
+    WORKER_ENV,
     ConfigError,
     Settings,
+    default_workers,
     parse_bind,
 )
 
@@ -49,6 +51,7 @@ ENV = {
     "log_level": "PODIUM_LOG_LEVEL",
     "access_log": "PODIUM_ACCESS_LOG",
     "event_loop": "PODIUM_EVENT_LOOP",
+    "workers": "PODIUM_WORKERS",
     "max_body_bytes": "PODIUM_MAX_BODY_BYTES",
     "anon_body_bytes": "PODIUM_ANON_BODY_BYTES",
     "max_json_bytes": "PODIUM_MAX_JSON_BYTES",
@@ -126,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["json", "console", "auto"], help="log format (default auto)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--access-log", choices=["on", "off"], help="log every request (default on)")
+    serve.add_argument("--workers", metavar="N",
+                       help=f"HTTP processes on the port (default: the cores, at most 8; here {default_workers()})")
     serve.add_argument("--event-loop", choices=["uvloop", "asyncio"], help="event loop (default uvloop)")
     serve.add_argument("--max-body-bytes", metavar="N", help=f"request body limit (default {DEFAULT_MAX_BODY})")
     serve.add_argument("--anon-body-bytes", metavar="N",
@@ -301,6 +306,8 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         log_level=_pick(args, env, "log_level", "info"),
         access_log=_flag(_pick(args, env, "access_log", "on")),
         event_loop=_pick(args, env, "event_loop", "uvloop"),
+        workers=_int(_pick(args, env, "workers", str(default_workers())), "--workers"),
+        worker_index=_int(env.get(WORKER_ENV, "0"), WORKER_ENV),
         max_body_bytes=_int(_pick(args, env, "max_body_bytes", str(DEFAULT_MAX_BODY)), "--max-body-bytes"),
         anon_body_bytes=_int(_pick(args, env, "anon_body_bytes", str(DEFAULT_ANON_BODY)), "--anon-body-bytes"),
         max_json_bytes=_int(_pick(args, env, "max_json_bytes", str(DEFAULT_MAX_JSON)), "--max-json-bytes"),
@@ -381,7 +388,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = build_parser().parse_args(words)
     try:
         if args.command == "serve":
-            return _serve(settings_from(args, environ))
+            return _serve(settings_from(args, environ), words)
         if args.command == "user":
             return _user(args, environ)
         return _status(args, environ)
@@ -392,17 +399,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 130
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, words: Sequence[str]) -> int:
     from . import logs
-    from .server import serve
+    from .server import serve, serve_worker
 
     logs.configure(settings.log_format, settings.log_level)
+    # A worker is the same command started by the node process (api/workers.py).
+    run = serve_worker(settings) if settings.worker_index else serve(settings, words)
     if settings.event_loop == "uvloop":  # its transports cost less per request than asyncio's
         import uvloop
 
-        uvloop.run(serve(settings))
+        uvloop.run(run)
     else:
-        asyncio.run(serve(settings))
+        asyncio.run(run)
     return 0
 
 

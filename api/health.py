@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aiohttp import web
@@ -9,7 +10,7 @@ from aiohttp import web
 from cluster.watchdog import ms
 
 from .transport import json_reply
-from .typedefs import NODE
+from .typedefs import NODE, SETTINGS
 
 
 async def health(request: web.Request) -> web.StreamResponse:
@@ -27,6 +28,9 @@ async def health(request: web.Request) -> web.StreamResponse:
         "loop_lag_ms": node.watchdog.stats_ms(),  # last / p99 / max over the last minute
         # The longest time between two renews over the last minute; the primary steps down at 0.7 x lease.
         "renew_gap_ms": ms(max(node.election.renew_gaps, default=0.0)),
+        # Which process of the node answered (0: the node process, else an HTTP worker; api/workers.py).
+        "worker": request.app[SETTINGS].worker_index,
+        "pid": os.getpid(),
     }
     if not primary:
         body["description"] = "This node is not the primary." if body["primary"] else "No primary is elected."

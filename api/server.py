@@ -7,8 +7,10 @@ import contextlib
 import datetime
 import errno
 import logging
+import os
 import signal
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,9 @@ from .bootstrap import first_start
 from .childagent import ChildAgent, local_url
 from .front import ApiRunner
 from .logs import AccessLogger, flush_access_log
-from .settings import ConfigError, Settings
+from .settings import WORKER_ENV, ConfigError, Settings
+from .typedefs import FORWARD
+from .workers import Forwarder, WorkerPool, die_with_parent, follow, socket_path
 
 log = structlog.get_logger("podium.server")
 
@@ -165,16 +169,74 @@ def file_store(settings: Settings, db: Database) -> FileStore:
                            max_bytes_total=settings.file_store_max_bytes, s3=settings.s3_config())  # fmt: skip
 
 
-async def serve(settings: Settings) -> None:
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _open_stores(settings: Settings, stack: contextlib.AsyncExitStack, url: str) -> tuple[Database, Stores]:
+    """The store client and the stores of this process (the node process and each worker have their own)."""
+    client = connect(url, max_connections=settings.redis_pool, pool_timeout=settings.redis_pool_timeout)
+    db = Database(client, Keyspace(settings.cluster))
+    stack.push_async_callback(db.aclose)
+    try:
+        await wait_reachable(client)
+    except StorageError:
+        raise ConfigError(f"Redis at {redacted(url)} is unreachable") from None
+    try:
+        secret_key = await ensure_secret_key(db, settings.secret_key)
+    except SecretKeyMismatch as exc:
+        raise ConfigError(f"--secret-key: {exc}") from None
+    files = file_store(settings, db)
+    stack.push_async_callback(close_file_store, files)  # after everything that uses it has stopped
+    try:
+        await check_file_store(files)
+    except StorageError as exc:
+        raise ConfigError(f"--file-store {settings.file_store}: {exc}") from None
+    stores = Stores.open(db, secret_key, files=files, timeline_retention_s=timeline_retention_s(settings))
+    stores.snapshots.max_bytes = settings.snapshot_max_mb * 1024 * 1024
+    stores.buckets.max_files = settings.bucket_max_files
+    stores.buckets.max_file_bytes = settings.bucket_max_file_mb * 1024 * 1024
+    stores.ticket_outbox.enabled = settings.ticket_email
+    stores.ticket_outbox.debounce_s = settings.ticket_debounce_s
+    return db, stores
+
+
+async def _start_http(
+    settings: Settings, stack: contextlib.AsyncExitStack, app: web.Application, *, shared: bool
+) -> web.AppRunner:
+    """The HTTP server on --bind (`shared`: with SO_REUSEPORT, one port for every process of the node)."""
+    runner = ApiRunner(
+        app,
+        **RUNNER_OPTIONS,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+    )
+    await runner.setup()
+    stack.callback(flush_access_log)  # runs after the cleanup below: the last requests' lines are kept
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=2.0, reuse_port=shared or None)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(f"--bind {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    return runner
+
+
+async def serve(settings: Settings, argv: Sequence[str] = ()) -> None:
+    """The node process: the store (embedded unless --redis), the node runtime with every primary service, the
+    HTTP server, the node's agent, and the HTTP workers (api/workers.py) when `--workers` is above 1."""
     check_port_free(settings.host, settings.port)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--data-dir {str(settings.data_dir)!r}: {exc.strerror or exc}") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    workers = settings.workers if settings.port else 1  # a port picked by the kernel cannot be shared
+    stop = _stop_on_signals()
 
     async with contextlib.AsyncExitStack() as stack:
         url = settings.redis_url
@@ -186,31 +248,8 @@ async def serve(settings: Settings) -> None:
                 raise ConfigError(str(exc)) from None
             stack.callback(embedded.stop)
             log.info("embedded_store_started", socket=url, binary=embedded.binary)
-        client = connect(url, max_connections=settings.redis_pool, pool_timeout=settings.redis_pool_timeout)
-        db = Database(client, Keyspace(settings.cluster))
-        stack.push_async_callback(db.aclose)
-        try:
-            await wait_reachable(client)
-        except StorageError:
-            raise ConfigError(f"Redis at {redacted(url)} is unreachable") from None
-        try:
-            secret_key = await ensure_secret_key(db, settings.secret_key)
-        except SecretKeyMismatch as exc:
-            raise ConfigError(f"--secret-key: {exc}") from None
-
+        db, stores = await _open_stores(settings, stack, url)
         node_id = load_node_id(settings.data_dir)
-        files = file_store(settings, db)
-        stack.push_async_callback(close_file_store, files)  # after everything that uses it has stopped
-        try:
-            await check_file_store(files)
-        except StorageError as exc:
-            raise ConfigError(f"--file-store {settings.file_store}: {exc}") from None
-        stores = Stores.open(db, secret_key, files=files, timeline_retention_s=timeline_retention_s(settings))
-        stores.snapshots.max_bytes = settings.snapshot_max_mb * 1024 * 1024
-        stores.buckets.max_files = settings.bucket_max_files
-        stores.buckets.max_file_bytes = settings.bucket_max_file_mb * 1024 * 1024
-        stores.ticket_outbox.enabled = settings.ticket_email
-        stores.ticket_outbox.debounce_s = settings.ticket_debounce_s
         node = NodeRuntime(
             db,
             node_id,
@@ -226,26 +265,24 @@ async def serve(settings: Settings) -> None:
             maintenance_service(maintenance_config(settings)),
         ]
         app = create_app(settings, node)
-        runner = ApiRunner(
-            app,
-            **RUNNER_OPTIONS,
-            handle_signals=False,
-            access_log_class=AccessLogger,
-            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        )
-        await runner.setup()
-        stack.callback(flush_access_log)  # runs after the cleanup below: the last requests' lines are kept
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=2.0)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"--bind {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+        runner = await _start_http(settings, stack, app, shared=workers > 1)
+        if workers > 1:  # the workers hand calls of the primary services to this process here
+            private = socket_path(settings.data_dir)
+            private.unlink(missing_ok=True)
+            old = os.umask(0o177)
+            try:
+                await web.UnixSite(runner, str(private), shutdown_timeout=2.0).start()
+            finally:
+                os.umask(old)
 
         await node.start()
         stack.push_async_callback(node.stop)
+        if workers > 1:
+            pool = WorkerPool(node, workers, argv, {"PODIUM_REDIS_URL": url})
+            await pool.start()
+            stack.push_async_callback(pool.stop)  # before the node stops: workers end while the store is up
         if settings.agent:
-            child = ChildAgent(settings, local_url(settings, settings.port), secret_key)
+            child = ChildAgent(settings, local_url(settings, settings.port), stores.secret_key)
             await child.start()
             stack.push_async_callback(child.stop)
         log.info(
@@ -256,6 +293,33 @@ async def serve(settings: Settings) -> None:
             url=node.url,
             redis=redacted(url),
             cluster=settings.cluster,
+            workers=workers,
         )
         await stop.wait()
         log.info("node_stopping", node=node_id)
+
+
+async def serve_worker(settings: Settings) -> None:
+    """An HTTP worker of a node (api/workers.py): the node's identity and store, its role as the node process
+    says, no election and no primary service."""
+    die_with_parent()
+    stop = _stop_on_signals()
+    url = settings.redis_url
+    if url is None:
+        raise ConfigError(f"{WORKER_ENV} is set but no store URL: a worker is started by its node process")
+    async with contextlib.AsyncExitStack() as stack:
+        db, stores = await _open_stores(settings, stack, url)
+        node = NodeRuntime(db, load_node_id(settings.data_dir), settings.advertise_url, lease_ms=settings.lease_ms,
+                           stores=stores, control=db.with_own_pool(), follower=True)  # fmt: skip
+        app = create_app(settings, node)
+        forward = app[FORWARD] = Forwarder(socket_path(settings.data_dir))
+        stack.push_async_callback(forward.close)
+        await _start_http(settings, stack, app, shared=True)
+        await node.start()
+        stack.push_async_callback(node.stop)
+        following = asyncio.create_task(follow(node, stop))
+        log.info("worker_started", node=node.node_id, worker=settings.worker_index, pid=os.getpid())
+        await stop.wait()
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -56,6 +57,13 @@ def parse_bind(value: str) -> tuple[str, int]:
 
 
 EVENT_LOOPS = ("uvloop", "asyncio")
+MAX_WORKERS = 64
+WORKER_ENV = "PODIUM_WORKER_INDEX"  # set by the node process in the environment of each HTTP worker it starts
+
+
+def default_workers() -> int:
+    """One HTTP process per core, at most 8 by default (beyond that the store, not Python, limits a node)."""
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,8 @@ class Settings:
     log_level: str = "info"
     access_log: bool = True
     event_loop: str = "uvloop"  # uvloop | asyncio: the loop `podium serve` runs on
+    workers: int = 1  # HTTP processes of the node on its port (api/workers.py); the CLI's default: the cores
+    worker_index: int = 0  # 0: the node process; 1..workers-1: an HTTP worker it started
     max_body_bytes: int = DEFAULT_MAX_BODY
     anon_body_bytes: int = DEFAULT_ANON_BODY  # body limit until the caller is known (credentials in headers)
     max_json_bytes: int = DEFAULT_MAX_JSON  # a JSON body (or form field `json`): parsing is CPU on the event loop
@@ -211,6 +221,8 @@ class Settings:
             raise ConfigError(f"--cluster {self.cluster!r}: use letters, digits, '_', '.', '-' (max 64)")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"--log-format {self.log_format!r}: use json or console")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers {self.workers}: must be between 1 and {MAX_WORKERS}")
         if self.event_loop not in EVENT_LOOPS:
             raise ConfigError(f"--event-loop {self.event_loop[:20]!r}: use {' or '.join(EVENT_LOOPS)}")
         if self.metrics not in METRICS_MODES:

@@ -32,9 +32,9 @@ from storage.errors import Conflict, FencedError, PageTooLarge
 from .call import Call, Upload
 from .errors import ApiError, master_error
 from .logs import REQUEST_ID
-from .principal import require_privilege
+from .principal import Principal, require_privilege
 from .registry import AUTH as AUTH_ANY
-from .registry import SESSION, Params
+from .registry import SESSION, Handler, Params
 from .settings import Settings
 from .typedefs import Api
 
@@ -339,6 +339,8 @@ async def answer(request: web.Request, api: Api, ns: str, name: str, tail: str) 
         if handler.write and not handler.anywhere and not node.is_primary:
             code = "redirect"  # counted apart: a 307 is neither a success nor a failure (a `master` error replaces it)
             return _named(await _not_here(request, node, settings), node)
+        if handler.service and api.forward is not None:  # a worker: the node process holds the service
+            return _named(await api.forward(request), node)
         auth = api.auth
         query, q_reserved = _query(request)
         who = None
@@ -359,14 +361,7 @@ async def answer(request: web.Request, api: Api, ns: str, name: str, tail: str) 
             query_reserved=q_reserved,
             auth=auth,
         )
-        if handler.privilege is not None:
-            if who is None:
-                who = await auth.authenticate(call, handler.privilege, write=handler.write)
-            if handler.privilege not in (AUTH_ANY, SESSION):
-                require_privilege(who, handler.privilege)
-            call.user = who
-        elif handler.write and handler.csrf:
-            await auth.check_cookie_csrf(call)  # no privilege needed, but a cookie session's write (logout)
+        await _admit(call, handler, who)
         if handler.args is not None:
             call.params = handler.args(call.params)
         reply = await handler.func(call)
@@ -380,6 +375,20 @@ async def answer(request: web.Request, api: Api, ns: str, name: str, tail: str) 
         for upload in files.values():
             _unlink(upload.path)
         node.metrics.request(ns, name, handler is not None, code, time.perf_counter() - began)
+
+
+async def _admit(call: Call, handler: Handler, who: Principal | None) -> None:
+    """The caller, authenticated from the body where the headers did not say (`who`), with the privilege the
+    call needs; or, for a call that needs none, a cookie session's CSRF token on a write (logout)."""
+    auth = call.authenticator
+    if handler.privilege is not None:
+        if who is None:
+            who = await auth.authenticate(call, handler.privilege, write=handler.write)
+        if handler.privilege not in (AUTH_ANY, SESSION):
+            require_privilege(who, handler.privilege)
+        call.user = who
+    elif handler.write and handler.csrf:
+        await auth.check_cookie_csrf(call)
 
 
 def _named(resp: web.StreamResponse, node: NodeRuntime) -> web.StreamResponse:

@@ -11,11 +11,13 @@ from cluster.node import NodeRuntime
 from .auth import Authenticator
 from .registry import Registry
 from .settings import Settings
+from .workers import Forwarder
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE = web.AppKey("node", NodeRuntime)
 REGISTRY = web.AppKey("registry", Registry)
 AUTH = web.AppKey("auth", Authenticator)
+FORWARD = web.AppKey("forward", Forwarder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +28,8 @@ class Api:
     settings: Settings
     auth: Authenticator
     registry: Registry
+    forward: Forwarder | None = None  # an HTTP worker's way to its node process (api/workers.py)
 
     @classmethod
     def of(cls, app: web.Application) -> Api:
-        return cls(app[NODE], app[SETTINGS], app[AUTH], app[REGISTRY])
+        return cls(app[NODE], app[SETTINGS], app[AUTH], app[REGISTRY], app.get(FORWARD))

@@ -294,8 +294,9 @@ class Node:
     def start(self, env: dict[str, str] | None = None) -> Node:
         self.directory.mkdir(parents=True, exist_ok=True)
         # No agent unless a test asks for one (PODIUM_AGENT=on): most tests want jobs that find no server.
-        environ = {**os.environ, "PODIUM_TEST_HOOKS": "1", "PODIUM_AGENT": "off", "PYTHONPATH": str(ROOT),
-                   **self.env, **(env or {})}  # fmt: skip
+        # One HTTP process per node unless a test asks for more (PODIUM_WORKERS): the suite runs many nodes at once.
+        environ = {**os.environ, "PODIUM_TEST_HOOKS": "1", "PODIUM_AGENT": "off", "PODIUM_WORKERS": "1",
+                   "PYTHONPATH": str(ROOT), **self.env, **(env or {})}  # fmt: skip
         self.proc = spawn(self.command(), environ, self.log_path)
         return self
 
