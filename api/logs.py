@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import select
 import sys
 import time
+from collections.abc import Iterator
 from time import perf_counter
 from typing import Any, TextIO
 
@@ -121,10 +123,29 @@ class _AccessLines:
         data, self.pending, self.size = b"".join(self.pending), [], 0
         try:
             out = sys.stdout.buffer
-            out.write(data)
-            out.flush()
+            for piece in pieces(data):  # the HTTP workers of a node share its stdout (api/workers.py)
+                out.write(piece)
+                out.flush()
         except (OSError, ValueError, AttributeError):  # stdout closed or not a byte stream: lines are dropped
             pass
+
+
+def pieces(data: bytes, size: int = select.PIPE_BUF) -> Iterator[bytes]:
+    """`data` (whole lines) cut at line ends into writes of at most `size` bytes where a line allows: a write of
+    up to PIPE_BUF bytes to a pipe is never interleaved with another process's write, so lines stay whole."""
+    start, end = 0, len(data)
+    while start < end:
+        if end - start <= size:
+            yield data[start:]
+            return
+        cut = data.rfind(b"\n", start, start + size)
+        if cut < start:  # one line longer than a write: whole, on its own
+            cut = data.find(b"\n", start + size)
+            if cut == -1:
+                yield data[start:]
+                return
+        yield data[start : cut + 1]
+        start = cut + 1
 
 
 _lines = _AccessLines()

@@ -51,3 +51,21 @@ async def test_access_lines_are_json_with_the_request_id_and_no_query(tmp_path: 
                for r in pings)  # fmt: skip
     assert "SECRET" not in node.log_text()
     assert [r["request_id"] for r in lines if r["path"] == "/api/app/echo/v1"] == [last_id]  # flushed at shutdown
+
+
+def test_buffered_lines_are_written_in_whole_lines_of_at_most_a_pipe_write() -> None:
+    """The HTTP workers of a node share its stdout: each write is at most PIPE_BUF bytes (never interleaved with
+    another process's) and ends at a line end, except a single line longer than that, written whole."""
+    import random
+
+    from api.logs import pieces
+
+    rng = random.Random(7)
+    for _ in range(500):
+        lines = [b"x" * rng.choice([0, 9, 300, 4095, 4096, 5000, 9000]) + b"\n" for _ in range(rng.randint(0, 40))]
+        data = b"".join(lines)
+        written = list(pieces(data, 4096))
+        assert b"".join(written) == data
+        for piece in written:
+            assert piece.endswith(b"\n")
+            assert len(piece) <= 4096 or piece.count(b"\n") == 1

@@ -203,3 +203,24 @@ def test_split_reserved_is_exact_match() -> None:
 
 def test_split_reserved_empty() -> None:
     assert split_reserved([]) == ({}, {})
+
+
+# -- calls of the node process's primary services (an HTTP worker hands them on: api/workers.py) ---------------
+
+_SERVICE_USES = ("_dispatcher(call)", "internal_jobs(call)", "call.node.dispatcher", "call.node.internal",
+                 "call.node.maintenance", "call.node.actions", "call.node.alerting")  # fmt: skip
+
+
+def test_every_call_of_a_primary_service_is_marked_service() -> None:
+    """A handler that reaches a service held in the node process's memory must say so, or a worker would run it
+    without the service (and answer as if the node had none)."""
+    uses, marked = set(), set()
+    for handler in HANDLERS.merged(TEST_HANDLERS):
+        source = inspect.getsource(handler.func)
+        if any(use in source for use in _SERVICE_USES):
+            uses.add(handler.name)
+        if handler.service:
+            marked.add(handler.name)
+            assert handler.write, f"{handler.name}: a service call changes something, so it is a write"
+    assert uses, "the check found no service call at all: its patterns are out of date"
+    assert uses == marked

@@ -8,6 +8,7 @@ connection, then makes its call there.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -121,6 +122,11 @@ async def test_every_worker_serves_reads_and_fenced_writes_on_the_primary(one_no
         epochs.add((await conn.health())["epoch"])
         await conn.close()
     assert len(epochs) == 1  # the workers know the node process's epoch
+    await asyncio.sleep(0.5)  # access lines are written within 0.1 s
+    lines = [line for line in node.log_text().splitlines() if '"event": "access"' in line or '"access"' in line]
+    assert len(lines) > 10
+    for line in lines:
+        json.loads(line)  # both processes write to the node's stdout: no line is cut into by another
 
 
 async def test_a_worker_hands_service_calls_to_the_node_process(one_node: Cluster) -> None:
