@@ -63,7 +63,8 @@ WORKER_ENV = "PODIUM_WORKER_INDEX"  # set by the node process in the environment
 
 def default_workers() -> int:
     """One HTTP process per core, at most 8 by default (beyond that the store, not Python, limits a node)."""
-    return max(1, min(os.cpu_count() or 1, 8))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))  # the cores this process may use (a container's cpuset), not the machine's
 
 
 @dataclass(frozen=True, slots=True)
