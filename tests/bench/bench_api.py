@@ -1,15 +1,25 @@
-"""Requests/s and latency of one Podium node next to a bare aiohttp app, on loopback.
+"""Requests/s, latency and server CPU of Podium nodes next to a bare aiohttp app, on loopback.
 
-Starts, as real processes on free 127.0.0.1 ports: a bare aiohttp hello-world (tests/bench/bare_app.py),
-a `podium serve` node with the embedded store and `--access-log off`, and a second node with the access
-log on (written to a file in the temp dir). On each node it logs in as admin/admin and creates an admin
-API key over HTTP. Then, for each concurrency, it loads every target with the same generator in a separate
-process: GET /api/app/ping/v1 on all three; GET /api/app/echo/v1 and GET /api/app/get_global_state/v1
-(once with the API key, once with the session) on the Podium nodes. Each cell is a warm-up plus a timed
-window; `--rounds` repeats the whole grid, interleaved, and the table shows the median round. Everything
-it starts it stops, by pid, also on Ctrl-C.
+Starts, as real processes on free 127.0.0.1 ports: a bare aiohttp hello-world (tests/bench/bare_app.py)
+and, for each worker count N of `--workers` (default 1,2), two `podium serve --workers N` nodes with the
+embedded store, one with `--access-log off` and one with the access log on (written to a file in the temp
+dir). Before any load it waits until every HTTP process of each node (worker index 0 .. N-1) has answered
+GET /health as the primary on a fresh connection, and those are the node process and its `api.cli serve`
+children; it logs in as admin/admin, creates an admin API key and one event over HTTP, and checks that
+get_global_state and get_events answer with both credentials (get_events listing the event).
 
-    python -m tests.bench.bench_api [--duration 5] [--concurrency 16,64] [--rounds 3] [--tool python|wrk]
+Then, for each concurrency, it loads every target with the same generator in a separate process (wrk
+`-t2` by default): GET /api/app/ping/v1 on all; GET /api/app/echo/v1, /api/app/get_global_state/v1 and
+/api/app/get_events/v1 (each read once with the API key, once with the session) on the nodes. Each cell is
+a warm-up plus a timed window; `--rounds` repeats the whole grid, interleaved, and the table shows the
+median round: req/s, p50/p99 ms, server CPU (the node process and its HTTP workers; the node's agent and
+its store are not the server, the store has a column of its own) per request and the capacity per core
+that gives (1e6 / CPU us per request). Ratio lines follow: podium / bare for ping, each authenticated
+read / ping on the same node, and each worker count / the smallest. Everything it starts it stops, by
+pid, also on Ctrl-C.
+
+    python -m tests.bench.bench_api [--duration 8] [--concurrency 16] [--workers 1,2] [--rounds 3]
+                                    [--tool wrk|python] [--wrk-threads 2]
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from typing import Any, NoReturn
 
 import aiohttp
 
-from tests.bench.loadgen import process_cpu_seconds
+from tests.bench.loadgen import processes_cpu_seconds
 from tests.servers import ROOT, free_port
 
 
@@ -52,20 +62,29 @@ class Endpoint:
 
 
 STATE_PATH = "/api/app/get_global_state/v1"
+EVENTS_PATH = "/api/app/get_events/v1"
 # Table label -> endpoint, in the order the table lists them.
 ENDPOINTS = {
     "ping": Endpoint("/api/app/ping/v1", "ping"),
     "echo": Endpoint("/api/app/echo/v1", "echo"),
     "state key": Endpoint(STATE_PATH, "get_global_state (key)", "key"),
     "state ses": Endpoint(STATE_PATH, "get_global_state (session)", "session"),
+    "events key": Endpoint(EVENTS_PATH, "get_events (key)", "key"),
+    "events ses": Endpoint(EVENTS_PATH, "get_events (session)", "session"),
 }
-AUTH_READS = ("state key", "state ses")
+AUTH_READS = ("state key", "state ses", "events key", "events ses")
+TARGET_READS = ("state key", "state ses")  # the reads the CPU target below is about
 CREDENTIAL_HEADERS = {"key": "X-API-Key", "session": "X-Session-ID"}
-AUTH_TARGET = 1.25  # the issue's target: an authenticated read costs at most 25 % more CPU than ping
+AUTH_TARGET = 1.25  # an earlier issue's target: get_global_state costs at most 25 % more CPU than ping
 BARE = "bare aiohttp"
 PODIUM_OFF = "podium, log off"
 PODIUM_ON = "podium, log on"
 PODIUMS = (PODIUM_OFF, PODIUM_ON)
+# The event each node gets at setup, so get_events lists one (created over HTTP with the session).
+BENCH_EVENT = {
+    "title": "bench", "enabled": True, "category": "general", "plugin": "shellplug", "targets": ["main"],
+    "triggers": [{"type": "manual", "enabled": True}], "params": {"script": "true"},
+}  # fmt: skip
 _PR_SET_PDEATHSIG = 1
 
 
@@ -132,12 +151,18 @@ class Processes:
 
 @dataclass(frozen=True)
 class Target:
-    name: str
+    kind: str  # BARE, PODIUM_OFF or PODIUM_ON
     port: int
     pid: int
     endpoints: tuple[str, ...]
     log: Path | None = None
     credentials: Mapping[str, str] = field(default_factory=dict)  # "key" / "session" -> secret
+    workers: int = 0  # a node's HTTP processes (`podium serve --workers N`); 0 for the bare app
+
+    @property
+    def name(self) -> str:
+        """How the table and the ratio lines name it: the kind and, for a node, its worker count."""
+        return f"{self.kind}, w{self.workers}" if self.workers else self.kind
 
     def url(self, endpoint: str) -> str:
         return f"http://127.0.0.1:{self.port}{ENDPOINTS[endpoint].path}"
@@ -149,7 +174,7 @@ class Target:
 
 
 def child_pids(pid: int) -> list[int]:
-    """Direct children of a process (the node's embedded store), from /proc; empty if unreadable."""
+    """Direct children of a process, from /proc; empty if unreadable."""
     found: list[int] = []
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -158,15 +183,42 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_seconds(pids: Sequence[int]) -> float | None:
-    """CPU seconds of some processes together (None if any cannot be read)."""
-    total = 0.0
-    for pid in pids:
-        value = process_cpu_seconds(pid)
-        if value is None:
-            return None
-        total += value
-    return total
+def command_line(pid: int) -> list[str]:
+    """A process's arguments, from /proc; empty if it is gone."""
+    try:
+        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def _runs(args: Sequence[str], words: Sequence[str]) -> bool:
+    return any(list(args[i : i + len(words)]) == list(words) for i in range(len(args)))
+
+
+@dataclass(frozen=True)
+class NodeProcesses:
+    """A target's processes by role: `server` answers HTTP (for a node: the node process and its HTTP
+    workers, the children running `api.cli serve`), `store` the embedded valkey-server, `other` the rest
+    (the node's own agent, `api.cli agent`)."""
+
+    server: tuple[int, ...]
+    store: tuple[int, ...] = ()
+    other: tuple[int, ...] = ()
+
+
+def node_processes(target: Target) -> NodeProcesses:
+    if target.kind == BARE:
+        return NodeProcesses((target.pid,))
+    server, store, other = [target.pid], [], []
+    for pid in child_pids(target.pid):
+        args = command_line(pid)
+        if _runs(args, ("api.cli", "serve")):
+            server.append(pid)
+        elif args and Path(args[0].split(" ", 1)[0]).name == "valkey-server":  # it rewrites its title
+            store.append(pid)
+        else:
+            other.append(pid)
+    return NodeProcesses(tuple(server), tuple(store), tuple(other))
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path | None, timeout: float = 30.0) -> None:
@@ -187,26 +239,55 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path | None, timeou
     raise RuntimeError(f"{url}: {state}\n" + "\n".join(tail))
 
 
-def start_targets(procs: Processes, tmp: Path) -> list[Target]:
+def wait_workers(target: Target, proc: Proc, timeout: float = 60.0) -> None:
+    """Until every HTTP process of a node (worker 0 .. N-1) has answered GET /health as the primary, each
+    on a fresh connection (the kernel spreads new connections over the processes), and the processes that
+    answered are the node process and its `api.cli serve` children."""
+    url = f"http://127.0.0.1:{target.port}/health"
+    seen: dict[int, int] = {}  # worker index -> pid
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+            status, reply, _ = _request(url)
+            index, pid = reply.get("worker"), reply.get("pid")
+            if status == 200 and isinstance(index, int) and isinstance(pid, int) and 0 <= index < target.workers:
+                seen[index] = pid
+        if len(seen) == target.workers:
+            expected = set(node_processes(target).server)
+            if set(seen.values()) == expected:
+                return
+            seen.clear()  # a worker was started again meanwhile: ask anew
+        time.sleep(0.05)
+    missing = sorted(set(range(target.workers)) - set(seen))
+    raise RuntimeError(f"{target.name}: HTTP workers {missing} did not answer /health as primary in {timeout:.0f} s")
+
+
+def start_targets(procs: Processes, tmp: Path, workers: Sequence[int]) -> list[Target]:
     port = free_port()
     log = tmp / "bare.log"
     bare = procs.spawn([sys.executable, "-m", "tests.bench.bare_app", "--port", str(port)], log=log)
     started = [(Target(BARE, port, bare.pid, ("ping",), log), bare)]
-    for name, access in ((PODIUM_OFF, "off"), (PODIUM_ON, "on")):
-        port = free_port()
-        directory = tmp / f"podium-log-{access}"
-        directory.mkdir()
-        cmd = [sys.executable, "-m", "api.cli", "serve", "--data-dir", str(directory / "data"),
-               "--bind", f"127.0.0.1:{port}", "--log-format", "json", "--access-log", access]  # fmt: skip
-        log = directory / "node.log"
-        proc = procs.spawn(cmd, log=log)
-        started.append((Target(name, port, proc.pid, tuple(ENDPOINTS), log), proc))
+    for count in workers:
+        for kind, access in ((PODIUM_OFF, "off"), (PODIUM_ON, "on")):
+            port = free_port()
+            directory = tmp / f"podium-log-{access}-w{count}"
+            directory.mkdir()
+            cmd = [sys.executable, "-m", "api.cli", "serve", "--data-dir", str(directory / "data"),
+                   "--bind", f"127.0.0.1:{port}", "--log-format", "json", "--access-log", access,
+                   "--workers", str(count)]  # fmt: skip
+            log = directory / "node.log"
+            proc = procs.spawn(cmd, log=log)
+            started.append((Target(kind, port, proc.pid, tuple(ENDPOINTS), log, workers=count), proc))
     for target, proc in started:
         wait_ready(proc, target.url("ping"), target.log)
-    return [
-        replace(target, credentials=credentials(target, proc)) if target.name in PODIUMS else target
-        for target, proc in started
-    ]
+    ready = []
+    for target, proc in started:
+        if target.kind != BARE:
+            wait_workers(target, proc)
+            target = replace(target, credentials=credentials(target, proc))
+            check_events(target)
+        ready.append(target)
+    return ready
 
 
 # -- credentials -----------------------------------------------------------------------------------------
@@ -280,6 +361,35 @@ def credentials(target: Target, proc: Proc) -> dict[str, str]:
     return creds
 
 
+def check_events(target: Target, timeout: float = 30.0) -> None:
+    """Create the bench event with the session, then wait until get_events lists it with each credential;
+    then ask again on fresh connections, enough times to reach every HTTP process in all likelihood, and
+    require it in every reply."""
+    session = {"X-Session-ID": target.credentials["session"]}
+    url = f"http://127.0.0.1:{target.port}"
+    status, reply, _ = _request(f"{url}/api/app/create_event/v1", BENCH_EVENT, session)
+    event = reply.get("event")
+    if status != 200 or reply.get("code") != 0 or not isinstance(event, dict) or not event.get("id"):
+        raise RuntimeError(f"{target.name}: create_event failed: HTTP {status} {reply}")
+
+    def listed(kind: str) -> tuple[bool, str]:
+        status, reply, _ = _request(url + EVENTS_PATH, headers={CREDENTIAL_HEADERS[kind]: target.credentials[kind]})
+        rows = reply.get("rows")
+        found = isinstance(rows, list) and any(isinstance(r, dict) and r.get("id") == event["id"] for r in rows)
+        return status == 200 and reply.get("code") == 0 and found, f"HTTP {status} {str(reply)[:200]}"
+
+    for kind in CREDENTIAL_HEADERS:
+        deadline = time.monotonic() + timeout
+        while not (answer := listed(kind))[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target.name}: get_events with the {kind} does not list the event: {answer[1]}")
+            time.sleep(0.1)
+        for _ in range(8 * target.workers):
+            ok, text = listed(kind)
+            if not ok:
+                raise RuntimeError(f"{target.name}: get_events with the {kind} missed the event once: {text}")
+
+
 # -- load generators -----------------------------------------------------------------------------------
 
 
@@ -292,7 +402,7 @@ class Sample:
     server_cpu_pct: float | None
     gen_cpu_pct: float | None
     other_cpu_pct: float | None = None  # CPU used meanwhile by processes outside the benchmark
-    store_cpu_pct: float | None = None  # CPU used meanwhile by the node's embedded store (its children)
+    store_cpu_pct: float | None = None  # CPU used meanwhile by the node's embedded store (its valkey child)
 
 
 @dataclass
@@ -302,12 +412,16 @@ class Options:
     max_requests: int
     tool: str
     rounds: int
+    wrk_threads: int = 2
 
 
-def run_python(procs: Processes, opts: Options, url: str, conc: int, server_pid: int, headers: Sequence[str]) -> Sample:
+def run_python(
+    procs: Processes, opts: Options, url: str, conc: int, server_pids: Sequence[int], headers: Sequence[str]
+) -> Sample:
     cmd = [sys.executable, "-m", "tests.bench.loadgen", "--url", url, "-c", str(conc),
            "-d", str(opts.duration), "-w", str(opts.warmup), "--max-requests", str(opts.max_requests),
-           "--server-pid", str(server_pid), *(a for h in headers for a in ("--header", h))]  # fmt: skip
+           *(a for pid in server_pids for a in ("--server-pid", str(pid))),
+           *(a for h in headers for a in ("--header", h))]  # fmt: skip
     proc = procs.spawn(cmd, pipe=True)
     try:
         out, err = proc.communicate(timeout=opts.duration + opts.warmup + 60)
@@ -341,10 +455,12 @@ def parse_wrk(text: str) -> tuple[float, float, float, int]:
     return float(rps.group(1)), pcts.get("50", 0.0), pcts.get("99", 0.0), errors
 
 
-def _wrk(procs: Processes, url: str, conc: int, seconds: int, latency: bool, headers: Sequence[str]) -> str:
+def _wrk(
+    procs: Processes, url: str, conc: int, threads: int, seconds: int, latency: bool, headers: Sequence[str]
+) -> str:
     cmd = [
         "wrk",
-        "-t1",
+        f"-t{min(threads, conc)}",  # wrk needs a connection per thread at least
         f"-c{conc}",
         f"-d{seconds}s",
         "--timeout",
@@ -364,20 +480,23 @@ def _wrk(procs: Processes, url: str, conc: int, seconds: int, latency: bool, hea
     return out.decode(errors="replace")
 
 
-Runner = Callable[[Processes, Options, str, int, int, Sequence[str]], Sample]
+Runner = Callable[[Processes, Options, str, int, Sequence[int], Sequence[str]], Sample]
 
 
-def run_wrk(procs: Processes, opts: Options, url: str, conc: int, server_pid: int, headers: Sequence[str]) -> Sample:
-    """wrk with one thread (2 cores in all); the run is bounded by its duration, not a request count."""
+def run_wrk(
+    procs: Processes, opts: Options, url: str, conc: int, server_pids: Sequence[int], headers: Sequence[str]
+) -> Sample:
+    """wrk with `--wrk-threads` threads; the run is bounded by its duration, not a request count."""
+    threads = opts.wrk_threads
     if opts.warmup > 0:
-        _wrk(procs, url, conc, max(1, round(opts.warmup)), latency=False, headers=headers)
+        _wrk(procs, url, conc, threads, max(1, round(opts.warmup)), latency=False, headers=headers)
     seconds = max(1, round(opts.duration))
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    srv0 = process_cpu_seconds(server_pid)
+    srv0 = processes_cpu_seconds(server_pids)
     start = time.perf_counter()
-    text = _wrk(procs, url, conc, seconds, latency=True, headers=headers)
+    text = _wrk(procs, url, conc, threads, seconds, latency=True, headers=headers)
     wall = time.perf_counter() - start
-    srv1 = process_cpu_seconds(server_pid)
+    srv1 = processes_cpu_seconds(server_pids)
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rps, p50, p99, errors = parse_wrk(text)
     gen = 100 * (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / wall
@@ -390,7 +509,9 @@ def run_wrk(procs: Processes, opts: Options, url: str, conc: int, server_pid: in
 
 @dataclass
 class Cell:
-    target: str
+    target: str  # Target.name
+    kind: str
+    workers: int
     endpoint: str
     conc: int
     samples: list[Sample] = field(default_factory=list)
@@ -413,36 +534,51 @@ def children_cpu_seconds() -> float:
 
 
 def measure(runner: Runner, procs: Processes, opts: Options, endpoint: str, conc: int, target: Target) -> Sample:
-    """One cell, plus the CPU used during it by the node's store and by everything else (others' load)."""
-    store = child_pids(target.pid)
-    busy0, srv0, gen0, sto0, wall0 = (
+    """One cell, plus the CPU used during it by the node's store and by everything else (others' load).
+
+    The server's CPU is that of all its HTTP processes (the node process and its workers); the node's
+    agent is neither server nor store nor other load, so it is left out of all three."""
+    before = node_processes(target)
+    if target.workers and len(before.server) != target.workers:
+        raise RuntimeError(f"{target.name}: {len(before.server)} HTTP processes, expected {target.workers}")
+    busy0, srv0, gen0, sto0, aux0, wall0 = (
         busy_cpu_seconds(),
-        process_cpu_seconds(target.pid),
+        processes_cpu_seconds(before.server),
         children_cpu_seconds(),
-        tree_cpu_seconds(store),
+        processes_cpu_seconds(before.store),
+        processes_cpu_seconds(before.other),
         time.perf_counter(),
     )
-    sample = runner(procs, opts, target.url(endpoint), conc, target.pid, target.headers(endpoint))
-    busy1, srv1, gen1, sto1, wall1 = (
+    sample = runner(procs, opts, target.url(endpoint), conc, before.server, target.headers(endpoint))
+    busy1, srv1, gen1, sto1, aux1, wall1 = (
         busy_cpu_seconds(),
-        process_cpu_seconds(target.pid),
+        processes_cpu_seconds(before.server),
         children_cpu_seconds(),
-        tree_cpu_seconds(store),
+        processes_cpu_seconds(before.store),
+        processes_cpu_seconds(before.other),
         time.perf_counter(),
     )
+    if node_processes(target) != before:  # a process died or was started again: its CPU is partly unseen
+        print(f"  warning: {target.name}: its processes changed during the cell; no CPU figures", file=sys.stderr)
+        sample.server_cpu_pct = None
+        return sample
     wall = wall1 - wall0
-    stored = 0.0
-    if store and sto0 is not None and sto1 is not None:
+    stored = aux = 0.0
+    if sto0 is not None and sto1 is not None:
         stored = sto1 - sto0
         sample.store_cpu_pct = 100 * stored / wall
+    if aux0 is not None and aux1 is not None:
+        aux = aux1 - aux0
     if srv0 is not None and srv1 is not None:
-        other = (busy1 - busy0) - (srv1 - srv0) - (gen1 - gen0) - stored
+        other = (busy1 - busy0) - (srv1 - srv0) - (gen1 - gen0) - stored - aux
         sample.other_cpu_pct = max(0.0, 100 * other / wall)
     return sample
 
 
 def run_grid(procs: Processes, opts: Options, targets: list[Target], concs: list[int]) -> list[Cell]:
-    cells = {(t.name, ep, c): Cell(t.name, ep, c) for c in concs for t in targets for ep in t.endpoints}
+    cells = {
+        (t.name, ep, c): Cell(t.name, t.kind, t.workers, ep, c) for c in concs for t in targets for ep in t.endpoints
+    }
     runner = run_wrk if opts.tool == "wrk" else run_python
     total = len(cells) * opts.rounds
     done = 0
@@ -453,7 +589,7 @@ def run_grid(procs: Processes, opts: Options, targets: list[Target], concs: list
                     done += 1
                     sample = measure(runner, procs, opts, ep, conc, target)
                     cells[(target.name, ep, conc)].samples.append(sample)
-                    line = f"{target.name:<16} {ep:<9} c={conc:<4} {sample.rps:>9,.0f} req/s"
+                    line = f"{target.name:<20} {ep:<10} c={conc:<4} {sample.rps:>9,.0f} req/s"
                     extra = f"p99 {sample.p99_ms:.2f} ms, other CPU {_pct(sample.other_cpu_pct)}%"
                     print(f"  [{done}/{total}] round {rnd}  {line}  {extra}", file=sys.stderr)
     return list(cells.values())
@@ -473,10 +609,16 @@ def cpu_per_request_us(sample: Sample) -> float | None:
     return sample.server_cpu_pct * 1e4 / sample.rps
 
 
+def capacity_per_core(sample: Sample) -> float | None:
+    """Requests per second one fully used core would answer at this cost: 1e6 / server CPU us per request."""
+    us = cpu_per_request_us(sample)
+    return 1e6 / us if us else None
+
+
 COLUMNS = [
-    ("target", 17), ("endpoint", 10), ("conc", 5), ("req/s", 9), ("min-max req/s", 15), ("p50 ms", 8),
+    ("target", 21), ("endpoint", 11), ("conc", 5), ("req/s", 9), ("min-max req/s", 15), ("p50 ms", 8),
     ("p99 ms", 8), ("errors", 7), ("srv CPU%", 9), ("gen CPU%", 9), ("store CPU%", 11), ("other CPU%", 11),
-    ("srv us/req", 11), ("x bare", 7),
+    ("srv us/req", 11), ("req/s/core", 11), ("x bare", 7),
 ]  # fmt: skip
 
 
@@ -486,11 +628,11 @@ def _row(values: Sequence[str]) -> str:
     return "".join(f"{v:<{w}}" if i < 2 else f"{v:>{w}}" for i, ((_, w), v) in enumerate(cols))
 
 
-def paired_ratio(cell: Cell, bare: Cell, metric: Callable[[Sample], float | None]) -> float | None:
-    """Median over rounds of cell/bare, each round against the bare run next to it in time."""
+def paired_ratio(cell: Cell, base: Cell, metric: Callable[[Sample], float | None]) -> float | None:
+    """Median over rounds of cell/base, each round against the base run next to it in time."""
     ratios = []
-    for mine, base in zip(cell.samples, bare.samples, strict=True):
-        a, b = metric(mine), metric(base)
+    for mine, theirs in zip(cell.samples, base.samples, strict=True):
+        a, b = metric(mine), metric(theirs)
         if a is not None and b:
             ratios.append(a / b)
     return statistics.median(ratios) if ratios else None
@@ -500,25 +642,39 @@ def _rps(sample: Sample) -> float:
     return sample.rps
 
 
+def _order(cell: Cell) -> tuple[int, int, int]:
+    """Bare first, then the nodes by worker count, log off before log on; endpoints as ENDPOINTS lists them."""
+    return cell.workers, (BARE, *PODIUMS).index(cell.kind), list(ENDPOINTS).index(cell.endpoint)
+
+
 def table(cells: list[Cell], rounds: int) -> list[str]:
-    bare = {c.conc: c for c in cells if c.target == BARE and c.endpoint == "ping"}
+    bare = {c.conc: c for c in cells if c.kind == BARE and c.endpoint == "ping"}
     head = _row([name for name, _ in COLUMNS])
     lines = [head, "-" * len(head)]
-    order = list(ENDPOINTS)
-    for cell in sorted(cells, key=lambda c: (c.conc, c.target != BARE, c.target, order.index(c.endpoint))):
+    for cell in sorted(cells, key=lambda c: (c.conc, *_order(c))):
         med = cell.median()
         rps = [s.rps for s in cell.samples]
         spread = f"{min(rps):,.0f}-{max(rps):,.0f}" if rounds > 1 else ""
         base = bare.get(cell.conc)
         ratio = paired_ratio(cell, base, _rps) if base is not None and cell is not base else None
-        us = cpu_per_request_us(med)
+        us, cap = cpu_per_request_us(med), capacity_per_core(med)
         values = [cell.target, cell.endpoint, str(cell.conc), f"{med.rps:,.0f}", spread, f"{med.p50_ms:.2f}",
                   f"{med.p99_ms:.2f}", str(sum(s.errors for s in cell.samples)), _pct(med.server_cpu_pct),
                   _pct(med.gen_cpu_pct), _pct(med.store_cpu_pct), _pct(med.other_cpu_pct),
-                  "-" if us is None else f"{us:.0f}",
+                  "-" if us is None else f"{us:.0f}", "-" if cap is None else f"{cap:,.0f}",
                   "" if ratio is None else f"{ratio:.2f}"]  # fmt: skip
         lines.append(_row(values))
     return lines
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _nodes(cells: list[Cell]) -> list[tuple[str, str, int]]:
+    """(name, kind, workers) of each node measured, in table order."""
+    found = {(c.target, c.kind, c.workers): _order(c)[:2] for c in cells if c.kind != BARE}
+    return sorted(found, key=lambda k: found[k])
 
 
 def ping_ratios(cells: list[Cell], concs: list[int]) -> list[str]:
@@ -530,12 +686,11 @@ def ping_ratios(cells: list[Cell], concs: list[int]) -> list[str]:
         if bare is None:
             continue
         rps_parts, cpu_parts = [], []
-        for name in PODIUMS:
+        for name, _, _ in _nodes(cells):
             cell = by_key[(name, "ping", conc)]
-            label = name.split(", ")[1]
-            rps, cpu = paired_ratio(cell, bare, _rps), paired_ratio(cell, bare, cpu_per_request_us)
-            rps_parts.append(f"{label} {rps:.2f}x" if rps is not None else f"{label} -")
-            cpu_parts.append(f"{label} {cpu:.2f}x" if cpu is not None else f"{label} -")
+            label = name.removeprefix("podium, ").replace(",", "")  # e.g. "log off w2"
+            rps_parts.append(f"{label} {_times(paired_ratio(cell, bare, _rps))}")
+            cpu_parts.append(f"{label} {_times(paired_ratio(cell, bare, cpu_per_request_us))}")
         out.append(f"ping at c={conc}, podium/bare: req/s " + ", ".join(rps_parts))
         out.append(f"ping at c={conc}, podium/bare: server CPU per request " + ", ".join(cpu_parts))
     busy = [s.other_cpu_pct for c in cells for s in c.samples if s.other_cpu_pct is not None]
@@ -551,7 +706,7 @@ def auth_ratios(cells: list[Cell], concs: list[int]) -> list[str]:
     by_key = {(c.target, c.endpoint, c.conc): c for c in cells}
     out = []
     over = []
-    for name in PODIUMS:
+    for name, _, _ in _nodes(cells):
         for conc in concs:
             ping = by_key.get((name, "ping", conc))
             for ep in AUTH_READS:
@@ -559,22 +714,42 @@ def auth_ratios(cells: list[Cell], concs: list[int]) -> list[str]:
                 if ping is None or cell is None:
                     continue
                 rps, cpu = paired_ratio(cell, ping, _rps), paired_ratio(cell, ping, cpu_per_request_us)
-                rps_text = "-" if rps is None else f"{rps:.2f}x"
-                cpu_text = "-" if cpu is None else f"{cpu:.2f}x"
                 label = f"{name}: {ENDPOINTS[ep].title} / ping at c={conc}:"
-                out.append(f"{label:<62} req/s {rps_text}, CPU/req {cpu_text}")
-                if cpu is not None and cpu > AUTH_TARGET:
+                out.append(f"{label:<66} req/s {_times(rps)}, CPU/req {_times(cpu)}")
+                if ep in TARGET_READS and cpu is not None and cpu > AUTH_TARGET:
                     over.append(f"{name} {ENDPOINTS[ep].title} c={conc} ({cpu:.2f}x)")
     if out:
-        goal = f"target: an authenticated read costs at most {AUTH_TARGET:.2f}x ping's server CPU per request:"
+        goal = f"target: get_global_state costs at most {AUTH_TARGET:.2f}x ping's server CPU per request:"
         out.append(f"{goal} {'over it in ' + str(len(over)) + ' cell(s)' if over else 'met in every cell'}")
         out += [f"  over: {cell}" for cell in over]
     return ["", *out] if out else out
 
 
-def header(opts: Options, concs: list[int]) -> list[str]:
+def worker_ratios(cells: list[Cell], concs: list[int]) -> list[str]:
+    """Each worker count against the smallest one, same node kind, endpoint and concurrency, paired by round:
+    req/s (how the node scales out on the machine's cores) and server CPU per request (what a worker costs)."""
+    by_key = {(c.kind, c.workers, c.endpoint, c.conc): c for c in cells}
+    counts = sorted({c.workers for c in cells if c.kind != BARE})
+    out = []
+    for kind in PODIUMS:
+        for count in counts[1:]:
+            for conc in concs:
+                rps_parts, cpu_parts = [], []
+                for ep in ENDPOINTS:
+                    cell, base = by_key.get((kind, count, ep, conc)), by_key.get((kind, counts[0], ep, conc))
+                    if cell is None or base is None:
+                        continue
+                    rps_parts.append(f"{ep} {_times(paired_ratio(cell, base, _rps))}")
+                    cpu_parts.append(f"{ep} {_times(paired_ratio(cell, base, cpu_per_request_us))}")
+                label = f"{kind}: w{count} / w{counts[0]} at c={conc}:"
+                out.append(f"{label} req/s " + ", ".join(rps_parts))
+                out.append(f"{' ' * len(label)} CPU/req " + ", ".join(cpu_parts))
+    return ["", *out] if out else out
+
+
+def header(opts: Options, concs: list[int], workers: list[int]) -> list[str]:
     if opts.tool == "wrk":
-        gen = "wrk -t1 (one thread), keep-alive, --latency"
+        gen = f"wrk -t{opts.wrk_threads} (at most one thread per connection), keep-alive, --latency"
         bound = f"{max(1, round(opts.warmup))} s warm-up + {max(1, round(opts.duration))} s measured"
     else:
         gen = "python tests/bench/loadgen.py: aiohttp.ClientSession, TCPConnector(limit=conc), keep-alive"
@@ -586,26 +761,32 @@ def header(opts: Options, concs: list[int]) -> list[str]:
         f"{cpus} CPUs, {platform.system()} {platform.release()}",
         f"generator: {gen}; one process, separate from the servers",
         f"each cell: {bound}; {opts.rounds} round(s) interleaved over targets; concurrency {concs}",
+        f"nodes: `podium serve --workers N` for N in {workers} ('w<N>'), each with the access log off and on",
         "figures: the median round by req/s (its p50/p99/CPU); errors summed over rounds; CPU% 100 = one",
-        "  core; 'other CPU%' = CPU used meanwhile by processes outside the benchmark; 'srv us/req' = server",
-        "  CPU time per request; 'x bare' = req/s divided by bare aiohttp ping in the same round (median of",
-        "  the rounds); 'store CPU%' = the node's embedded store (valkey) during the cell",
-        f"endpoints: 'state key' / 'state ses' = GET {STATE_PATH} with an admin API key (X-API-Key) /",
-        "  with the admin session (X-Session-ID), both created over HTTP after start-up",
-        f"fairness: the generator and the server under test share {cpus} cores; the same generator, settings",
+        "  core; 'srv CPU%' = the node process and its HTTP workers (not its agent, not its store);",
+        "  'store CPU%' = the node's embedded store (valkey) during the cell; 'other CPU%' = CPU used",
+        "  meanwhile by processes outside the target under test (the idle other targets included);",
+        "  'srv us/req' = server CPU time per request; 'req/s/core' = 1e6 / srv us/req, the req/s one fully",
+        "  used core would answer; 'x bare' = req/s divided by bare aiohttp ping in the same round (median of",
+        "  the rounds)",
+        f"endpoints: 'state key' / 'state ses' = GET {STATE_PATH}, 'events key' / 'events ses' = GET",
+        f"  {EVENTS_PATH} (one event, created at setup), with an admin API key (X-API-Key) / with the admin",
+        "  session (X-Session-ID), both created over HTTP after start-up",
+        f"fairness: the generator and the servers under test share {cpus} cores; the same generator, settings",
         "  and requests are used for every target, so the ratios compare like with like; absolute req/s are",
         "  lower than the servers could do on a machine of their own",
     ]
 
 
-def access_log_note(targets: list[Target]) -> str:
+def access_log_note(targets: list[Target]) -> list[str]:
+    notes = []
     for target in targets:
-        if target.name == PODIUM_ON and target.log is not None and target.log.exists():
+        if target.kind == PODIUM_ON and target.log is not None and target.log.exists():
             with target.log.open("rb") as fh:
                 lines = sum(1 for _ in fh)
             size = target.log.stat().st_size
-            return f"access log ('{PODIUM_ON}'): {lines:,} JSON lines, {size / 1e6:.1f} MB written to a file"
-    return ""
+            notes.append(f"access log ('{target.name}'): {lines:,} JSON lines, {size / 1e6:.1f} MB written to a file")
+    return notes
 
 
 # -- main ------------------------------------------------------------------------------------------------
@@ -615,25 +796,36 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[int]]:
+def _counts(parser: argparse.ArgumentParser, flag: str, text: str) -> list[int]:
+    """A comma-separated list of positive integers, duplicates dropped, in the order given."""
+    try:
+        values = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"{flag} {text!r}: use a comma-separated list of integers")
+    if not values or min(values) < 1:
+        parser.error(f"{flag} {text!r}: every value must be positive")
+    return list(dict.fromkeys(values))
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[int], list[int]]:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell (default 8)")
     parser.add_argument("--warmup", type=float, default=1.0, help="uncounted seconds per cell (default 1)")
-    parser.add_argument("--concurrency", default="16,64", help="comma-separated list (default 16,64)")
+    parser.add_argument("--concurrency", default="16", help="comma-separated list (default 16)")
+    parser.add_argument("--workers", default="1,2", help="node HTTP processes, comma-separated list (default 1,2)")
     parser.add_argument("--rounds", type=int, default=3, help="repeat the grid, interleaved (default 3)")
-    parser.add_argument("--tool", choices=["python", "wrk"], default="python", help="load generator")
+    parser.add_argument("--tool", choices=["wrk", "python"], default="wrk", help="load generator (default wrk)")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk -t (default 2)")
     parser.add_argument("--max-requests", type=int, default=2_000_000, help="per cell, python generator")
     args = parser.parse_args(argv)
-    try:
-        concs = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    except ValueError:
-        parser.error(f"--concurrency {args.concurrency!r}: use a comma-separated list of integers")
-    if not concs or min(concs) < 1 or args.duration <= 0 or args.warmup < 0 or args.rounds < 1:
-        parser.error("concurrency, duration and rounds must be positive; warm-up not negative")
+    concs = _counts(parser, "--concurrency", args.concurrency)
+    workers = sorted(_counts(parser, "--workers", args.workers))
+    if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or args.wrk_threads < 1:
+        parser.error("duration, rounds and wrk threads must be positive; warm-up not negative")
     if args.tool == "wrk" and shutil.which("wrk") is None:
         parser.error("--tool wrk: wrk is not installed (apt-get install wrk), or use --tool python")
-    return args, concs
+    return args, concs, workers
 
 
 @contextlib.contextmanager
@@ -649,20 +841,22 @@ def cleanup_on_exit(procs: Processes) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, concs = parse_args(argv)
-    opts = Options(args.duration, args.warmup, args.max_requests, args.tool, args.rounds)
+    args, concs, workers = parse_args(argv)
+    opts = Options(args.duration, args.warmup, args.max_requests, args.tool, args.rounds, args.wrk_threads)
     procs = Processes()
     try:
         with tempfile.TemporaryDirectory(prefix="podium-bench-") as tmpdir, cleanup_on_exit(procs):
-            print("\n".join(header(opts, concs)), flush=True)
+            print("\n".join(header(opts, concs, workers)), flush=True)
             print("starting targets ...", file=sys.stderr, flush=True)
-            targets = start_targets(procs, Path(tmpdir))
+            targets = start_targets(procs, Path(tmpdir), workers)
             for target in targets:
-                print(f"  {target.name:<16} pid {target.pid:<7} port {target.port}", file=sys.stderr)
+                pids = ", ".join(str(pid) for pid in node_processes(target).server)
+                print(f"  {target.name:<20} port {target.port:<6} HTTP pids {pids}", file=sys.stderr)
             cells = run_grid(procs, opts, targets, concs)
-            note = access_log_note(targets)
+            notes = access_log_note(targets)
             print()
-            lines = [*table(cells, opts.rounds), "", *ping_ratios(cells, concs), *auth_ratios(cells, concs), note]
+            lines = [*table(cells, opts.rounds), "", *ping_ratios(cells, concs), *auth_ratios(cells, concs),
+                     *worker_ratios(cells, concs), "", *notes]  # fmt: skip
             print("\n".join(lines), flush=True)
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)

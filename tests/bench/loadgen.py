@@ -58,6 +58,17 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def processes_cpu_seconds(pids: Sequence[int]) -> float | None:
+    """CPU seconds of some processes together (None if there are none or any cannot be read)."""
+    total = 0.0
+    for pid in pids:
+        value = process_cpu_seconds(pid)
+        if value is None:
+            return None
+        total += value
+    return total if pids else None
+
+
 @dataclass
 class Result:
     url: str
@@ -72,7 +83,7 @@ class Result:
     sent_total: int = 0  # every request sent, warm-up included
     capped: bool = False  # the total-request bound ended the run before the window did
     gen_cpu_pct: float = 0.0  # this process's CPU use during the window (100 = one core)
-    server_cpu_pct: float | None = None  # the server's, when its pid was given
+    server_cpu_pct: float | None = None  # the server's (its processes together), when their pids were given
 
 
 class Run:
@@ -122,20 +133,20 @@ class Run:
             if not ok:
                 await asyncio.sleep(_ERROR_PAUSE)
 
-    async def sample_at_window_start(self, server_pid: int | None) -> tuple[float, float | None]:
+    async def sample_at_window_start(self, server_pids: Sequence[int]) -> tuple[float, float | None]:
         await asyncio.sleep(max(0.0, self.window_start - time.perf_counter()))
-        return time.process_time(), process_cpu_seconds(server_pid) if server_pid else None
+        return time.process_time(), processes_cpu_seconds(server_pids)
 
-    async def execute(self, server_pid: int | None) -> Result:
+    async def execute(self, server_pids: Sequence[int] = ()) -> Result:
         res = self.result
         connector = aiohttp.TCPConnector(limit=res.concurrency, force_close=False)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers) as session:
-            sampler = asyncio.create_task(self.sample_at_window_start(server_pid))
+            sampler = asyncio.create_task(self.sample_at_window_start(server_pids))
             await asyncio.gather(*(self.worker(session) for _ in range(res.concurrency)))
             gen_cpu0, srv_cpu0 = await sampler
             gen_cpu1 = time.process_time()
-            srv_cpu1 = process_cpu_seconds(server_pid) if server_pid else None
+            srv_cpu1 = processes_cpu_seconds(server_pids)
         window = (self.window_end if not res.capped else self.last_done) - self.window_start
         res.seconds = max(window, 1e-9)
         lat = sorted(self.latencies)
@@ -158,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="measured window, seconds")
     parser.add_argument("-w", "--warmup", type=float, default=1.0, help="uncounted warm-up, seconds")
     parser.add_argument("--max-requests", type=int, default=2_000_000, help="bound on requests sent in all")
-    parser.add_argument("--server-pid", type=int, help="report this process's CPU use during the window")
+    parser.add_argument("--server-pid", type=int, action="append", default=[],
+                        help="report this process's CPU use during the window (repeatable: their sum)")  # fmt: skip
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="add this header to every request (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
