@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from api.registry import HANDLERS
 from podium import AsyncClient, BadRequest, ConnectionFailed, NotFound, PodiumError, config
 from podium.calls import READS, WRITES
-from tests.authkit import NodeTestServer
 from tests.servers import ROOT, Cluster, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,7 +35,7 @@ async def test_credentials_go_only_to_configured_nodes() -> None:
         seen.append(("foreign", request.headers.get("X-API-Key", "")))
         return web.json_response({"code": 0})
 
-    stranger = NodeTestServer(web.Application())
+    stranger = TestServer(web.Application())
     stranger.app.router.add_route("*", "/{tail:.*}", foreign)
     await stranger.start_server()
     elsewhere = str(stranger.make_url("")).rstrip("/")
@@ -54,7 +54,7 @@ async def test_credentials_go_only_to_configured_nodes() -> None:
         return web.json_response({"code": "master", "description": "not here", "host": "x", "url": elsewhere},
                                  status=500)  # fmt: skip
 
-    mine = NodeTestServer(web.Application())
+    mine = TestServer(web.Application())
     mine.app.router.add_route("*", "/{tail:.*}", node)
     await mine.start_server()
     try:
