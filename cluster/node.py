@@ -114,6 +114,7 @@ class NodeRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._primary_stop: asyncio.Event | None = None
         self._primary_tasks: list[asyncio.Task[None]] = []
+        self._stoppers: list[asyncio.Task[None]] = []  # step-downs stopping the primary services
         self.metrics = NodeMetrics()
         self.election.on_round_trip = self.metrics.store_rtt.observe
         users, state = self.stores.users, self.stores.state
@@ -207,8 +208,12 @@ class NodeRuntime:
             return
         released = await self.election.release()
         await self._stop_primary_services()
-        for task in self._tasks:  # role-change tasks started by the release above
-            await cancel_and_wait(task)
+        # A step-down (the release above among them) stops the services in a task of its own, which may have
+        # taken them over before the call above: it runs to its end (each service it waits for is bounded). Were it
+        # cancelled, the service it waits for at that moment would be cancelled again in the middle of its own
+        # clean-up (the dispatcher's pool was left open that way).
+        for task in self._stoppers:
+            await task
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await asyncio.wait_for(self.registry.nodes.remove(self.node_id), 2.0)
         if self.control is not self.db:
@@ -246,7 +251,7 @@ class NodeRuntime:
         else:
             # Stop the services at once (synchronously signal, cancel in the background).
             task = asyncio.get_running_loop().create_task(self._stop_primary_services())
-            self._tasks.append(task)
+            self._stoppers = [*(t for t in self._stoppers if not t.done()), task]
 
     def _start_primary_services(self) -> None:
         stop = self._primary_stop = asyncio.Event()
