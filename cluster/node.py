@@ -203,6 +203,8 @@ class NodeRuntime:
         for task in self._tasks:
             await cancel_and_wait(task)
         if self.follower:
+            for task in self._stoppers:
+                await task
             if self.control is not self.db:
                 await self.control.aclose()
             return
