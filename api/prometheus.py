@@ -13,13 +13,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .errors import ApiError
 from .registry import AUTH as ANY_CALLER
 from .transport import json_reply, split_reserved
-from .typedefs import AUTH, NODE, SETTINGS
+from .typedefs import AUTH, FORWARD, NODE, SETTINGS
 
 ROUTE = "/metrics"
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     app = request.app
+    forward = app.get(FORWARD)
+    if forward is not None:  # a worker: the node process answers with the counts of all its processes
+        return await forward(request)
     if app[SETTINGS].metrics == "key":
         _, reserved = split_reserved(request.query.items())
         try:

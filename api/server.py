@@ -44,7 +44,7 @@ from .front import ApiRunner
 from .logs import AccessLogger, flush_access_log
 from .settings import WORKER_ENV, ConfigError, Settings
 from .typedefs import FORWARD
-from .workers import Forwarder, WorkerPool, die_with_parent, follow, socket_path
+from .workers import Forwarder, WorkerPool, die_with_parent, follow, publish_counts, socket_path
 
 log = structlog.get_logger("podium.server")
 
@@ -278,7 +278,7 @@ async def serve(settings: Settings, argv: Sequence[str] = ()) -> None:
         await node.start()
         stack.push_async_callback(node.stop)
         if workers > 1:
-            pool = WorkerPool(node, workers, argv, {"PODIUM_REDIS_URL": url})
+            pool = WorkerPool(node, workers, argv, {"PODIUM_REDIS_URL": url}, settings.data_dir)
             await pool.start()
             stack.push_async_callback(pool.stop)  # before the node stops: workers end while the store is up
         if settings.agent:
@@ -318,8 +318,10 @@ async def serve_worker(settings: Settings) -> None:
         await node.start()
         stack.push_async_callback(node.stop)
         following = asyncio.create_task(follow(node, stop))
+        counting = asyncio.create_task(publish_counts(node, settings.data_dir, settings.worker_index, stop))
         log.info("worker_started", node=node.node_id, worker=settings.worker_index, pid=os.getpid())
         await stop.wait()
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
+        for task in (following, counting):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

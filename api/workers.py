@@ -1,18 +1,19 @@
 """HTTP workers: `podium serve --workers N` answers on one port from N processes.
 
 The process model. The node process (the one started) runs everything a node runs: the election, the registry
-heartbeat, the scheduler and every other primary service, the node's own agent, and an HTTP server. It starts
-N - 1 worker processes (the same command, with PODIUM_WORKER_INDEX set) that run an HTTP server each on the same
-address (SO_REUSEPORT: the kernel spreads connections over them) with the node's identity, store and caches
-(each keeps the same invalidation bus as any node), and its own agent gateway (agents may use any process:
-their commands and reports go through Redis). A worker runs no election: after every round that changes
-anything the node process writes `cluster.follower.node_state` as a JSON line to each worker's stdin, so a worker
-knows the role and epoch at once; it serves every read, and on the primary makes fenced writes itself (the
-fence is checked in Redis, so a worker of a deposed node is refused like the node). The few calls that use a
-primary service held in the node process's memory (Handler.service: the job dispatcher, internal jobs, test
-mail) are handed on over a private Unix socket in the data directory. A worker that dies is started again
-(after 1 s, doubling to 30 s while it keeps dying young); a worker whose node process dies exits (its stdin
-ends, and the kernel sends SIGTERM).
+heartbeat, the scheduler and every other primary service, the node's own agent, and an HTTP server. It starts N - 1
+worker processes (the same command, with PODIUM_WORKER_INDEX set) that run an HTTP server each on the same address
+(SO_REUSEPORT: the kernel spreads connections over them) with the node's identity, store and caches (each keeps the
+same invalidation bus as any node), and its own agent gateway (agents may use any process: their commands and
+reports go through Redis). A worker runs no election: after every round that changes anything the node process
+writes `cluster.follower.node_state` as a JSON line to each worker's stdin, so a worker knows the role and epoch at
+once; it serves every read, and on the primary makes fenced writes itself (the fence is checked in Redis, so a
+worker of a deposed node is refused like the node). The few calls that use a primary service held in the node
+process's memory (Handler.service: the job dispatcher, internal jobs, test mail) are handed on over a private Unix
+socket in the data directory, and so is a scrape of /metrics: each worker writes its request counts to the data
+directory every 2 s, and the node process adds them to its own. A worker that dies is started again (after 1 s,
+doubling to 30 s while it keeps dying young); a worker whose node process dies exits (its stdin ends, and the kernel
+sends SIGTERM).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -44,6 +46,8 @@ log = structlog.get_logger("podium.workers")
 CLIENT_IP_HEADER = "X-Podium-Client-IP"  # a handed-on call's caller (trusted on the node's private socket only)
 FORWARD_TIMEOUT_S = 300.0  # a handed-on call may take as long as the call itself (e.g. starting internal jobs)
 RESTART_MIN_S, RESTART_MAX_S, HEALTHY_AFTER_S = 1.0, 30.0, 30.0
+COUNTS_EVERY_S = 2.0  # how often a worker writes its request counts for the node's /metrics
+MAX_COUNTS_BYTES = 16 << 20
 _PR_SET_PDEATHSIG = 1
 _HOP = frozenset(h.lower() for h in (hdrs.CONNECTION, hdrs.KEEP_ALIVE, hdrs.TRANSFER_ENCODING, hdrs.TE, hdrs.UPGRADE,
                                      hdrs.CONTENT_LENGTH, hdrs.HOST, "proxy-connection", CLIENT_IP_HEADER))  # fmt: skip
@@ -58,8 +62,11 @@ def socket_path(data_dir: Path) -> Path:
 class WorkerPool:
     """The node process's side: start the workers, tell them the role, start again any that dies."""
 
-    def __init__(self, node: NodeRuntime, count: int, argv: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, node: NodeRuntime, count: int, argv: Sequence[str], env: dict[str, str], data_dir: Path
+    ) -> None:
         self.node = node
+        self.node_dir = data_dir
         self.count = count
         self.argv = list(argv)
         self.env = env
@@ -70,7 +77,22 @@ class WorkerPool:
 
     async def start(self) -> None:
         self.node.on_state = self.broadcast
+        for stale in counts_dir(self.node_dir).glob("worker-*.json"):  # a previous run's
+            stale.unlink(missing_ok=True)
+        self.node.metrics.peers = self.peer_counts
         self._tasks = [asyncio.create_task(self._keep(index)) for index in range(1, self.count)]
+
+    def peer_counts(self) -> list[dict[str, Any]]:
+        """The request counts the workers last wrote (for /metrics: the node's figures are all its processes')."""
+        found = []
+        for index in range(1, self.count):
+            path = counts_dir(self.node_dir) / f"worker-{index}.json"
+            try:
+                if path.stat().st_size <= MAX_COUNTS_BYTES:
+                    found.append(orjson.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        return found
 
     def broadcast(self) -> None:
         if not self.procs:
@@ -161,6 +183,25 @@ async def follow(node: NodeRuntime, stop: asyncio.Event) -> None:
     finally:
         log.info("worker_node_gone", node=node.node_id)
         stop.set()
+
+
+def counts_dir(data_dir: Path) -> Path:
+    return data_dir / "metrics"
+
+
+async def publish_counts(node: NodeRuntime, data_dir: Path, index: int, stop: asyncio.Event) -> None:
+    """Write this worker's request counts for its node process's /metrics every COUNTS_EVERY_S (atomically)."""
+    folder = counts_dir(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path, tmp = folder / f"worker-{index}.json", folder / f".worker-{index}.tmp"
+    while not stop.is_set():
+        try:
+            tmp.write_bytes(orjson.dumps(node.metrics.counts()))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("worker_counts_unwritable", error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), COUNTS_EVERY_S)
 
 
 class Forwarder:

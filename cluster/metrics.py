@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -72,7 +72,27 @@ class NodeMetrics:
             self.scheduler_skipped.labels(kind)
         self.caches: dict[str, CacheCounts] = {}  # name -> counters; the layers that own a cache add it
         self.agents: Callable[[], int] = lambda: 0  # agents connected to this node (set by the gateway)
+        # The counts of the node's HTTP workers (api/workers.py), added to this process's at scrape time.
+        self.peers: Callable[[], list[dict[str, Any]]] = list
         reg.register(_Requests(self))
+
+    def counts(self) -> dict[str, Any]:
+        """This process's request counts and agents (JSON-ready), as a worker hands them to its node process."""
+        return {"requests": [[*key, n] for key, n in self.requests.items()],
+                "latency": [[*key, timer] for key, timer in self.latency.items()], "agents": self.agents()}  # fmt: skip
+
+    def merged(self) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], list[float]], int]:
+        """Requests, latency and agents of this process plus its workers'."""
+        requests, latency, agents = dict(self.requests), {k: list(v) for k, v in self.latency.items()}, self.agents()
+        for peer in self.peers():
+            for ns, name, code, n in peer.get("requests", ()):
+                requests[(ns, name, code)] = requests.get((ns, name, code), 0) + int(n)
+            for ns, name, timer in peer.get("latency", ()):
+                mine = latency.setdefault((ns, name), [0.0] * (len(REQUEST_BUCKETS) + 2))
+                if len(timer) == len(mine):
+                    latency[(ns, name)] = [a + float(b) for a, b in zip(mine, timer, strict=True)]
+            agents += int(peer.get("agents", 0))
+        return requests, latency, agents
 
     def request(self, ns: str, name: str, known: bool, code: str, seconds: float) -> None:
         """One answered API call (`known`: the name is in the registry)."""
@@ -115,12 +135,13 @@ class _Requests(Collector):
     def collect(self) -> Iterable[Metric]:
         calls = CounterMetricFamily("podium_requests", "API calls answered, by API name and reply code (0 = success).",
                                     labels=["api", "code"])  # fmt: skip
-        for (ns, name, code), count in list(self.metrics.requests.items()):
+        requests, timers, _ = self.metrics.merged()
+        for (ns, name, code), count in requests.items():
             calls.add_metric([_api_label(ns, name), code], count)
         latency = HistogramMetricFamily("podium_request_duration_seconds", "Time to answer an API call, by API name.",
                                         labels=["api"])  # fmt: skip
         bounds = [*(repr(b) for b in REQUEST_BUCKETS), "+Inf"]
-        for (ns, name), timer in list(self.metrics.latency.items()):
+        for (ns, name), timer in timers.items():
             total, buckets = 0.0, []
             for bound, hits in zip(bounds, timer, strict=False):  # the last item, the sum, is left out
                 total += hits
@@ -148,7 +169,7 @@ class _NodeState(Collector):
         store = GaugeMetricFamily("podium_store_up", "1 while the lease and heartbeat calls reach the store.",
                                   value=1 if node.redis_ok else 0)  # fmt: skip
         agents = GaugeMetricFamily("podium_agents_connected", "Agents whose WebSocket this node holds.",
-                                   value=self.metrics.agents())  # fmt: skip
+                                   value=self.metrics.merged()[2])  # fmt: skip
         yield from (info, role, epoch, store, agents, self._jobs(), *self._caches())
 
     def _jobs(self) -> Metric:

@@ -191,3 +191,33 @@ async def test_a_worker_of_a_deposed_node_refuses_writes(tmp_path: Path) -> None
             assert "before" in titles and "while deposed" not in titles
         finally:
             await conn.close()
+
+
+async def test_metrics_count_the_requests_of_every_process(one_node: Cluster) -> None:
+    """A scrape reaches any process; it answers with the node's figures: its own requests and its workers'."""
+    node = one_node.nodes[0]
+    counted: dict[int, int] = {}
+    for worker in (0, 1):
+        conn = await pinned_to(node, worker, {})
+        try:
+            for _ in range(25 + 10 * worker):
+                status, _ = await conn.get("ping")
+                assert status == 200
+            counted[worker] = 25 + 10 * worker
+        finally:
+            await conn.close()
+
+    async def scraped(worker: int) -> float:
+        conn = await pinned_to(node, worker, {})
+        try:
+            async with conn.http.get(node.url + "/metrics") as resp:
+                text = await resp.text()
+        finally:
+            await conn.close()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('podium_requests_total{api="ping",code="0"}'))  # fmt: skip
+
+    async def complete() -> bool:  # a worker writes its counts every 2 s
+        return all([await scraped(w) >= sum(counted.values()) for w in (0, 1)])
+
+    await one_node.wait_for(complete, 30, interval=0.5)
