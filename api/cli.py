@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--access-log", choices=["on", "off"], help="log every request (default on)")
     serve.add_argument("--workers", metavar="N",
-                       help=f"HTTP processes on the port (default: the cores, at most 8; here {default_workers()})")
+                       help=f"HTTP processes on the port (default 1; one per core here: {default_workers()})")
     serve.add_argument("--event-loop", choices=["uvloop", "asyncio"], help="event loop (default uvloop)")
     serve.add_argument("--max-body-bytes", metavar="N", help=f"request body limit (default {DEFAULT_MAX_BODY})")
     serve.add_argument("--anon-body-bytes", metavar="N",
@@ -306,7 +306,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         log_level=_pick(args, env, "log_level", "info"),
         access_log=_flag(_pick(args, env, "access_log", "on")),
         event_loop=_pick(args, env, "event_loop", "uvloop"),
-        workers=_int(_pick(args, env, "workers", str(default_workers())), "--workers"),
+        workers=_int(_pick(args, env, "workers", "1"), "--workers"),  # opt-in until launches go to the node process
         worker_index=_int(env.get(WORKER_ENV, "0"), WORKER_ENV),
         max_body_bytes=_int(_pick(args, env, "max_body_bytes", str(DEFAULT_MAX_BODY)), "--max-body-bytes"),
         anon_body_bytes=_int(_pick(args, env, "anon_body_bytes", str(DEFAULT_ANON_BODY)), "--anon-body-bytes"),
