@@ -16,6 +16,8 @@ from .settings import Settings
 if TYPE_CHECKING:
     from .auth import Authenticator
 
+CLIENT_IP_HEADER = "X-Podium-Client-IP"  # a handed-on call's caller (trusted on the node's private socket only)
+
 
 @dataclass(frozen=True, slots=True)
 class Upload:
@@ -67,4 +69,4 @@ class Call:
         if remote:
             return remote
         # Only the node's private socket (0600) has no peer address: a worker's call handed on (api/workers.py).
-        return self.request.headers.get("X-Podium-Client-IP", "")
+        return self.request.headers.get(CLIENT_IP_HEADER, "")

@@ -76,14 +76,10 @@ def encode(body: dict[str, Any]) -> bytes:
 NODE_HEADER = "X-Podium-Node"  # which node answered: clients and tests see reads spread over the nodes
 
 
-def bytes_reply(
-    data: bytes, status: int = 200, *, rid: str = "", gzipped: bool = False, node: str = ""
-) -> web.Response:
+def bytes_reply(data: bytes, status: int = 200, *, rid: str = "", gzipped: bool = False) -> web.Response:
     headers = {"Content-Type": "application/json"}
     if rid:
         headers["X-Request-ID"] = rid
-    if node:  # replies of the API front (other routes are named by the app's response hook)
-        headers[NODE_HEADER] = node
     if gzipped:
         headers["Content-Encoding"] = "gzip"
         headers["Vary"] = "Accept-Encoding"
@@ -94,11 +90,9 @@ def accepts_gzip(request: web.Request) -> bool:
     return "gzip" in request.headers.get("Accept-Encoding", "")
 
 
-def json_reply(
-    body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "", node: str = ""
-) -> web.Response:
+def json_reply(body: dict[str, Any], status: int = 200, *, pretty: bool = False, rid: str = "") -> web.Response:
     data = orjson.dumps(body, default=_json_default, option=_PRETTY if pretty else _COMPACT)
-    return bytes_reply(data, status, rid=rid, node=node)
+    return bytes_reply(data, status, rid=rid)
 
 
 def _checked_text(key: str, value: str) -> str:
@@ -318,9 +312,18 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 async def answer(request: web.Request, api: Api, ns: str, name: str, tail: str) -> web.StreamResponse:
+    """The call's reply, named with the node (X-Podium-Node) unless its handler sent it itself (those name the
+    node with `stream_headers`); the app's response hook names the replies of every other route."""
+    resp = await _answer(request, api, ns, name, tail)
+    if not resp.prepared:
+        resp.headers[NODE_HEADER] = api.node.node_id
+    return resp
+
+
+async def _answer(request: web.Request, api: Api, ns: str, name: str, tail: str) -> web.StreamResponse:
     """Authenticate from the headers where the credential is there, then read the body (small when nobody is
     authenticated yet), authenticate from the body otherwise, validate the declared parameters and run the
-    handler. Every reply names the node (X-Podium-Node) and the request (X-Request-ID)."""
+    handler; the reply carries the request's id (X-Request-ID)."""
     began = time.perf_counter()
     rid = next_request_id()
     bind_contextvars(request_id=rid)
@@ -338,9 +341,9 @@ async def answer(request: web.Request, api: Api, ns: str, name: str, tail: str) 
         settings = api.settings
         if handler.write and not handler.anywhere and not node.is_primary:
             code = "redirect"  # counted apart: a 307 is neither a success nor a failure (a `master` error replaces it)
-            return _named(await _not_here(request, node, settings), node)
+            return await _not_here(request, node, settings)
         if handler.service and api.forward is not None:  # a worker: the node process holds the service
-            return _named(await api.forward(request), node)
+            return await api.forward(request)
         auth = api.auth
         query, q_reserved = _query(request)
         who = None
@@ -366,8 +369,8 @@ async def answer(request: web.Request, api: Api, ns: str, name: str, tail: str) 
             call.params = handler.args(call.params)
         reply = await handler.func(call)
         if isinstance(reply, web.StreamResponse):
-            return _named(reply, node)
-        return json_reply({"code": 0, **reply}, pretty=pretty, rid=rid, node=node.node_id)
+            return reply
+        return json_reply({"code": 0, **reply}, pretty=pretty, rid=rid)
     except Exception as exc:  # every failure becomes a JSON reply; see _failure
         code, resp = await _failure(exc, node, f"{ns}/{name}", rid, pretty)
         return resp
@@ -391,12 +394,6 @@ async def _admit(call: Call, handler: Handler, who: Principal | None) -> None:
         await auth.check_cookie_csrf(call)
 
 
-def _named(resp: web.StreamResponse, node: NodeRuntime) -> web.StreamResponse:
-    if not resp.prepared:  # a handler that streams names the node itself (see `stream_headers`)
-        resp.headers[NODE_HEADER] = node.node_id
-    return resp
-
-
 def stream_headers(call: Call, headers: dict[str, str]) -> dict[str, str]:
     """The headers of a reply a handler prepares itself: with the node's name, as every API reply."""
     return {**headers, NODE_HEADER: call.node.node_id}
@@ -406,30 +403,29 @@ async def _failure(
     exc: Exception, node: NodeRuntime, api: str, rid: str, pretty: bool
 ) -> tuple[str, web.Response]:
     """The reply for a failed call (and its code): its own error, a redirect to the primary, or a logged crash."""
-    name = node.node_id
     if isinstance(exc, BodyTooLarge):
-        resp = json_reply(exc.body(), exc.status, pretty=pretty, rid=rid, node=name)
+        resp = json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
         resp.force_close()  # the rest of the body is never read: drop the connection rather than drain it
         return exc.code, resp
     if isinstance(exc, ApiError):
-        return exc.code, json_reply(exc.body(), exc.status, pretty=pretty, rid=rid, node=name)
+        return exc.code, json_reply(exc.body(), exc.status, pretty=pretty, rid=rid)
     if isinstance(exc, Conflict):
         body = {"code": "conflict", "description": "This was changed by another request meanwhile; reload it and "
                                                    "try again."}  # fmt: skip
-        return "conflict", json_reply(body, 409, rid=rid, node=name)
+        return "conflict", json_reply(body, 409, rid=rid)
     if isinstance(exc, PageTooLarge):  # a search page over its byte budget: the caller asks for fewer rows
         body = {"code": "api", "description": f"Parameter 'limit' is too large here: {exc}."}
-        return "api", json_reply(body, 400, rid=rid, node=name)
+        return "api", json_reply(body, 400, rid=rid)
     if isinstance(exc, NotPrimary | FencedError):
         err = await redirect(node)
-        return err.code, json_reply(err.body(), err.status, pretty=pretty, rid=rid, node=name)
+        return err.code, json_reply(err.body(), err.status, pretty=pretty, rid=rid)
     if isinstance(exc, STORE_DOWN_ERRORS):
         log.warning("store_unavailable", api=api, error=repr(exc))
         body = {"code": "db", "description": "The data store is unavailable; try again shortly."}
-        return "db", json_reply(body, 500, rid=rid, node=name)
+        return "db", json_reply(body, 500, rid=rid)
     log.error("handler_failed", api=api, exc_info=exc)
     body = {"code": "internal", "description": f"Internal error (request {rid}); see the server log."}
-    return "internal", json_reply(body, 500, rid=rid, node=name)
+    return "internal", json_reply(body, 500, rid=rid)
 
 
 def _unlink(path: str) -> None:

@@ -38,12 +38,12 @@ from yarl import URL
 from cluster.follower import FollowedElection, node_state
 from cluster.node import NodeRuntime
 
+from .call import CLIENT_IP_HEADER
 from .errors import ApiError
 from .settings import WORKER_ENV
 
 log = structlog.get_logger("podium.workers")
 
-CLIENT_IP_HEADER = "X-Podium-Client-IP"  # a handed-on call's caller (trusted on the node's private socket only)
 FORWARD_TIMEOUT_S = 300.0  # a handed-on call may take as long as the call itself (e.g. starting internal jobs)
 RESTART_MIN_S, RESTART_MAX_S, HEALTHY_AFTER_S = 1.0, 30.0, 30.0
 COUNTS_EVERY_S = 2.0  # how often a worker writes its request counts for the node's /metrics
@@ -71,7 +71,7 @@ class WorkerPool:
         self.argv = list(argv)
         self.env = env
         self.procs: dict[int, asyncio.subprocess.Process] = {}
-        self.restarts = 0
+        self._last = b""  # the state line last sent to every worker
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -95,49 +95,57 @@ class WorkerPool:
         return found
 
     def broadcast(self) -> None:
-        if not self.procs:
+        """Send the node's state to every worker, when it differs from what they were last sent."""
+        line = self._state_line()
+        if line == self._last or not self.procs:
             return
-        line = orjson.dumps(node_state(self.node)) + b"\n"
+        self._last = line
         for proc in self.procs.values():
             _send(proc, line)
+
+    def _state_line(self) -> bytes:
+        return orjson.dumps(node_state(self.node)) + b"\n"
 
     async def _keep(self, index: int) -> None:
         pause = RESTART_MIN_S
         while not self._stopping:
-            env = {**os.environ, **self.env, WORKER_ENV: str(index)}
-            try:
-                proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "api.cli", *self.argv,
-                                                            stdin=asyncio.subprocess.PIPE, env=env,
-                                                            start_new_session=True)  # fmt: skip
-            except OSError as exc:
-                log.error("worker_start_failed", worker=index, error=repr(exc))
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, RESTART_MAX_S)
-                continue
-            self.procs[index] = proc
-            _send(proc, orjson.dumps(node_state(self.node)) + b"\n")
             started = time.monotonic()
-            code = await proc.wait()
-            self.procs.pop(index, None)
+            await self._run(index)
             if self._stopping:
                 return
-            self.restarts += 1
-            log.warning("worker_exited", worker=index, pid=proc.pid, returncode=code)
             if time.monotonic() - started > HEALTHY_AFTER_S:
                 pause = RESTART_MIN_S
             await asyncio.sleep(pause)
             pause = min(pause * 2, RESTART_MAX_S)
 
+    async def _run(self, index: int) -> None:
+        """Worker `index`, from its start to its exit."""
+        env = {**os.environ, **self.env, WORKER_ENV: str(index)}
+        try:
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "api.cli", *self.argv,
+                                                        stdin=asyncio.subprocess.PIPE, env=env,
+                                                        start_new_session=True)  # fmt: skip
+        except OSError as exc:
+            log.error("worker_start_failed", worker=index, error=repr(exc))
+            return
+        self.procs[index] = proc
+        _send(proc, self._state_line())
+        code = await proc.wait()
+        self.procs.pop(index, None)
+        if not self._stopping:
+            log.warning("worker_exited", worker=index, pid=proc.pid, returncode=code)
+
     async def stop(self, timeout: float = 10.0) -> None:
+        """Terminate every worker and wait for them together, killing those still there after `timeout`."""
         self._stopping = True
         procs = list(self.procs.values())
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
+        if procs:
+            await asyncio.wait([asyncio.ensure_future(proc.wait()) for proc in procs], timeout=timeout)
         for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
+            if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from storage.lease import LeaseStore
 from storage.models import LiveNode, NodeRecord
 
@@ -22,9 +20,6 @@ from .election import Election
 
 if TYPE_CHECKING:
     from .node import NodeRuntime
-
-log = structlog.get_logger("podium.follower")
-
 
 def node_state(node: NodeRuntime) -> dict[str, Any]:
     """What the node process tells its workers (JSON-ready)."""
@@ -44,8 +39,7 @@ class FollowedElection(Election):
 
     def __init__(self, leases: LeaseStore, node_id: str, *, lease_ms: int) -> None:
         super().__init__(leases, node_id, lease_ms=lease_ms)
-        self._until = 0.0
-        self.received = 0  # states applied (a worker serves writes only once it has heard from its node)
+        self._until = 0.0  # primary until this clock reading (0.0: not primary)
 
     @property
     def primary_until(self) -> float:
@@ -64,13 +58,6 @@ class FollowedElection(Election):
     def store_changed(self) -> bool:
         return False
 
-    def fenced_out(self) -> None:
-        """A fenced write was refused: this node is not the primary, whatever the last state said."""
-        if self._until:
-            self._until = 0.0
-            self.leader_id = ""
-            self.on_change(False)
-
     def apply(self, state: dict[str, Any], registry_view: list[LiveNode]) -> None:
         was = self.is_primary
         self._until = float(state.get("primary_until") or 0.0)
@@ -79,6 +66,5 @@ class FollowedElection(Election):
         self.redis_ok = bool(state.get("redis_ok", True))
         registry_view[:] = [LiveNode(NodeRecord(**n["record"]), int(n["expires_ms"]), int(n["now_ms"]),
                                      int(n["ttl_ms"])) for n in state.get("view") or ()]  # fmt: skip
-        self.received += 1
         if self.is_primary != was:
             self.on_change(self.is_primary)

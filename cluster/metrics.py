@@ -127,7 +127,8 @@ def _code_label(code: str) -> str:
 
 
 class _Requests(Collector):
-    """The request counter and latency histogram, from the plain counts of the request path."""
+    """The request counter and latency histogram, from the plain counts of the request path, and the agents
+    connected: this process's and its HTTP workers' (read once per scrape)."""
 
     def __init__(self, metrics: NodeMetrics) -> None:
         self.metrics = metrics
@@ -135,7 +136,7 @@ class _Requests(Collector):
     def collect(self) -> Iterable[Metric]:
         calls = CounterMetricFamily("podium_requests", "API calls answered, by API name and reply code (0 = success).",
                                     labels=["api", "code"])  # fmt: skip
-        requests, timers, _ = self.metrics.merged()
+        requests, timers, agents = self.metrics.merged()
         for (ns, name, code), count in requests.items():
             calls.add_metric([_api_label(ns, name), code], count)
         latency = HistogramMetricFamily("podium_request_duration_seconds", "Time to answer an API call, by API name.",
@@ -147,7 +148,9 @@ class _Requests(Collector):
                 total += hits
                 buckets.append((bound, total))
             latency.add_metric([_api_label(ns, name)], buckets, timer[-1])
-        return [calls, latency]
+        connected = GaugeMetricFamily("podium_agents_connected", "Agents whose WebSocket this node holds.",
+                                      value=agents)  # fmt: skip
+        return [calls, latency, connected]
 
 
 class _NodeState(Collector):
@@ -168,9 +171,7 @@ class _NodeState(Collector):
                                   value=node.epoch)  # fmt: skip
         store = GaugeMetricFamily("podium_store_up", "1 while the lease and heartbeat calls reach the store.",
                                   value=1 if node.redis_ok else 0)  # fmt: skip
-        agents = GaugeMetricFamily("podium_agents_connected", "Agents whose WebSocket this node holds.",
-                                   value=self.metrics.merged()[2])  # fmt: skip
-        yield from (info, role, epoch, store, agents, self._jobs(), *self._caches())
+        yield from (info, role, epoch, store, self._jobs(), *self._caches())
 
     def _jobs(self) -> Metric:
         jobs = GaugeMetricFamily("podium_jobs", "Unfinished jobs by state, from the primary's view (only the "

@@ -202,13 +202,7 @@ class NodeRuntime:
         self._stop.set()
         for task in self._tasks:
             await cancel_and_wait(task)
-        if self.follower:
-            for task in self._stoppers:
-                await task
-            if self.control is not self.db:
-                await self.control.aclose()
-            return
-        released = await self.election.release()
+        released = await self.election.release()  # a worker holds no lease and runs no service: no-ops
         await self._stop_primary_services()
         # A step-down (the release above among them) stops the services in a task of its own, which may have
         # taken them over before the call above: it runs to its end (each service it waits for is bounded). Were it
@@ -216,8 +210,9 @@ class NodeRuntime:
         # clean-up (the dispatcher's pool was left open that way).
         for task in self._stoppers:
             await task
-        with contextlib.suppress(*UNAVAILABLE_ERRORS):
-            await asyncio.wait_for(self.registry.nodes.remove(self.node_id), 2.0)
+        if not self.follower:  # a worker shares its node's record
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await asyncio.wait_for(self.registry.nodes.remove(self.node_id), 2.0)
         if self.control is not self.db:
             await self.control.aclose()
         log.info("node_stopped", node=self.node_id, released_lease=released)
