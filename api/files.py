@@ -25,6 +25,7 @@ from aiohttp import web
 
 from storage.connection import STORE_DOWN_ERRORS
 from storage.files import BadPath, FileInfo, check_path
+from storage.stores import Stores
 
 from .agentauth import same, server_token
 from .errors import ApiError
@@ -42,7 +43,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _DOWNLOAD_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 # May `who` (a user or API key, not an administrator) read the stored file whose key split at `/` is `parts`?
-OwnerRule = Callable[[web.Request, Principal, list[str]], Awaitable[bool]]
+OwnerRule = Callable[[Stores, Principal, list[str]], Awaitable[bool]]
 OWNER_RULES: dict[str, OwnerRule] = {}
 
 
@@ -64,28 +65,28 @@ def owning_job(key: str) -> str:
 
 
 @owner_rule("jobs")
-async def job_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+async def job_file_rule(stores: Stores, who: Principal, parts: list[str]) -> bool:
     """Job output files: whoever can see the job (its category and targets)."""
     job_id = parts[2] if len(parts) > 3 else ""
-    job = await request.app[NODE].stores.jobs.get(job_id) if job_id else None
+    job = await stores.jobs.get(job_id) if job_id else None
     return job is not None and can_see(who, job)
 
 
 @owner_rule("users")
-async def user_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+async def user_file_rule(stores: Stores, who: Principal, parts: list[str]) -> bool:
     """A user's uploads (`files/users/<username>/<random>/<name>`): any authenticated caller. The random
     segment is the secret, as in xyOps (whose /files has no check at all): the uploader shares the URL."""
     return len(parts) >= 5
 
 
 @owner_rule("bucket")
-async def bucket_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+async def bucket_file_rule(stores: Stores, who: Principal, parts: list[str]) -> bool:
     """Bucket files: any authenticated caller (xyOps buckets have no category restriction)."""
     return len(parts) >= 4
 
 
 @owner_rule("tickets")
-async def ticket_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+async def ticket_file_rule(stores: Stores, who: Principal, parts: list[str]) -> bool:
     """Ticket files: administrators only (checked before any rule runs). The tickets module replaces this rule
     with its category check (`@owner_rule("tickets")` in api/handlers/tickets.py)."""
     return False
@@ -136,9 +137,9 @@ async def _allowed(request: web.Request, key: str) -> bool:
         return True
     parts = key.split("/")
     if parts[0] == "logs":
-        return parts[1:2] == ["jobs"] and await job_file_rule(request, who, parts)
+        return parts[1:2] == ["jobs"] and await job_file_rule(stores, who, parts)
     rule = OWNER_RULES.get(parts[1]) if len(parts) > 2 else None
-    return rule is not None and await rule(request, who, parts)
+    return rule is not None and await rule(stores, who, parts)
 
 
 def _download_name(key: str, download: str) -> str:

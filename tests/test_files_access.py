@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from api.files import OWNER_RULES, byte_range, owner_rule
 from api.principal import Principal
 from storage.files import DirectoryFileStore, FileStore, RedisFileStore
 from storage.ids import generate_id
+from storage.stores import Stores
 from tests.authkit import Site, ok
 
 Headers = dict[str, str]
@@ -78,7 +78,7 @@ async def test_owner_rules(site: Site, admin: Headers, ticket_rule: None) -> Non
 
     # The tickets module installs its own rule (here: tickets whose id is the caller's name).
     @owner_rule("tickets")
-    async def named(request: web.Request, who: Principal, parts: list[str]) -> bool:
+    async def named(stores: Stores, who: Principal, parts: list[str]) -> bool:
         return parts[2] == who.id
 
     assert OWNER_RULES["tickets"] is named

@@ -482,3 +482,18 @@ async def test_hostile_names_over_http(upsite: Site, upadmin: Headers) -> None:
         ("bc", "bc.bin"), ("....boot.ini", "_boot.ini")]  # fmt: skip
     for file in data["files"]:
         assert file["path"].startswith("files/users/admin/") and file["path"].count("/") == 4
+
+
+async def test_a_caller_hands_on_job_and_ticket_files_it_may_read(upsite: Site, upadmin: Headers) -> None:
+    """The owner rules of GET /files decide for a caller who is not an administrator, on the API front too."""
+    stores = upsite.node.stores
+    body = {"title": "Inputs", "enabled": True, "category": "general", "plugin": "testplug", "targets": ["main"],
+            "params": {"duration": 1}, "triggers": [{"type": "manual", "enabled": True}]}  # fmt: skip
+    event = (await ok(upsite, "create_event", body, upadmin))["event"]
+    runner = await user(upsite, upadmin, "runner", privileges={"run_jobs": 1})
+    await stores.files.put("files/jobs/jnone/r/out.txt", b"of no job")
+    await stores.files.put("files/tickets/tnone/r/a/att.txt", b"of no ticket")
+    for path in ("files/jobs/jnone/r/out.txt", "files/tickets/tnone/r/a/att.txt"):
+        got, data = await upsite.call("run_event", {"id": event["id"], "input": {"files": [{"path": path}]}},
+                                      headers=runner)  # fmt: skip
+        assert got == 403 and data["description"].startswith("Job input file is not yours to use"), (path, data)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from cluster.tickets.fields import MAX_FILES, TicketError
+from storage.stores import Stores
 from storage.tickets import ticket_files_prefix
 
 from ..call import Call
@@ -22,7 +21,6 @@ from ..files import owner_rule
 from ..params import Validator, flag, text
 from ..principal import Principal, can_category
 from ..registry import HANDLERS, Params, Reply
-from ..typedefs import NODE
 from ..uploads import discard_files, receive_upload
 from .tickets import REFUSALS, TICKET_ID, _check_category, _error, _missing, changed_ticket, update_ticket_record
 
@@ -31,9 +29,9 @@ _UPLOAD_FORM = Validator((_TICKET_PARAM,))
 
 
 @owner_rule("tickets")
-async def ticket_file_rule(request: web.Request, who: Principal, parts: list[str]) -> bool:
+async def ticket_file_rule(stores: Stores, who: Principal, parts: list[str]) -> bool:
     """Ticket files: whoever may see the ticket (its category), while it exists."""
-    ticket = await request.app[NODE].stores.tickets.get(parts[2]) if len(parts) >= 5 else None
+    ticket = await stores.tickets.get(parts[2]) if len(parts) >= 5 else None
     return ticket is not None and can_category(who, str(ticket.get("category") or ""))
 
 

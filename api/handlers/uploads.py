@@ -150,7 +150,7 @@ async def _may_use(call: Call, who: Principal | None, path: str) -> bool:
         return path.startswith("files/bucket/")
     parts = path.split("/")
     rule = OWNER_RULES.get(parts[1])
-    return who.is_admin or (rule is not None and await rule(call.request, who, parts))
+    return who.is_admin or (rule is not None and await rule(call.stores, who, parts))
 
 
 async def checked_input_files(call: Call, files: Any) -> list[File]:
