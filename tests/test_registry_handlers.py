@@ -207,7 +207,8 @@ def test_split_reserved_empty() -> None:
 
 # -- calls of the node process's primary services (an HTTP worker hands them on: api/workers.py) ---------------
 
-_SERVICE_USES = ("_dispatcher(call)", "internal_jobs(call)", "call.node.dispatcher", "call.node.internal",
+_SERVICE_USES = ("_dispatcher(call)", "internal_jobs(call)", "_launch(call", "call.node.dispatcher",
+                 "call.node.internal",
                  "call.node.maintenance", "call.node.actions", "call.node.alerting")  # fmt: skip
 
 

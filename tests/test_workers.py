@@ -144,6 +144,27 @@ async def test_a_worker_hands_service_calls_to_the_node_process(one_node: Cluste
         await conn.close()
 
 
+async def test_a_job_launched_through_a_worker_is_dispatched(one_node: Cluster) -> None:
+    """A launch is placed by the node process's dispatcher (here: aborted at once, since no agent runs)."""
+    node = one_node.nodes[0]
+    admin = await one_node.admin_session(node)
+    conn = await pinned_to(node, 1, admin)
+    try:
+        status, made = await conn.post("create_event", event("launched by a worker"))
+        assert status == 200, made
+        status, run = await conn.post("run_event", {"id": made["event"]["id"]})
+        assert status == 200 and run["code"] == 0, run
+
+        async def finished() -> dict[str, Any] | None:
+            _, got = await conn.get("get_job", id=run["id"])
+            return got["job"] if got.get("job", {}).get("state") == "complete" else None
+
+        job = await one_node.wait_for(finished, 30, interval=0.2)
+        assert job["description"] == "No available servers matching targets."
+    finally:
+        await conn.close()
+
+
 async def test_a_dead_worker_is_started_again_and_workers_end_with_their_node(one_node: Cluster) -> None:
     node = one_node.nodes[0]
     pids = await one_node.wait_for(lambda: _both(node), 30)

@@ -113,7 +113,7 @@ RUN_ARGS = (
 )
 
 
-@HANDLERS.add("run_event", write=True, privilege="run_jobs", params=Params.RUN, args=RUN_ARGS)
+@HANDLERS.add("run_event", write=True, service=True, privilege="run_jobs", params=Params.RUN, args=RUN_ARGS)
 async def run_event(call: Call) -> Reply:
     """Launch a job of an event now; other parameters override event properties for this run."""
     params = _nest_flat_params(dict(call.params))
@@ -157,7 +157,7 @@ async def run_event(call: Call) -> Reply:
     return await _launch(call, launch)
 
 
-@HANDLERS.add("magic", write=True, privilege=NONE, params=Params.READ, csrf=False,
+@HANDLERS.add("magic", write=True, service=True, privilege=NONE, params=Params.READ, csrf=False,
               args=(obj("input", doc="input data for the job"),))
 async def magic(call: Call) -> Reply:
     """`/api/app/magic/v1/<KEY>[/wait]`: the token in the URL is the credential."""
