@@ -35,6 +35,7 @@ from .logs import REQUEST_ID
 from .principal import Principal, require_privilege
 from .registry import AUTH as AUTH_ANY
 from .registry import SESSION, Handler, Params
+from .reply import Reply
 from .settings import Settings
 from .typedefs import Api
 
@@ -83,7 +84,7 @@ def bytes_reply(data: bytes, status: int = 200, *, rid: str = "", gzipped: bool 
     if gzipped:
         headers["Content-Encoding"] = "gzip"
         headers["Vary"] = "Accept-Encoding"
-    return web.Response(body=data, status=status, headers=headers)
+    return Reply(body=data, status=status, headers=headers)
 
 
 def accepts_gzip(request: web.Request) -> bool:

@@ -114,7 +114,7 @@ class InvalidationBus:
                     self.deliver(data.decode() if isinstance(data, bytes) else str(data))
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2
 
 
 def invalidation_message(kind: str, name: str = "*") -> str:

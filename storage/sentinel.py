@@ -236,7 +236,7 @@ def connect(target: SentinelTarget, *, timeout: float, max_connections: int, poo
     }
     if target.tls:
         sentinel_options["ssl"] = True
-    manager = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    manager = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2
     pool = SentinelPool(
         target.service, manager, watch=StoreWatch(), owns_manager=True,
         connection_class=WatchedSSLConnection if target.tls else WatchedConnection,
