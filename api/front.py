@@ -11,7 +11,6 @@ A call that arrives through the router (the test client's default runner, an `Ex
 from __future__ import annotations
 
 import re
-from typing import cast
 
 from aiohttp import hdrs, web
 
@@ -40,7 +39,8 @@ class Front:
             return await self.routed(request)
         ns, name, tail = match.group(1, 2, 3)
         # The app's request factory makes every request a web.Request (the router's path needs one too).
-        return await answer(cast(web.Request, request), self.api, ns, name, _unquote_path_safe(tail or ""))
+        path_tail = _unquote_path_safe(tail or "")
+        return await answer(request, self.api, ns, name, path_tail)  # type: ignore[arg-type]
 
 
 class ApiRunner(web.AppRunner):

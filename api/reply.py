@@ -5,20 +5,19 @@ compression checks, a header block serialised from the multidict into the stream
 second call for the body. For the JSON replies of API calls (a known length, a handful of fixed headers, no
 cookies, no compression) that path cost about a quarter of a `ping`. `Reply` writes the same bytes itself for
 an HTTP/1.1 keep-alive request, and takes aiohttp's path for anything else (HTTP/1.0, `HEAD`, `Connection:
-close`, a reply told to close the connection, cookies, compression, a header that Reply sets itself).
+close`, a reply told to close the connection, cookies, compression).
 """
 
 from __future__ import annotations
 
 import time
 from email.utils import formatdate
-from typing import cast
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
-# Headers Reply writes itself; a reply that carries one of these by its own choice takes aiohttp's path.
+# Headers Reply writes itself.
 _OWN = frozenset(h.lower() for h in (hdrs.CONTENT_LENGTH, hdrs.DATE, hdrs.SERVER, hdrs.CONNECTION,
                                      hdrs.TRANSFER_ENCODING))  # fmt: skip
 
@@ -27,17 +26,14 @@ class _Date:
     """The Date header's value, formatted once a second (as aiohttp's own)."""
 
     second = -1
-    value = b""
+    value = ""
 
     @classmethod
-    def now(cls) -> bytes:
+    def now(cls) -> str:
         second = int(time.time())
         if second != cls.second:
-            cls.second, cls.value = second, formatdate(second, usegmt=True).encode()
+            cls.second, cls.value = second, formatdate(second, usegmt=True)
         return cls.value
-
-
-_SERVER = SERVER_SOFTWARE.encode()
 
 
 class Reply(web.Response):
@@ -47,8 +43,10 @@ class Reply(web.Response):
         transport = request.transport
         if self.prepared or transport is None or not self._plain(request):
             return await super().prepare(request)
-        await request._prepare_hook(self)  # the app's response hook, for a reply of a routed path (as aiohttp's)
-        data = self._head() + cast(bytes, self._body)  # _plain checked it is bytes
+        if getattr(request, "_match_info", None) is not None:  # a routed path: the app's response hook, as aiohttp
+            await request._prepare_hook(self)
+        body: bytes = self._body  # type: ignore[assignment]  # _plain checked it is bytes
+        data = self._head(len(body)) + body
         transport.write(data)
         self._keep_alive = True
         self._eof_sent = True  # write_eof has nothing left to do
@@ -68,19 +66,19 @@ class Reply(web.Response):
             and not self._cookies
             and not self._compression
             and not self._chunked
-            and not any(name.lower() in _OWN for name in self._headers)
         )
 
-    def _head(self) -> bytes:
-        """Status line and header block. A line break in a header refuses the reply, as aiohttp's serialiser
-        does (the connection is dropped, nothing is written)."""
-        lines: list[bytes] = [f"HTTP/1.1 {self.status} {self.reason}\r\n".encode()]
+    def _head(self, length: int) -> bytes:
+        """Status line and header block. Reply writes Content-Length, Date, Server and Connection itself (what it
+        writes is what they describe), so a reply's own are left out. A line break in a header refuses the reply,
+        as aiohttp's serialiser does (the connection is dropped, nothing is written)."""
+        lines = [f"HTTP/1.1 {self.status} {self.reason}\r\n"]
         for name, value in self._headers.items():
-            if name.lower() in _OWN:  # set by a response hook: ours describe what is written
-                continue
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise ValueError("Forbidden control character detected in headers.")
-            lines.append(f"{name}: {value}\r\n".encode())
-        length = len(cast(bytes, self._body))
-        lines.append(b"Content-Length: %d\r\nDate: %b\r\nServer: %b\r\n\r\n" % (length, _Date.now(), _SERVER))
-        return b"".join(lines)
+            if name.lower() not in _OWN:
+                lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Content-Length: {length}\r\nDate: {_Date.now()}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n")
+        head = "".join(lines)
+        breaks = len(lines) + 3  # one per line, the blank line's included
+        if head.count("\n") != breaks or head.count("\r") != breaks:
+            raise ValueError("Forbidden control character detected in headers.")
+        return head.encode()
